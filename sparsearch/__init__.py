@@ -1,0 +1,42 @@
+"""sparsearch: AutoML search for compact, accurate sparse neural networks on large sparse tabular data.
+
+The heavy parts (torch, ray, mlflow) load lazily, so ``import sparsearch`` and ``sparsearch --version`` are fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "StudyResult",
+    "StudySpec",
+    "load_study",
+    "rank_features",
+    "run_study",
+]
+
+_LAZY = {
+    "run_study": "sparsearch.search.controller",
+    "StudyResult": "sparsearch.search.controller",
+    "StudySpec": "sparsearch.search.spec",
+    "load_study": "sparsearch.search.spec",
+    "rank_features": "sparsearch.features",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sparsearch.features import rank_features
+    from sparsearch.search.controller import StudyResult, run_study
+    from sparsearch.search.spec import StudySpec, load_study
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sparsearch' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
