@@ -1,0 +1,82 @@
+"""sparsearch.spaces: sparse architecture search spaces that are correct, searchable and really faster.
+
+The public contract used by the search controller: :class:`SpaceSpec`/:class:`TrainSpec` (study-file sections),
+:func:`suggest_config` (define-by-run search space) -> :class:`TrialConfig`, the data containers
+(:class:`TabularData`, :class:`ImageData`) and :func:`train_and_evaluate` -> :class:`TrialOutcome`, whose metrics
+are listed in :data:`METRICS`.
+"""
+
+from __future__ import annotations
+
+from .accounting import layer_table, measure_latency, output_positions, saved_size, sparsity_summary
+from .config import TrialConfig, config_from_params, suggest_config
+from .criteria import CRITERIA, Criterion
+from .data import IMAGE_DATASETS, ImageData, TabularData, encode_tabular, load_digits_data, load_fashion_mnist
+from .distributions import DISTRIBUTIONS, Distribution, LayerInfo, solve_densities
+from .export import CSRLinear, compact, to_csr
+from .masked import (
+    MaskedConv2d,
+    MaskedEmbedding,
+    MaskedLinear,
+    apply_masks,
+    mask_gradients,
+    masked_modules,
+    zero_optimizer_state,
+)
+from .methods import METHODS, Method
+from .metrics import METRICS, classification_metrics
+from .models import SparseCNN, SparseMLP
+from .patterns import PATTERNS, Pattern
+from .schedules import SCHEDULES, SparsitySchedule
+from .sparsifier import Sparsifier
+from .spec import SpaceSpec, TrainSpec
+from .train import TrialOutcome, build_model, train_and_evaluate
+
+__all__ = [
+    "CRITERIA",
+    "DISTRIBUTIONS",
+    "IMAGE_DATASETS",
+    "METHODS",
+    "METRICS",
+    "PATTERNS",
+    "SCHEDULES",
+    "CSRLinear",
+    "Criterion",
+    "Distribution",
+    "ImageData",
+    "LayerInfo",
+    "MaskedConv2d",
+    "MaskedEmbedding",
+    "MaskedLinear",
+    "Method",
+    "Pattern",
+    "SpaceSpec",
+    "SparseCNN",
+    "SparseMLP",
+    "Sparsifier",
+    "SparsitySchedule",
+    "TabularData",
+    "TrainSpec",
+    "TrialConfig",
+    "TrialOutcome",
+    "apply_masks",
+    "build_model",
+    "classification_metrics",
+    "compact",
+    "config_from_params",
+    "encode_tabular",
+    "layer_table",
+    "load_digits_data",
+    "load_fashion_mnist",
+    "mask_gradients",
+    "masked_modules",
+    "measure_latency",
+    "output_positions",
+    "saved_size",
+    "solve_densities",
+    "sparsity_summary",
+    "suggest_config",
+    "to_csr",
+    "train_and_evaluate",
+    "zero_optimizer_state",
+]

@@ -1,0 +1,300 @@
+"""Data containers handed to :func:`train_and_evaluate`, and their builders.
+
+Both containers are frozen dataclasses holding numpy arrays (picklable, cheap to ``ray.put``), with a stratified,
+deterministic ``split(val_fraction, seed)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sparsearch.errors import DataError
+
+#: Code of a missing value in every categorical column.
+MISSING_CODE = 0
+#: Code reserved for values outside the vocabulary seen at encoding time.
+OOV_CODE = 1
+_FIRST_CODE = 2
+
+
+def _stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    rng = np.random.default_rng(seed)
+    val_parts, train_parts = [], []
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        idx = idx[rng.permutation(idx.size)]
+        n_val = int(round(val_fraction * idx.size))
+        if idx.size >= 2:
+            n_val = min(max(n_val, 1), idx.size - 1)
+        val_parts.append(idx[:n_val])
+        train_parts.append(idx[n_val:])
+    train_idx = np.sort(np.concatenate(train_parts))
+    val_idx = np.sort(np.concatenate(val_parts))
+    if train_idx.size == 0 or val_idx.size == 0:
+        raise DataError(f"cannot split {y.size} rows with val_fraction={val_fraction}: one side would be empty")
+    return train_idx, val_idx
+
+
+@dataclass(frozen=True, eq=False)
+class TabularData:
+    """Encoded tabular data: integer codes for categorical features, float32 numeric features, a class target.
+
+    Attributes:
+        categorical: int64 (n, n_cat) codes; 0 = missing, 1 = out-of-vocabulary, 2.. = values.
+        cardinalities: number of codes of each categorical column (embedding table sizes).
+        numeric: float32 (n, n_num), finite (missing/inf filled by the column median, see ``notes``).
+        y: int64 (n,) class indices.
+        task: ``"binary"`` or ``"multiclass"``.
+        notes: human-readable remarks from encoding (hashed columns, filled values, dropped rows).
+    """
+
+    categorical: np.ndarray
+    cardinalities: tuple[int, ...]
+    numeric: np.ndarray
+    y: np.ndarray
+    categorical_names: tuple[str, ...] = ()
+    numeric_names: tuple[str, ...] = ()
+    task: str = "binary"
+    n_classes: int = 2
+    classes: tuple = ()
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        n = self.y.shape[0]
+        if self.categorical.shape != (n, len(self.cardinalities)):
+            raise DataError(
+                f"categorical must have shape ({n}, {len(self.cardinalities)}), got {self.categorical.shape}"
+            )
+        if self.numeric.ndim != 2 or self.numeric.shape[0] != n:
+            raise DataError(f"numeric must have shape ({n}, n_num), got {self.numeric.shape}")
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, idx: np.ndarray) -> TabularData:
+        return dataclasses.replace(self, categorical=self.categorical[idx], numeric=self.numeric[idx], y=self.y[idx])
+
+    def split(self, val_fraction: float, seed: int) -> tuple[TabularData, TabularData]:
+        """Stratified, deterministic ``(train, val)`` split."""
+        tr, va = _stratified_split(self.y, val_fraction, seed)
+        return self.subset(tr), self.subset(va)
+
+
+@dataclass(frozen=True, eq=False)
+class ImageData:
+    """Images as float32 (n, c, h, w) in [0, 1] with int64 class labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+    n_classes: int
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.x.ndim != 4 or self.x.shape[0] != self.y.shape[0]:
+            raise DataError(f"x must have shape (n, c, h, w) with n = len(y) = {self.y.shape[0]}, got {self.x.shape}")
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def task(self) -> str:
+        return "multiclass"
+
+    def subset(self, idx: np.ndarray) -> ImageData:
+        return dataclasses.replace(self, x=self.x[idx], y=self.y[idx])
+
+    def split(self, val_fraction: float, seed: int) -> tuple[ImageData, ImageData]:
+        """Stratified, deterministic ``(train, val)`` split."""
+        tr, va = _stratified_split(self.y, val_fraction, seed)
+        return self.subset(tr), self.subset(va)
+
+
+def encode_tabular(
+    df, target: str, *, features: list[str] | None = None, max_cardinality: int = 100_000
+) -> TabularData:
+    """Encode a polars DataFrame for :class:`SparseMLP`.
+
+    Strings, integers, booleans (and any other non-float scalar type) become categorical codes with ``0`` for
+    missing and ``1`` reserved for out-of-vocabulary values; values are numbered in sorted order from 2. A column
+    with more than ``max_cardinality - 2`` distinct values is hashed down to ``max_cardinality`` codes (reported in
+    ``notes``). Floats become numeric: NaN and +-inf are filled with the median of the finite values and a
+    ``<name>_missing`` 0/1 numeric column is added. Rows with a missing target are dropped (reported).
+
+    Args:
+        df: a ``polars.DataFrame`` (a pandas DataFrame is converted).
+        target: the class column (binary or multiclass; floats are accepted only if they hold few distinct values).
+        features: the columns to use (default: all but the target).
+        max_cardinality: the largest embedding table per feature.
+
+    Raises:
+        DataError: missing column, empty table, a one-class target, a nested/unsupported column type.
+    """
+    import polars as pl
+
+    if not isinstance(df, pl.DataFrame):
+        try:
+            df = pl.from_pandas(df)
+        except Exception as exc:  # noqa: BLE001 - re-raised with context
+            raise DataError(f"encode_tabular needs a polars or pandas DataFrame, got {type(df).__name__}") from exc
+    if max_cardinality < 3:
+        raise DataError(f"max_cardinality must be >= 3, got {max_cardinality}")
+    if target not in df.columns:
+        raise DataError(f"target column {target!r} not found; columns: {', '.join(df.columns)}")
+    features = [c for c in df.columns if c != target] if features is None else list(features)
+    missing = [c for c in features if c not in df.columns]
+    if missing:
+        raise DataError(f"feature columns not found: {', '.join(missing)}; columns: {', '.join(df.columns)}")
+    if target in features:
+        raise DataError(f"target column {target!r} is also listed in features")
+    notes: list[str] = []
+    n_before = df.height
+    df = df.filter(pl.col(target).is_not_null())
+    if df.height < n_before:
+        notes.append(f"dropped {n_before - df.height} rows with a missing target {target!r}")
+    if df.height == 0:
+        raise DataError(f"no rows with a known target {target!r}")
+
+    ys = df[target]
+    if ys.dtype.is_float() and ys.n_unique() > 50:
+        raise DataError(f"target {target!r} is continuous ({ys.n_unique()} distinct floats); only classification")
+    classes = ys.unique().sort()
+    if classes.len() < 2:
+        raise DataError(f"target {target!r} has a single class {classes.to_list()!r}; need at least 2")
+    y = (ys.rank("dense").to_numpy().astype(np.int64) - 1)
+    n_classes = classes.len()
+
+    cat_cols, cards, cat_names, num_cols, num_names = [], [], [], [], []
+    for name in features:
+        s = df[name]
+        if s.dtype.is_nested() or s.dtype == pl.Object:
+            raise DataError(f"column {name!r} has unsupported type {s.dtype}; use scalar columns")
+        if s.dtype.is_float():
+            v = s.cast(pl.Float64).to_numpy().astype(np.float64, copy=True)
+            bad = ~np.isfinite(v)
+            fill = float(np.median(v[~bad])) if (~bad).any() else 0.0
+            if bad.any():
+                v[bad] = fill
+                notes.append(f"{name}: filled {int(bad.sum())} NaN/inf with median {fill:g}")
+            num_cols.append(v.astype(np.float32))
+            num_names.append(name)
+            if bad.any():
+                num_cols.append(bad.astype(np.float32))
+                num_names.append(f"{name}_missing")
+            continue
+        if s.dtype == pl.Boolean:
+            s = s.cast(pl.Int8)
+        elif s.dtype.is_temporal() or s.dtype == pl.Categorical or s.dtype == pl.Enum:
+            s = s.cast(pl.String)
+        n_distinct = s.drop_nulls().n_unique()
+        if n_distinct + _FIRST_CODE > max_cardinality:
+            n_buckets = max_cardinality - _FIRST_CODE
+            codes = (s.cast(pl.String).hash(seed=0) % n_buckets).cast(pl.Int64) + _FIRST_CODE
+            card = max_cardinality
+            notes.append(f"{name}: {n_distinct} distinct values hashed into {n_buckets} buckets")
+        else:
+            codes = s.rank("dense").cast(pl.Int64) + (_FIRST_CODE - 1)
+            card = n_distinct + _FIRST_CODE
+        codes = codes.fill_null(MISSING_CODE).to_numpy().astype(np.int64)
+        cat_cols.append(codes)
+        cards.append(int(card))
+        cat_names.append(name)
+    n = df.height
+    categorical = np.stack(cat_cols, axis=1) if cat_cols else np.zeros((n, 0), dtype=np.int64)
+    numeric = np.stack(num_cols, axis=1) if num_cols else np.zeros((n, 0), dtype=np.float32)
+    if categorical.shape[1] + numeric.shape[1] == 0:
+        raise DataError("no feature columns to encode")
+    return TabularData(
+        categorical=np.ascontiguousarray(categorical), cardinalities=tuple(cards), numeric=np.ascontiguousarray(numeric),
+        y=y, categorical_names=tuple(cat_names), numeric_names=tuple(num_names),
+        task="binary" if n_classes == 2 else "multiclass", n_classes=int(n_classes), classes=tuple(classes.to_list()),
+        notes=tuple(notes),
+    )
+
+
+def load_digits_data(limit: int | None = None) -> ImageData:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes), scaled to [0, 1].
+
+    Args:
+        limit: keep only the first ``limit`` images.
+    """
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]
+    y = d.target.astype(np.int64)
+    if limit is not None:
+        if limit < 1:
+            raise DataError(f"limit must be >= 1, got {limit}")
+        x, y = x[:limit], y[:limit]
+    return ImageData(x=np.ascontiguousarray(x), y=y, n_classes=10, name="digits")
+
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+_FASHION_HINT = "install it with: apt-get install dataset-fashion-mnist (Debian package; files in " + FASHION_MNIST_DIR + ")"
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    zero, dtype_code, ndim = data[0:2], data[2], data[3]
+    if zero != b"\x00\x00" or dtype_code != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file")
+    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _find(directory: Path, stem: str) -> Path | None:
+    for suffix in (".gz", ""):
+        p = directory / (stem + suffix)
+        if p.exists():
+            return p
+    return None
+
+
+def load_fashion_mnist(path: str | None = None, limit: int | None = None, *, part: str = "train") -> ImageData:
+    """Fashion-MNIST (28x28 grey, 10 classes) from the IDX files of Debian's ``dataset-fashion-mnist``.
+
+    Args:
+        path: directory holding ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` (default: the package's).
+        limit: keep only the first ``limit`` images.
+        part: ``"train"`` (60,000 images) or ``"test"`` (10,000).
+
+    Raises:
+        DataError: files missing (with the ``apt-get install`` hint) or malformed.
+    """
+    if part not in ("train", "test"):
+        raise DataError(f"part must be 'train' or 'test', got {part!r}")
+    directory = Path(path if path is not None else os.environ.get("SPARSEARCH_FASHION_MNIST", FASHION_MNIST_DIR))
+    prefix = "train" if part == "train" else "t10k"
+    images = _find(directory, f"{prefix}-images-idx3-ubyte")
+    labels = _find(directory, f"{prefix}-labels-idx1-ubyte")
+    if images is None or labels is None:
+        raise DataError(f"Fashion-MNIST {part} files not found in {directory}; {_FASHION_HINT}")
+    x = _read_idx(images)
+    y = _read_idx(labels)
+    if limit is not None:
+        if limit < 1:
+            raise DataError(f"limit must be >= 1, got {limit}")
+        x, y = x[:limit], y[:limit]
+    x = (x.astype(np.float32) / 255.0)[:, None, :, :]
+    return ImageData(x=np.ascontiguousarray(x), y=y.astype(np.int64), n_classes=10, name="fashion_mnist")
+
+
+#: Image data sets by name (the ``[data] generator`` names of image studies).
+IMAGE_DATASETS: dict[str, Callable[..., ImageData]] = {
+    "digits": load_digits_data,
+    "fashion_mnist": load_fashion_mnist,
+}

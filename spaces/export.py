@@ -1,0 +1,181 @@
+"""Exports that actually run faster than a masked model (DOMAIN.md 1, "What actually runs faster on a CPU").
+
+- :func:`compact`: structured compaction. Hidden units (MLP) or channels (CNN) that are dead are removed and the
+  neighbouring dense layers shrink. A unit is dead when its outgoing weights are all zero, or when its incoming
+  weights are all zero: its output is then the constant ``relu(bias)``, which is folded exactly into the next
+  layer's bias (for a conv followed by a conv, where zero padding makes the constant map non-constant after the
+  next conv, only units with ``relu(bias) == 0`` are removed). Outputs equal the masked model's in eval mode.
+- :func:`to_csr`: every linear layer becomes a :class:`CSRLinear` holding its weight in compressed sparse row form
+  (conv layers and embeddings stay dense). Outputs equal the masked model's in eval mode.
+
+Both return new modules (the input is untouched) that ``torch.save``/``torch.load`` and ``state_dict`` round-trip.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+
+from .models import SparseCNN, SparseMLP
+
+
+def _plain_linear(w: torch.Tensor, b: torch.Tensor) -> nn.Linear:
+    lin = nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(w)
+        lin.bias.copy_(b)
+    return lin
+
+
+def _plain_conv(w: torch.Tensor, b: torch.Tensor, like: nn.Conv2d) -> nn.Conv2d:
+    conv = nn.Conv2d(w.shape[1], w.shape[0], like.kernel_size, stride=like.stride, padding=like.padding,
+                     dilation=like.dilation)
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        conv.bias.copy_(b)
+    return conv
+
+
+def _shrink_linear_chain(ws: list[torch.Tensor], bs: list[torch.Tensor]) -> tuple[list, list]:
+    """Remove dead hidden units of a chain of linear layers with ReLU between them (in place on copies)."""
+    ws = [w.clone() for w in ws]
+    bs = [b.clone() for b in bs]
+    for i in range(len(ws) - 1):
+        w, b, wn = ws[i], bs[i], ws[i + 1]
+        dead_in = (w == 0).all(dim=1)
+        const = torch.relu(b) * dead_in
+        bs[i + 1] = bs[i + 1] + wn @ const
+        unused = (wn == 0).all(dim=0)
+        keep = ~(dead_in | unused)
+        if not keep.any():
+            keep[0] = True
+            w[0].zero_()
+            b[0] = 0.0
+            wn[:, 0] = 0.0
+        ws[i], bs[i] = w[keep], b[keep]
+        ws[i + 1] = wn[:, keep]
+    return ws, bs
+
+
+def _linears(seq: nn.Sequential) -> list[int]:
+    return [i for i, m in enumerate(seq) if isinstance(m, nn.Linear)]
+
+
+@torch.no_grad()
+def compact(model: nn.Module) -> nn.Module:
+    """Structured compaction of a :class:`SparseMLP` or :class:`SparseCNN` (see the module docstring).
+
+    Returns a model of the same class whose masked layers are replaced by smaller plain ``nn.Linear``/``nn.Conv2d``
+    layers and whose dropout layers are removed (eval-mode equivalent).
+    """
+    if not isinstance(model, (SparseMLP, SparseCNN)):
+        raise TypeError(f"compact supports SparseMLP and SparseCNN, got {type(model).__name__}")
+    out = copy.deepcopy(model).eval()
+    if isinstance(out, SparseCNN):
+        _compact_cnn(out)
+    lin_idx = _linears(out.hidden)
+    layers = [out.hidden[i] for i in lin_idx] + [out.head]
+    ws, bs = _shrink_linear_chain([m.weight.detach() for m in layers], [m.bias.detach() for m in layers])
+    new_hidden = []
+    k = 0
+    for m in out.hidden:
+        if isinstance(m, nn.Linear):
+            new_hidden.append(_plain_linear(ws[k], bs[k]))
+            k += 1
+        elif not isinstance(m, nn.Dropout):
+            new_hidden.append(m)
+    out.hidden = nn.Sequential(*new_hidden)
+    out.head = _plain_linear(ws[-1], bs[-1])
+    return out
+
+
+def _compact_cnn(model: SparseCNN) -> None:
+    feats = list(model.features)
+    conv_idx = [i for i, m in enumerate(feats) if isinstance(m, nn.Conv2d)]
+    first_lin = next(m for m in model.hidden if isinstance(m, nn.Linear))
+    ws = [feats[i].weight.detach().clone() for i in conv_idx]
+    bs = [feats[i].bias.detach().clone() for i in conv_idx]
+    lw, lb = first_lin.weight.detach().clone(), first_lin.bias.detach().clone()
+    for j in range(len(ws)):
+        w, b = ws[j], bs[j]
+        dead_in = (w == 0).flatten(1).all(dim=1)
+        if j + 1 < len(ws):
+            wn = ws[j + 1]
+            unused = (wn == 0).transpose(0, 1).flatten(1).all(dim=1)
+            removable = (dead_in & (torch.relu(b) == 0)) | unused
+        else:
+            # last conv -> ReLU -> pools -> flatten (4 positions per channel) -> linear: constants fold exactly
+            lw4 = lw.reshape(lw.shape[0], -1, 4)
+            const = torch.relu(b) * dead_in
+            lb = lb + (lw4.sum(dim=2) * const).sum(dim=1)
+            unused = (lw4 == 0).all(dim=2).all(dim=0)
+            removable = dead_in | unused
+        keep = ~removable
+        if not keep.any():
+            keep[0] = True
+            w[0].zero_()
+            b[0] = 0.0
+        ws[j], bs[j] = w[keep], b[keep]
+        if j + 1 < len(ws):
+            ws[j + 1] = ws[j + 1][:, keep]
+        else:
+            lw = lw.reshape(lw.shape[0], -1, 4)[:, keep].reshape(lw.shape[0], -1)
+    for k, i in enumerate(conv_idx):
+        feats[i] = _plain_conv(ws[k], bs[k], feats[i])
+    model.features = nn.Sequential(*feats)
+    hidden = list(model.hidden)
+    pos = hidden.index(first_lin)
+    hidden[pos] = _plain_linear(lw, lb)
+    model.hidden = nn.Sequential(*hidden)
+
+
+class CSRLinear(nn.Module):
+    """A linear layer whose weight is stored in CSR form (buffers ``crow``, ``col``, ``values``)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            csr = weight.detach().to_sparse_csr()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("crow", csr.crow_indices().to(torch.int32).clone())
+        self.register_buffer("col", csr.col_indices().to(torch.int32).clone())
+        self.register_buffer("values", csr.values().clone())
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+
+    def weight_csr(self) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return torch.sparse_csr_tensor(
+                self.crow, self.col, self.values, (self.out_features, self.in_features), check_invariants=False
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.sparse.mm(self.weight_csr(), x.t()).t()
+        return y + self.bias if self.bias is not None else y
+
+    @property
+    def nnz(self) -> int:
+        return int(self.values.numel())
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, nnz={self.nnz}"
+
+
+@torch.no_grad()
+def to_csr(model: nn.Module) -> nn.Module:
+    """Copy ``model`` with every ``nn.Linear`` (masked or not) replaced by a :class:`CSRLinear` (eval mode)."""
+    out = copy.deepcopy(model).eval()
+
+    def swap(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, CSRLinear(child.weight, child.bias))
+            else:
+                swap(child)
+
+    swap(out)
+    return out

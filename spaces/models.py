@@ -1,0 +1,111 @@
+"""Sparse models: an MLP for tabular/click data and a small CNN for images."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .masked import MaskedConv2d, MaskedEmbedding, MaskedLinear
+
+
+def embedding_size(cardinality: int, max_dim: int) -> int:
+    """Embedding width for a categorical feature: ``min(max_dim, round(1.6 * cardinality ** 0.56))``, at least 2.
+
+    The rule of thumb is fast.ai's; the cap is the searched ``embedding_dim``.
+    """
+    return int(max(2, min(max_dim, round(1.6 * max(cardinality, 1) ** 0.56))))
+
+
+def iso_flop_widths(widths: Sequence[int], sparsity: float) -> list[int]:
+    """Sparse-IFT "Sparse Wide": widen each layer by ``sqrt(1 / (1 - s))`` to keep dense-equivalent FLOPs."""
+    factor = math.sqrt(1.0 / max(1.0 - sparsity, 1e-6))
+    return [max(1, int(round(w * factor))) for w in widths]
+
+
+class SparseMLP(nn.Module):
+    """Embeddings per categorical feature, standardised numeric inputs, masked hidden layers and a masked head.
+
+    Args:
+        cardinalities: number of codes of each categorical feature (embedding table sizes).
+        n_numeric: number of numeric inputs.
+        widths: hidden layer widths (depth = ``len(widths)``; 0 hidden layers = a linear model on the embeddings).
+        n_out: 1 for binary targets (logit), else the number of classes.
+        embedding_dim: the cap of each embedding width (see :func:`embedding_size`).
+        dropout: dropout after each hidden layer.
+        prune_embeddings: use masked embeddings so they count as prunable weights (default: dense embeddings).
+        numeric_mean, numeric_std: standardisation of numeric inputs (buffers; fitted on training data).
+
+    Example:
+        >>> m = SparseMLP([10, 3], 2, [16, 8], 1)
+        >>> m(torch.zeros(4, 2, dtype=torch.long), torch.zeros(4, 2)).shape
+        torch.Size([4, 1])
+    """
+
+    def __init__(
+        self, cardinalities: Sequence[int], n_numeric: int, widths: Sequence[int], n_out: int, *,
+        embedding_dim: int = 8, dropout: float = 0.0, prune_embeddings: bool = False,
+        numeric_mean: torch.Tensor | None = None, numeric_std: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        emb_cls = MaskedEmbedding if prune_embeddings else nn.Embedding
+        self.embeddings = nn.ModuleList(emb_cls(int(c), embedding_size(int(c), embedding_dim)) for c in cardinalities)
+        self.n_numeric = n_numeric
+        self.register_buffer("numeric_mean", numeric_mean if numeric_mean is not None else torch.zeros(n_numeric))
+        self.register_buffer("numeric_std", numeric_std if numeric_std is not None else torch.ones(n_numeric))
+        in_dim = sum(e.embedding_dim for e in self.embeddings) + n_numeric
+        self.in_dim = in_dim
+        layers: list[nn.Module] = []
+        for w in widths:
+            layers += [MaskedLinear(in_dim, int(w)), nn.ReLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            in_dim = int(w)
+        self.hidden = nn.Sequential(*layers)
+        self.head = MaskedLinear(in_dim, n_out)
+
+    def features(self, categorical: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
+        parts = [emb(categorical[:, i]) for i, emb in enumerate(self.embeddings)]
+        if self.n_numeric:
+            parts.append((numeric - self.numeric_mean) / self.numeric_std)
+        return torch.cat(parts, dim=1) if parts else numeric
+
+    def forward(self, categorical: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
+        return self.head(self.hidden(self.features(categorical, numeric)))
+
+
+class SparseCNN(nn.Module):
+    """A small CNN: masked 3x3 convolutions (each followed by ReLU and, while the map is >= 4 pixels, 2x2 max-pool),
+    adaptive average pooling to 2x2, one masked hidden linear layer and a masked head.
+
+    Example:
+        >>> m = SparseCNN(1, 8, 10, channels=[8, 16], hidden=32)
+        >>> m(torch.zeros(2, 1, 8, 8)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self, in_channels: int, image_size: int, n_classes: int, *, channels: Sequence[int] = (16, 32),
+        hidden: int = 64, dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c, size = in_channels, image_size
+        for ch in channels:
+            layers += [MaskedConv2d(c, int(ch), 3, padding=1), nn.ReLU()]
+            if size >= 4:
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+            c = int(ch)
+        layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        mlp: list[nn.Module] = [MaskedLinear(c * 4, int(hidden)), nn.ReLU()]
+        if dropout > 0:
+            mlp.append(nn.Dropout(dropout))
+        self.hidden = nn.Sequential(*mlp)
+        self.head = MaskedLinear(int(hidden), n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.hidden(self.features(x)))

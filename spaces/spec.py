@@ -1,0 +1,186 @@
+"""The ``[space]`` and ``[train]`` sections of a study file.
+
+Ranges are ``IntRange``/``FloatRange``: a single number is a fixed value, ``[low, high]`` is searched. Lists of
+choices are validated against the registries of :mod:`sparsearch.spaces`. Every field has a default, so an empty
+section is valid; the defaults give a fast tabular search (MLP, gradual magnitude pruning with a cubic schedule,
+magnitude criterion, unstructured pattern, ERK distribution).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator, model_validator
+
+from sparsearch._spec import FloatRange, IntRange, StrictModel
+from sparsearch.errors import unknown_choice
+
+from .criteria import CRITERIA
+from .distributions import DISTRIBUTIONS
+from .methods import METHODS
+from .patterns import PATTERNS
+from .schedules import SCHEDULES
+
+MODELS = ("mlp", "cnn")
+OPTIMIZERS = ("adam", "sgd")
+
+
+def _check_choices(kind: str, values: list[str], registry) -> list[str]:
+    if not values:
+        raise ValueError(f"need at least one {kind}, got an empty list")
+    for v in values:
+        if v not in registry:
+            raise unknown_choice(kind, v, list(registry))
+    if len(set(values)) != len(values):
+        raise ValueError(f"{kind} choices must be distinct, got {values}")
+    return values
+
+
+def _in(name: str, pair: tuple, lo: float, hi: float, *, lo_open: bool = False) -> tuple:
+    a, b = pair
+    if (a <= lo if lo_open else a < lo) or b > hi:
+        left = "(" if lo_open else "["
+        raise ValueError(f"{name} must lie in {left}{lo}, {hi}], got [{a}, {b}]")
+    return pair
+
+
+class SpaceSpec(StrictModel):
+    """``[space]``: the sparse architectures a study searches."""
+
+    model: str = Field("mlp", description="Model family: `mlp` (tabular data) or `cnn` (image data sets).")
+    depth: IntRange = Field(
+        (1, 3), description="Hidden layers of the MLP (conv layers of the CNN); a number or a `[low, high]` range."
+    )
+    width: IntRange = Field(
+        (32, 256), description="Width of each hidden layer (CNN: channels), searched per layer on a log scale."
+    )
+    embedding_dim: IntRange = Field(
+        (4, 16), description="Cap of each categorical embedding width (a feature gets min(cap, 1.6*cardinality^0.56))."
+    )
+    dropout: FloatRange = Field((0.0, 0.2), description="Dropout after each hidden layer, in [0, 0.9].")
+    target_sparsity: FloatRange = Field(
+        (0.5, 0.95), description="Fraction of prunable weights set to zero at the end of sparse training, in [0, 0.99]."
+    )
+    distributions: list[str] = Field(
+        ["erk"], description="Layer-wise sparsity distributions to search: uniform, uniform_plus, er, erk, "
+        "global_magnitude, searched (per-layer scale factors renormalised to the budget).",
+    )
+    erk_power: FloatRange = Field(1.0, description="Exponent of the ERK layer scores (0 = uniform), in [0, 3].")
+    layer_scale: FloatRange = Field(
+        (0.25, 4.0), description="Range of the per-layer density scale factors of the `searched` distribution (log)."
+    )
+    methods: list[str] = Field(
+        ["gmp"], description="Sparse training methods to search: dense (baseline), static (random at init), gmp "
+        "(gradual magnitude pruning), set, rigl.",
+    )
+    schedules: list[str] = Field(
+        ["cubic"], description="Pruning schedules for gmp: one_shot, linear, cubic (Zhu & Gupta), exponential."
+    )
+    criteria: list[str] = Field(
+        ["magnitude"], description="Pruning criteria for gmp: magnitude |w|, random, saliency |w * grad|."
+    )
+    patterns: list[str] = Field(
+        ["unstructured"], description="Sparsity patterns: unstructured, block_1x4, block_4x1, nm (keep `nm_keep` of "
+        "every `nm_group` inputs; sparsity is then fixed at 1 - nm_keep/nm_group), neuron (whole units/channels).",
+    )
+    nm_keep: int = Field(2, ge=1, le=64, description="N:M pattern: weights kept in each group (2 in 2:4).")
+    nm_group: int = Field(4, ge=2, le=64, description="N:M pattern: consecutive inputs per group (4 in 2:4).")
+    prune_start_frac: FloatRange = Field(
+        0.25, description="Start of the pruning window as a fraction of the sparse training steps, in [0, 1]."
+    )
+    prune_end_frac: FloatRange = Field(
+        0.75, description="End of the pruning window (gmp) or of mask updates (set/rigl), fraction of steps."
+    )
+    mask_updates: IntRange = Field(10, description="Number of mask updates of a gradual schedule (>= 1).")
+    dst_interval: IntRange = Field(50, description="set/rigl: optimizer steps between drop-and-grow updates (>= 1).")
+    dst_alpha: FloatRange = Field(
+        0.3, description="set/rigl: fraction of active weights dropped and regrown (rigl: initial, cosine-decayed)."
+    )
+    iso_flop: bool = Field(
+        False, description="Widen hidden layers by sqrt(1/(1-s)) so a sparse model costs the FLOPs of the dense one."
+    )
+    prune_embeddings: bool = Field(False, description="Also prune the categorical embedding tables (MLP).")
+    dense_finetune_epochs: int = Field(
+        0, ge=0, le=1000, description="Epochs of dense fine-tuning after sparse training (masks removed)."
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _model_ok(cls, v: str) -> str:
+        if v not in MODELS:
+            raise unknown_choice("model", v, MODELS)
+        return v
+
+    @field_validator("distributions")
+    @classmethod
+    def _dist_ok(cls, v):
+        return _check_choices("distribution", v, DISTRIBUTIONS)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_ok(cls, v):
+        return _check_choices("method", v, METHODS)
+
+    @field_validator("schedules")
+    @classmethod
+    def _schedules_ok(cls, v):
+        return _check_choices("schedule", v, SCHEDULES)
+
+    @field_validator("criteria")
+    @classmethod
+    def _criteria_ok(cls, v):
+        return _check_choices("criterion", v, CRITERIA)
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns_ok(cls, v):
+        return _check_choices("pattern", v, PATTERNS)
+
+    @model_validator(mode="after")
+    def _ranges_ok(self) -> SpaceSpec:
+        _in("depth", self.depth, 0, 16)
+        _in("width", self.width, 1, 16384)
+        _in("embedding_dim", self.embedding_dim, 1, 1024)
+        _in("dropout", self.dropout, 0.0, 0.9)
+        _in("target_sparsity", self.target_sparsity, 0.0, 0.99)
+        _in("erk_power", self.erk_power, 0.0, 3.0)
+        _in("layer_scale", self.layer_scale, 0.0, 1000.0, lo_open=True)
+        _in("prune_start_frac", self.prune_start_frac, 0.0, 1.0)
+        _in("prune_end_frac", self.prune_end_frac, 0.0, 1.0)
+        _in("mask_updates", self.mask_updates, 1, 100_000)
+        _in("dst_interval", self.dst_interval, 1, 10_000_000)
+        _in("dst_alpha", self.dst_alpha, 0.0, 1.0, lo_open=True)
+        if self.prune_start_frac[1] > self.prune_end_frac[0]:
+            raise ValueError(
+                f"prune_start_frac must end before prune_end_frac starts, got {list(self.prune_start_frac)} and "
+                f"{list(self.prune_end_frac)}"
+            )
+        if self.nm_keep >= self.nm_group:
+            raise ValueError(f"nm_keep must be < nm_group, got nm_keep={self.nm_keep}, nm_group={self.nm_group}")
+        if self.model == "cnn" and self.depth[0] < 1:
+            raise ValueError(f"the cnn needs depth >= 1 (conv layers), got {list(self.depth)}")
+        return self
+
+
+class TrainSpec(StrictModel):
+    """``[train]``: how each trial trains."""
+
+    epochs: int = Field(3, ge=1, le=10_000, description="Epochs of (sparse) training per trial.")
+    batch_size: int = Field(512, ge=1, le=1_000_000, description="Mini-batch size.")
+    lr: FloatRange = Field((1e-3, 1e-2), description="Learning rate, searched on a log scale, in (0, 10].")
+    optimizer: list[str] = Field(["adam"], description="Optimizers to search: adam, sgd (momentum 0.9).")
+    weight_decay: FloatRange = Field(
+        0.0, description="L2 weight decay (log scale when low > 0); masked weights stay zero regardless."
+    )
+    val_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Fraction of rows held out (stratified) for validation metrics."
+    )
+
+    @field_validator("optimizer")
+    @classmethod
+    def _opt_ok(cls, v):
+        return _check_choices("optimizer", v, OPTIMIZERS)
+
+    @model_validator(mode="after")
+    def _ranges_ok(self) -> TrainSpec:
+        _in("lr", self.lr, 0.0, 10.0, lo_open=True)
+        _in("weight_decay", self.weight_decay, 0.0, 1.0)
+        return self

@@ -1,0 +1,277 @@
+"""Train and evaluate one trial config: the function every search worker calls."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sparsearch.errors import DataError
+
+from . import accounting as acc
+from .config import TrialConfig
+from .data import ImageData, TabularData
+from .export import compact, to_csr
+from .masked import apply_masks, mask_gradients
+from .methods import make_method
+from .metrics import classification_metrics
+from .models import SparseCNN, SparseMLP, iso_flop_widths
+from .sparsifier import Sparsifier
+
+#: Latency is measured on this many rows (or fewer) ...
+LATENCY_BATCH = 64
+#: ... as the median of this many runs after one warm-up.
+LATENCY_RUNS = 5
+
+
+@dataclass(frozen=True, eq=False)
+class TrialOutcome:
+    """What a trained trial returns to the controller.
+
+    Attributes:
+        metrics: final validation metrics plus sparsity, size, FLOP and latency figures (names in ``METRICS``).
+        history: one dict per epoch: ``epoch`` (from 1) and the validation metrics.
+        accounting: JSON-serialisable details: per-layer table, sizes on disk, latencies of exports, schedule.
+        model: the trained (masked) model, or ``None`` when ``return_model=False``.
+    """
+
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    accounting: dict[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = None
+
+
+def _inputs(data: TabularData | ImageData) -> tuple[torch.Tensor, ...]:
+    if isinstance(data, TabularData):
+        return (torch.from_numpy(np.ascontiguousarray(data.categorical, dtype=np.int64)),
+                torch.from_numpy(np.ascontiguousarray(data.numeric, dtype=np.float32)))
+    return (torch.from_numpy(np.ascontiguousarray(data.x, dtype=np.float32)),)
+
+
+def build_model(config: TrialConfig, data: TabularData | ImageData) -> nn.Module:
+    """The model a config describes, sized for ``data`` (SparseMLP for tabular data, SparseCNN for images)."""
+    widths = list(config.widths)
+    if config.iso_flop and config.is_sparse:
+        widths = iso_flop_widths(widths, config.target_sparsity)
+    if isinstance(data, TabularData):
+        if config.model != "mlp":
+            raise DataError(f"model {config.model!r} cannot train on tabular data; use model = \"mlp\"")
+        n_out = 1 if data.n_classes == 2 else data.n_classes
+        num = data.numeric.astype(np.float64)
+        mean = torch.tensor(num.mean(axis=0) if num.shape[0] else np.zeros(num.shape[1]), dtype=torch.float32)
+        std = torch.tensor(num.std(axis=0) if num.shape[0] else np.ones(num.shape[1]), dtype=torch.float32)
+        std = torch.where(std > 1e-12, std, torch.ones_like(std))
+        return SparseMLP(data.cardinalities, data.numeric.shape[1], widths, n_out,
+                         embedding_dim=config.embedding_dim, dropout=config.dropout,
+                         prune_embeddings=config.prune_embeddings, numeric_mean=mean, numeric_std=std)
+    if isinstance(data, ImageData):
+        if config.model != "cnn":
+            raise DataError(f"model {config.model!r} cannot train on image data; use model = \"cnn\"")
+        channels = widths if widths else [16]
+        return SparseCNN(data.x.shape[1], data.x.shape[2], data.n_classes, channels=channels,
+                         hidden=max(channels[-1], 32), dropout=config.dropout)
+    raise DataError(f"train_and_evaluate needs TabularData or ImageData, got {type(data).__name__}")
+
+
+def _loss_fn(n_out: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if n_out == 1:
+        bce = nn.BCEWithLogitsLoss()
+        return lambda logits, y: bce(logits.squeeze(1), y.float())
+    ce = nn.CrossEntropyLoss()
+    return lambda logits, y: ce(logits, y)
+
+
+def _predict(model: nn.Module, inputs: tuple[torch.Tensor, ...], batch: int = 8192) -> np.ndarray:
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, inputs[0].shape[0], batch):
+            outs.append(model(*(t[i : i + batch] for t in inputs)))
+    model.train()
+    return torch.cat(outs).numpy()
+
+
+def _optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def train_and_evaluate(
+    config: TrialConfig,
+    train: TabularData | ImageData,
+    val: TabularData | ImageData,
+    *,
+    seed: int | None = 0,
+    threads: int | None = None,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+    return_model: bool = True,
+    measure_latency: bool = True,
+) -> TrialOutcome:
+    """Build the config's model for ``train``, train it sparsely, evaluate on ``val`` after every epoch.
+
+    Args:
+        config: the trial config (see :func:`suggest_config`).
+        train, val: :class:`TabularData` or :class:`ImageData` (same kind).
+        seed: seeds model init, batch order and the sparsifier (deterministic for a given seed); ``None``: random.
+        threads: pin ``torch.set_num_threads`` for the run (restored afterwards).
+        callback: ``callback(epoch, metrics)`` after each epoch (epoch from 1); any exception it raises (e.g.
+            ``optuna.TrialPruned``) stops training and propagates.
+        return_model: include the trained model in the outcome.
+        measure_latency: measure CPU inference latency of the masked, compacted and CSR models (a few runs on a
+            small batch); otherwise the latency metrics are absent.
+    """
+    if type(train) is not type(val):
+        raise DataError(f"train and val must be the same kind, got {type(train).__name__} and {type(val).__name__}")
+    if train.n_rows == 0 or val.n_rows == 0:
+        raise DataError(f"train and val need rows, got {train.n_rows} and {val.n_rows}")
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return _run(config, train, val, seed=seed, callback=callback, return_model=return_model,
+                        measure=measure_latency)
+    finally:
+        if threads is not None:
+            torch.set_num_threads(old_threads)
+
+
+def _run(config, train, val, *, seed, callback, return_model, measure) -> TrialOutcome:
+    t_start = time.perf_counter()
+    model = build_model(config, train)
+    n_out = model.head.out_features
+    loss_fn = _loss_fn(n_out)
+    x_train, x_val = _inputs(train), _inputs(val)
+    y_train = torch.from_numpy(train.y.astype(np.int64))
+    optimizer = _optimizer(config, model)
+    n = train.n_rows
+    batch = min(config.batch_size, n)
+    steps_per_epoch = math.ceil(n / batch)
+    total_steps = steps_per_epoch * config.epochs
+    positions = acc.output_positions(model, x_train)
+    dense_macs = acc.dense_macs(model, positions)
+
+    sparse = config.is_sparse
+    sparsifier = Sparsifier(
+        model, pattern=config.pattern, distribution=config.distribution, criterion=config.criterion,
+        optimizer=optimizer, seed=seed, nm_keep=config.nm_keep, nm_group=config.nm_group,
+        erk_power=config.erk_power, scales=_scales(config, model),
+    )
+    method = make_method(
+        config.method if sparse else "dense", target_sparsity=config.target_sparsity, schedule=config.schedule,
+        start_frac=config.start_frac, end_frac=config.end_frac, mask_updates=config.mask_updates,
+        dst_interval=config.dst_interval, dst_alpha=config.dst_alpha,
+    )
+    method.setup(sparsifier, total_steps)
+    gen = torch.Generator()
+    gen.manual_seed(seed if seed is not None else int(torch.seed() % (2**63)))
+
+    history: list[dict[str, float]] = []
+    train_flops = 0.0
+    step = 0
+    macs_now = acc.sparse_macs(model, positions)
+    updates_seen = method.n_updates
+    last_metrics: dict[str, float] = {}
+    total_epochs = config.epochs + (config.dense_finetune_epochs if sparse else 0)
+    model.train()
+    for epoch in range(1, total_epochs + 1):
+        finetune = epoch > config.epochs
+        if finetune and epoch == config.epochs + 1:
+            sparsifier.remove_masks()
+            macs_now = dense_macs
+        perm = torch.randperm(n, generator=gen)
+        for b in range(steps_per_epoch):
+            idx = perm[b * batch : (b + 1) * batch]
+            logits = model(*(t[idx] for t in x_train))
+            loss = loss_fn(logits, y_train[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            train_flops += 6.0 * macs_now * idx.numel()
+            if sparse and not finetune:
+                if method.wants_dense_grad(step + 1):
+                    sparsifier.capture_dense_grads()
+                    train_flops += 2.0 * (dense_macs - macs_now) * idx.numel()
+                mask_gradients(model)
+                optimizer.step()
+                apply_masks(model)
+                step += 1
+                method.after_step(step)
+                if method.n_updates != updates_seen:
+                    updates_seen = method.n_updates
+                    macs_now = acc.sparse_macs(model, positions)
+            else:
+                optimizer.step()
+                step += 1
+        last_metrics = classification_metrics(val.y, _predict(model, x_val))
+        history.append({"epoch": float(epoch), **last_metrics})
+        if callback is not None:
+            callback(epoch, dict(last_metrics))
+    train_seconds = time.perf_counter() - t_start
+    model.eval()
+    metrics, accounting = _account(model, config, x_val, positions, measure=measure)
+    metrics.update(last_metrics)
+    metrics["train_flops"] = float(train_flops)
+    metrics["train_seconds"] = float(train_seconds)
+    accounting["schedule"] = {"total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
+                              "mask_updates_done": method.n_updates, "method": method.name}
+    return TrialOutcome(metrics=metrics, history=history, accounting=accounting,
+                        model=model if return_model else None)
+
+
+def _scales(config: TrialConfig, model: nn.Module) -> list[float] | None:
+    if config.distribution != "searched":
+        return None
+    from .masked import masked_modules
+
+    n_layers = len(list(masked_modules(model)))
+    scales = list(config.layer_scales)
+    # embeddings (when pruned) come first and get scale 1; missing scales default to 1
+    return [1.0] * max(0, n_layers - len(scales)) + scales[-n_layers:] if scales else None
+
+
+def _account(model, config, x_val, positions, *, measure: bool) -> tuple[dict[str, float], dict[str, Any]]:
+    summary = acc.sparsity_summary(model)
+    table = acc.layer_table(model, positions)
+    flops_dense = 2.0 * sum(r["macs_dense"] for r in table)
+    flops_sparse = 2.0 * sum(r["macs_sparse"] for r in table)
+    metrics: dict[str, float] = {
+        "target_sparsity": float(config.target_sparsity if config.is_sparse else 0.0),
+        **summary,
+        "flops_dense": flops_dense,
+        "flops_sparse": flops_sparse,
+        "flops_ratio": flops_sparse / flops_dense if flops_dense else 1.0,
+    }
+    accounting: dict[str, Any] = {"layers": table, "config": config.to_dict()}
+    csr = to_csr(model)
+    compacted = compact(model)
+    sizes = {
+        "masked_bytes": acc.saved_size(model.state_dict()),
+        "compact_bytes": acc.saved_size(compacted.state_dict()),
+        "csr_bytes": acc.saved_size(csr.state_dict()),
+    }
+    # dense size: fp32 weights without masks; sparse size: the smaller of the exports
+    sizes["dense_bytes"] = int(4 * summary["n_params"])
+    accounting["sizes"] = sizes
+    accounting["compact_shapes"] = [list(m.weight.shape) for m in compacted.modules()
+                                    if isinstance(m, (nn.Linear, nn.Conv2d))]
+    metrics["size_dense_bytes"] = float(sizes["dense_bytes"])
+    metrics["size_sparse_bytes"] = float(min(sizes["compact_bytes"], sizes["csr_bytes"]))
+    if measure:
+        rows = min(LATENCY_BATCH, x_val[0].shape[0])
+        sample = tuple(t[:rows] for t in x_val)
+        lat = {}
+        for key, mod in (("latency_ms", model), ("latency_compact_ms", compacted), ("latency_csr_ms", csr)):
+            mod.eval()
+            lat[key] = acc.measure_latency(lambda mod=mod: mod(*sample), runs=LATENCY_RUNS)
+        metrics.update(lat)
+        accounting["latency"] = {**lat, "batch": rows, "runs": LATENCY_RUNS, "threads": torch.get_num_threads()}
+    return metrics, accounting
