@@ -1,0 +1,649 @@
+"""The search controller: Optuna ask/tell in the driver, trials as Ray tasks, every trial in MLflow.
+
+Flow of one execution (see ARCHITECTURE.md):
+
+1. validate the study (:mod:`sparsearch.search.spec`), open MLflow (fail fast when unreachable);
+2. prepare the data once: load, rank features (cached per fingerprint), prefilter, encode, split;
+3. start or join Ray; ``ray.put`` the data once; start the storage actor; create or resume the study;
+4. fail stale RUNNING trials left by a dead driver and re-queue them;
+5. loop: ``study.ask()`` and sample the config in the driver (define-by-run space), submit a Ray task, keep at
+   most ``workers`` in flight, collect in completion order with ``ray.wait``, ``study.tell`` each result
+   explicitly COMPLETE, PRUNED or FAIL, log its child run; heartbeats for running trials; per-trial time budgets;
+6. log the parent run's summary, plots and best model; return a :class:`StudyResult`.
+
+Random search is this same code path with ``sampler = "random"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from sparsearch.search.data import PreparedData, prepare_data
+from sparsearch.search.progress import ProgressPrinter
+from sparsearch.search.registry import make_pruner, make_sampler
+from sparsearch.search.spec import StudySpec, load_study
+from sparsearch.search.storage import (
+    RayStorageProxy,
+    default_storage_url,
+    env_storage_url,
+    open_storage,
+    redact,
+    start_storage_server,
+)
+from sparsearch.search.tracking import TRIAL_RUN_ATTR, Tracker, default_tracking_uri
+from sparsearch.search.worker import MEMORY_REASON_ATTR, TrialPayload, TrialReport, execute_trial
+
+from sparsearch.errors import ConnectionProblem, SpecError
+
+__all__ = ["StudyResult", "load_result", "run_study"]
+
+log = logging.getLogger("sparsearch")
+
+HEARTBEAT_ATTR = "sparsearch:heartbeat"
+DRIVER_ATTR = "sparsearch:driver"
+LOGGED_PREFIX = "sparsearch:mlflow:"
+RAY_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_enable_metrics_collection": "0",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
+"""Set (unless already set) before any Ray start: Ray binds 127.0.0.1 and phones nowhere."""
+
+
+@dataclass
+class StudyResult:
+    """The outcome of :func:`run_study` (or :func:`load_result` for a stored study)."""
+
+    study_name: str
+    storage: str
+    tracking_uri: str | None
+    mlflow_parent_run_id: str | None
+    study: optuna.Study
+    objectives: list[str]
+    directions: list[str]
+    elapsed_s: float = 0.0
+    n_trials_run: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False)
+
+    def count(self, state: TrialState) -> int:
+        return sum(t.state == state for t in self.trials)
+
+    @property
+    def best_trials(self) -> list[FrozenTrial]:
+        """The best trial (single objective) or the Pareto front (several objectives)."""
+        if not any(t.state == TrialState.COMPLETE for t in self.trials):
+            return []
+        return [self.study.best_trial] if len(self.directions) == 1 else list(self.study.best_trials)
+
+    @property
+    def best_trial(self) -> FrozenTrial | None:
+        best = self.best_trials
+        return best[0] if best else None
+
+    def trials_dataframe(self) -> Any:
+        """All trials as a pandas DataFrame (Optuna's layout: number, values, params_*, user_attrs_*, state)."""
+        return self.study.trials_dataframe(multi_index=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The public JSON document of ``sparsearch run --json`` (field names are a stable interface)."""
+        best = self.best_trial
+        return {
+            "study_name": self.study_name,
+            "storage": self.storage,
+            "tracking_uri": self.tracking_uri,
+            "mlflow_parent_run_id": self.mlflow_parent_run_id,
+            "objectives": self.objectives,
+            "directions": self.directions,
+            "n_trials": len(self.trials),
+            "n_trials_run": self.n_trials_run,
+            "n_complete": self.count(TrialState.COMPLETE),
+            "n_pruned": self.count(TrialState.PRUNED),
+            "n_failed": self.count(TrialState.FAIL),
+            "best_values": list(best.values) if best else None,
+            "best_params": dict(best.params) if best else None,
+            "best_trial_number": best.number if best else None,
+            "pareto_front": [t.number for t in self.best_trials] if len(self.directions) > 1 else None,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "info": self.info,
+            "trials": [trial_json(t) for t in self.trials],
+        }
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)
+
+
+def trial_json(t: FrozenTrial) -> dict[str, Any]:
+    duration = t.duration.total_seconds() if t.duration is not None else None
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "values": _jsonable(list(t.values)) if t.values is not None else None,
+        "params": _jsonable(dict(t.params)),
+        "user_attrs": _jsonable(dict(t.user_attrs)),
+        "duration_s": duration,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def _connect_ray(address: str | None, results_dir: Path) -> bool:
+    """Start or join Ray. Returns whether this call started it (and so must shut it down)."""
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        if address and address != "local":
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        else:
+            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=False, object_store_memory=None)
+    except Exception as exc:  # ConnectionError, RuntimeError, ValueError from a malformed address
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConnectionProblem(f"cannot connect to Ray at {address!r}: {msg[:300]}") from None
+    return True
+
+
+def _resolve_urls(spec: StudySpec, results_dir: Path) -> tuple[str, str]:
+    storage = spec.storage.url or env_storage_url() or default_storage_url(results_dir)
+    tracking = spec.tracking.uri or default_tracking_uri(results_dir)
+    return storage, tracking
+
+
+def _check_results_dir(results_dir: Path) -> Path:
+    results_dir = Path(results_dir)
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        probe = results_dir / f".write-test-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SpecError(f"results folder {str(results_dir)!r} is not writable: {exc.strerror or exc}") from None
+    return results_dir
+
+
+def _best_values(study: optuna.Study, n_objectives: int) -> list[float] | None:
+    try:
+        if n_objectives == 1:
+            return [study.best_value]
+        return None
+    except ValueError:
+        return None
+
+
+class _Execution:
+    """State of one execution of a study (one call of :func:`run_study`)."""
+
+    def __init__(self, spec: StudySpec, results_dir: Path, progress: Callable[..., Any] | bool) -> None:
+        self.spec = spec
+        self.results_dir = results_dir
+        self.objectives = list(spec.study.objectives)
+        self.directions = spec.study.resolved_directions()
+        self.driver_id = uuid.uuid4().hex[:12]
+        self.storage_url, self.tracking_uri = _resolve_urls(spec, results_dir)
+        experiment = spec.tracking.experiment or spec.study.name
+        self.tracker = Tracker(self.tracking_uri, experiment, results_dir / "artifacts",
+                               enabled=spec.tracking.enabled)
+        self.progress = progress
+        self.printer: ProgressPrinter | None = None
+        self.best_model: Any = None
+        self.best_value: float | None = None
+        self.n_run = 0
+
+    def say(self, text: str) -> None:
+        if self.printer is not None:
+            self.printer.message(text)
+
+    # -- trial bookkeeping ------------------------------------------------------------------------------------------
+    def fail_stale(self, study: optuna.Study, storage: RayStorageProxy, in_flight: set[int]) -> int:
+        """Fail RUNNING trials whose driver stopped sending heartbeats; re-queue them. Returns how many."""
+        now = time.time()
+        stale = 0
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t._trial_id in in_flight:
+                continue
+            beat = t.system_attrs.get(HEARTBEAT_ATTR)
+            if beat is None:
+                beat = t.datetime_start.timestamp() if t.datetime_start else 0.0
+            if now - float(beat) <= self.spec.execution.stale_after:
+                continue
+            try:
+                storage.set_trial_user_attr(t._trial_id, "fail_reason",
+                                            f"stale: no heartbeat for {now - float(beat):.0f}s (its driver stopped)")
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except Exception:  # another driver got there first
+                continue
+            stale += 1
+            self.requeue(study, t)
+            self.tracker.finish_trial(t.user_attrs.get(TRIAL_RUN_ATTR), state="FAIL", error="stale trial")
+        return stale
+
+    def requeue(self, study: optuna.Study, t: FrozenTrial) -> bool:
+        attempt = int(t.user_attrs.get("attempt", 0)) + 1
+        if attempt > self.spec.execution.max_retries:
+            return False
+        study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number, "attempt": attempt})
+        return True
+
+    def tell(self, study: optuna.Study, trial: optuna.Trial, report: TrialReport) -> FrozenTrial:
+        storage = study._storage
+        tid = trial._trial_id
+        for key, value in report.metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                storage.set_trial_user_attr(tid, key, float(value))
+        if report.error:
+            storage.set_trial_user_attr(tid, "fail_reason" if report.state == "FAIL" else "note",
+                                        redact(report.error.strip().splitlines()[0])[:500])
+        storage.set_trial_user_attr(tid, "duration_s", round(report.duration_s, 3))
+        if report.state == "COMPLETE":
+            values = report.values or []
+            if any(not math.isfinite(v) for v in values):
+                storage.set_trial_user_attr(tid, "fail_reason", f"objective is not finite: {values}")
+                return study.tell(trial, state=TrialState.FAIL)
+            return study.tell(trial, values)
+        if report.state == "PRUNED":
+            return study.tell(trial, state=TrialState.PRUNED)
+        return study.tell(trial, state=TrialState.FAIL)
+
+
+def run_study(
+    study: str | os.PathLike[str] | StudySpec,
+    *,
+    results_dir: str | os.PathLike[str] = "sparsearch-results",
+    progress: bool | Callable[[str], None] = True,
+    **overrides: Any,
+) -> StudyResult:
+    """Run (or resume) a study and return its result.
+
+    Args:
+        study: a study file path, a bundled study name (``"quickstart"``) or a :class:`StudySpec`.
+        results_dir: where the embedded Optuna storage, MLflow store, artifacts and caches live.
+        progress: print one progress line per trial to stderr (``True``), nothing (``False``).
+        **overrides: see :data:`sparsearch.search.spec.OVERRIDES` (``n_trials=5``, ``sampler="random"``, ...)
+            and dotted ``"section.key"`` entries.
+
+    Returns:
+        A :class:`StudyResult` with the Optuna study, all trials, the best trial(s) and the MLflow parent run id.
+
+    Example:
+        >>> import sparsearch
+        >>> result = sparsearch.run_study("quickstart", n_trials=2, **{"train.epochs": 1})  # doctest: +SKIP
+        >>> result.best_trial.values  # doctest: +SKIP
+    """
+    spec = study if isinstance(study, StudySpec) else load_study(study, **overrides)
+    if isinstance(study, StudySpec) and overrides:
+        from sparsearch.search.spec import apply_overrides, parse_study
+
+        spec = parse_study(apply_overrides(spec.to_toml_dict(), overrides), default_name=spec.study.name)
+    results = _check_results_dir(Path(results_dir))
+    ex = _Execution(spec, results, progress)
+    start = time.perf_counter()
+
+    ex.tracker.connect()  # fail fast, before any work
+    prepared = prepare_data(spec, results)
+    started_ray = _connect_ray(spec.execution.ray_address, results)
+    import ray
+
+    actor = None
+    status = "FAILED"
+    try:
+        actor = start_storage_server(ex.storage_url)
+        result = _drive(ex, prepared, actor, start)
+        status = "FINISHED"
+        return result
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if ex.tracker.parent_run_id is not None and status != "FINISHED":
+            ex.tracker.finish_parent(status, {}, {"status": status})
+        if actor is not None:
+            ray.kill(actor)
+        if started_ray:
+            ray.shutdown()
+
+
+def _open_study(ex: _Execution, storage: RayStorageProxy) -> optuna.Study:
+    spec = ex.spec
+    sampler = make_sampler(spec.study.sampler, spec.study.seed)
+    pruner = make_pruner(spec.study.pruner, **spec.study.pruner_params)
+    try:
+        existing = optuna.load_study(study_name=spec.study.name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        existing = None
+    if existing is not None:
+        have = [d.name.lower() for d in existing.directions]
+        if have != ex.directions:
+            raise SpecError(
+                f"study {spec.study.name!r} already exists in {redact(ex.storage_url)!r} with directions {have}, "
+                f"but this study asks for {ex.directions}; use another --study-name"
+            )
+        stored = existing.user_attrs.get("objectives")
+        if stored is not None and list(stored) != ex.objectives:
+            raise SpecError(f"study {spec.study.name!r} already exists with objectives {stored}, but this study "
+                            f"asks for {ex.objectives}; use another --study-name")
+        return existing
+    study = optuna.create_study(study_name=spec.study.name, storage=storage, sampler=sampler, pruner=pruner,
+                                directions=ex.directions, load_if_exists=True)
+    study.set_user_attr("objectives", ex.objectives)
+    study.set_user_attr("created_by", "sparsearch")
+    return study
+
+
+def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> StudyResult:
+    import ray
+    from sparsearch.spaces import suggest_config
+
+    spec = ex.spec
+    storage = RayStorageProxy(actor)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _open_study(ex, storage)
+    n_before = len(study.get_trials(deepcopy=False))
+
+    cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    cpus = spec.execution.cpus_per_trial
+    if cpus > cluster_cpus:
+        raise SpecError(f"[execution] cpus_per_trial = {cpus} but the Ray cluster has only {cluster_cpus:g} CPUs")
+    workers = spec.execution.workers or max(1, int(cluster_cpus // cpus))
+
+    params = {"study": spec.study.model_dump(mode="json"), "data": spec.data.model_dump(mode="json"),
+              "space": spec.space.model_dump(mode="json"), "train": spec.train.model_dump(mode="json"),
+              "execution": {**spec.execution.model_dump(mode="json"), "workers_effective": workers},
+              "data_fingerprint": prepared.fingerprint, "n_rows": prepared.n_rows,
+              "n_candidates": len(prepared.candidates)}
+    tags = {"sparsearch.kind": "study", "sampler": spec.study.sampler, "seed": str(spec.study.seed),
+            "data_fingerprint": prepared.fingerprint, "storage": redact(ex.storage_url),
+            "optuna_trials_before": str(n_before), "driver": ex.driver_id}
+    parent = ex.tracker.start_parent(f"{spec.study.name}-{time.strftime('%Y%m%d-%H%M%S')}", params, tags)
+    if prepared.ranking is not None and parent is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "feature_ranking.csv"
+            prepared.ranking.write_csv(path)
+            ex.tracker.log_artifact_file(parent, path)
+
+    if ex.progress:
+        ex.printer = ProgressPrinter(spec.study.n_trials, ex.objectives)
+        ex.say(f"study {spec.study.name!r}: {spec.study.n_trials} trials, sampler {spec.study.sampler}, "
+               f"{workers} workers x {cpus:g} CPU, data {prepared.n_rows} rows, "
+               f"{len(prepared.candidates) or '-'} features after prefilter"
+               f"{' (cached ranking)' if prepared.ranking_cached else ''}; storage {redact(ex.storage_url)}")
+    stale = ex.fail_stale(study, storage, set())
+    if stale:
+        ex.say(f"failed and re-queued {stale} stale RUNNING trial(s) left by a stopped driver")
+
+    train_ref, val_ref = ray.put(prepared.train), ray.put(prepared.val)
+    task = ray.remote(execute_trial).options(num_cpus=cpus, max_retries=0)
+    top_k = spec.data.top_k
+    searched_k = top_k is not None and top_k[0] < top_k[1]
+    n_features_for_space = len(prepared.candidates) or None
+
+    in_flight: dict[Any, dict[str, Any]] = {}
+    budget_used = 0
+    pending_retries = 0
+    deadline = None if spec.study.timeout is None else time.monotonic() + spec.study.timeout
+    last_beat = time.monotonic()
+
+    def dispatch() -> None:
+        nonlocal budget_used, pending_retries
+        trial = study.ask()
+        is_retry = "retry_of" in trial.user_attrs
+        if is_retry and pending_retries > 0:
+            pending_retries -= 1
+        elif not is_retry:
+            budget_used += 1
+        storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
+        storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, ex.driver_id)
+        try:
+            features = None
+            if searched_k:
+                k = trial.suggest_int("data.top_k", top_k[0], top_k[1])
+                features = tuple(prepared.candidates[:k])
+            config = suggest_config(trial, spec.space, spec.train, n_features=n_features_for_space)
+        except Exception as exc:  # an invalid combination of parameters fails this trial only
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+            frozen = study.tell(trial, state=TrialState.FAIL)
+            _finish_progress(ex, study, frozen, 0.0)
+            return
+        target = getattr(config, "target_sparsity", None)
+        if target is not None:
+            trial.set_user_attr("target_sparsity", float(target))
+        run_id = ex.tracker.start_trial(trial.number, trial.params, {
+            "sampler": spec.study.sampler, "seed": str(spec.study.seed), "data_fingerprint": prepared.fingerprint,
+            **({"retry_of": str(trial.user_attrs["retry_of"])} if is_retry else {})})
+        if run_id is not None:
+            trial.set_user_attr(TRIAL_RUN_ATTR, run_id)
+        payload = TrialPayload(
+            study_name=spec.study.name, trial_id=trial._trial_id, number=trial.number, config=config,
+            objectives=tuple(ex.objectives), sampler=spec.study.sampler, pruner=spec.study.pruner,
+            pruner_params=dict(spec.study.pruner_params), seed=spec.study.seed, cpus=cpus, features=features,
+            memory_mb=spec.execution.trial_memory_mb, objective=spec.study.objective,
+            return_model=spec.tracking.log_model,
+        )
+        ref = task.remote(payload, actor, train_ref, val_ref)
+        in_flight[ref] = {"trial": trial, "run_id": run_id, "started": time.monotonic(), "reason": None}
+        ex.n_run += 1
+
+    def collect(ref: Any) -> None:
+        nonlocal pending_retries
+        info = in_flight.pop(ref)
+        trial: optuna.Trial = info["trial"]
+        try:
+            report: TrialReport = ray.get(ref)
+        except (ray.exceptions.RayError, Exception) as exc:
+            reason = info["reason"] or storage.get_trial_user_attrs(trial._trial_id).get(MEMORY_REASON_ATTR)
+            retryable = reason is None
+            reason = reason or f"worker died: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+            report = TrialReport("FAIL", error=reason, duration_s=time.monotonic() - info["started"])
+            frozen_before = storage.get_trial(trial._trial_id)
+            if retryable and ex.requeue(study, frozen_before):
+                pending_retries += 1
+                report.error = reason + " (re-queued)"
+        frozen = ex.tell(study, trial, report)
+        logged = ex.tracker.finish_trial(
+            info["run_id"], state=frozen.state.name, history=report.history, metrics=report.metrics,
+            accounting=report.accounting, error=report.error if frozen.state == TrialState.FAIL else None)
+        if logged:
+            _mark_logged(study, frozen.number, info["run_id"])
+        if frozen.state == TrialState.COMPLETE and report.model is not None:
+            v = frozen.values[0]
+            better = ex.best_value is None or (v > ex.best_value if ex.directions[0] == "maximize"
+                                               else v < ex.best_value)
+            if better:
+                ex.best_value, ex.best_model = v, report.model
+        _finish_progress(ex, study, frozen, report.duration_s)
+
+    interrupted = False
+    try:
+        while True:
+            now = time.monotonic()
+            can_start_new = budget_used < spec.study.n_trials and (deadline is None or now < deadline)
+            while len(in_flight) < workers and (can_start_new or pending_retries > 0):
+                dispatch()
+                can_start_new = budget_used < spec.study.n_trials and (deadline is None or now < deadline)
+            if not in_flight:
+                break
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=spec.execution.heartbeat_interval)
+            for ref in ready:
+                collect(ref)
+            now = time.monotonic()
+            if now - last_beat >= spec.execution.heartbeat_interval:
+                last_beat = now
+                for info in in_flight.values():
+                    storage.set_trial_system_attr(info["trial"]._trial_id, HEARTBEAT_ATTR, time.time())
+                ids = {info["trial"]._trial_id for info in in_flight.values()}
+                stale = ex.fail_stale(study, storage, ids)
+                pending_retries += 0 if not stale else 0
+            if spec.execution.trial_timeout is not None:
+                for ref, info in list(in_flight.items()):
+                    if info["reason"] is None and now - info["started"] > spec.execution.trial_timeout:
+                        info["reason"] = f"time budget exceeded: ran over trial_timeout = " \
+                                         f"{spec.execution.trial_timeout:g}s"
+                        ray.cancel(ref, force=True)
+    except KeyboardInterrupt:
+        interrupted = True
+        for ref, info in list(in_flight.items()):
+            ray.cancel(ref, force=True)
+            trial = info["trial"]
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted (re-queued for the next run)")
+            frozen = study.tell(trial, state=TrialState.FAIL)
+            ex.requeue(study, frozen)
+            ex.tracker.finish_trial(info["run_id"], state="FAIL", error="interrupted")
+        raise
+    finally:
+        if not interrupted:
+            _sync_unlogged(ex, study, storage)
+
+    elapsed = time.perf_counter() - start
+    _finish_parent(ex, study, prepared, elapsed)
+    final_study = _detach_study(ex, study)
+    return StudyResult(
+        study_name=spec.study.name, storage=redact(ex.storage_url),
+        tracking_uri=redact(ex.tracking_uri) if spec.tracking.enabled else None,
+        mlflow_parent_run_id=ex.tracker.parent_run_id, study=final_study, objectives=ex.objectives,
+        directions=ex.directions, elapsed_s=elapsed, n_trials_run=ex.n_run,
+        info={"workers": workers, "cpus_per_trial": cpus, "data_fingerprint": prepared.fingerprint,
+              "n_rows": prepared.n_rows, "features": list(prepared.candidates), "timings": prepared.timings,
+              "ranking_cached": prepared.ranking_cached, "mlflow_failures": len(ex.tracker.failures)},
+    )
+
+
+def _finish_progress(ex: _Execution, study: optuna.Study, frozen: FrozenTrial, duration: float) -> None:
+    if ex.printer is None:
+        return
+    best = _best_values(study, len(ex.objectives))
+    note = str(frozen.user_attrs.get("fail_reason", ""))[:120] if frozen.state == TrialState.FAIL else ""
+    ex.printer.trial_done(frozen.number, frozen.state.name, list(frozen.values) if frozen.values else None, best,
+                          duration, note)
+
+
+def _sync_unlogged(ex: _Execution, study: optuna.Study, storage: RayStorageProxy) -> None:
+    """Write child runs for finished trials whose MLflow logging failed (this or an earlier execution)."""
+    if not ex.spec.tracking.enabled or ex.tracker.parent_run_id is None:
+        return
+    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    logged = study._storage.get_study_system_attrs(study._study_id)
+    for t in study.get_trials(deepcopy=False, states=finished):
+        if f"{LOGGED_PREFIX}{t.number}" in logged:
+            continue
+        run_id = ex.tracker.start_trial(t.number, t.params, {"synced_late": "true"})
+        metrics = {k: v for k, v in t.user_attrs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if ex.tracker.finish_trial(run_id, state=t.state.name, metrics=metrics,
+                                   error=t.user_attrs.get("fail_reason")):
+            _mark_logged(study, t.number, run_id)
+
+
+def _mark_logged(study: optuna.Study, number: int, run_id: str) -> None:
+    """Record (on the study: a finished trial is read-only) that trial ``number`` has its MLflow child run."""
+    study._storage.set_study_system_attr(study._study_id, f"{LOGGED_PREFIX}{number}", run_id)
+
+
+def _finish_parent(ex: _Execution, study: optuna.Study, prepared: PreparedData, elapsed: float) -> None:
+    tracker = ex.tracker
+    parent = tracker.parent_run_id
+    if parent is None:
+        return
+    trials = study.get_trials(deepcopy=False)
+    metrics = {
+        "n_trials": len(trials),
+        "n_complete": sum(t.state == TrialState.COMPLETE for t in trials),
+        "n_pruned": sum(t.state == TrialState.PRUNED for t in trials),
+        "n_failed": sum(t.state == TrialState.FAIL for t in trials),
+        "elapsed_s": elapsed,
+    }
+    best = _best_values(study, len(ex.objectives))
+    if best:
+        metrics[f"best_{ex.objectives[0]}"] = best[0]
+    try:
+        df = study.trials_dataframe(multi_index=False)
+        tracker.log_artifact_text(parent, "trials.csv", df.to_csv(index=False))
+    except Exception as exc:  # pragma: no cover - logging must never lose the study
+        log.warning("could not write the trials table: %s", exc)
+    if metrics["n_complete"] >= 1:
+        for name, html in _plots(study, ex.objectives).items():
+            tracker.log_artifact_text(parent, name, html)
+    if ex.spec.tracking.log_model and ex.best_model is not None:
+        tracker.log_model(parent, ex.best_model)
+    tracker.finish_parent("FINISHED", metrics, {"status": "FINISHED"})
+
+
+def _plots(study: optuna.Study, objectives: list[str]) -> dict[str, str]:
+    """Optuna's visualizations as self-contained HTML (plotly) for the parent run."""
+    import optuna.visualization as vis
+
+    out: dict[str, str] = {}
+    makers: dict[str, Callable[[], Any]] = {}
+    if len(objectives) == 1:
+        makers["optimization_history.html"] = lambda: vis.plot_optimization_history(study, target_name=objectives[0])
+    else:
+        makers["pareto_front.html"] = lambda: vis.plot_pareto_front(study, target_names=objectives)
+    n_complete = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+    if n_complete >= 3:
+        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+        makers["param_importances.html"] = lambda: vis.plot_param_importances(
+            study, evaluator=evaluator, target=(lambda t: t.values[0]) if len(objectives) > 1 else None,
+            target_name=objectives[0])
+    for name, make in makers.items():
+        try:
+            out[name] = make().to_html(include_plotlyjs="cdn", full_html=True)
+        except Exception as exc:  # a plot must never fail a study
+            log.info("skipped %s: %s", name, exc)
+    return out
+
+
+def _detach_study(ex: _Execution, study: optuna.Study) -> optuna.Study:
+    """A study object that stays usable after the storage actor is gone."""
+    if ex.storage_url in ("memory", "inmemory", ":memory:"):
+        local = optuna.storages.InMemoryStorage()
+        optuna.copy_study(from_study_name=study.study_name, from_storage=study._storage, to_storage=local)
+        return optuna.load_study(study_name=study.study_name, storage=local)
+    return optuna.load_study(study_name=study.study_name, storage=open_storage(ex.storage_url))
+
+
+def load_result(study_name: str, *, storage: str | None = None,
+                results_dir: str | os.PathLike[str] = "sparsearch-results") -> StudyResult:
+    """Read a stored study (what ``sparsearch show`` prints) without running anything."""
+    results = Path(results_dir)
+    url = storage or env_storage_url() or default_storage_url(results)
+    if url.startswith("journal:") and not Path(url.removeprefix("journal:")).exists():
+        raise SpecError(f"no study storage at {url!r} (run a study first, or pass --storage / --results)")
+    backend = open_storage(url)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=backend)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(backend)]
+        from sparsearch.errors import unknown_choice
+
+        raise unknown_choice(f"study in {redact(url)!r}", study_name, names) from None
+    objectives = list(study.user_attrs.get("objectives", [f"value_{i}" for i in range(len(study.directions))]))
+    logged = [k for k in backend.get_study_system_attrs(study._study_id) if k.startswith(LOGGED_PREFIX)]
+    return StudyResult(study_name=study_name, storage=redact(url), tracking_uri=None, mlflow_parent_run_id=None,
+                       study=study, objectives=objectives, directions=[d.name.lower() for d in study.directions],
+                       info={"n_mlflow_child_runs": len(logged)})

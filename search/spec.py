@@ -1,0 +1,418 @@
+"""Study files: TOML in, validated frozen objects out.
+
+A study file has the sections ``[study]``, ``[data]``, ``[space]``, ``[train]``, ``[execution]``, ``[tracking]``
+and ``[storage]``. ``[space]`` and ``[train]`` are owned by :mod:`sparsearch.spaces` (``SpaceSpec``,
+``TrainSpec``); the others are defined here. Every section is strict: an unknown key is an error naming the key and
+the closest valid one, a wrong type or an out-of-range value is an error naming the field. Errors are one line
+(:class:`sparsearch.errors.SpecError`).
+
+Example:
+    >>> spec = load_study("quickstart", n_trials=3)
+    >>> spec.study.n_trials
+    3
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from sparsearch.search import registry
+
+from sparsearch._spec import IntRange, StrictModel
+from sparsearch.errors import SpecError, closest, unknown_choice
+
+__all__ = [
+    "DataSpec",
+    "ExecutionSpec",
+    "OVERRIDES",
+    "StorageSpec",
+    "StudySection",
+    "StudySpec",
+    "TrackingSpec",
+    "bundled_studies",
+    "load_study",
+    "parse_study",
+]
+
+
+class _Section(StrictModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
+
+
+class StudySection(_Section):
+    """``[study]``: what is optimised, how, and for how long."""
+
+    name: str = Field("", description="Study name (Optuna study and MLflow experiment). Default: the file's stem.")
+    objectives: list[str] = Field(
+        ["val_auc"], min_length=1, description="Metrics to optimise, from `sparsearch.spaces.METRICS`."
+    )
+    directions: list[Literal["maximize", "minimize"]] | None = Field(
+        None, description="One direction per objective. Default: each metric's natural direction."
+    )
+    n_trials: int = Field(20, ge=1, le=1_000_000, description="Trials to run in this execution.")
+    timeout: float | None = Field(
+        None, gt=0, description="Stop starting new trials after this many seconds (running trials finish)."
+    )
+    sampler: str = Field("tpe", description="tpe, random, nsga2, nsga3, qmc, cmaes, gp, or an Optuna sampler class.")
+    seed: int | None = Field(0, description="Seed of the sampler and of every trial's training.")
+    pruner: str = Field(
+        "none", description="Trial pruner (early stopping of bad trials): none, median, successive_halving, "
+        "hyperband, percentile, threshold, or an Optuna pruner class. Single-objective studies only."
+    )
+    pruner_params: dict[str, Any] = Field({}, description="Keyword arguments of the trial pruner.")
+    objective: str | None = Field(
+        None, description="Advanced: a custom objective 'module:function' imported from the Python path. The only "
+        "way a study file can run code; it is off unless set here."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if v and (len(v) > 200 or any(c in v for c in "/\\\0")):
+            raise ValueError("must be at most 200 characters without '/', '\\' or NUL")
+        return v
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler_ok(cls, v: str) -> str:
+        return registry.check_sampler(v)
+
+    @field_validator("pruner")
+    @classmethod
+    def _pruner_ok(cls, v: str) -> str:
+        return registry.check_pruner(v)
+
+    @field_validator("objective")
+    @classmethod
+    def _objective_ok(cls, v: str | None) -> str | None:
+        if v is not None and (v.count(":") != 1 or not all(v.split(":"))):
+            raise ValueError(f"must look like 'module:function', got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudySection:
+        from sparsearch.spaces import METRICS
+
+        for metric in self.objectives:
+            if metric not in METRICS and self.objective is None:
+                raise unknown_choice("objective metric", metric, METRICS)
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(f"objectives must be distinct, got {self.objectives}")
+        if self.directions is not None and len(self.directions) != len(self.objectives):
+            raise ValueError(
+                f"directions has {len(self.directions)} entries but objectives has {len(self.objectives)}"
+            )
+        if len(self.objectives) > 1 and self.pruner != "none":
+            raise ValueError(
+                f"trial pruner {self.pruner!r} needs a single-objective study (Optuna trial pruners do not support "
+                f"{len(self.objectives)} objectives); set pruner = \"none\""
+            )
+        if len(self.objectives) > 1 and not registry.supports_multi_objective(self.sampler):
+            raise ValueError(f"sampler {self.sampler!r} does not support multi-objective studies; use nsga2 or tpe")
+        return self
+
+    def resolved_directions(self) -> list[str]:
+        """Directions, defaulting each objective to its metric's natural direction."""
+        if self.directions is not None:
+            return list(self.directions)
+        from sparsearch.spaces import METRICS
+
+        return [METRICS.get(m, "maximize") for m in self.objectives]
+
+
+class DataSpec(_Section):
+    """``[data]``: where the rows come from and how features are prefiltered."""
+
+    generator: str | None = Field(
+        None, description="A bundled data generator or loader (click_log; digits, fashion_mnist for images)."
+    )
+    params: dict[str, Any] = Field({}, description="Keyword arguments of the generator (e.g. n_rows).")
+    path: str | None = Field(None, description="A parquet/CSV/TSV file, a directory or a glob (instead of generator).")
+    target: str = Field("click", min_length=1, description="Target column.")
+    features: list[str] | None = Field(None, description="Candidate feature columns. Default: all but the target.")
+    exclude: list[str] = Field([], description="Columns never used as features (IDs, timestamps, leaks).")
+    prefilter: str = Field(
+        "adjusted-mi", description="Ranking method of the feature prefilter (see `sparsearch rank --help`), or none."
+    )
+    top_k: IntRange | None = Field(
+        None, description="Keep the k best-ranked features: a number, or [low, high] to search k. Default: all."
+    )
+    max_rows: int | None = Field(None, ge=10, description="Use at most this many rows (a seeded sample).")
+
+    @field_validator("generator")
+    @classmethod
+    def _generator_ok(cls, v: str | None) -> str | None:
+        if v is not None and v not in generator_names():
+            raise unknown_choice("data generator", v, generator_names())
+        return v
+
+    @field_validator("prefilter")
+    @classmethod
+    def _prefilter_ok(cls, v: str) -> str:
+        from sparsearch.features import available_methods
+
+        if v != "none" and v not in available_methods():
+            raise unknown_choice("prefilter method", v, ["none", *available_methods()])
+        return v
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k_ok(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and v[0] < 1:
+            raise ValueError(f"must be >= 1, got {v[0]}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if (self.generator is None) == (self.path is None):
+            raise ValueError("set exactly one of 'generator' and 'path'")
+        return self
+
+    @property
+    def is_image(self) -> bool:
+        from sparsearch.spaces import IMAGE_DATASETS
+
+        return self.generator in IMAGE_DATASETS
+
+
+class ExecutionSpec(_Section):
+    """``[execution]``: where and how trials run (Ray)."""
+
+    workers: int = Field(0, ge=0, le=4096, description="Trials in flight at once. 0: one per CPU share.")
+    cpus_per_trial: float = Field(1.0, gt=0, le=1024, description="CPUs each trial reserves; torch threads = this.")
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join ('auto', 'ray://host:port', 'host:port'). Default: RAY_ADDRESS, "
+        "else a local Ray started and stopped by the run."
+    )
+    max_retries: int = Field(1, ge=0, le=100, description="Re-runs of a trial whose worker died (crash, OOM, node).")
+    trial_timeout: float | None = Field(None, gt=0, description="Seconds a trial may run before it is stopped (FAIL).")
+    trial_memory_mb: int | None = Field(None, gt=0, description="Resident memory a trial may use before it is "
+                                        "stopped (FAIL).")
+    heartbeat_interval: float = Field(5.0, gt=0, description="Seconds between heartbeats of running trials.")
+    stale_after: float = Field(60.0, gt=0, description="A RUNNING trial without a heartbeat for this long is failed "
+                               "(its driver died) and re-queued.")
+
+
+class TrackingSpec(_Section):
+    """``[tracking]``: MLflow."""
+
+    uri: str | None = Field(None, description="MLflow tracking URI. Default: MLFLOW_TRACKING_URI, else a SQLite "
+                            "store in the results folder.")
+    experiment: str | None = Field(None, description="MLflow experiment. Default: the study name.")
+    enabled: bool = Field(True, description="Log to MLflow at all.")
+    log_model: bool = Field(True, description="Log the best trial's model with mlflow.pytorch.")
+
+
+class StorageSpec(_Section):
+    """``[storage]``: where Optuna keeps the study."""
+
+    url: str | None = Field(None, description="Optuna storage: postgresql://..., sqlite:///..., journal:PATH, or "
+                            "memory. Default: a journal file in the results folder (safe for concurrent writers).")
+
+
+class StudySpec(StrictModel):
+    """A whole study file, validated."""
+
+    study: StudySection = StudySection()
+    data: DataSpec
+    space: Any = None
+    train: Any = None
+    execution: ExecutionSpec = ExecutionSpec()
+    tracking: TrackingSpec = TrackingSpec()
+    storage: StorageSpec = StorageSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, raw: Any) -> Any:
+        from sparsearch.spaces import SpaceSpec, TrainSpec
+
+        if isinstance(raw, dict):
+            raw = dict(raw)
+            for key, model in (("space", SpaceSpec), ("train", TrainSpec)):
+                if not isinstance(raw.get(key), model):
+                    raw[key] = model.model_validate(raw.get(key, {}))
+        return raw
+
+    @model_validator(mode="after")
+    def _cross(self) -> StudySpec:
+        if self.data.is_image and self.space.model != "cnn":
+            raise ValueError(f"data generator {self.data.generator!r} is an image set; set [space] model = \"cnn\"")
+        if not self.data.is_image and self.space.model == "cnn":
+            raise ValueError("[space] model = \"cnn\" needs an image data set (generator digits or fashion_mnist)")
+        return self
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """The spec as plain data (what a study file with every default spelled out would hold)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+SECTIONS = ("study", "data", "space", "train", "execution", "tracking", "storage")
+
+OVERRIDES: dict[str, tuple[str, str]] = {
+    "study_name": ("study", "name"),
+    "n_trials": ("study", "n_trials"),
+    "timeout": ("study", "timeout"),
+    "sampler": ("study", "sampler"),
+    "seed": ("study", "seed"),
+    "pruner": ("study", "pruner"),
+    "data": ("data", "path"),
+    "target": ("data", "target"),
+    "top_k": ("data", "top_k"),
+    "workers": ("execution", "workers"),
+    "ray_address": ("execution", "ray_address"),
+    "storage": ("storage", "url"),
+    "tracking_uri": ("tracking", "uri"),
+    "epochs": ("train", "epochs"),
+}
+"""Keyword overrides accepted by :func:`load_study` (and the CLI flags of the same names)."""
+
+
+def generator_names() -> list[str]:
+    from sparsearch.features import DATASETS
+    from sparsearch.spaces import IMAGE_DATASETS
+
+    return sorted({*DATASETS, *IMAGE_DATASETS})
+
+
+def bundled_studies() -> dict[str, Path]:
+    """Study files shipped with sparsearch, by name."""
+    root = resources.files("sparsearch.studies")
+    return {Path(p.name).stem: Path(str(p)) for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def _resolve_source(source: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
+    path = Path(source)
+    if not path.suffix and not path.exists():
+        studies = bundled_studies()
+        if str(source) not in studies:
+            raise unknown_choice("study (not a file, nor a bundled study)", str(source), studies)
+        path = studies[str(source)]
+    if not path.is_file():
+        raise SpecError(f"study file {str(path)!r} does not exist (give a .toml path or a bundled study name)")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"study file {str(path)!r} is not UTF-8 text (byte {exc.start})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"study file {str(path)!r} is not valid TOML: {exc}") from None
+    return path, raw
+
+
+def _set(raw: dict[str, Any], section: str, key: str, value: Any) -> None:
+    target = raw.setdefault(section, {})
+    if not isinstance(target, dict):
+        raise SpecError(f"[{section}] must be a table, got {type(target).__name__}")
+    target[key] = value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Apply keyword overrides (``n_trials=5``) and dotted ones (``{"train.epochs": 1}``) to a raw study dict."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if "." in name:
+            section, _, key = name.partition(".")
+            if section not in SECTIONS:
+                raise unknown_choice("section", section, SECTIONS)
+            _set(raw, section, key, value)
+        elif name in OVERRIDES:
+            section, key = OVERRIDES[name]
+            if name == "data":
+                raw.setdefault("data", {}).pop("generator", None)
+                raw["data"].pop("params", None)
+            _set(raw, section, key, value)
+        else:
+            raise unknown_choice("override", name, list(OVERRIDES) + ["<section>.<key>"])
+    return raw
+
+
+def _format_error(exc: ValidationError, origin: str, section: str | None = None) -> SpecError:
+    err = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-"))]
+    if section is not None:
+        loc = [section, *loc]
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    if err["type"] == "extra_forbidden":
+        key = loc[-1]
+        section = loc[0] if len(loc) > 1 else None
+        if section is None:
+            hint = closest(key, SECTIONS)
+            did = f" (did you mean [{hint}]?)" if hint else ""
+            return SpecError(f"{origin}: unknown section [{key}]{did}; allowed: {', '.join(SECTIONS)}{more}")
+        allowed = _section_fields(section)
+        hint = closest(key, allowed)
+        did = f" (did you mean '{hint}'?)" if hint else ""
+        return SpecError(f"{origin}: unknown key '{key}' in [{section}]{did}; allowed: {', '.join(allowed)}{more}")
+    where = (f"[{loc[0]}] " + ".".join(loc[1:])) if len(loc) > 1 else (f"[{loc[0]}]" if loc else "study")
+    msg = err["msg"].removeprefix("Value error, ")
+    given = err.get("input")
+    shown = "" if isinstance(given, dict) or err["type"] == "missing" else f" (got {given!r})"
+    return SpecError(f"{origin}: {where}: {msg}{shown}{more}")
+
+
+def _section_fields(section: str) -> list[str]:
+    from sparsearch.spaces import SpaceSpec, TrainSpec
+
+    models = {"study": StudySection, "data": DataSpec, "space": SpaceSpec, "train": TrainSpec,
+              "execution": ExecutionSpec, "tracking": TrackingSpec, "storage": StorageSpec}
+    model = models.get(section)
+    return list(model.model_fields) if model is not None else []
+
+
+def parse_study(raw: dict[str, Any], *, origin: str = "study", default_name: str = "study") -> StudySpec:
+    """Validate a raw study dict (as parsed from TOML) into a :class:`StudySpec`."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{origin}: a study must be a table of sections, got {type(raw).__name__}")
+    raw = dict(raw)
+    for section, value in raw.items():
+        if section in SECTIONS and not isinstance(value, dict):
+            raise SpecError(f"{origin}: [{section}] must be a table, got {type(value).__name__} {value!r}")
+    if "data" not in raw:
+        raise SpecError(f"{origin}: missing section [data] (set generator = \"click_log\" or path = \"file.parquet\")")
+    study = dict(raw.get("study", {}))
+    if not study.get("name"):
+        study["name"] = default_name
+    raw["study"] = study
+    from sparsearch.spaces import SpaceSpec, TrainSpec
+
+    for key, model in (("space", SpaceSpec), ("train", TrainSpec)):
+        try:
+            raw[key] = model.model_validate(raw.get(key, {}))
+        except ValidationError as exc:
+            raise _format_error(exc, origin, section=key) from None
+        except SpecError as exc:
+            raise SpecError(f"{origin}: [{key}] {exc}") from None
+    try:
+        return StudySpec.model_validate(raw)
+    except ValidationError as exc:
+        raise _format_error(exc, origin) from None
+    except SpecError as exc:
+        raise SpecError(f"{origin}: {exc}") from None
+
+
+def load_study(source: str | os.PathLike[str] | dict[str, Any], **overrides: Any) -> StudySpec:
+    """Load and validate a study from a TOML path, a bundled study name, or a raw dict.
+
+    Args:
+        source: a ``.toml`` path, the name of a bundled study (``"quickstart"``), or a dict of sections.
+        **overrides: any key of :data:`OVERRIDES` (``n_trials=5``, ``sampler="random"``, ``data="x.parquet"``),
+            or a dotted ``"section.key"`` passed through ``**{"train.epochs": 1}``.
+
+    Raises:
+        SpecError: one line naming the file, the section, the key and what is allowed.
+    """
+    if isinstance(source, dict):
+        raw, origin, stem = source, "study", "study"
+    else:
+        path, raw = _resolve_source(source)
+        origin, stem = f"study file {path.name!r}", path.stem
+    raw = apply_overrides(raw, overrides)
+    return parse_study(raw, origin=origin, default_name=stem)

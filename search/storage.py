@@ -1,0 +1,166 @@
+"""Optuna storage: URL handling, credential redaction, and one storage owner per study execution.
+
+The driver starts one :class:`StorageServer` Ray actor, pinned to the driver's node, that owns the real storage
+(journal file, SQLite, PostgreSQL, memory). The driver and every Ray worker talk to it through
+:class:`RayStorageProxy`, a complete :class:`optuna.storages.BaseStorage` that forwards each call. So:
+
+* a worker gets a real ``optuna.Trial``: define-by-run suggestions, ``report`` and ``should_prune`` reach the
+  study while the trial trains, on a laptop or on a cluster whose workers cannot see the driver's files;
+* credentials in the storage URL never leave the driver's node;
+* calls are serialised by the actor, so an embedded file storage never sees concurrent writers from one run
+  (several runs on one storage are still safe: the default journal file takes a file lock per write).
+
+Optuna's own gRPC proxy would do the forwarding too, but it does not support ``JournalStorage`` (optuna#6084),
+the embedded default here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+
+from sparsearch.errors import ConnectionProblem, SpecError
+
+__all__ = ["RayStorageProxy", "StorageServer", "default_storage_url", "open_storage", "redact"]
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
+
+
+def redact(text: str) -> str:
+    """Hide passwords in any ``scheme://user:password@host`` URL inside ``text``.
+
+    Example:
+        >>> redact("postgresql://bob:s3cret@127.0.0.1:5432/db")
+        'postgresql://bob:***@127.0.0.1:5432/db'
+    """
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(text))
+
+
+def default_storage_url(results_dir: Path) -> str:
+    """The embedded default: a journal file in the results folder."""
+    return f"journal:{(results_dir / 'optuna.journal').resolve()}"
+
+
+def open_storage(url: str) -> BaseStorage:
+    """Open an Optuna storage from a sparsearch storage URL.
+
+    Accepted: ``journal:PATH`` (or a path ending in ``.journal``/``.log``), ``sqlite:///PATH``,
+    ``postgresql://...``, ``mysql://...`` (any SQLAlchemy URL Optuna accepts), and ``memory``.
+    """
+    if url in ("memory", "inmemory", ":memory:"):
+        return optuna.storages.InMemoryStorage()
+    if url.startswith("journal:") or url.endswith((".journal", ".log")):
+        path = Path(url.removeprefix("journal:").removeprefix("//"))
+        if not path.parent.exists():
+            raise SpecError(f"storage {url!r}: folder {str(path.parent)!r} does not exist")
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        lock = JournalFileOpenLock(str(path))
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+    scheme = url.split(":", 1)[0] if "://" in url else ""
+    if scheme.split("+")[0] not in ("sqlite", "postgresql", "postgres", "mysql", "oracle", "mssql"):
+        raise SpecError(
+            f"storage URL {redact(url)!r} is not understood; allowed: journal:PATH, sqlite:///PATH, "
+            "postgresql://USER:PASSWORD@HOST:PORT/DB, mysql://..., memory"
+        )
+    if scheme == "postgres":
+        url = "postgresql" + url[len("postgres"):]
+    if scheme.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and not Path(path).parent.exists():
+            raise SpecError(f"storage {url!r}: folder {str(Path(path).parent)!r} does not exist")
+    try:
+        engine_kwargs = {"pool_pre_ping": True} if not scheme.startswith("sqlite") else {
+            "connect_args": {"timeout": 60}}
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        return optuna.storages._CachedStorage(storage)
+    except ModuleNotFoundError as exc:
+        raise SpecError(f"storage {redact(url)!r} needs the Python driver {exc.name!r}: pip install it") from None
+    except Exception as exc:  # SQLAlchemy OperationalError and friends: say which server, never the password.
+        reason = redact(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
+        raise ConnectionProblem(f"cannot open storage {redact(url)!r}: {reason}") from None
+
+
+class StorageServer:
+    """Owns one Optuna storage; every call is made here. Run as a Ray actor (see :func:`start_storage_server`)."""
+
+    def __init__(self, url: str) -> None:
+        self._storage = open_storage(url)
+
+    def call(self, method: str, args: tuple, kwargs: dict) -> tuple[bool, Any]:
+        try:
+            return True, getattr(self._storage, method)(*args, **kwargs)
+        except Exception as exc:  # returned, re-raised by the proxy with its own type
+            return False, exc
+
+    def ping(self) -> bool:
+        return True
+
+
+def start_storage_server(url: str) -> Any:
+    """Start the storage actor on this (the driver's) node and wait until the storage is open."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    actor_cls = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3)(StorageServer)
+    actor = actor_cls.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False),
+        runtime_env={"env_vars": {"OPTUNA_DISABLE_PROGRESS": "1"}},
+    ).remote(url)
+    try:
+        ray.get(actor.ping.remote())
+    except ray.exceptions.RayActorError as exc:
+        cause = getattr(exc, "cause", None) or exc
+        inner = getattr(cause, "cause", None) or cause
+        if isinstance(inner, (SpecError, ConnectionProblem)):
+            raise inner from None
+        raise ConnectionProblem(f"cannot open storage {redact(url)!r}: {redact(str(inner)).splitlines()[0]}") from None
+    return actor
+
+
+class RayStorageProxy(BaseStorage):
+    """A :class:`BaseStorage` that forwards every call to a :class:`StorageServer` actor."""
+
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        import ray
+
+        ok, value = ray.get(self._actor.call.remote(method, args, kwargs))
+        if not ok:
+            raise value
+        return value
+
+    def __reduce__(self) -> tuple:
+        return (RayStorageProxy, (self._actor,))
+
+
+def _forwarder(name: str) -> Any:
+    def method(self: RayStorageProxy, *args: Any, **kwargs: Any) -> Any:
+        return self._call(name, *args, **kwargs)
+
+    method.__name__ = name
+    method.__doc__ = f"Forwarded to the storage actor: ``BaseStorage.{name}``."
+    return method
+
+
+_FORWARDED = sorted(BaseStorage.__abstractmethods__) + [
+    "get_best_trial", "get_n_trials", "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id",
+    "get_trial_param", "get_trial_params", "get_trial_system_attrs", "get_trial_user_attrs", "check_trial_is_updatable",
+]
+for _name in _FORWARDED:
+    setattr(RayStorageProxy, _name, _forwarder(_name))
+RayStorageProxy.__abstractmethods__ = frozenset()
+del _name
+
+
+def env_storage_url() -> str | None:
+    """``SPARSEARCH_STORAGE`` from the environment, if set."""
+    return os.environ.get("SPARSEARCH_STORAGE") or None

@@ -1,0 +1,258 @@
+"""MLflow tracking: one experiment per study name, one parent run per execution, one child run per trial.
+
+Only the driver talks to MLflow, so a study on a cluster logs to a local SQLite store as well as to a server, and
+concurrent workers can never race on the store. Documented behaviour when the store fails:
+
+* unreachable at start: the study does not start (``ConnectionProblem``, exit 2); nothing has been computed yet;
+* fails mid-study: a warning is printed once, trials keep running and are stored in Optuna; every trial whose
+  child run could not be written is written again at the end of the execution (``sync``) and, failing that, by
+  the next execution of the same study. Nothing computed is lost: the Optuna storage is the record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sparsearch.search.storage import redact
+
+from sparsearch.errors import ConnectionProblem
+
+__all__ = ["Tracker", "default_tracking_uri"]
+
+log = logging.getLogger("sparsearch")
+
+TRIAL_RUN_ATTR = "mlflow_run_id"
+
+
+def default_tracking_uri(results_dir: Path) -> str:
+    """MLFLOW_TRACKING_URI when set, else a SQLite store in the results folder."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
+
+
+def _check_reachable(uri: str, timeout: float = 3.0) -> None:
+    """Fail fast (instead of MLflow's minutes of HTTP retries) when a tracking server does not answer."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionProblem(f"cannot reach MLflow tracking server {redact(uri)!r}: {exc.strerror or exc}") from None
+
+
+def _flat(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings into dotted keys.
+
+    Example:
+        >>> flatten({"a": {"b": 1}, "c": 2})
+        {'a.b': 1, 'c': 2}
+    """
+    out: dict[str, Any] = {}
+    _flat(prefix, mapping, out)
+    return out
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
+
+
+class Tracker:
+    """Logs a study execution to MLflow from the driver. Every method is safe to call when tracking is off."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root: Path, *, enabled: bool = True) -> None:
+        self.uri = uri
+        self.experiment = experiment
+        self.enabled = enabled
+        self.parent_run_id: str | None = None
+        self.experiment_id: str | None = None
+        self._artifact_root = artifact_root
+        self._client: Any = None
+        self._warned = False
+        self.failures: list[str] = []
+
+    # -- connection -------------------------------------------------------------------------------------------
+    def connect(self) -> None:
+        """Open the store and the experiment; raise ``ConnectionProblem`` when unreachable."""
+        if not self.enabled:
+            return
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        from mlflow.tracking import MlflowClient
+
+        _check_reachable(self.uri)
+        try:
+            self._client = MlflowClient(tracking_uri=self.uri)
+            exp = self._client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                location = None
+                if "://" not in self.uri or self.uri.startswith(("sqlite:", "file:")):
+                    path = self._artifact_root / self.experiment
+                    location = path.resolve().as_uri()
+                self.experiment_id = self._client.create_experiment(self.experiment, artifact_location=location)
+            else:
+                self.experiment_id = exp.experiment_id
+        except Exception as exc:
+            msg = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            raise ConnectionProblem(f"cannot reach MLflow tracking store {redact(self.uri)!r}: {msg[:300]}") from None
+
+    def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if not self.enabled or self._client is None:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            reason = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            self.failures.append(f"{what}: {reason}")
+            if not self._warned:
+                log.warning("MLflow logging failed (%s: %s); trials go on and are kept in Optuna storage", what,
+                            reason[:200])
+                self._warned = True
+            return None
+
+    # -- runs ---------------------------------------------------------------------------------------------------
+    def start_parent(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str | None:
+        def go() -> str:
+            run = self._client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+            self._log(run.info.run_id, params=params)
+            return run.info.run_id
+
+        self.parent_run_id = self._guard("start parent run", go)
+        return self.parent_run_id
+
+    def start_trial(self, number: int, params: Mapping[str, Any], tags: Mapping[str, str]) -> str | None:
+        """Create the trial's child run (status RUNNING) and log its parameters."""
+        if self.parent_run_id is None:
+            return None
+
+        def go() -> str:
+            all_tags = {"mlflow.parentRunId": self.parent_run_id, "trial_number": str(number), **tags}
+            run = self._client.create_run(self.experiment_id, run_name=f"trial-{number}", tags=all_tags)
+            self._log(run.info.run_id, params=params)
+            return run.info.run_id
+
+        return self._guard(f"start trial {number}", go)
+
+    def finish_trial(
+        self,
+        run_id: str | None,
+        *,
+        state: str,
+        history: Sequence[Mapping[str, float]] = (),
+        metrics: Mapping[str, Any] | None = None,
+        accounting: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Log per-epoch metrics (with step), final metrics, accounting and the trial state; end the run."""
+        if run_id is None:
+            return False
+        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}.get(state, "FAILED")
+
+        def go() -> bool:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            batch = []
+            for row in history:
+                step = int(row.get("epoch", 0))
+                batch += [Metric(k, float(v), now, step) for k, v in row.items() if k != "epoch" and _finite(v)]
+            final = flatten(metrics or {})
+            batch += [Metric(k, float(v), now, 0) for k, v in final.items() if _finite(v) and k not in
+                      {m.key for m in batch}]
+            all_tags = {"state": state, **(tags or {})}
+            if error:
+                all_tags["error"] = redact(error)[-4000:]
+            self._log(run_id, metrics=batch, tags=all_tags)
+            if accounting:
+                self._client.log_dict(run_id, json.loads(json.dumps(accounting, default=str)), "accounting.json")
+            self._client.set_terminated(run_id, status=status)
+            return True
+
+        return bool(self._guard(f"finish trial run {run_id}", go))
+
+    def finish_parent(self, status: str, metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
+        def go() -> None:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            self._log(self.parent_run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()
+                                                   if _finite(v)], tags=tags)
+            self._client.set_terminated(self.parent_run_id, status=status)
+
+        if self.parent_run_id is not None:
+            self._guard("finish parent run", go)
+
+    def log_artifact_text(self, run_id: str | None, name: str, text: str) -> None:
+        if run_id is None:
+            return
+
+        def go() -> None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / name
+                path.write_text(text, encoding="utf-8")
+                self._client.log_artifact(run_id, str(path))
+
+        self._guard(f"log artifact {name}", go)
+
+    def log_artifact_file(self, run_id: str | None, path: Path, artifact_path: str | None = None) -> None:
+        if run_id is not None:
+            self._guard(f"log artifact {path.name}", self._client.log_artifact, run_id, str(path), artifact_path)
+
+    def log_model(self, run_id: str | None, model: Any, name: str = "best_model") -> None:
+        """Log a torch model with ``mlflow.pytorch`` on ``run_id``."""
+        if run_id is None or model is None:
+            return
+
+        def go() -> None:
+            import mlflow
+            import mlflow.pytorch
+
+            previous = mlflow.get_tracking_uri()
+            mlflow.set_tracking_uri(self.uri)
+            try:
+                with mlflow.start_run(run_id=run_id):
+                    import torch
+
+                    mlflow.pytorch.log_model(model, name=name, pip_requirements=[f"torch=={torch.__version__}"])
+            finally:
+                mlflow.set_tracking_uri(previous)
+
+        self._guard("log best model", go)
+
+    def _log(self, run_id: str, *, params: Mapping[str, Any] | None = None, metrics: Sequence[Any] = (),
+             tags: Mapping[str, Any] | None = None) -> None:
+        from mlflow.entities import Param, RunTag
+
+        plist = [Param(str(k)[:250], redact(str(v))[:6000]) for k, v in flatten(params or {}).items()]
+        tlist = [RunTag(str(k)[:250], redact(str(v))[:5000]) for k, v in (tags or {}).items()]
+        metrics = list(metrics)
+        # MLflow limits a batch to 1000 metrics, 100 params and 100 tags.
+        for i in range(0, max(len(plist), 1), 100):
+            self._client.log_batch(run_id, params=plist[i:i + 100])
+        for i in range(0, len(metrics), 1000):
+            self._client.log_batch(run_id, metrics=metrics[i:i + 1000])
+        for i in range(0, len(tlist), 100):
+            self._client.log_batch(run_id, tags=tlist[i:i + 100])

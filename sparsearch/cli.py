@@ -1,0 +1,347 @@
+"""The ``sparsearch`` command line.
+
+Every subcommand prints human-readable tables, or one JSON document on stdout with ``--json``. Progress goes to
+stderr. Bad input of any kind exits with status 2 and one line on stderr; an interrupted run exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import tomllib
+
+from sparsearch import __version__
+from sparsearch._table import table
+from sparsearch.errors import SparsearchError
+
+PROG = "sparsearch"
+HELP_WIDTH = 100
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.HelpFormatter(prog, width=HELP_WIDTH, max_help_position=32)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout at the end")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks for unexpected errors")
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("overrides (any study-file field)")
+    g.add_argument("--study-name", metavar="NAME", help="[study] name")
+    g.add_argument("--n-trials", type=int, metavar="N", help="[study] n_trials")
+    g.add_argument("--timeout", type=float, metavar="SECONDS", help="[study] timeout")
+    g.add_argument("--sampler", metavar="NAME", help="[study] sampler (tpe, random, nsga2, ...)")
+    g.add_argument("--pruner", metavar="NAME", help="[study] pruner (none, median, hyperband, ...)")
+    g.add_argument("--seed", type=int, metavar="N", help="[study] seed")
+    g.add_argument("--data", metavar="PATH", help="[data] path: your parquet/CSV file, folder or glob")
+    g.add_argument("--target", metavar="COL", help="[data] target column")
+    g.add_argument("--top-k", type=int, metavar="K", help="[data] top_k features kept by the prefilter")
+    g.add_argument("--epochs", type=int, metavar="N", help="[train] epochs")
+    g.add_argument("--workers", type=int, metavar="N", help="[execution] workers (trials in flight)")
+    g.add_argument("--ray-address", metavar="ADDR", help="[execution] ray_address (default: RAY_ADDRESS or local)")
+    g.add_argument("--storage", metavar="URL", help="[storage] url (journal:PATH, sqlite:///..., postgresql://...)")
+    g.add_argument("--tracking-uri", metavar="URI", help="[tracking] uri (default: MLFLOW_TRACKING_URI or local)")
+    g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="set any field, value in TOML syntax (e.g. --set train.lr=[1e-3,1e-2]); repeatable")
+    p.add_argument("--results", default="sparsearch-results", metavar="DIR",
+                   help="results folder: storage, MLflow store, artifacts, caches (default: %(default)s)")
+    quiet = p.add_mutually_exclusive_group()
+    quiet.add_argument("--quiet", action="store_true", help="no progress lines")
+    quiet.add_argument("--verbose", action="store_true", help="log details (Optuna, Ray) to stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (also used to keep the README's CLI reference in sync)."""
+    parser = _Parser(prog=PROG, formatter_class=_formatter,
+                     description="Search compact, accurate sparse neural networks for large sparse tabular data.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("run", help="run or resume a study", formatter_class=_formatter,
+                       description="Run a study (a .toml file or a bundled study name such as 'quickstart'). "
+                       "Re-running with the same name and storage resumes it.")
+    p.add_argument("study", metavar="STUDY", help="study file (.toml) or bundled study name")
+    _add_overrides(p)
+    _add_common(p)
+
+    p = sub.add_parser("rank", help="rank features by cardinality-aware mutual information",
+                       formatter_class=_formatter,
+                       description="Rank the features of a parquet/CSV/TSV file (or folder, or glob) against a "
+                       "target, with a data-quality report.")
+    p.add_argument("data", metavar="DATA", help="file, folder or glob (parquet, csv, tsv)")
+    p.add_argument("--target", required=True, metavar="COL", help="target column")
+    p.add_argument("--method", default="adjusted-mi", metavar="M", help="ranking method (default: %(default)s)")
+    p.add_argument("--top", type=int, default=20, metavar="K", help="rows to print (default: %(default)s)")
+    p.add_argument("--out", metavar="FILE", help="write the full ranking (.tsv, .csv, .json or .parquet)")
+    p.add_argument("--plot", metavar="FILE", help="write a chart of the top features (.png or .html)")
+    p.add_argument("--features", metavar="A,B,...", help="rank only these columns")
+    p.add_argument("--n-bins", type=int, default=16, metavar="N", help="quantile bins of numeric features")
+    p.add_argument("--no-report", action="store_true", help="skip the data-quality report")
+    p.add_argument("--ray-address", metavar="ADDR", help="count row shards on this Ray cluster")
+    _add_common(p)
+
+    p = sub.add_parser("compare", help="compare samplers (e.g. TPE against random search) over seeds",
+                       formatter_class=_formatter,
+                       description="Run the same study once per sampler and seed at the same budget and write a "
+                       "report (best-so-far curves with spread, final values), also logged to MLflow.")
+    p.add_argument("study", metavar="STUDY", help="study file (.toml) or bundled study name")
+    p.add_argument("--samplers", default="tpe,random", metavar="A,B", help="samplers (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds per sampler (default: %(default)s)")
+    p.add_argument("--report", metavar="FILE", help="report path (.html; default: RESULTS/reports/...)")
+    _add_overrides(p)
+    _add_common(p)
+
+    p = sub.add_parser("show", help="list a stored study's trials", formatter_class=_formatter,
+                       description="Print the trials of a stored study (read from the same storage as 'run').")
+    p.add_argument("study_name", metavar="STUDY_NAME", help="study name")
+    p.add_argument("--storage", metavar="URL", help="storage URL (default: the results folder's journal)")
+    p.add_argument("--results", default="sparsearch-results", metavar="DIR", help="results folder")
+    p.add_argument("--top", type=int, default=0, metavar="N", help="print only the N best trials")
+    _add_common(p)
+
+    p = sub.add_parser("ui", help="start the MLflow UI over the results", formatter_class=_formatter,
+                       description="Start the MLflow UI on 127.0.0.1 over the results folder's tracking store.")
+    p.add_argument("--results", default="sparsearch-results", metavar="DIR", help="results folder")
+    p.add_argument("--tracking-uri", metavar="URI", help="tracking store (default: the results folder's)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
+    p.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    _add_common(p)
+
+    p = sub.add_parser("studies", help="list the bundled studies", formatter_class=_formatter,
+                       description="List the study files shipped with sparsearch.")
+    _add_common(p)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from sparsearch.errors import SpecError
+    from sparsearch.search.spec import OVERRIDES
+
+    out = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k, None) is not None}
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep or "." not in key:
+            raise SpecError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=2")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word is a string
+        out[key.strip()] = value
+    return out
+
+
+def _emit(args: argparse.Namespace, document: Any, text: str) -> None:
+    if args.json:
+        json.dump(document, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        print(text)
+
+
+def _trials_table(doc: dict[str, Any], top: int = 0) -> str:
+    objectives = doc.get("objectives") or ["value"]
+    trials = doc["trials"]
+    if top:
+        done = [t for t in trials if t["state"] == "COMPLETE" and t["values"]]
+        sign = -1 if (doc.get("directions") or ["maximize"])[0] == "maximize" else 1
+        trials = sorted(done, key=lambda t: sign * t["values"][0])[:top]
+    param_names = sorted({k for t in trials for k in t["params"]})[:8]
+    headers = ["#", "state", *objectives, "sparsity", *[p.split(".", 1)[-1] for p in param_names]]
+    rows = []
+    for t in trials:
+        vals = t["values"] or [None] * len(objectives)
+        rows.append([t["number"], t["state"], *vals, t["user_attrs"].get("realized_sparsity"),
+                     *[t["params"].get(p) for p in param_names]])
+    return table(headers, rows)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from sparsearch.search.controller import run_study
+
+    result = run_study(args.study, results_dir=args.results, progress=not args.quiet, **_overrides(args))
+    doc = result.to_json()
+    best = result.best_trial
+    lines = [f"study {doc['study_name']}: {doc['n_complete']} complete, {doc['n_pruned']} pruned, "
+             f"{doc['n_failed']} failed ({doc['n_trials_run']} run now) in {doc['elapsed_s']:.1f}s"]
+    if best is not None:
+        lines.append(f"best trial #{best.number}: " + ", ".join(
+            f"{o}={v:.4g}" for o, v in zip(result.objectives, best.values)))
+    lines += ["", "best trials:", _trials_table(doc, top=5), "",
+              f"storage:  {doc['storage']}", f"tracking: {doc['tracking_uri']} (parent run "
+              f"{doc['mlflow_parent_run_id']})", f"browse:   sparsearch ui --results {args.results}"]
+    _emit(args, doc, "\n".join(lines))
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from sparsearch.search.controller import load_result
+
+    result = load_result(args.study_name, storage=args.storage, results_dir=args.results)
+    doc = result.to_json()
+    head = (f"study {doc['study_name']} ({doc['storage']}): {doc['n_trials']} trials, {doc['n_complete']} complete, "
+            f"{doc['n_pruned']} pruned, {doc['n_failed']} failed")
+    _emit(args, doc, head + "\n" + _trials_table(doc, top=args.top))
+    return 0
+
+
+def _cmd_rank(args: argparse.Namespace) -> int:
+    from sparsearch.errors import SpecError
+    from sparsearch.features import quality_report, rank_features
+
+    if args.top < 1:
+        raise SpecError(f"--top must be >= 1, got {args.top}")
+    features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix.lower() not in (".tsv", ".csv", ".json", ".parquet"):
+        raise SpecError(f"--out {args.out!r}: extension must be .tsv, .csv, .json or .parquet")
+    plot = Path(args.plot) if args.plot else None
+    if plot is not None and plot.suffix.lower() not in (".png", ".html"):
+        raise SpecError(f"--plot {args.plot!r}: extension must be .png or .html")
+
+    def progress(done: int, total: int | None) -> None:
+        if not args.json:
+            print(f"counted {done:,} rows" + (f" of {total:,}" if total else ""), file=sys.stderr, flush=True)
+
+    ranking = rank_features(args.data, args.target, method=args.method, features=features, n_bins=args.n_bins,
+                            ray_address=args.ray_address, use_ray=bool(args.ray_address), progress=progress)
+    report = None if args.no_report else quality_report(args.data, args.target)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        suffix = out.suffix.lower()
+        if suffix == ".parquet":
+            ranking.write_parquet(out)
+        elif suffix == ".json":
+            out.write_text(json.dumps(ranking.to_dicts(), indent=2, default=str))
+        else:
+            ranking.write_csv(out, separator="\t" if suffix == ".tsv" else ",")
+    if plot is not None:
+        from sparsearch.features import plot_ranking
+
+        plot_ranking(ranking, plot)
+    if args.json:
+        _emit(args, ranking.to_dicts(), "")
+        return 0
+    cols = [c for c in ("rank", "feature", "score", "mi", "chance_mi", "cardinality", "missing_rate")
+            if c in ranking.columns]
+    shown = ranking.head(args.top).select(cols)
+    text = [f"ranking of {ranking.height} features by {args.method} (target {args.target!r})",
+            table(cols, shown.rows())]
+    if report is not None:
+        text += ["", "data-quality report:",
+                 table(report.columns, report.rows()) if report.height else "no issues found"]
+    if out is not None:
+        text.append(f"\nwrote {out}")
+    print("\n".join(text))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from sparsearch.errors import SpecError
+    from sparsearch.search.compare import compare_samplers
+
+    samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    if len(samplers) < 1:
+        raise SpecError("--samplers needs at least one sampler name, e.g. tpe,random")
+    if args.seeds < 1:
+        raise SpecError(f"--seeds must be >= 1, got {args.seeds}")
+    report = compare_samplers(args.study, samplers=samplers, seeds=args.seeds, results_dir=args.results,
+                              report_path=args.report, progress=not args.quiet, **_overrides(args))
+    _emit(args, report.to_json(), report.summary_text())
+    return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from sparsearch.search.tracking import default_tracking_uri
+
+    results = Path(args.results)
+    uri = args.tracking_uri or default_tracking_uri(results)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        from sparsearch.errors import SpecError
+
+        raise SpecError(f"no MLflow store at {uri!r} (run a study first, or pass --results / --tracking-uri)")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+           "--port", str(args.port)]
+    if args.dry_run or args.json:
+        _emit(args, {"command": cmd, "tracking_uri": uri, "url": f"http://{args.host}:{args.port}"}, " ".join(cmd))
+        return 0
+    print(f"MLflow UI at http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.execv(sys.executable, cmd)
+    return 0  # pragma: no cover
+
+
+def _cmd_studies(args: argparse.Namespace) -> int:
+    from sparsearch.search.spec import bundled_studies
+
+    studies = bundled_studies()
+    rows = []
+    for name, path in sorted(studies.items()):
+        first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+        rows.append([name, first])
+    _emit(args, [{"name": n, "description": d} for n, d in rows], table(["study", "description"], rows,
+                                                                          max_width=90))
+    return 0
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM (``ray job stop``, a batch scheduler) stops a run like Ctrl-C: finished trials are kept."""
+    raise KeyboardInterrupt
+
+
+COMMANDS = {"run": _cmd_run, "rank": _cmd_rank, "compare": _cmd_compare, "show": _cmd_show, "ui": _cmd_ui,
+            "studies": _cmd_studies}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sparsearch`` console script."""
+    import logging
+    import signal
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "verbose", False):
+        for noisy in ("ray", "mlflow", "alembic", "optuna"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return COMMANDS[args.command](args)
+    except SparsearchError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; finished trials are kept in storage and MLflow (re-run to resume)",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        from sparsearch.search.storage import redact
+
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"{PROG}: internal error: {type(exc).__name__}: {redact(first)[:300]} (re-run with --debug for "
+              "the traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

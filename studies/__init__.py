@@ -1,0 +1,1 @@
+"""Study files bundled with sparsearch (``sparsearch run quickstart`` finds them by name)."""

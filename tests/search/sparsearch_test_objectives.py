@@ -1,0 +1,56 @@
+"""Custom objectives (``[study] objective = "module:function"``) that make controller behaviour deterministic.
+
+Ray workers import this module by name; tests/conftest.py puts this folder on their PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def quadratic(trial, config, train, val, on_epoch):
+    """A fast objective with a known optimum, reported per epoch so trial pruners can act."""
+    x = trial.suggest_float("extra.x", -3.0, 3.0)  # suggested inside the worker: must reach the study
+    value = 1.0 - (x - 1.0) ** 2
+    for epoch in range(1, 4):
+        on_epoch(epoch, {"val_auc": value - 0.1 * (3 - epoch)})
+    return {"val_auc": value, "realized_sparsity": 0.5, "target_sparsity": 0.5}
+
+
+def bad_even(trial, config, train, val, on_epoch):
+    """Raises on even trial numbers: that trial alone must FAIL, with the error recorded."""
+    if trial.number % 2 == 0:
+        raise RuntimeError(f"boom in trial {trial.number}")
+    return {"val_auc": 0.6}
+
+
+def crash_once(trial, config, train, val, on_epoch):
+    """Kills its worker process the first time (marker file named by a study attribute), succeeds on the retry."""
+    marker = Path(trial.study.user_attrs["marker"])
+    if not marker.exists():
+        marker.write_text("crashed")
+        os._exit(1)
+    return {"val_auc": 0.7}
+
+
+def sleepy(trial, config, train, val, on_epoch):
+    """Sleeps far longer than any trial_timeout used in the tests."""
+    time.sleep(120)
+    return {"val_auc": 0.5}
+
+
+def hungry(trial, config, train, val, on_epoch):
+    """Allocates memory steadily until the memory watchdog stops it."""
+    blocks = []
+    for _ in range(400):
+        blocks.append(bytearray(10 * 2**20))
+        time.sleep(0.01)
+    return {"val_auc": 0.5}
+
+
+def slow_quadratic(trial, config, train, val, on_epoch):
+    """A few seconds per trial, for tests that kill the driver mid-study."""
+    time.sleep(1.5)
+    return quadratic(trial, config, train, val, on_epoch)

@@ -1,0 +1,185 @@
+"""The controller end to end on a real local Ray: states, resume, faults, budgets, MLflow child runs."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sparsearch.search.controller import HEARTBEAT_ATTR, run_study
+from sparsearch.search.spec import load_study
+from sparsearch.search.storage import open_storage
+
+from sparsearch.errors import ConnectionProblem, SpecError
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def tiny(name: str, objective: str | None = None, **study) -> dict:
+    raw = {
+        "study": {"name": name, "n_trials": 3, "seed": 0, **study},
+        "data": {"generator": "click_log", "params": {"n_rows": 3000, "n_noise": 6, "max_cardinality": 500},
+                 "top_k": 6},
+        "space": {"depth": [1, 2], "width": [8, 32]},
+        "train": {"epochs": 1, "batch_size": 256},
+        "execution": {"workers": 2, "heartbeat_interval": 0.5},
+    }
+    if objective:
+        raw["study"]["objective"] = f"sparsearch_test_objectives:{objective}"
+    return raw
+
+
+def run(raw: dict, tmp_path, **overrides):
+    return run_study(load_study(raw, **overrides), results_dir=tmp_path, progress=False)
+
+
+def mlflow_runs(tmp_path, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_tiny_quickstart_trains_sparse_models_and_logs_everything(tmp_path):
+    result = run(tiny("qs"), tmp_path)
+    trials = result.trials
+    assert len(trials) == 3
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert done
+    for t in done:
+        assert 0.0 <= t.values[0] <= 1.0
+        attrs = t.user_attrs
+        assert abs(attrs["realized_sparsity"] - attrs["target_sparsity"]) < 0.02
+        assert any(p.startswith("arch.") for p in t.params)
+    doc = result.to_json()
+    assert doc["n_complete"] == len(done) and doc["best_values"] == [result.study.best_value]
+    client, runs = mlflow_runs(tmp_path, "qs")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.mlflow_parent_run_id]
+    assert len(parents) == 1 and parents[0].info.run_id == result.mlflow_parent_run_id
+    assert len(children) == 3
+    history = client.get_metric_history(children[0].info.run_id, "val_auc")
+    assert [m.step for m in history] == [1]
+    assert "realized_sparsity" in children[0].data.metrics
+
+
+def test_resume_continues_numbering_without_duplicates(tmp_path):
+    raw = tiny("resume", objective="quadratic")
+    first = run(raw, tmp_path)
+    assert len(first.trials) == 3
+    second = run(raw, tmp_path, n_trials=2)
+    numbers = [t.number for t in second.trials]
+    assert len(second.trials) == 5
+    assert sorted(numbers) == list(range(5))
+    assert second.n_trials_run == 2
+    _, runs = mlflow_runs(tmp_path, "resume")
+    assert sum("mlflow.parentRunId" not in r.data.tags for r in runs) == 2
+    assert sum("mlflow.parentRunId" in r.data.tags for r in runs) == 5
+
+
+def test_worker_suggestions_and_trial_pruning_reach_the_study(tmp_path):
+    raw = tiny("prune", objective="quadratic", n_trials=10, pruner="median",
+               pruner_params={"n_startup_trials": 2, "n_warmup_steps": 0})
+    result = run(raw, tmp_path)
+    states = [t.state for t in result.trials]
+    assert TrialState.PRUNED in states and TrialState.COMPLETE in states
+    for t in result.trials:
+        assert "extra.x" in t.params  # suggested inside the Ray worker
+        assert t.intermediate_values  # reported while the trial ran
+        if t.state == TrialState.PRUNED:  # stopped early; Optuna keeps the last reported value
+            assert len(t.intermediate_values) < 3
+            assert t.values == [t.intermediate_values[max(t.intermediate_values)]]
+    best = result.best_trial
+    assert best.values[0] == pytest.approx(1 - (best.params["extra.x"] - 1) ** 2)
+
+
+def test_exception_fails_only_that_trial_and_is_recorded(tmp_path):
+    result = run(tiny("errors", objective="bad_even", n_trials=4), tmp_path)
+    by_number = {t.number: t for t in result.trials}
+    for n, t in by_number.items():
+        if n % 2 == 0:
+            assert t.state == TrialState.FAIL
+            assert "boom in trial" in t.user_attrs["fail_reason"]
+        else:
+            assert t.state == TrialState.COMPLETE
+    _, runs = mlflow_runs(tmp_path, "errors")
+    failed = [r for r in runs if r.data.tags.get("state") == "FAIL"]
+    assert len(failed) == 2 and all(r.info.status == "FAILED" for r in failed)
+    assert all("boom" in r.data.tags["error"] for r in failed)
+
+
+def test_killed_worker_is_failed_then_retried(tmp_path):
+    storage = open_storage(f"journal:{tmp_path / 'optuna.journal'}")
+    study = optuna.create_study(study_name="crash", storage=storage, direction="maximize")
+    study.set_user_attr("objectives", ["val_auc"])
+    study.set_user_attr("marker", str(tmp_path / "marker"))
+    raw = tiny("crash", objective="crash_once", n_trials=1)
+    raw["execution"]["max_retries"] = 1
+    result = run(raw, tmp_path)
+    states = sorted((t.number, t.state) for t in result.trials)
+    assert states == [(0, TrialState.FAIL), (1, TrialState.COMPLETE)]
+    assert "worker died" in result.trials[0].user_attrs["fail_reason"]
+    assert result.trials[1].user_attrs["retry_of"] == 0
+    assert not [t for t in result.trials if t.state == TrialState.RUNNING]
+
+
+def test_trial_time_budget_fails_the_trial_not_the_study(tmp_path):
+    raw = tiny("timeout", objective="sleepy", n_trials=1)
+    raw["execution"]["trial_timeout"] = 2
+    start = time.monotonic()
+    result = run(raw, tmp_path)
+    assert time.monotonic() - start < 60
+    (trial,) = result.trials
+    assert trial.state == TrialState.FAIL
+    assert "time budget exceeded" in trial.user_attrs["fail_reason"]
+
+
+def test_trial_memory_budget_fails_the_trial(tmp_path):
+    raw = tiny("memory", objective="hungry", n_trials=1)
+    raw["execution"]["trial_memory_mb"] = 900
+    result = run(raw, tmp_path)
+    (trial,) = result.trials
+    assert trial.state == TrialState.FAIL
+    assert "memory budget exceeded" in trial.user_attrs["fail_reason"]
+
+
+def test_stale_running_trial_of_a_dead_driver_is_failed_and_requeued(tmp_path):
+    storage = open_storage(f"journal:{tmp_path / 'optuna.journal'}")
+    study = optuna.create_study(study_name="stale", storage=storage, direction="maximize")
+    study.set_user_attr("objectives", ["val_auc"])
+    orphan = study.ask()
+    orphan.suggest_float("extra.x", -3, 3)
+    storage.set_trial_system_attr(orphan._trial_id, HEARTBEAT_ATTR, time.time() - 3600)
+    raw = tiny("stale", objective="quadratic", n_trials=1)
+    result = run(raw, tmp_path)
+    states = {t.number: t for t in result.trials}
+    assert states[0].state == TrialState.FAIL and "stale" in states[0].user_attrs["fail_reason"]
+    retry = [t for t in result.trials if t.user_attrs.get("retry_of") == 0]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].params["extra.x"] == states[0].params["extra.x"]
+
+
+def test_multi_objective_study_returns_a_pareto_front(tmp_path):
+    raw = tiny("mo", n_trials=4, sampler="nsga2", objectives=["val_auc", "nnz_params"])
+    result = run(raw, tmp_path)
+    assert result.directions == ["maximize", "minimize"]
+    assert result.to_json()["pareto_front"]
+    assert all(len(t.values) == 2 for t in result.best_trials)
+
+
+def test_unreachable_tracking_server_fails_before_any_trial(tmp_path):
+    raw = tiny("notrack", objective="quadratic")
+    raw["tracking"] = {"uri": "http://127.0.0.1:9"}
+    with pytest.raises(ConnectionProblem, match="cannot reach MLflow"):
+        run(raw, tmp_path)
+    assert not (tmp_path / "optuna.journal").exists() or "notrack" not in (tmp_path / "optuna.journal").read_text()
+
+
+def test_existing_study_with_other_directions_is_refused(tmp_path):
+    run(tiny("dirs", objective="quadratic", n_trials=1), tmp_path)
+    raw = tiny("dirs", objective="quadratic", n_trials=1, directions=["minimize"])
+    with pytest.raises(SpecError, match="already exists"):
+        run(raw, tmp_path)

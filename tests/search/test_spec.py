@@ -1,0 +1,99 @@
+"""Study-file validation: typed sections, one-line errors naming the field, overrides."""
+
+from __future__ import annotations
+
+import pytest
+from sparsearch.search.spec import bundled_studies, load_study
+
+from sparsearch.errors import SpecError
+
+BASE = {"data": {"generator": "click_log", "params": {"n_rows": 2000}}}
+
+
+def with_(section: str, **fields):
+    raw = {k: dict(v) for k, v in BASE.items()}
+    raw.setdefault(section, {}).update(fields)
+    return raw
+
+
+def test_bundled_quickstart_loads_with_documented_values():
+    spec = load_study("quickstart")
+    assert spec.study.name == "quickstart"
+    assert spec.study.objectives == ["val_auc"]
+    assert spec.study.resolved_directions() == ["maximize"]
+    assert spec.study.n_trials >= 12
+    assert spec.execution.workers == 2
+    assert spec.data.prefilter == "adjusted-mi"
+    assert "quickstart" in bundled_studies()
+
+
+def test_overrides_replace_fields_and_keep_the_rest():
+    spec = load_study("quickstart", n_trials=3, sampler="random", seed=7, **{"train.epochs": 1})
+    assert (spec.study.n_trials, spec.study.sampler, spec.study.seed, spec.train.epochs) == (3, "random", 7, 1)
+    assert spec.data.generator == "click_log"
+
+
+def test_data_override_switches_from_generator_to_path():
+    spec = load_study("quickstart", data="flights.parquet", target="late")
+    assert spec.data.path == "flights.parquet" and spec.data.generator is None and spec.data.target == "late"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (with_("study", n_trails=3), "unknown key 'n_trails' in [study] (did you mean 'n_trials'?)"),
+        ({**BASE, "studdy": {}}, "unknown section [studdy] (did you mean [study]?)"),
+        (with_("study", n_trials="many"), "[study] n_trials"),
+        (with_("study", n_trials=0), "[study] n_trials: Input should be greater than or equal to 1"),
+        (with_("study", sampler="tpee"), "unknown sampler 'tpee' (did you mean 'tpe'?)"),
+        (with_("study", pruner="medain"), "unknown trial pruner 'medain' (did you mean 'median'?)"),
+        (with_("study", objectives=["val_auc", "flops_sparse"], pruner="median"), "single-objective"),
+        (with_("study", objectives=["val_acu"]), "unknown objective metric 'val_acu' (did you mean 'val_auc'?)"),
+        (with_("study", objectives=["val_auc"], directions=["maximize", "minimize"]), "directions has 2 entries"),
+        (with_("space", depth=[3, 1]), "low must be <= high"),
+        (with_("space", distributions=["erkk"]), "unknown distribution 'erkk' (did you mean 'erk'?)"),
+        (with_("space", schedules=["cube"]), "unknown schedule 'cube'"),
+        (with_("space", target_sparsity=[0.5, 1.5]), "target_sparsity"),
+        (with_("train", epochs=-1), "[train] epochs"),
+        (with_("execution", workers=-2), "[execution] workers"),
+        ({"data": {"generator": "click_log", "path": "x.parquet"}}, "exactly one of 'generator' and 'path'"),
+        ({"data": {"generator": "clicklog"}}, "unknown data generator 'clicklog' (did you mean 'click_log'?)"),
+        ({"study": {"n_trials": 3}}, "missing section [data]"),
+        ({"data": "click_log"}, "[data] must be a table"),
+        (with_("data", prefilter="magic"), "unknown prefilter method 'magic'"),
+    ],
+)
+def test_invalid_study_is_one_line_error_naming_the_field(raw, expected):
+    with pytest.raises(SpecError) as info:
+        load_study(raw)
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_study_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[study\nname = 1\n")
+    with pytest.raises(SpecError, match="bad.toml' is not valid TOML: Expected"):
+        load_study(bad)
+    binary = tmp_path / "bin.toml"
+    binary.write_bytes(b"\xff\xfe[study]")
+    with pytest.raises(SpecError, match="not UTF-8"):
+        load_study(binary)
+    with pytest.raises(SpecError, match="unknown study"):
+        load_study("no-such-study")
+    with pytest.raises(SpecError, match="does not exist"):
+        load_study(tmp_path / "missing.toml")
+
+
+def test_default_name_is_the_file_stem(tmp_path):
+    path = tmp_path / "my-study.toml"
+    path.write_text('[data]\ngenerator = "click_log"\n')
+    assert load_study(path).study.name == "my-study"
+
+
+def test_unknown_override_is_rejected():
+    with pytest.raises(SpecError, match="unknown override 'n_trial'"):
+        load_study("quickstart", n_trial=3)
+    with pytest.raises(SpecError, match="unknown section 'trian'"):
+        load_study("quickstart", **{"trian.epochs": 1})
