@@ -1,0 +1,197 @@
+"""Mergeable contingency counts: the whole cost of mutual information, summed exactly over batches and shards.
+
+For each feature a :class:`FeatureCounts` holds the sorted distinct non-null values (``keys``), a
+``[len(keys), n_classes]`` int64 table of counts against the target classes, and the counts of null feature values
+per class. Two tables merge by the union of their keys (and of their target classes), so any split of the rows
+(batches of a file, Ray shards) merges to exactly the unsplit table, in canonical (sorted) order. Integer, boolean
+and temporal columns are counted with one ``numpy.bincount`` over ``(x - min) * n_classes + y`` when their value
+range is small, with ``numpy.unique`` otherwise; strings with a polars hash group-by.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from sparsearch.errors import DataError
+
+Keys = np.ndarray | pl.Series
+
+
+@dataclass
+class FeatureCounts:
+    """Counts of one feature against the target: ``counts[i, j]`` rows with value ``keys[i]`` and class ``j``."""
+
+    keys: Keys
+    counts: np.ndarray
+    nulls: np.ndarray
+    numeric: bool = False
+
+    def remap_classes(self, col_map: np.ndarray, n_classes: int) -> FeatureCounts:
+        counts = np.zeros((self.counts.shape[0], n_classes), dtype=np.int64)
+        counts[:, col_map] = self.counts
+        nulls = np.zeros(n_classes, dtype=np.int64)
+        nulls[col_map] = self.nulls
+        return FeatureCounts(self.keys, counts, nulls, self.numeric)
+
+
+@dataclass
+class Counts:
+    """Everything one pass over (part of) the data counted; :meth:`merge` is exact, associative and commutative."""
+
+    classes: Keys
+    features: dict[str, FeatureCounts]
+    n_rows: int
+    n_null_target: int
+    null_features: dict[str, FeatureCounts] = field(default_factory=dict)
+
+    def merge(self, other: Counts) -> Counts:
+        classes, (ma, mb) = union_keys([self.classes, other.classes])
+        k = len(classes)
+        feats = {}
+        for name, fa in self.features.items():
+            feats[name] = merge_features(fa.remap_classes(ma, k), other.features[name].remap_classes(mb, k))
+        nulls = {}
+        for name, fa in self.null_features.items():
+            nulls[name] = merge_features(fa.remap_classes(ma, k), other.null_features[name].remap_classes(mb, k))
+        return Counts(classes, feats, self.n_rows + other.n_rows, self.n_null_target + other.n_null_target, nulls)
+
+
+def union_keys(key_sets: list[Keys]) -> tuple[Keys, list[np.ndarray]]:
+    """Sorted union of several sorted-unique key sets and, for each, the positions of its keys in the union."""
+    sizes = [len(k) for k in key_sets]
+    if all(isinstance(k, np.ndarray) for k in key_sets):
+        allk = np.concatenate(key_sets)  # type: ignore[arg-type]
+        union, inv = np.unique(allk, return_inverse=True)
+    else:
+        series = [k if isinstance(k, pl.Series) else pl.Series(k) for k in key_sets]
+        try:
+            allk = pl.concat([s.rename("k") for s in series])
+        except (pl.exceptions.SchemaError, pl.exceptions.InvalidOperationError):
+            allk = pl.concat([s.rename("k").cast(pl.String) for s in series])
+        inv = allk.rank("dense").to_numpy().astype(np.int64) - 1
+        union = allk.unique().sort()
+    out, start = [], 0
+    for s in sizes:
+        out.append(inv[start : start + s])
+        start += s
+    return union, out
+
+
+def merge_features(a: FeatureCounts, b: FeatureCounts) -> FeatureCounts:
+    keys, (ia, ib) = union_keys([a.keys, b.keys])
+    counts = np.zeros((len(keys), a.counts.shape[1]), dtype=np.int64)
+    counts[ia] += a.counts
+    counts[ib] += b.counts
+    return FeatureCounts(keys, counts, a.nulls + b.nulls, a.numeric or b.numeric)
+
+
+def _is_intlike(dtype: pl.DataType) -> bool:
+    return dtype.is_integer() or dtype == pl.Boolean or dtype.is_temporal()
+
+
+def count_feature(s: pl.Series, y: np.ndarray, n_classes: int) -> FeatureCounts:
+    """Count one feature column against integer target codes ``y`` in ``[0, n_classes)``."""
+    dtype = s.dtype
+    if dtype.is_float():
+        s = s.fill_nan(None)
+    if s.null_count():
+        valid = s.is_not_null().to_numpy()
+        nulls = np.bincount(y[~valid], minlength=n_classes).astype(np.int64)
+        s = s.filter(pl.Series(valid))
+        y = y[valid]
+    else:
+        nulls = np.zeros(n_classes, dtype=np.int64)
+    if s.len() == 0:
+        keys: Keys = np.zeros(0, dtype=np.int64) if (_is_intlike(dtype) or dtype.is_float()) else pl.Series("k", [], dtype=pl.String)
+        return FeatureCounts(keys, np.zeros((0, n_classes), dtype=np.int64), nulls, dtype.is_float())
+    if _is_intlike(dtype) or dtype.is_float():
+        if dtype == pl.Boolean:
+            x = s.cast(pl.Int8).to_numpy()
+        elif dtype.is_temporal():
+            x = s.to_physical().to_numpy()
+        else:
+            x = s.to_numpy()
+        if not dtype.is_float():
+            lo, hi = int(x.min()), int(x.max())
+            span = hi - lo + 1
+            if span * n_classes <= max(4 * len(x), 1 << 16):
+                idx = (x.astype(np.int64) - lo) * n_classes + y if lo else x.astype(np.int64) * n_classes + y
+                table = np.bincount(idx, minlength=span * n_classes).reshape(span, n_classes)
+                present = table.any(axis=1)
+                keys = (np.flatnonzero(present) + lo).astype(np.int64)
+                return FeatureCounts(keys, table[present].astype(np.int64), nulls, False)
+            x = x.astype(np.int64)
+        else:
+            x = x.astype(np.float64)
+        keys, inv = np.unique(x, return_inverse=True)
+        table = np.bincount(inv * n_classes + y, minlength=len(keys) * n_classes).reshape(len(keys), n_classes)
+        return FeatureCounts(keys, table.astype(np.int64), nulls, dtype.is_float())
+    if dtype in (pl.Categorical, pl.Enum) or isinstance(dtype, (pl.Categorical, pl.Enum)):
+        s = s.cast(pl.String)
+    elif dtype != pl.String:
+        if dtype.is_nested() or dtype == pl.Object:
+            raise DataError(f"feature {s.name!r} has unsupported type {dtype}; allowed: numbers, booleans, strings, dates")
+        s = s.cast(pl.String)
+    grouped = pl.DataFrame({"k": s, "y": y}).group_by(["k", "y"]).len()
+    rank = grouped.get_column("k").rank("dense").to_numpy().astype(np.int64) - 1
+    keys = grouped.get_column("k").unique().sort()
+    table = np.zeros((len(keys), n_classes), dtype=np.int64)
+    table[rank, grouped.get_column("y").to_numpy()] = grouped.get_column("len").to_numpy()
+    return FeatureCounts(keys, table, nulls, False)
+
+
+def target_codes(y: pl.Series) -> tuple[Keys, np.ndarray]:
+    """Sorted distinct target values (no nulls) and the code of each row."""
+    if _is_intlike(y.dtype) or y.dtype.is_float():
+        arr = y.cast(pl.Int8).to_numpy() if y.dtype == pl.Boolean else y.to_physical().to_numpy()
+        keys, inv = np.unique(arr, return_inverse=True)
+        return keys, inv.astype(np.int64)
+    s = y.cast(pl.String)
+    return s.unique().sort(), s.rank("dense").to_numpy().astype(np.int64) - 1
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """How the target becomes classes: ``edges`` (bin starts after the first) for a binned continuous target."""
+
+    name: str
+    kind: str  # "binary", "multiclass" or "continuous"
+    edges: np.ndarray | None = None
+    description: str = ""
+
+
+def count_batch(
+    df: pl.DataFrame,
+    features: list[str],
+    target: TargetSpec,
+    *,
+    null_kind: str | None = None,
+    seed: int | None = 0,
+    offset: int = 0,
+) -> Counts:
+    """Count one batch. ``null_kind`` ('permutation' or 'shift') also counts against a label-shuffled copy."""
+    y = df.get_column(target.name)
+    if y.dtype.is_float():
+        y = y.fill_nan(None)
+    n_null = y.null_count()
+    if n_null:
+        keep = y.is_not_null()
+        df = df.filter(keep)
+        y = y.filter(keep)
+    if target.edges is not None:
+        y = pl.Series(target.name, np.searchsorted(target.edges, y.cast(pl.Float64).to_numpy(), side="right"))
+    classes, codes = target_codes(y)
+    k = len(classes)
+    feats = {name: count_feature(df.get_column(name), codes, k) for name in features}
+    nulls: dict[str, FeatureCounts] = {}
+    if null_kind is not None:
+        if null_kind == "permutation":
+            rng = np.random.default_rng(None if seed is None else [seed, offset])
+            shuffled = rng.permutation(codes)
+        else:  # shift: each row gets the previous row's label (OutRank's label-shift baseline)
+            shuffled = np.roll(codes, 1)
+        nulls = {name: count_feature(df.get_column(name), shuffled, k) for name in features}
+    return Counts(classes, feats, df.height, n_null, nulls)

@@ -1,0 +1,132 @@
+"""Generated tabular data sets with known feature roles (the ground truth for tests and benchmarks)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import polars as pl
+
+from sparsearch.errors import SpecError
+
+
+def _zipf_probs(k: int, s: float) -> np.ndarray:
+    p = 1.0 / np.arange(1, k + 1, dtype=np.float64) ** s
+    return p / p.sum()
+
+
+def _draw(rng: np.random.Generator, k: int, n: int, skew: float | None) -> np.ndarray:
+    """n codes in [0, k): uniform when ``skew`` is None, else Zipf-like with exponent ``skew``, randomly re-coded."""
+    if skew is None:
+        return rng.integers(0, k, size=n, dtype=np.int64)
+    cdf = np.cumsum(_zipf_probs(k, skew))
+    codes = np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), k - 1)
+    return rng.permutation(k)[codes]
+
+
+def _check_int(name: str, value: int, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise SpecError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def make_click_log(
+    n_rows: int = 50_000,
+    *,
+    n_informative: int = 6,
+    n_redundant: int = 2,
+    n_noise: int = 30,
+    n_numeric: int = 2,
+    max_cardinality: int = 20_000,
+    positive_rate: float = 0.1,
+    seed: int | None = 0,
+) -> pl.DataFrame:
+    """A click-log-like table with target ``click`` (0/1, low positive rate) and features whose roles are named.
+
+    - ``inf_<i>``: informative categoricals (Int32 codes), cardinalities geometrically spaced from 2 up to
+      ``min(5000, max_cardinality)``, Zipf-like frequencies. Each value has a random effect on the click logit
+      (logit scale 0.55, or 0.4 for the ones that get redundant copies, so each alone carries a weak but clearly
+      learnable signal).
+    - ``red_<i>_of_inf_<j>``: redundant re-coded copies of the last (highest-cardinality) informative features,
+      which are given the weakest effect so that a copy ranks right below its original, not among the informative
+      six: ``red_0`` is an exact re-coded copy (it ties its original; ties keep column order), later ones are near
+      copies (15% of rows re-drawn). They are placed after the informative columns.
+    - ``noise_<i>_c<card>``: pure noise, cardinalities geometrically spaced from 2 to ``max_cardinality``,
+      alternating uniform and Zipf-skewed (exponent 1.1).
+    - ``num_<i>``: float features; ``num_0`` is informative (linear effect 0.5 on the logit, with 2% missing),
+      every other ``num_<i>`` is standard-normal noise.
+
+    The intercept is solved so that the mean click rate equals ``positive_rate``.
+
+    Example:
+        >>> df = make_click_log(2_000, n_noise=4, seed=1)
+        >>> df.columns[:3], df["click"].mean() < 0.2
+        (['inf_0', 'inf_1', 'inf_2'], True)
+    """
+    _check_int("n_rows", n_rows, 10)
+    _check_int("n_informative", n_informative, 0)
+    _check_int("n_redundant", n_redundant, 0)
+    _check_int("n_noise", n_noise, 0)
+    _check_int("n_numeric", n_numeric, 0)
+    _check_int("max_cardinality", max_cardinality, 2)
+    if not (0.0 < positive_rate < 1.0):
+        raise SpecError(f"positive_rate must be in (0, 1), got {positive_rate!r}")
+    if n_redundant and not n_informative:
+        raise SpecError("n_redundant > 0 needs n_informative > 0 (a redundant feature copies an informative one)")
+    rng = np.random.default_rng(seed)
+    cols: dict[str, np.ndarray] = {}
+    logit = np.zeros(n_rows)
+    top = min(5000, max_cardinality)
+    cards = np.unique(np.round(np.geomspace(2, top, max(n_informative, 1))).astype(int))[:n_informative]
+    while len(cards) < n_informative:
+        cards = np.append(cards, cards[-1] + 1)
+    inf_codes = []
+    for i, k in enumerate(cards):
+        x = _draw(rng, int(k), n_rows, 1.05)
+        effect = rng.normal(size=int(k))
+        weights = np.bincount(x, minlength=int(k)) / n_rows
+        effect = (effect - np.sum(weights * effect)) / np.sqrt(np.sum(weights * (effect - np.sum(weights * effect)) ** 2) + 1e-12)
+        scale = 0.4 if i >= n_informative - n_redundant else 0.55
+        logit += scale * effect[x]
+        cols[f"inf_{i}"] = x.astype(np.int32)
+        inf_codes.append((x, int(k)))
+    for r in range(n_redundant):
+        j = n_informative - 1 - (r % n_informative)
+        x, k = inf_codes[j]
+        copy = rng.permutation(k)[x]
+        if r > 0:
+            redraw = rng.random(n_rows) < 0.15
+            copy[redraw] = rng.integers(0, k, size=int(redraw.sum()))
+        cols[f"red_{r}_of_inf_{j}"] = copy.astype(np.int32)
+    noise_cards = np.round(np.geomspace(2, max_cardinality, max(n_noise, 1))).astype(int)[:n_noise]
+    for i, k in enumerate(noise_cards):
+        skew = None if i % 2 == 0 else 1.1
+        cols[f"noise_{i}_c{int(k)}"] = _draw(rng, int(k), n_rows, skew).astype(np.int32)
+    numeric: dict[str, np.ndarray] = {}
+    for i in range(n_numeric):
+        z = rng.normal(size=n_rows)
+        if i == 0:
+            logit += 0.5 * z
+            z = z.copy()
+            z[rng.random(n_rows) < 0.02] = np.nan
+        numeric[f"num_{i}"] = z
+    intercept = _solve_intercept(logit, positive_rate)
+    p = 1.0 / (1.0 + np.exp(-(logit + intercept)))
+    click = (rng.random(n_rows) < p).astype(np.int8)
+    df = pl.DataFrame({**cols, **{k: v for k, v in numeric.items()}})
+    df = df.with_columns(pl.col(c).fill_nan(None) for c in numeric)
+    return df.with_columns(pl.Series("click", click))
+
+
+def _solve_intercept(logit: np.ndarray, rate: float) -> float:
+    lo, hi = -30.0, 30.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if np.mean(1.0 / (1.0 + np.exp(-(logit + mid)))) > rate:
+            hi = mid
+        else:
+            lo = mid
+    return 0.5 * (lo + hi)
+
+
+DATASETS: dict[str, Callable[..., pl.DataFrame]] = {"click_log": make_click_log}
+"""Tabular generators by name; each takes keyword parameters and ``seed`` and returns a polars DataFrame."""

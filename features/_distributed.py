@@ -1,0 +1,143 @@
+"""Counting row shards as Ray tasks and merging their counts on the driver (exact: integer sums of tables).
+
+In-memory data is ``ray.put`` once and each task counts a ``batch_size`` slice; file sources are sharded by parquet
+row groups (CSV/TSV: one task per file). Results are collected in completion order with a bound on in-flight
+tasks. Ray is initialised only when it is not already (``ray.init(address=ray_address)``, or a local instance) and
+shut down at the end only if this call started it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from sparsearch.errors import ConnectionProblem, DataError
+
+from ._counts import Counts, TargetSpec, count_batch
+from ._io import _EXTENSIONS, _iter_file, _Source
+
+
+def _count_frame_slice(frame: pl.DataFrame, start: int, length: int, feats, tspec, null_kind, seed, batch_size) -> Counts:
+    return count_batch(frame.slice(start, length), feats, tspec, null_kind=null_kind, seed=seed, offset=start)
+
+
+def _count_file_shard(path: str, row_groups: list[int] | None, offset: int, feats, tspec, null_kind, seed, batch_size) -> Counts:
+    cols = [*feats, tspec.name]
+    acc: Counts | None = None
+    if row_groups is not None:
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        batches: Iterator[pl.DataFrame] = (
+            pl.from_arrow(rb) for rb in pf.iter_batches(batch_size=batch_size, row_groups=row_groups, columns=cols)  # type: ignore[misc]
+        )
+    else:
+        batches = _iter_file(Path(path), cols, batch_size)
+    for df in batches:
+        part = count_batch(df, feats, tspec, null_kind=null_kind, seed=seed, offset=offset)
+        offset += df.height
+        acc = part if acc is None else acc.merge(part)
+    if acc is None:
+        raise DataError(f"shard of {path!r} has no rows")
+    return acc
+
+
+def _shards(src: _Source, batch_size: int) -> list[tuple[str, list[int] | None, int, int]]:
+    """(path, row groups or None, global offset, rows) for each file shard."""
+    out = []
+    offset = 0
+    for f in src.files or []:
+        if _EXTENSIONS[f.suffix.lower()] == "parquet":
+            import pyarrow.parquet as pq
+
+            meta = pq.ParquetFile(f).metadata
+            group: list[int] = []
+            rows = 0
+            for g in range(meta.num_row_groups):
+                group.append(g)
+                rows += meta.row_group(g).num_rows
+                if rows >= batch_size:
+                    out.append((str(f), group, offset, rows))
+                    offset += rows
+                    group, rows = [], 0
+            if group:
+                out.append((str(f), group, offset, rows))
+                offset += rows
+        else:
+            out.append((str(f), None, offset, -1))
+    return out
+
+
+def _ensure_ray(ray_address: str | None) -> bool:
+    """Initialise Ray if needed; return True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_enable_metrics_collection", "0")
+    try:
+        if ray_address is None:
+            ray.init(address="local", num_cpus=os.cpu_count() or 2, include_dashboard=False,
+                     object_store_memory=200_000_000, log_to_driver=False)
+        else:
+            ray.init(address=ray_address, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConnectionProblem(f"cannot connect to Ray at {ray_address!r}: {str(exc).splitlines()[0]}") from None
+    return True
+
+
+def count_with_ray(
+    src: _Source,
+    feats: list[str],
+    tspec: TargetSpec,
+    *,
+    null_kind: str | None,
+    seed: int | None,
+    batch_size: int,
+    ray_address: str | None,
+    progress: Callable[[int, int | None], None] | None,
+    max_in_flight: int | None = None,
+) -> Counts:
+    import ray
+
+    started = _ensure_ray(ray_address)
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 2))
+        limit = max_in_flight or max(2, 2 * cpus)
+        args: list[tuple[Any, ...]] = []
+        if src.frame is not None:
+            task = ray.remote(_count_frame_slice)
+            ref = ray.put(src.frame.select([*feats, tspec.name]))
+            for start in range(0, src.frame.height, batch_size):
+                args.append((task, (ref, start, batch_size), min(batch_size, src.frame.height - start)))
+        else:
+            task = ray.remote(_count_file_shard)
+            for path, groups, offset, rows in _shards(src, batch_size):
+                args.append((task, (path, groups, offset), rows))
+        pending: dict[Any, int] = {}
+        acc: Counts | None = None
+        done = 0
+        queue = list(args)
+        while queue or pending:
+            while queue and len(pending) < limit:
+                fn, a, rows = queue.pop(0)
+                pending[fn.remote(*a, feats, tspec, null_kind, seed, batch_size)] = rows
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for r in ready:
+                rows = pending.pop(r)
+                part = ray.get(r)
+                acc = part if acc is None else acc.merge(part)
+                done += part.n_rows + part.n_null_target if rows < 0 else rows
+                if progress is not None:
+                    progress(done, src.n_rows)
+        if acc is None:
+            raise DataError("data has no rows")
+        return acc
+    finally:
+        if started:
+            ray.shutdown()
