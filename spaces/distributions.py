@@ -64,7 +64,10 @@ def solve_densities(
     hi = np.asarray(high, dtype=np.float64) if high is not None else np.ones_like(raw_a)
     hi = np.maximum(hi, lo)
     if (lo * n_a).sum() > budget:
-        lo = np.maximum(floor, lo * budget / (lo * n_a).sum())
+        # relax the lower bounds above the one-weight floor proportionally so that they fit the budget exactly
+        extra = ((lo - floor) * n_a).sum()
+        room = max(budget - (floor * n_a).sum(), 0.0)
+        lo = floor + (lo - floor) * (room / extra if extra > 0 else 0.0)
     if (hi * n_a).sum() <= budget:
         return hi.tolist()
     if (lo * n_a).sum() >= budget:
@@ -179,7 +182,7 @@ class GlobalMagnitude(Distribution):
             return Uniform().densities(layers, sparsity)
         budget = int(round((1.0 - sparsity) * n.sum()))
         floor = np.maximum(1, np.ceil(GLOBAL_MIN_DENSITY_FRACTION * (1.0 - sparsity) * n)).astype(np.int64)
-        sorted_scores = [torch.sort(s.reshape(-1).double(), descending=True).values.numpy() for s in scores]
+        sorted_scores = [torch.sort(s.detach().reshape(-1).double(), descending=True).values.numpy() for s in scores]
         fixed = np.zeros(len(layers), dtype=bool)
         counts = floor.copy()
         for _ in range(len(layers) + 1):

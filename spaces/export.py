@@ -157,6 +157,14 @@ class CSRLinear(nn.Module):
         y = torch.sparse.mm(self.weight_csr(), x.t()).t()
         return y + self.bias if self.bias is not None else y
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a CSR layer's buffers are sized by its number of non-zeros: take the incoming sizes
+        for name in ("crow", "col", "values"):
+            incoming = state_dict.get(prefix + name)
+            if incoming is not None and incoming.shape != getattr(self, name).shape:
+                setattr(self, name, torch.empty_like(incoming))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @property
     def nnz(self) -> int:
         return int(self.values.numel())

@@ -74,8 +74,20 @@ class Sparsifier:
                 s = s.masked_fill(~m.weight_mask, float("-inf"))
             scores.append(s)
         densities = self.layer_densities(sparsity, scores)
-        for i, ((_, m), s, d) in enumerate(zip(self.layers, scores, densities)):
-            mask = self.pattern.mask(m.matrix_view(s), d, head=self._is_head(i)).reshape(m.weight.shape)
+        # Coarse patterns cannot hit every layer's count exactly: visit dense layers first, then layers from the
+        # coarsest unit to the finest, carrying each layer's rounding error into the next (error diffusion), so the
+        # total stays on budget.
+        order = sorted(
+            range(len(self.layers)),
+            key=lambda i: (densities[i] < 1.0, -self.pattern.granularity(
+                tuple(self.layers[i][1].matrix_view(scores[i]).shape), head=self._is_head(i))),
+        )
+        carry = 0.0
+        for i in order:
+            m = self.layers[i][1]
+            want = densities[i] * m.weight.numel() + carry
+            mask = self.pattern.mask(m.matrix_view(scores[i]), want, head=self._is_head(i)).reshape(m.weight.shape)
+            carry = want - float(mask.sum())
             m.set_mask(mask)
         if self.optimizer is not None:
             zero_optimizer_state(self.optimizer, self.model)
@@ -95,10 +107,9 @@ class Sparsifier:
             n_active = int(active.sum())
             if n_active == 0 or n_active == active.numel():
                 continue
-            density = n_active / active.numel()
             head = self._is_head(i)
             mag = m.weight.detach().abs().masked_fill(~active, float("-inf"))
-            survivors = self.pattern.mask(m.matrix_view(mag), density * (1.0 - drop_fraction), head=head)
+            survivors = self.pattern.mask(m.matrix_view(mag), n_active * (1.0 - drop_fraction), head=head)
             survivors = survivors.reshape(active.shape) & active
             if grow == "gradient":
                 g = self._grad(i)
@@ -107,7 +118,7 @@ class Sparsifier:
                 gs = torch.rand(active.shape, generator=self.generator)
             gs = gs / (gs.max() + 1e-12)
             combined = torch.where(survivors, 2.0 + m.weight.detach().abs(), gs)
-            new_mask = self.pattern.mask(m.matrix_view(combined), density, head=head).reshape(active.shape)
+            new_mask = self.pattern.mask(m.matrix_view(combined), n_active, head=head).reshape(active.shape)
             fresh = new_mask & ~survivors
             m.weight_mask.copy_(new_mask)
             m.weight.masked_fill_(fresh | ~new_mask, 0.0)
