@@ -162,6 +162,8 @@ def _connect_ray(address: str | None, results_dir: Path) -> bool:
         if address and address != "local":
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         else:
+            # a private, loopback-only Ray: no token is needed (and none can leak)
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=False, object_store_memory=None)
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError from a malformed address
@@ -305,7 +307,8 @@ def run_study(
     ex = _Execution(spec, results, progress)
     start = time.perf_counter()
 
-    ex.tracker.connect()  # fail fast, before any work
+    open_storage(ex.storage_url)  # fail fast on a bad or unreachable storage, before any work
+    ex.tracker.connect()
     prepared = prepare_data(spec, results)
     started_ray = _connect_ray(spec.execution.ray_address, results)
     import ray
@@ -610,9 +613,13 @@ def _plots(study: optuna.Study, objectives: list[str]) -> dict[str, str]:
         makers["param_importances.html"] = lambda: vis.plot_param_importances(
             study, evaluator=evaluator, target=(lambda t: t.values[0]) if len(objectives) > 1 else None,
             target_name=objectives[0])
+    import warnings
+
     for name, make in makers.items():
         try:
-            out[name] = make().to_html(include_plotlyjs="cdn", full_html=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out[name] = make().to_html(include_plotlyjs="cdn", full_html=True)
         except Exception as exc:  # a plot must never fail a study
             log.info("skipped %s: %s", name, exc)
     return out

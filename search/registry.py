@@ -7,6 +7,7 @@ that is not a short name may be any Optuna sampler or pruner class name (``"CmaE
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -89,7 +90,9 @@ def make_sampler(name: str, seed: int | None, **kwargs: Any) -> optuna.samplers.
     """Build a sampler by name, seeded with ``seed`` (when the sampler takes a seed)."""
     check_sampler(name)
     if name in SAMPLERS:
-        return SAMPLERS[name](seed, **kwargs)
+        with warnings.catch_warnings():  # TPE's `group` option is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return SAMPLERS[name](seed, **kwargs)
     cls = _optuna_classes(optuna.samplers, optuna.samplers.BaseSampler)[name]
     if "seed" in inspect.signature(cls).parameters:
         kwargs.setdefault("seed", seed)

@@ -306,15 +306,24 @@ def _resolve_source(source: str | os.PathLike[str]) -> tuple[Path, dict[str, Any
 
 
 def _set(raw: dict[str, Any], section: str, key: str, value: Any) -> None:
+    """Set ``raw[section][key] = value``; a dotted key (``params.n_rows``) walks into nested tables."""
     target = raw.setdefault(section, {})
-    if not isinstance(target, dict):
-        raise SpecError(f"[{section}] must be a table, got {type(target).__name__}")
-    target[key] = value
+    path = key.split(".")
+    for i, part in enumerate([section, *path[:-1]]):
+        if not isinstance(target, dict):
+            raise SpecError(f"[{'.'.join([section, *path[:i]])}] must be a table, got {type(target).__name__}")
+        if i > 0:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise SpecError(f"{'.'.join([section, *path[:i]])} must be a table to set {key!r}")
+    target[path[-1]] = value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Apply keyword overrides (``n_trials=5``) and dotted ones (``{"train.epochs": 1}``) to a raw study dict."""
-    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    import copy
+
+    raw = copy.deepcopy(raw)
     for name, value in overrides.items():
         if value is None:
             continue

@@ -99,7 +99,8 @@ class Tracker:
         if not self.enabled:
             return
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+        for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
 
         _check_reachable(self.uri)
@@ -232,11 +233,14 @@ class Tracker:
 
             previous = mlflow.get_tracking_uri()
             mlflow.set_tracking_uri(self.uri)
+            # we choose pickle deliberately (pt2 needs an input example per model kind); the model is our own
+            logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
             try:
                 with mlflow.start_run(run_id=run_id):
                     import torch
 
-                    mlflow.pytorch.log_model(model, name=name, pip_requirements=[f"torch=={torch.__version__}"])
+                    mlflow.pytorch.log_model(model, name=name, pip_requirements=[f"torch=={torch.__version__}"],
+                                             serialization_format="pickle")
             finally:
                 mlflow.set_tracking_uri(previous)
 

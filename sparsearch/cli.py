@@ -163,7 +163,10 @@ def _trials_table(doc: dict[str, Any], top: int = 0) -> str:
         done = [t for t in trials if t["state"] == "COMPLETE" and t["values"]]
         sign = -1 if (doc.get("directions") or ["maximize"])[0] == "maximize" else 1
         trials = sorted(done, key=lambda t: sign * t["values"][0])[:top]
-    param_names = sorted({k for t in trials for k in t["params"]})[:8]
+    # the parameters that differ between the shown trials, most informative first
+    names = sorted({k for t in trials for k in t["params"]})
+    varying = [k for k in names if len({str(t["params"].get(k)) for t in trials}) > 1]
+    param_names = sorted(varying, key=lambda k: (not k.startswith(("sparsity.", "data.")), k))[:8]
     headers = ["#", "state", *objectives, "sparsity", *[p.split(".", 1)[-1] for p in param_names]]
     rows = []
     for t in trials:
@@ -316,7 +319,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import signal
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed, one line)
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "verbose", False):
