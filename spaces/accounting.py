@@ -64,7 +64,7 @@ def sparse_macs(model: nn.Module, positions: dict[str, int]) -> int:
     total = 0
     for name, m in model.named_modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
-            kept = int(m.weight_mask.sum()) if hasattr(m, "weight_mask") else m.weight.numel()
+            kept = int(m.mask.sum()) if hasattr(m, "weight_mask") else m.weight.numel()
             total += kept * positions.get(name, 1)
     return total
 

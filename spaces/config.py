@@ -9,7 +9,7 @@ and a dense trial has no sparsity parameters beyond ``sparsity.method``.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sparsearch.errors import SpecError
@@ -53,7 +53,6 @@ class TrialConfig:
     weight_decay: float = 0.0
     val_fraction: float = 0.2
     n_features: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (tuples become lists)."""

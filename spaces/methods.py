@@ -90,8 +90,7 @@ class GMP(Method):
         self.after_step(0)
 
     def wants_dense_grad(self, step: int) -> bool:
-        assert self.sparsifier is not None
-        return step in self._due and self.sparsifier.criterion.needs_grad
+        return self.sparsifier is not None and step in self._due and self.sparsifier.criterion.needs_grad
 
     def after_step(self, step: int) -> None:
         sparsity = self._due.get(step)

@@ -71,7 +71,7 @@ class Sparsifier:
         for i, (_, m) in enumerate(self.layers):
             s = crit.score(m.weight, self._grad(i), self.generator).float()
             if keep_pruned:
-                s = s.masked_fill(~m.weight_mask, float("-inf"))
+                s = s.masked_fill(~m.mask, float("-inf"))
             scores.append(s)
         densities = self.layer_densities(sparsity, scores)
         # Coarse patterns cannot hit every layer's count exactly: visit dense layers first, then layers from the
@@ -103,7 +103,7 @@ class Sparsifier:
         """
         regrown = 0
         for i, (_, m) in enumerate(self.layers):
-            active = m.weight_mask.clone()
+            active = m.mask
             n_active = int(active.sum())
             if n_active == 0 or n_active == active.numel():
                 continue
@@ -120,7 +120,7 @@ class Sparsifier:
             combined = torch.where(survivors, 2.0 + m.weight.detach().abs(), gs)
             new_mask = self.pattern.mask(m.matrix_view(combined), n_active, head=head).reshape(active.shape)
             fresh = new_mask & ~survivors
-            m.weight_mask.copy_(new_mask)
+            m.weight_mask.copy_(new_mask.to(m.weight_mask.dtype))
             m.weight.masked_fill_(fresh | ~new_mask, 0.0)
             if self.optimizer is not None:
                 reset_optimizer_state_at(self.optimizer, m.weight, fresh | ~new_mask)
@@ -132,7 +132,7 @@ class Sparsifier:
     def remove_masks(self) -> None:
         """Make every layer dense again (sparse-to-dense fine-tuning)."""
         for _, m in self.layers:
-            m.weight_mask.fill_(True)
+            m.weight_mask.fill_(1.0)
 
     def realized_sparsity(self) -> float:
         total = sum(m.weight.numel() for _, m in self.layers)
@@ -141,5 +141,5 @@ class Sparsifier:
 
     def mask_sparsity(self) -> float:
         total = sum(m.weight_mask.numel() for _, m in self.layers)
-        zeros = sum(int((~m.weight_mask).sum()) for _, m in self.layers)
+        zeros = sum(int((~m.mask).sum()) for _, m in self.layers)
         return zeros / total if total else 0.0

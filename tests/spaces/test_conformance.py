@@ -109,8 +109,8 @@ def test_pattern_on_models_reaches_the_target(name, make):
     tol = 0.01 if name == "neuron" else TOL
     assert abs(sp.mask_sparsity() - target) <= tol
     for i, (_, m) in enumerate(sp.layers):
-        assert m.weight_mask.any()
-        check_pattern(name, m.matrix_view(m.weight_mask), head=i == len(sp.layers) - 1)
+        assert m.mask.any()
+        check_pattern(name, m.matrix_view(m.mask), head=i == len(sp.layers) - 1)
 
 
 # ------------------------------------------------------------------------------------------------ distributions
@@ -165,7 +165,7 @@ def test_global_magnitude_guard_prevents_layer_collapse():
         layers[1].weight.mul_(1e-6)  # a whole layer of tiny weights: plain global ranking would empty it
     sp = Sparsifier(model, distribution="global_magnitude")
     sp.prune_to(0.9)
-    kept = layers[1].weight_mask.float().mean().item()
+    kept = layers[1].weight_mask.mean().item()
     assert kept == pytest.approx(GLOBAL_MIN_DENSITY_FRACTION * 0.1, abs=1.0 / layers[1].weight.numel())
     assert abs(sp.mask_sparsity() - 0.9) <= TOL
 
@@ -254,8 +254,8 @@ def test_method_conformance(method, pattern, tiny_split):
     model = out.model
     assert abs(out.metrics["realized_sparsity"] - target) <= (0.02 if method in ("set", "rigl") else TOL)
     for i, (_, m) in enumerate(masked_modules(model)):
-        assert (m.weight[~m.weight_mask] == 0).all()  # no revival after optimizer steps
-        check_pattern(pattern if method != "dense" else "unstructured", m.matrix_view(m.weight_mask),
+        assert (m.weight[~m.mask] == 0).all()  # no revival after optimizer steps
+        check_pattern(pattern if method != "dense" else "unstructured", m.matrix_view(m.mask),
                       head=i == len(list(masked_modules(model))) - 1)
     back = pickle.loads(pickle.dumps(model))
     fresh = SparseMLP(train.cardinalities, train.numeric.shape[1], [32, 16], 1, embedding_dim=8)
@@ -290,12 +290,12 @@ def test_rigl_drop_and_grow_keeps_density_zero_inits_and_resets_state():
             m.weight.grad.mul_(m.weight_mask)
         opt.step()
     layer = sp.layers[0][1]
-    before = layer.weight_mask.clone()
+    before = layer.mask
     opt.zero_grad()
     model(x).pow(2).mean().backward()
     sp.capture_dense_grads()
     grown = sp.drop_and_grow(0.3, grow="gradient")
-    after = layer.weight_mask
+    after = layer.mask
     assert grown > 0 and int(after.sum()) == int(before.sum())
     fresh = after & ~before
     assert fresh.any() and (layer.weight[fresh] == 0).all()
@@ -320,8 +320,8 @@ def test_set_changes_masks_between_updates(tiny_split):
     cfg_set = TrialConfig(method="set", target_sparsity=0.8, widths=(32,), depth=1, epochs=1, batch_size=64,
                           dst_interval=3, end_frac=0.9)
     set_model = train_and_evaluate(cfg_set, train, val, seed=0, measure_latency=False).model
-    a = next(masked_modules(static))[1].weight_mask
-    b = next(masked_modules(set_model))[1].weight_mask
+    a = next(masked_modules(static))[1].mask
+    b = next(masked_modules(set_model))[1].mask
     assert int(a.sum()) == int(b.sum()) and not torch.equal(a, b)  # same init, SET moved connections
 
 
@@ -332,4 +332,4 @@ def test_dense_finetune_removes_masks(tiny_split):
     out = train_and_evaluate(cfg, train, val, seed=0, measure_latency=False)
     # pruned weights learn again (only weights of never-active units can stay at zero)
     assert len(out.history) == 2 and out.metrics["realized_sparsity"] < 0.5
-    assert all(m.weight_mask.all() for _, m in masked_modules(out.model))
+    assert all(m.mask.all() for _, m in masked_modules(out.model))

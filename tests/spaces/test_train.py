@@ -124,3 +124,18 @@ def test_quickstart_like_search_end_to_end(tab_split):
         assert abs(out.metrics["realized_sparsity"] - cfg.target_sparsity) < 0.005
         study.tell(trial, out.metrics["val_auc"])
     assert np.isfinite(study.best_value)
+
+
+def test_pruned_embeddings_searched_distribution_and_iso_flop(tab_split):
+    train, val = tab_split
+    cfg = TrialConfig(method="gmp", target_sparsity=0.8, distribution="searched", layer_scales=(1.0, 2.0, 0.5),
+                      prune_embeddings=True, iso_flop=True, **{**FAST, "epochs": 1})
+    out = train_and_evaluate(cfg, train, val, seed=0, measure_latency=False)
+    emb = [r for r in out.accounting["layers"] if r["type"] == "MaskedEmbedding"]
+    assert len(emb) == len(train.cardinalities) and all(r["prunable"] for r in emb)
+    assert abs(out.metrics["realized_sparsity"] - 0.8) < 0.005
+    hidden = [r for r in out.accounting["layers"] if r["type"] == "MaskedLinear"]
+    # iso-FLOP widening by sqrt(1 / (1 - 0.8)) = 2.236
+    assert [r["shape"][0] for r in hidden[:2]] == [round(64 * 5**0.5), round(32 * 5**0.5)]
+    # searched scales: the second hidden layer (scale 2) is denser than the first (scale 1)
+    assert 1 - hidden[1]["sparsity"] > 1 - hidden[0]["sparsity"]
