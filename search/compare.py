@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 from optuna.trial import TrialState
-from sparsearch.search.controller import StudyResult, _connect_ray, load_result, run_study
-from sparsearch.search.spec import apply_overrides, load_study, parse_study
 
 from sparsearch._table import table
 from sparsearch.errors import SpecError
+from sparsearch.search.controller import StudyResult, _connect_ray, load_result, run_study
+from sparsearch.search.spec import apply_overrides, load_study, parse_study
 
 __all__ = ["CompareReport", "best_so_far", "compare_samplers", "verdict"]
 

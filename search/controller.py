@@ -28,6 +28,8 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from sparsearch.errors import ConnectionProblem, SpecError
 from sparsearch.search.data import PreparedData, prepare_data
 from sparsearch.search.progress import ProgressPrinter
 from sparsearch.search.registry import make_pruner, make_sampler
@@ -42,8 +44,6 @@ from sparsearch.search.storage import (
 )
 from sparsearch.search.tracking import TRIAL_RUN_ATTR, Tracker, default_tracking_uri
 from sparsearch.search.worker import MEMORY_REASON_ATTR, TrialPayload, TrialReport, execute_trial
-
-from sparsearch.errors import ConnectionProblem, SpecError
 
 __all__ = ["StudyResult", "load_result", "run_study"]
 
@@ -361,6 +361,7 @@ def _open_study(ex: _Execution, storage: RayStorageProxy) -> optuna.Study:
 
 def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> StudyResult:
     import ray
+
     from sparsearch.spaces import suggest_config
 
     spec = ex.spec

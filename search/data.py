@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sparsearch.search.spec import StudySpec
 
 from sparsearch.errors import DataError
+from sparsearch.search.spec import StudySpec
 
 __all__ = ["PreparedData", "prepare_data", "select_features"]
 

@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 import tomllib
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
-from sparsearch.search import registry
 
 from sparsearch._spec import IntRange, StrictModel
 from sparsearch.errors import SpecError, closest, unknown_choice
+from sparsearch.search import registry
 
 __all__ = [
     "DataSpec",

@@ -21,9 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sparsearch.search.storage import redact
-
 from sparsearch.errors import ConnectionProblem
+from sparsearch.search.storage import redact
 
 __all__ = ["Tracker", "default_tracking_uri"]
 
@@ -231,18 +230,27 @@ class Tracker:
             import mlflow
             import mlflow.pytorch
 
-            previous = mlflow.get_tracking_uri()
-            mlflow.set_tracking_uri(self.uri)
+            # mlflow.pytorch logs through the global "fluent" API: point it at our store for this call only,
+            # then restore both the global URI and MLFLOW_TRACKING_URI (set_tracking_uri also sets the variable)
+            from mlflow.tracking._tracking_service import utils as tracking_utils
+
+            saved_env = os.environ.get("MLFLOW_TRACKING_URI")
+            saved_uri = tracking_utils._tracking_uri
             # we choose pickle deliberately (pt2 needs an input example per model kind); the model is our own
             logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
             try:
+                mlflow.set_tracking_uri(self.uri)
                 with mlflow.start_run(run_id=run_id):
                     import torch
 
                     mlflow.pytorch.log_model(model, name=name, pip_requirements=[f"torch=={torch.__version__}"],
                                              serialization_format="pickle")
             finally:
-                mlflow.set_tracking_uri(previous)
+                tracking_utils._tracking_uri = saved_uri
+                if saved_env is None:
+                    os.environ.pop("MLFLOW_TRACKING_URI", None)
+                else:
+                    os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
         self._guard("log best model", go)
 

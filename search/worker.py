@@ -84,6 +84,7 @@ def execute_trial(payload: TrialPayload, storage_actor: Any, train: Any, val: An
     """Train and evaluate one trial; report epochs to the study; never raise for a trial's own failure."""
     import optuna
     import torch
+
     from sparsearch.search.data import select_features
     from sparsearch.search.registry import make_pruner, make_sampler
     from sparsearch.search.storage import RayStorageProxy

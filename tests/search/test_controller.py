@@ -7,11 +7,11 @@ import time
 import optuna
 import pytest
 from optuna.trial import TrialState
+
+from sparsearch.errors import ConnectionProblem, SpecError
 from sparsearch.search.controller import HEARTBEAT_ATTR, run_study
 from sparsearch.search.spec import load_study
 from sparsearch.search.storage import open_storage
-
-from sparsearch.errors import ConnectionProblem, SpecError
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -64,6 +64,10 @@ def test_tiny_quickstart_trains_sparse_models_and_logs_everything(tmp_path):
     history = client.get_metric_history(children[0].info.run_id, "val_auc")
     assert [m.step for m in history] == [1]
     assert "realized_sparsity" in children[0].data.metrics
+    models = client.search_logged_models([parents[0].info.experiment_id])
+    assert [m.source_run_id for m in models] == [result.mlflow_parent_run_id]  # the best model, mlflow.pytorch
+    artifacts = {a.path for a in client.list_artifacts(result.mlflow_parent_run_id)}
+    assert {"trials.csv", "optimization_history.html", "feature_ranking.csv"} <= artifacts
 
 
 def test_resume_continues_numbering_without_duplicates(tmp_path):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from sparsearch.search.spec import bundled_studies, load_study
 
 from sparsearch.errors import SpecError
+from sparsearch.search.spec import bundled_studies, load_study
 
 BASE = {"data": {"generator": "click_log", "params": {"n_rows": 2000}}}
 

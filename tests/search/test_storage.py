@@ -1,0 +1,76 @@
+"""Storage URLs, credential redaction, and the controller against a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sparsearch.errors import ConnectionProblem, SpecError
+from sparsearch.search.storage import open_storage, redact
+
+POSTGRES = os.environ.get("SPARSEARCH_TEST_POSTGRES_URL")
+
+
+def test_redact_hides_passwords_everywhere_in_a_text():
+    text = "could not connect: postgresql://bob:pa55@db:5432/x and mysql+pymysql://a:b@h/d"
+    out = redact(text)
+    assert "pa55" not in out and ":b@" not in out
+    assert "postgresql://bob:***@db:5432/x" in out and "mysql+pymysql://a:***@h/d" in out
+
+
+@pytest.mark.parametrize("url", ["memory", "journal:{tmp}/o.journal", "{tmp}/o.journal", "sqlite:///{tmp}/o.db"])
+def test_embedded_storages_open_and_keep_trials(url, tmp_path):
+    storage = open_storage(url.format(tmp=tmp_path))
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    assert len(study.trials) == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "error", "match"),
+    [
+        ("ftp://host/x", SpecError, "not understood"),
+        ("journal:/no/such/folder/o.journal", SpecError, "does not exist"),
+        ("postgresql://user:hunter2@127.0.0.1:9/db", ConnectionProblem, "cannot open storage"),
+    ],
+)
+def test_bad_storage_urls_fail_clearly_without_secrets(url, error, match):
+    with pytest.raises(error, match=match) as info:
+        open_storage(url)
+    assert "hunter2" not in str(info.value) and "\n" not in str(info.value)
+
+
+def _require_postgres():
+    if POSTGRES:
+        return POSTGRES
+    if os.environ.get("CI"):
+        pytest.fail("CI must provide SPARSEARCH_TEST_POSTGRES_URL (see .ci/run)")
+    pytest.skip("no PostgreSQL server: set SPARSEARCH_TEST_POSTGRES_URL (bash .ci/postgres.sh start DIR PORT)")
+
+
+@pytest.mark.postgres
+@pytest.mark.usefixtures("ray_session")
+def test_controller_on_postgresql_resumes_and_never_duplicates(tmp_path):
+    url = _require_postgres()
+    from sparsearch.search.controller import run_study
+    from sparsearch.search.spec import load_study
+
+    name = f"pg-{os.getpid()}-{tmp_path.name}"
+    raw = {
+        "study": {"name": name, "n_trials": 4, "objective": "sparsearch_test_objectives:quadratic",
+                  "pruner": "median", "pruner_params": {"n_startup_trials": 1}},
+        "data": {"generator": "click_log", "params": {"n_rows": 2000, "n_noise": 4, "max_cardinality": 200}},
+        "train": {"epochs": 1},
+        "storage": {"url": url},
+    }
+    first = run_study(load_study(raw), results_dir=tmp_path, progress=False)
+    assert len(first.trials) == 4
+    assert "***" in first.storage and url.split(":")[2].split("@")[0] not in first.storage
+    second = run_study(load_study(raw, n_trials=3), results_dir=tmp_path, progress=False)
+    numbers = [t.number for t in second.trials]
+    assert sorted(numbers) == list(range(7))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in second.trials)
+    assert all("extra.x" in t.params for t in second.trials)
