@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+
 from sparsearch.spaces import (
     SparseMLP,
     Sparsifier,
@@ -32,7 +34,6 @@ from sparsearch.spaces import (
     train_and_evaluate,
 )
 from sparsearch.spaces.masked import MaskedLinear
-from torch import nn
 
 OUT = Path(__file__).resolve().parent / "out"
 

@@ -263,6 +263,8 @@ class _Execution:
             storage.set_trial_user_attr(tid, "fail_reason" if report.state == "FAIL" else "note",
                                         redact(report.error.strip().splitlines()[0])[:500])
         storage.set_trial_user_attr(tid, "duration_s", round(report.duration_s, 3))
+        if report.node:
+            storage.set_trial_user_attr(tid, "ray_node", report.node[:16])
         if report.state == "COMPLETE":
             values = report.values or []
             if any(not math.isfinite(v) for v in values):

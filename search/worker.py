@@ -53,6 +53,8 @@ class TrialReport:
     model: Any = None
     error: str | None = None
     duration_s: float = 0.0
+    node: str | None = None
+    """The Ray node that ran the trial."""
 
 
 def _memory_watchdog(limit_mb: int, on_exceed: Callable[[float], None]) -> threading.Event:
@@ -83,6 +85,7 @@ def _resolve_objective(spec: str) -> Callable[..., Any]:
 def execute_trial(payload: TrialPayload, storage_actor: Any, train: Any, val: Any) -> TrialReport:
     """Train and evaluate one trial; report epochs to the study; never raise for a trial's own failure."""
     import optuna
+    import ray
     import torch
 
     from sparsearch.search.data import select_features
@@ -90,6 +93,7 @@ def execute_trial(payload: TrialPayload, storage_actor: Any, train: Any, val: An
     from sparsearch.search.storage import RayStorageProxy
 
     started = time.perf_counter()
+    node = ray.get_runtime_context().get_node_id()
     threads = max(1, int(payload.cpus))
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -150,13 +154,15 @@ def execute_trial(payload: TrialPayload, storage_actor: Any, train: Any, val: An
             raise KeyError(f"the trial did not report objective {missing[0]!r}; it reported {sorted(metrics)}")
         values = [float(metrics[o]) for o in payload.objectives]
         return TrialReport("COMPLETE", values=values, metrics=metrics, history=history,
-                           accounting=outcome_accounting, model=model, duration_s=time.perf_counter() - started)
+                           accounting=outcome_accounting, model=model, duration_s=time.perf_counter() - started,
+                           node=node)
     except optuna.TrialPruned as exc:
-        return TrialReport("PRUNED", history=history, error=str(exc), duration_s=time.perf_counter() - started)
+        return TrialReport("PRUNED", history=history, error=str(exc), duration_s=time.perf_counter() - started,
+                           node=node)
     except Exception as exc:
         tb = traceback.format_exc(limit=8)
         return TrialReport("FAIL", history=history, error=f"{type(exc).__name__}: {exc}\n{tb}",
-                           duration_s=time.perf_counter() - started)
+                           duration_s=time.perf_counter() - started, node=node)
     finally:
         if watchdog is not None:
             watchdog.set()

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from sparsearch.features import data_fingerprint, iter_batches, read_table, validate_target
 
 from sparsearch.errors import DataError
+from sparsearch.features import data_fingerprint, iter_batches, read_table, validate_target
 
 
 @pytest.fixture()

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from sparsearch.features import cached_rank_features, make_click_log, plot_ranking, rank_features
 
 from sparsearch.errors import SpecError
+from sparsearch.features import cached_rank_features, make_click_log, plot_ranking, rank_features
 
 
 def test_plot_png_and_html(tmp_path):

@@ -6,9 +6,9 @@ import numpy as np
 import polars as pl
 import pytest
 from scipy.stats import spearmanr
-from sparsearch.features import DATASETS, make_click_log, quality_report, rank_features
 
 from sparsearch.errors import SpecError
+from sparsearch.features import DATASETS, make_click_log, quality_report, rank_features
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ from hypothesis import strategies as st
 from sklearn.metrics import mutual_info_score
 from sklearn.metrics.cluster import adjusted_mutual_info_score
 from sklearn.metrics.cluster._expected_mutual_info_fast import expected_mutual_information
+
+from sparsearch.errors import DataError, SpecError
 from sparsearch.features import METHODS, available_methods, pairwise_relevance, rank_features
 from sparsearch.features._chance import expected_mi
 from sparsearch.features._counts import TargetSpec, count_batch
-
-from sparsearch.errors import DataError, SpecError
 
 COLUMNS = ["feature", "score", "rank", "cardinality", "missing_rate", "mi", "chance_mi"]
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import polars as pl
+
 from sparsearch.features import rank_features
 
 

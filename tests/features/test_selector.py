@@ -7,9 +7,9 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
-from sparsearch.features import CardinalityAwareSelector
 
 from sparsearch.errors import SpecError
+from sparsearch.features import CardinalityAwareSelector
 
 
 @parametrize_with_checks([CardinalityAwareSelector(k=2)])

@@ -8,6 +8,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from sparsearch.spaces import (
     CRITERIA,
     DISTRIBUTIONS,
@@ -27,7 +29,6 @@ from sparsearch.spaces.distributions import GLOBAL_MIN_DENSITY_FRACTION, LayerIn
 from sparsearch.spaces.methods import RigL
 from sparsearch.spaces.patterns import make_pattern
 from sparsearch.spaces.schedules import make_schedule
-from torch import nn
 
 TOL = 0.005  # 0.5 percentage points
 

@@ -5,6 +5,8 @@ import pickle
 import numpy as np
 import polars as pl
 import pytest
+
+from sparsearch.errors import DataError
 from sparsearch.spaces import (
     IMAGE_DATASETS,
     ImageData,
@@ -14,8 +16,6 @@ from sparsearch.spaces import (
     load_fashion_mnist,
 )
 from sparsearch.spaces.data import MISSING_CODE, OOV_CODE
-
-from sparsearch.errors import DataError
 
 
 def test_encode_types_missing_and_codes():

@@ -6,8 +6,9 @@ import io
 
 import pytest
 import torch
-from sparsearch.spaces import CSRLinear, SparseCNN, SparseMLP, Sparsifier, compact, masked_modules, to_csr
 from torch import nn
+
+from sparsearch.spaces import CSRLinear, SparseCNN, SparseMLP, Sparsifier, compact, masked_modules, to_csr
 
 
 def _inputs(kind: str):

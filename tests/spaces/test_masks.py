@@ -8,6 +8,8 @@ import pickle
 
 import pytest
 import torch
+from torch import nn
+
 from sparsearch.spaces import (
     MaskedConv2d,
     MaskedEmbedding,
@@ -19,7 +21,6 @@ from sparsearch.spaces import (
     mask_gradients,
     masked_modules,
 )
-from torch import nn
 
 
 def _model(kind: str) -> nn.Module:

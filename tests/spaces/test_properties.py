@@ -6,10 +6,11 @@ import numpy as np
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch import nn
+
 from sparsearch.spaces import DISTRIBUTIONS, SCHEDULES, MaskedConv2d, MaskedLinear, Sparsifier
 from sparsearch.spaces.distributions import LayerInfo, make_distribution
 from sparsearch.spaces.schedules import make_schedule
-from torch import nn
 
 dims = st.integers(min_value=1, max_value=96)
 linear_shapes = st.tuples(dims, dims)

@@ -5,6 +5,8 @@ import pickle
 import optuna
 import pytest
 from pydantic import ValidationError
+
+from sparsearch.errors import SpecError
 from sparsearch.spaces import (
     CRITERIA,
     DISTRIBUTIONS,
@@ -18,8 +20,6 @@ from sparsearch.spaces import (
     config_from_params,
     suggest_config,
 )
-
-from sparsearch.errors import SpecError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

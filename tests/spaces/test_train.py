@@ -7,6 +7,8 @@ import numpy as np
 import optuna
 import pytest
 import torch
+
+from sparsearch.errors import DataError
 from sparsearch.spaces import (
     METRICS,
     SpaceSpec,
@@ -18,8 +20,6 @@ from sparsearch.spaces import (
     suggest_config,
     train_and_evaluate,
 )
-
-from sparsearch.errors import DataError
 
 FAST = dict(epochs=3, batch_size=128, lr=0.01, widths=(64, 32), depth=2, embedding_dim=8)
 
