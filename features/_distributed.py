@@ -18,7 +18,7 @@ import polars as pl
 from sparsearch.errors import ConnectionProblem, DataError
 
 from ._counts import Counts, TargetSpec, count_batch
-from ._io import _EXTENSIONS, _iter_file, _Source
+from ._io import _EXTENSIONS, _iter_file, _iter_parquet, _Source
 
 
 def _count_frame_slice(frame: pl.DataFrame, start: int, length: int, feats, tspec, null_kind, seed, batch_size) -> Counts:
@@ -31,10 +31,7 @@ def _count_file_shard(path: str, row_groups: list[int] | None, offset: int, feat
     if row_groups is not None:
         import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(path)
-        batches: Iterator[pl.DataFrame] = (
-            pl.from_arrow(rb) for rb in pf.iter_batches(batch_size=batch_size, row_groups=row_groups, columns=cols)  # type: ignore[misc]
-        )
+        batches: Iterator[pl.DataFrame] = _iter_parquet(pq.ParquetFile(path), cols, batch_size, row_groups)
     else:
         batches = _iter_file(Path(path), cols, batch_size)
     for df in batches:
