@@ -99,7 +99,9 @@ class Sparsifier:
 
         Drop the ``drop_fraction`` lowest-magnitude active weights of each layer, then regrow as many where the
         dense gradient is largest (``grow="gradient"``, RigL) or at random (``grow="random"``, SET), both within the
-        pattern. Regrown weights start at zero with a zeroed optimizer state. Returns the number of regrown weights.
+        pattern. Newly grown weights start at zero with a zeroed optimizer state (a weight dropped and regrown in the
+        same update keeps its value, as rigl's default ``reinit_when_same=False``). Returns the number of new
+        connections.
         """
         regrown = 0
         for i, (_, m) in enumerate(self.layers):
@@ -119,7 +121,9 @@ class Sparsifier:
             gs = gs / (gs.max() + 1e-12)
             combined = torch.where(survivors, 2.0 + m.weight.detach().abs(), gs)
             new_mask = self.pattern.mask(m.matrix_view(combined), n_active, head=head).reshape(active.shape)
-            fresh = new_mask & ~survivors
+            # only connections that were inactive are new; a dropped connection regrown in the same update keeps
+            # its value and optimizer state (rigl's default ``reinit_when_same=False``)
+            fresh = new_mask & ~active
             m.weight_mask.copy_(new_mask.to(m.weight_mask.dtype))
             m.weight.masked_fill_(fresh | ~new_mask, 0.0)
             if self.optimizer is not None:
@@ -127,6 +131,19 @@ class Sparsifier:
             regrown += int(fresh.sum())
         self.dense_grads = None
         return regrown
+
+    @torch.no_grad()
+    def mask_gradients(self) -> None:
+        """Zero masked gradients (before the optimizer step); same as :func:`masked.mask_gradients`, cached."""
+        for _, m in self.layers:
+            if m.weight.grad is not None:
+                m.weight.grad.mul_(m.weight_mask)
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        """Re-apply masks (after the optimizer step); same as :func:`masked.apply_masks`, cached layer list."""
+        for _, m in self.layers:
+            m.weight.mul_(m.weight_mask)
 
     @torch.no_grad()
     def remove_masks(self) -> None:

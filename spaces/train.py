@@ -18,7 +18,6 @@ from . import accounting as acc
 from .config import TrialConfig
 from .data import ImageData, TabularData
 from .export import compact, to_csr
-from .masked import apply_masks, mask_gradients
 from .methods import make_method
 from .metrics import classification_metrics
 from .models import SparseCNN, SparseMLP, iso_flop_widths
@@ -97,10 +96,23 @@ def _predict(model: nn.Module, inputs: tuple[torch.Tensor, ...], batch: int = 81
     return torch.cat(outs).numpy()
 
 
+def make_optimizer(name: str, params, *, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam or SGD (momentum 0.9), fused when torch supports it on this device.
+
+    Fused matters for sparse training on CPU: the default multi-tensor Adam takes ``sqrt`` of the zeroed second
+    moments of pruned weights, and ``sqrt(0)`` runs about 5x slower than on normal numbers, which made a 90%-sparse
+    optimizer step twice as slow as the dense one. The fused kernel is both faster and insensitive to zeros.
+    """
+    params = list(params)
+    cls, kwargs = ((torch.optim.SGD, {"momentum": 0.9}) if name == "sgd" else (torch.optim.Adam, {}))
+    try:
+        return cls(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # fused unsupported here: the default implementation
+        return cls(params, lr=lr, weight_decay=weight_decay, **kwargs)
+
+
 def _optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return make_optimizer(config.optimizer, model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
 def train_and_evaluate(
@@ -200,9 +212,9 @@ def _run(config, train, val, *, seed, callback, return_model, measure) -> TrialO
                 if method.wants_dense_grad(step + 1):
                     sparsifier.capture_dense_grads()
                     train_flops += 2.0 * (dense_macs - macs_now) * idx.numel()
-                mask_gradients(model)
+                sparsifier.mask_gradients()
                 optimizer.step()
-                apply_masks(model)
+                sparsifier.apply_masks()
                 step += 1
                 method.after_step(step)
                 if method.n_updates != updates_seen:
