@@ -99,6 +99,7 @@ def _compact_cnn(model: SparseCNN) -> None:
     ws = [feats[i].weight.detach().clone() for i in conv_idx]
     bs = [feats[i].bias.detach().clone() for i in conv_idx]
     lw, lb = first_lin.weight.detach().clone(), first_lin.bias.detach().clone()
+    positions = model.pool_size**2
     for j in range(len(ws)):
         w, b = ws[j], bs[j]
         dead_in = (w == 0).flatten(1).all(dim=1)
@@ -107,8 +108,8 @@ def _compact_cnn(model: SparseCNN) -> None:
             unused = (wn == 0).transpose(0, 1).flatten(1).all(dim=1)
             removable = (dead_in & (torch.relu(b) == 0)) | unused
         else:
-            # last conv -> ReLU -> pools -> flatten (4 positions per channel) -> linear: constants fold exactly
-            lw4 = lw.reshape(lw.shape[0], -1, 4)
+            # last conv -> ReLU -> pools -> flatten (pool_size^2 positions per channel) -> linear: constants fold
+            lw4 = lw.reshape(lw.shape[0], -1, positions)
             const = torch.relu(b) * dead_in
             lb = lb + (lw4.sum(dim=2) * const).sum(dim=1)
             unused = (lw4 == 0).all(dim=2).all(dim=0)
@@ -122,7 +123,7 @@ def _compact_cnn(model: SparseCNN) -> None:
         if j + 1 < len(ws):
             ws[j + 1] = ws[j + 1][:, keep]
         else:
-            lw = lw.reshape(lw.shape[0], -1, 4)[:, keep].reshape(lw.shape[0], -1)
+            lw = lw.reshape(lw.shape[0], -1, positions)[:, keep].reshape(lw.shape[0], -1)
     for k, i in enumerate(conv_idx):
         feats[i] = _plain_conv(ws[k], bs[k], feats[i])
     model.features = nn.Sequential(*feats)

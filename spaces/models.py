@@ -78,7 +78,7 @@ class SparseMLP(nn.Module):
 
 class SparseCNN(nn.Module):
     """A small CNN: masked 3x3 convolutions (each followed by ReLU and, while the map is >= 4 pixels, 2x2 max-pool),
-    adaptive average pooling to 2x2, one masked hidden linear layer and a masked head.
+    adaptive average pooling to at most 4x4, one masked hidden linear layer and a masked head.
 
     Example:
         >>> m = SparseCNN(1, 8, 10, channels=[8, 16], hidden=32)
@@ -99,9 +99,11 @@ class SparseCNN(nn.Module):
                 layers.append(nn.MaxPool2d(2))
                 size //= 2
             c = int(ch)
-        layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten()]
+        #: side of the average-pooled map fed to the classifier: 2 for 8x8 digits, 4 for 28x28 images
+        self.pool_size = max(1, min(size, 4))
+        layers += [nn.AdaptiveAvgPool2d(self.pool_size), nn.Flatten()]
         self.features = nn.Sequential(*layers)
-        mlp: list[nn.Module] = [MaskedLinear(c * 4, int(hidden)), nn.ReLU()]
+        mlp: list[nn.Module] = [MaskedLinear(c * self.pool_size**2, int(hidden)), nn.ReLU()]
         if dropout > 0:
             mlp.append(nn.Dropout(dropout))
         self.hidden = nn.Sequential(*mlp)

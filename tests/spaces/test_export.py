@@ -15,13 +15,13 @@ def _inputs(kind: str):
     torch.manual_seed(7)
     if kind == "mlp":
         return (torch.stack([torch.randint(0, c, (33,)) for c in (20, 5, 9)], dim=1), torch.randn(33, 2))
-    return (torch.rand(33, 1, 8, 8),)
+    return (torch.rand(33, 1, 28, 28),)
 
 
 def _model(kind: str, pattern: str, sparsity: float) -> nn.Module:
     torch.manual_seed(0)
     model = (SparseMLP([20, 5, 9], 2, [48, 24, 16], 3, dropout=0.1) if kind == "mlp"
-             else SparseCNN(1, 8, 10, channels=[8, 12, 16], hidden=24, dropout=0.1))
+             else SparseCNN(1, 28, 10, channels=[8, 12, 16], hidden=24, dropout=0.1))
     with torch.no_grad():
         for _, m in masked_modules(model):
             m.bias.uniform_(-0.5, 0.5)  # positive biases make dead units emit constants that must be folded

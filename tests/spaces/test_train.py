@@ -139,3 +139,18 @@ def test_pruned_embeddings_searched_distribution_and_iso_flop(tab_split):
     assert [r["shape"][0] for r in hidden[:2]] == [round(64 * 5**0.5), round(32 * 5**0.5)]
     # searched scales: the second hidden layer (scale 2) is denser than the first (scale 1)
     assert 1 - hidden[1]["sparsity"] > 1 - hidden[0]["sparsity"]
+
+
+def test_training_flops_follow_the_schedule(tab_split):
+    train, val = tab_split
+    base = {**FAST, "epochs": 2}
+    dense = train_and_evaluate(TrialConfig(method="dense", target_sparsity=0.0, **base), train, val,
+                               measure_latency=False).metrics
+    gmp = train_and_evaluate(TrialConfig(method="gmp", target_sparsity=0.9, start_frac=0.0, end_frac=0.5, **base),
+                             train, val, measure_latency=False).metrics
+    static = train_and_evaluate(TrialConfig(method="static", target_sparsity=0.9, **base), train, val,
+                                measure_latency=False).metrics
+    # dense: 6 FLOPs per weight per sample (forward + backward) over every step
+    assert dense["train_flops"] == pytest.approx(3 * dense["flops_dense"] * train.n_rows * 2, rel=1e-6)
+    assert static["train_flops"] < gmp["train_flops"] < dense["train_flops"]
+    assert static["train_flops"] == pytest.approx(3 * static["flops_sparse"] * train.n_rows * 2, rel=0.01)
