@@ -220,17 +220,28 @@ def _small_dense_widths(cfg: TrialConfig, data, nnz: int) -> tuple[int, ...]:
 def accuracy(args) -> list[dict]:
     rows = []
     tasks = []
-    digits = load_digits_data()
-    d_train, d_val = digits.split(0.25, seed=0)
-    tasks.append(("digits CNN", "val_accuracy", d_train, d_val,
-                  TrialConfig(model="cnn", depth=2, widths=(32, 64), epochs=args.cnn_epochs, batch_size=64, lr=3e-3,
-                              start_frac=0.1, end_frac=0.6, mask_updates=10, dst_interval=20)))
-    flights = _flights(args.rows)
-    f_train, f_val = flights.split(0.2, seed=0)
-    tasks.append(("flights MLP", "val_auc", f_train, f_val,
-                  TrialConfig(model="mlp", depth=2, widths=(256, 128), embedding_dim=16, epochs=args.mlp_epochs,
-                              batch_size=512, lr=3e-3, start_frac=0.1, end_frac=0.6, mask_updates=10,
-                              dst_interval=20)))
+    wanted = args.tasks.split(",")
+    if "digits" in wanted:
+        digits = load_digits_data()
+        d_train, d_val = digits.split(0.25, seed=0)
+        tasks.append(("digits CNN", "val_accuracy", d_train, d_val,
+                      TrialConfig(model="cnn", depth=2, widths=(32, 64), epochs=args.cnn_epochs, batch_size=64,
+                                  lr=3e-3, start_frac=0.1, end_frac=0.6, mask_updates=10, dst_interval=20)))
+    if "flights" in wanted:
+        flights = _flights(args.rows)
+        f_train, f_val = flights.split(0.2, seed=0)
+        tasks.append(("flights MLP", "val_auc", f_train, f_val,
+                      TrialConfig(model="mlp", depth=2, widths=(256, 128), embedding_dim=16, epochs=args.mlp_epochs,
+                                  batch_size=512, lr=3e-3, start_frac=0.1, end_frac=0.6, mask_updates=10,
+                                  dst_interval=20)))
+    if "fashion" in wanted:
+        from sparsearch.spaces import load_fashion_mnist
+
+        fashion = load_fashion_mnist(limit=args.fashion_images)
+        fa_train, fa_val = fashion.split(0.2, seed=0)
+        tasks.append(("fashion CNN", "val_accuracy", fa_train, fa_val,
+                      TrialConfig(model="cnn", depth=2, widths=(16, 32), epochs=args.fashion_epochs, batch_size=64,
+                                  lr=3e-3, start_frac=0.1, end_frac=0.6, mask_updates=10, dst_interval=50)))
     for task, metric, train, val, base in tasks:
         runs = [("dense", 0.0, TrialConfig(**{**base.to_dict(), "method": "dense", "target_sparsity": 0.0}))]
         for s in (0.8, 0.9, 0.95):
@@ -278,11 +289,15 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=40_000)
     ap.add_argument("--cnn-epochs", type=int, default=15)
     ap.add_argument("--mlp-epochs", type=int, default=4)
+    ap.add_argument("--tasks", default="digits,flights", help="accuracy tasks: digits, flights, fashion")
+    ap.add_argument("--fashion-images", type=int, default=10_000)
+    ap.add_argument("--fashion-epochs", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = {"overhead": overhead, "inference": inference, "accuracy": accuracy}[args.what](args)
     OUT.mkdir(exist_ok=True)
-    (OUT / f"spaces_{args.what}.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    suffix = "" if args.what != "accuracy" or args.tasks == "digits,flights" else "_" + args.tasks.replace(",", "_")
+    (OUT / f"spaces_{args.what}{suffix}.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
