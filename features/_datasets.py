@@ -39,6 +39,7 @@ def make_click_log(
     max_cardinality: int = 20_000,
     positive_rate: float = 0.1,
     seed: int | None = 0,
+    effect_scale: float = 1.0,
 ) -> pl.DataFrame:
     """A click-log-like table with target ``click`` (0/1, low positive rate) and features whose roles are named.
 
@@ -55,7 +56,9 @@ def make_click_log(
     - ``num_<i>``: float features; ``num_0`` is informative (linear effect 0.5 on the logit, with 2% missing),
       every other ``num_<i>`` is standard-normal noise.
 
-    The intercept is solved so that the mean click rate equals ``positive_rate``.
+    ``effect_scale`` multiplies every effect (e.g. 0.3 gives weak features that a subsample of the rows cannot
+    separate from high-cardinality noise). The intercept is solved so that the mean click rate equals
+    ``positive_rate``.
 
     Example:
         >>> df = make_click_log(2_000, n_noise=4, seed=1)
@@ -70,6 +73,8 @@ def make_click_log(
     _check_int("max_cardinality", max_cardinality, 2)
     if not (0.0 < positive_rate < 1.0):
         raise SpecError(f"positive_rate must be in (0, 1), got {positive_rate!r}")
+    if not (isinstance(effect_scale, (int, float)) and not isinstance(effect_scale, bool) and effect_scale >= 0):
+        raise SpecError(f"effect_scale must be a number >= 0, got {effect_scale!r}")
     if n_redundant and not n_informative:
         raise SpecError("n_redundant > 0 needs n_informative > 0 (a redundant feature copies an informative one)")
     rng = np.random.default_rng(seed)
@@ -85,7 +90,7 @@ def make_click_log(
         effect = rng.normal(size=int(k))
         weights = np.bincount(x, minlength=int(k)) / n_rows
         effect = (effect - np.sum(weights * effect)) / np.sqrt(np.sum(weights * (effect - np.sum(weights * effect)) ** 2) + 1e-12)
-        scale = 0.4 if i >= n_informative - n_redundant else 0.55
+        scale = effect_scale * (0.4 if i >= n_informative - n_redundant else 0.55)
         logit += scale * effect[x]
         cols[f"inf_{i}"] = x.astype(np.int32)
         inf_codes.append((x, int(k)))
@@ -105,7 +110,7 @@ def make_click_log(
     for i in range(n_numeric):
         z = rng.normal(size=n_rows)
         if i == 0:
-            logit += 0.5 * z
+            logit += effect_scale * 0.5 * z
             z = z.copy()
             z[rng.random(n_rows) < 0.02] = np.nan
         numeric[f"num_{i}"] = z

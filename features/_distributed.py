@@ -75,6 +75,7 @@ def _ensure_ray(ray_address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_enable_metrics_collection", "0")
     try:

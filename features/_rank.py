@@ -324,6 +324,10 @@ def rank_features(
     Returns:
         polars DataFrame sorted by ``rank`` (1 = best): ``feature, score, rank, cardinality, missing_rate, mi,
         chance_mi, adjusted_mi, entropy, levels, kind, binning, n_rows, target_entropy, method, target_binning``.
+        ``mi`` is plug-in MI in nats and ``chance_mi`` the baseline the method subtracts (the exact expected MI
+        for methods that subtract none). For ``mrmr`` and ``3mr`` the rank is the greedy selection order and
+        ``score`` the feature's greedy value when it was selected (features outside the pool follow by
+        adjusted MI), so scores need not decrease with rank.
 
     Example:
         >>> import polars as pl
