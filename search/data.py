@@ -61,6 +61,16 @@ def _load_frame(spec: StudySpec) -> Any:
             df = DATASETS[data.generator](**params)
         except TypeError as exc:
             raise DataError(f"[data] params for generator {data.generator!r}: {exc}") from None
+    if data.sql is not None:
+        import polars as pl
+
+        try:
+            df = pl.SQLContext(data=df, eager=True).execute(data.sql)
+        except Exception as exc:  # polars raises SQLInterfaceError, ColumnNotFoundError, ...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"[data] sql failed: {first[:300]}") from None
+        if df.height == 0:
+            raise DataError("[data] sql returned no rows")
     if data.max_rows is not None and df.height > data.max_rows:
         df = df.sample(n=data.max_rows, seed=spec.study.seed or 0, shuffle=False)
     return df

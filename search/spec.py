@@ -143,6 +143,11 @@ class DataSpec(_Section):
         None, description="Keep the k best-ranked features: a number, or [low, high] to search k. Default: all."
     )
     max_rows: int | None = Field(None, ge=10, description="Use at most this many rows (a seeded sample).")
+    sql: str | None = Field(
+        None, description="A polars SQL query over the table `data`, applied after loading: derive a target, filter "
+        "rows, drop leaking columns (e.g. `SELECT *, CAST(arr_delay > 15 AS INT) AS late FROM data WHERE arr_delay "
+        "IS NOT NULL`). SQL is data, not code: nothing is imported or executed."
+    )
 
     @field_validator("generator")
     @classmethod
