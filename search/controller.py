@@ -554,12 +554,15 @@ def _sync_unlogged(ex: _Execution, study: optuna.Study, storage: RayStorageProxy
     """Write child runs for finished trials whose MLflow logging failed (this or an earlier execution)."""
     if not ex.spec.tracking.enabled or ex.tracker.parent_run_id is None:
         return
+    ex.tracker.resume()
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     logged = study._storage.get_study_system_attrs(study._study_id)
     for t in study.get_trials(deepcopy=False, states=finished):
         if f"{LOGGED_PREFIX}{t.number}" in logged:
             continue
-        run_id = ex.tracker.start_trial(t.number, t.params, {"synced_late": "true"})
+        # finish the child run created at dispatch when there is one, so a trial never gets two runs
+        run_id = t.user_attrs.get(TRIAL_RUN_ATTR) or ex.tracker.start_trial(t.number, t.params,
+                                                                            {"synced_late": "true"})
         metrics = {k: v for k, v in t.user_attrs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if ex.tracker.finish_trial(run_id, state=t.state.name, metrics=metrics,
                                    error=t.user_attrs.get("fail_reason")):

@@ -29,6 +29,13 @@ __all__ = ["Tracker", "default_tracking_uri"]
 log = logging.getLogger("sparsearch")
 
 TRIAL_RUN_ATTR = "mlflow_run_id"
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+_PAUSE_AFTER_FAILURE_S = 30.0
 
 
 def default_tracking_uri(results_dir: Path) -> str:
@@ -90,6 +97,7 @@ class Tracker:
         self._artifact_root = artifact_root
         self._client: Any = None
         self._warned = False
+        self._paused_until = 0.0
         self.failures: list[str] = []
 
     # -- connection -------------------------------------------------------------------------------------------
@@ -98,6 +106,11 @@ class Tracker:
         if not self.enabled:
             return
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        # MLflow retries an unreachable server for minutes by default (7 retries, backoff factor 2, 120 s
+        # timeout). A study must not stall on its logbook: fail a call within seconds, keep the trial in Optuna,
+        # and write the run later (see the module docstring). Users can still set these variables themselves.
+        for key, value in _HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
         for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
@@ -119,18 +132,27 @@ class Tracker:
             raise ConnectionProblem(f"cannot reach MLflow tracking store {redact(self.uri)!r}: {msg[:300]}") from None
 
     def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one logging call; on failure warn once, pause logging for a while, and return ``None``."""
         if not self.enabled or self._client is None:
+            return None
+        if time.monotonic() < self._paused_until:
+            self.failures.append(f"{what}: skipped (tracking store unavailable)")
             return None
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
             reason = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
             self.failures.append(f"{what}: {reason}")
+            self._paused_until = time.monotonic() + _PAUSE_AFTER_FAILURE_S
             if not self._warned:
                 log.warning("MLflow logging failed (%s: %s); trials go on and are kept in Optuna storage", what,
                             reason[:200])
                 self._warned = True
             return None
+
+    def resume(self) -> None:
+        """Try the store again now (used before the end-of-execution backfill)."""
+        self._paused_until = 0.0
 
     # -- runs ---------------------------------------------------------------------------------------------------
     def start_parent(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str | None:
@@ -147,13 +169,14 @@ class Tracker:
         if self.parent_run_id is None:
             return None
 
-        def go() -> str:
+        def create() -> str:
             all_tags = {"mlflow.parentRunId": self.parent_run_id, "trial_number": str(number), **tags}
-            run = self._client.create_run(self.experiment_id, run_name=f"trial-{number}", tags=all_tags)
-            self._log(run.info.run_id, params=params)
-            return run.info.run_id
+            return self._client.create_run(self.experiment_id, run_name=f"trial-{number}", tags=all_tags).info.run_id
 
-        return self._guard(f"start trial {number}", go)
+        run_id = self._guard(f"start trial {number}", create)
+        if run_id is not None:  # a run that exists is returned even if its parameters could not be written
+            self._guard(f"log parameters of trial {number}", self._log, run_id, params=params)
+        return run_id
 
     def finish_trial(
         self,

@@ -105,7 +105,10 @@ def test_killed_driver_resumes_and_loses_nothing(tmp_path):
             time.sleep(0.5)
             if not journal.exists():
                 continue
-            study = optuna.load_study(study_name="killed", storage=open_storage(f"journal:{journal}"))
+            try:
+                study = optuna.load_study(study_name="killed", storage=open_storage(f"journal:{journal}"))
+            except KeyError:  # the driver has not created the study yet
+                continue
             done = [t for t in study.trials if t.state == TrialState.COMPLETE]
             running = [t for t in study.trials if t.state == TrialState.RUNNING]
             if len(done) >= 2 and running:
@@ -129,6 +132,7 @@ def test_killed_driver_resumes_and_loses_nothing(tmp_path):
     assert len({t["number"] for t in doc["trials"]}) == len(doc["trials"])
 
 
+@pytest.mark.usefixtures("ray_session")
 def test_mlflow_server_rest_api_and_an_outage_mid_study(tmp_path):
     """Runs are browsable through the server's REST API; when the server dies mid-study, trials go on, and the
     missing child runs are written by the next execution once the server is back."""
@@ -147,11 +151,8 @@ def test_mlflow_server_rest_api_and_an_outage_mid_study(tmp_path):
                                      headers={"Content-Type": "application/json"})
         return json.load(urllib.request.urlopen(req)).get("runs", [])
 
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200_000_000,
-             ignore_reinit_error=True, log_to_driver=False)
     spec = load_study(study_file(tmp_path, name="srv", n_trials=3))
+    spec2 = load_study(study_file(tmp_path, name="srv2", n_trials=4, objective="slow_quadratic"))
     with mlflow_server(tmp_path, db) as uri:
         result = run_study(spec, results_dir=tmp_path / "res", progress=False, tracking_uri=uri)
         runs = search_runs(uri, "srv")
@@ -160,20 +161,15 @@ def test_mlflow_server_rest_api_and_an_outage_mid_study(tmp_path):
         assert [p["info"]["run_id"] for p in parent] == [result.mlflow_parent_run_id]
         assert sum(tg.get("mlflow.parentRunId") == result.mlflow_parent_run_id for tg in tags) == 3
 
-    # the server is gone: the next execution starts (the check passes while it is up) ... simulate the outage by
-    # pointing the tracker at a server that dies after the study has connected
-    spec2 = load_study(study_file(tmp_path, name="srv2", n_trials=4, objective="slow_quadratic"))
-    with mlflow_server(tmp_path, db) as uri:
+        # now the server dies while the next study runs (after the start-up check passed)
         import threading
 
         from sparsearch.search import controller
 
-        killer_started = threading.Event()
         original = controller._drive
 
         def drive_then_kill(ex, *args, **kwargs):
             def kill_soon():
-                killer_started.set()
                 time.sleep(2.5)
                 for proc in _server_processes(uri):
                     proc.kill()
@@ -183,19 +179,20 @@ def test_mlflow_server_rest_api_and_an_outage_mid_study(tmp_path):
 
         controller._drive = drive_then_kill
         try:
+            start = time.monotonic()
             outage = run_study(spec2, results_dir=tmp_path / "res", progress=False, tracking_uri=uri)
+            assert time.monotonic() - start < 90  # logging failures do not stall the study
         finally:
             controller._drive = original
-        assert killer_started.is_set()
     assert len(outage.trials) == 4
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in outage.trials)  # nothing lost
     with mlflow_server(tmp_path, db) as uri:
         run_study(spec2, results_dir=tmp_path / "res", progress=False, tracking_uri=uri, n_trials=1)
         runs = search_runs(uri, "srv2")
         children = [r for r in runs if any(t["key"] == "mlflow.parentRunId" for t in r["data"].get("tags", []))]
-        numbers = {int(t["value"]) for r in children for t in r["data"]["tags"] if t["key"] == "trial_number"}
-        assert numbers == set(range(5))  # every trial has its child run after the backfill
-    ray.shutdown()
+        numbers = sorted(int(t["value"]) for r in children for t in r["data"]["tags"] if t["key"] == "trial_number")
+        assert numbers == list(range(5))  # exactly one child run per trial after the backfill
+        assert all(r["info"]["status"] != "RUNNING" for r in children)
 
 
 def _server_processes(uri: str):

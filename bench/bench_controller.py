@@ -1,0 +1,135 @@
+"""Controller benchmarks (issue 5): overhead per trial against plain Optuna, 2-worker scaling, 3 simulated nodes.
+
+    python bench/bench_controller.py overhead --trials 200
+    python bench/bench_controller.py scaling --trials 8
+    python bench/bench_controller.py nodes --trials 60
+
+Each prints one JSON document; ratios are measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+for key, value in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+                   "RAY_enable_metrics_collection": "0", "RAY_AUTH_MODE": "disabled",
+                   "MLFLOW_DISABLE_TELEMETRY": "true"}.items():
+    os.environ.setdefault(key, value)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
+sys.path.insert(0, str(HERE))
+
+
+def study(name: str, objective: str, n_trials: int, workers: int, tracking: bool, sampler: str = "tpe") -> dict:
+    return {
+        "study": {"name": name, "n_trials": n_trials, "sampler": sampler, "objective": f"bench_objectives:{objective}"},
+        "data": {"generator": "click_log", "params": {"n_rows": 1000, "n_noise": 2, "max_cardinality": 50},
+                 "prefilter": "none"},
+        "train": {"epochs": 1},
+        "execution": {"workers": workers},
+        "tracking": {"enabled": tracking, "log_model": False},
+    }
+
+
+def ours(raw: dict, results: Path) -> float:
+    from sparsearch.search.controller import run_study
+    from sparsearch.search.spec import load_study
+
+    spec = load_study(raw)
+    start = time.perf_counter()
+    result = run_study(spec, results_dir=results, progress=False)
+    elapsed = time.perf_counter() - start
+    assert len(result.trials) == raw["study"]["n_trials"]
+    return elapsed
+
+
+def plain(objective, n_trials: int, results: Path, n_jobs: int = 1, sampler: str = "tpe") -> float:
+    import optuna
+
+    from sparsearch.search.registry import make_sampler
+    from sparsearch.search.storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(f"journal:{results / 'plain.journal'}")
+    st = optuna.create_study(storage=storage, sampler=make_sampler(sampler, 0), direction="maximize")
+    start = time.perf_counter()
+    st.optimize(objective, n_trials=n_trials, n_jobs=n_jobs)
+    return time.perf_counter() - start
+
+
+def cmd_overhead(args: argparse.Namespace) -> dict:
+    import bench_objectives as objs
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200_000_000,
+             log_to_driver=False)
+    out = {"trials": args.trials, "cores": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ours(study("warmup", "trivial", 4, 2, False), tmp / "w")  # imports, worker start-up
+        out["plain_s"] = plain(objs.plain_trivial, args.trials, tmp)
+        out["ours_no_mlflow_s"] = ours(study("nomlflow", "trivial", args.trials, 1, False), tmp / "a")
+        out["ours_s"] = ours(study("full", "trivial", args.trials, 1, True), tmp / "b")
+    ray.shutdown()
+    per = {k.removesuffix("_s") + "_ms_per_trial": 1000 * v / args.trials for k, v in out.items() if k.endswith("_s")}
+    out.update(per)
+    out["ratio_no_mlflow"] = out["ours_no_mlflow_s"] / out["plain_s"]
+    out["ratio_with_mlflow"] = out["ours_s"] / out["plain_s"]
+    return out
+
+
+def cmd_scaling(args: argparse.Namespace) -> dict:
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200_000_000,
+             log_to_driver=False)
+    out = {"trials": args.trials, "cores": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ours(study("warmup", "trivial", 2, 2, False), tmp / "w")
+        out["one_worker_s"] = ours(study("w1", "cpu_bound", args.trials, 1, False), tmp / "a")
+        out["two_workers_s"] = ours(study("w2", "cpu_bound", args.trials, 2, False), tmp / "b")
+    ray.shutdown()
+    out["speedup"] = out["one_worker_s"] / out["two_workers_s"]
+    return out
+
+
+def cmd_nodes(args: argparse.Namespace) -> dict:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    out = {"trials": args.trials, "nodes": len(ray.nodes()), "cores": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ours(study("warmup", "trivial", 3, 3, False), tmp / "w")
+        elapsed = ours(study("nodes", "trivial", args.trials, 3, True), tmp / "a")
+    out["elapsed_s"] = elapsed
+    out["trials_per_s"] = args.trials / elapsed
+    ray.shutdown()
+    cluster.shutdown()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name, default in (("overhead", 200), ("scaling", 8), ("nodes", 60)):
+        p = sub.add_parser(name)
+        p.add_argument("--trials", type=int, default=default)
+    args = parser.parse_args()
+    result = {"overhead": cmd_overhead, "scaling": cmd_scaling, "nodes": cmd_nodes}[args.cmd](args)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
