@@ -473,8 +473,11 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
                 pending_retries += 1
                 report.error = reason + " (re-queued)"
         frozen = ex.tell(study, trial, report)
+        layer_sparsity = {f"layer_sparsity.{layer['name']}": layer["sparsity"]
+                          for layer in report.accounting.get("layers", []) if layer.get("prunable")}
         logged = ex.tracker.finish_trial(
-            info["run_id"], state=frozen.state.name, history=report.history, metrics=report.metrics,
+            info["run_id"], state=frozen.state.name, history=report.history,
+            metrics={**report.metrics, **layer_sparsity},
             accounting=report.accounting, error=report.error if frozen.state == TrialState.FAIL else None)
         if logged:
             _mark_logged(study, frozen.number, info["run_id"])

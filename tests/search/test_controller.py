@@ -64,6 +64,10 @@ def test_tiny_quickstart_trains_sparse_models_and_logs_everything(tmp_path):
     history = client.get_metric_history(children[0].info.run_id, "val_auc")
     assert [m.step for m in history] == [1]
     assert "realized_sparsity" in children[0].data.metrics
+    assert any(k.startswith("layer_sparsity.hidden") for k in children[0].data.metrics)
+    assert {"flops_sparse", "latency_ms", "nnz_params"} <= set(children[0].data.metrics)
+    assert children[0].data.tags["sampler"] == "tpe" and children[0].data.tags["seed"] == "0"
+    assert children[0].data.tags["data_fingerprint"] == result.info["data_fingerprint"]
     models = client.search_logged_models([parents[0].info.experiment_id])
     assert [m.source_run_id for m in models] == [result.mlflow_parent_run_id]  # the best model, mlflow.pytorch
     artifacts = {a.path for a in client.list_artifacts(result.mlflow_parent_run_id)}
@@ -75,6 +79,7 @@ def test_resume_continues_numbering_without_duplicates(tmp_path):
     first = run(raw, tmp_path)
     assert len(first.trials) == 3
     second = run(raw, tmp_path, n_trials=2)
+    assert second.info["ranking_cached"] and not first.info["ranking_cached"]  # prefilter computed once
     numbers = [t.number for t in second.trials]
     assert len(second.trials) == 5
     assert sorted(numbers) == list(range(5))
@@ -187,3 +192,12 @@ def test_existing_study_with_other_directions_is_refused(tmp_path):
     raw = tiny("dirs", objective="quadratic", n_trials=1, directions=["minimize"])
     with pytest.raises(SpecError, match="already exists"):
         run(raw, tmp_path)
+
+
+def test_searched_top_k_keeps_that_many_ranked_features(tmp_path):
+    raw = tiny("topk", n_trials=2)
+    raw["data"]["top_k"] = [2, 5]
+    result = run(raw, tmp_path)
+    assert len(result.info["features"]) == 5  # encoded once for the largest k
+    for t in result.trials:
+        assert 2 <= t.params["data.top_k"] <= 5
