@@ -14,6 +14,7 @@ METRICS: dict[str, str] = {
     "nnz_params": "minimize",
     "nnz_prunable": "minimize",
     "n_params": "minimize",
+    "params_compact": "minimize",
     "flops_dense": "minimize",
     "flops_sparse": "minimize",
     "flops_ratio": "minimize",

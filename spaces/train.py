@@ -275,6 +275,7 @@ def _account(model, config, x_val, positions, *, measure: bool) -> tuple[dict[st
     accounting["sizes"] = sizes
     accounting["compact_shapes"] = [list(m.weight.shape) for m in compacted.modules()
                                     if isinstance(m, (nn.Linear, nn.Conv2d))]
+    metrics["params_compact"] = float(sum(p.numel() for p in compacted.parameters()))
     metrics["size_dense_bytes"] = float(sizes["dense_bytes"])
     metrics["size_sparse_bytes"] = float(min(sizes["compact_bytes"], sizes["csr_bytes"]))
     if measure:

@@ -40,6 +40,7 @@ def test_default_gmp_trains_to_target_and_learns(tab_split):
                 "target_sparsity"):
         assert key in m and key in METRICS, key
     assert m["flops_sparse"] < 0.2 * m["flops_dense"]
+    assert m["params_compact"] <= m["n_params"]
     json.dumps(out.accounting)
     layers = [r for r in out.accounting["layers"] if r["prunable"]]
     assert len(layers) == 3 and all(r["nnz"] > 0 for r in layers)
