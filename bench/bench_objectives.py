@@ -21,11 +21,18 @@ def cpu_bound(trial, config, train, val, on_epoch):
 
 
 def plain_trivial(trial):
+    """The peer: the same search space sampled by plain Optuna (so only orchestration differs)."""
+    from sparsearch.spaces import SpaceSpec, TrainSpec, suggest_config
+
+    suggest_config(trial, SpaceSpec(), TrainSpec(epochs=1))
     x = trial.suggest_float("extra.x", -3.0, 3.0)
     return 1.0 - (x - 1.0) ** 2
 
 
 def plain_cpu_bound(trial):
+    from sparsearch.spaces import SpaceSpec, TrainSpec, suggest_config
+
+    suggest_config(trial, SpaceSpec(), TrainSpec(epochs=1))
     x = trial.suggest_float("extra.x", -3.0, 3.0)
     deadline = time.process_time() + 1.0
     while time.process_time() < deadline:

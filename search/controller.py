@@ -149,6 +149,24 @@ def trial_json(t: FrozenTrial) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+def _check_ray_reachable(address: str | None) -> None:
+    """Fail in seconds when a Ray address names a host:port that does not answer (``ray.init`` retries for
+    minutes). ``auto``, ``local`` and addresses that are not ``[ray://]host:port`` are left to ``ray.init``."""
+    import socket
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not address or address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or "/" in host:
+        return
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=3.0).close()
+    except (OSError, ValueError, OverflowError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise ConnectionProblem(f"cannot connect to Ray at {address!r}: {reason}") from None
+
+
 def _connect_ray(address: str | None, results_dir: Path) -> bool:
     """Start or join Ray. Returns whether this call started it (and so must shut it down)."""
     for key, value in RAY_ENV.items():
@@ -223,7 +241,7 @@ class _Execution:
             self.printer.message(text)
 
     # -- trial bookkeeping ------------------------------------------------------------------------------------------
-    def fail_stale(self, study: optuna.Study, storage: RayStorageProxy, in_flight: set[int]) -> int:
+    def fail_stale(self, study: optuna.Study, storage: optuna.storages.BaseStorage, in_flight: set[int]) -> int:
         """Fail RUNNING trials whose driver stopped sending heartbeats; re-queue them. Returns how many."""
         now = time.time()
         stale = 0
@@ -310,11 +328,13 @@ def run_study(
     start = time.perf_counter()
 
     open_storage(ex.storage_url)  # fail fast on a bad or unreachable storage, before any work
+    import ray
+
+    if not ray.is_initialized():
+        _check_ray_reachable(spec.execution.ray_address)  # and on an unreachable Ray address
     ex.tracker.connect()
     prepared = prepare_data(spec, results)
     started_ray = _connect_ray(spec.execution.ray_address, results)
-    import ray
-
     actor = None
     status = "FAILED"
     try:
@@ -367,7 +387,9 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
     from sparsearch.spaces import suggest_config
 
     spec = ex.spec
-    storage = RayStorageProxy(actor)
+    # The driver opens the storage itself (journal files and databases take several clients; in-process calls
+    # are ~100x cheaper than actor round trips); only an in-memory storage lives in the actor alone.
+    storage = RayStorageProxy(actor) if _is_memory(ex.storage_url) else open_storage(ex.storage_url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _open_study(ex, storage)
     n_before = len(study.get_trials(deepcopy=False))
@@ -553,7 +575,7 @@ def _finish_progress(ex: _Execution, study: optuna.Study, frozen: FrozenTrial, d
                           duration, note)
 
 
-def _sync_unlogged(ex: _Execution, study: optuna.Study, storage: RayStorageProxy) -> None:
+def _sync_unlogged(ex: _Execution, study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
     """Write child runs for finished trials whose MLflow logging failed (this or an earlier execution)."""
     if not ex.spec.tracking.enabled or ex.tracker.parent_run_id is None:
         return
@@ -634,9 +656,13 @@ def _plots(study: optuna.Study, objectives: list[str]) -> dict[str, str]:
     return out
 
 
+def _is_memory(url: str) -> bool:
+    return url in ("memory", "inmemory", ":memory:")
+
+
 def _detach_study(ex: _Execution, study: optuna.Study) -> optuna.Study:
     """A study object that stays usable after the storage actor is gone."""
-    if ex.storage_url in ("memory", "inmemory", ":memory:"):
+    if _is_memory(ex.storage_url):
         local = optuna.storages.InMemoryStorage()
         optuna.copy_study(from_study_name=study.study_name, from_storage=study._storage, to_storage=local)
         return optuna.load_study(study_name=study.study_name, storage=local)

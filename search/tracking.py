@@ -284,10 +284,10 @@ class Tracker:
         plist = [Param(str(k)[:250], redact(str(v))[:6000]) for k, v in flatten(params or {}).items()]
         tlist = [RunTag(str(k)[:250], redact(str(v))[:5000]) for k, v in (tags or {}).items()]
         metrics = list(metrics)
-        # MLflow limits a batch to 1000 metrics, 100 params and 100 tags.
-        for i in range(0, max(len(plist), 1), 100):
-            self._client.log_batch(run_id, params=plist[i:i + 100])
-        for i in range(0, len(metrics), 1000):
-            self._client.log_batch(run_id, metrics=metrics[i:i + 1000])
-        for i in range(0, len(tlist), 100):
-            self._client.log_batch(run_id, tags=tlist[i:i + 100])
+        # one call per batch of at most 1000 metrics, 100 params and 100 tags (MLflow's limits): a trial is one
+        # database transaction, not three
+        chunks = max(1, -(-len(metrics) // 1000), -(-len(plist) // 100), -(-len(tlist) // 100))
+        for i in range(chunks):
+            m, p, t = metrics[i * 1000:(i + 1) * 1000], plist[i * 100:(i + 1) * 100], tlist[i * 100:(i + 1) * 100]
+            if m or p or t:
+                self._client.log_batch(run_id, metrics=m, params=p, tags=t)

@@ -113,14 +113,17 @@ def execute_trial(payload: TrialPayload, storage_actor: Any, train: Any, val: An
     history: list[dict[str, float]] = []
     try:
         trial_seed = None if payload.seed is None else payload.seed * 100_003 + payload.number
-        study = optuna.load_study(
-            study_name=payload.study_name,
-            storage=storage,
-            sampler=make_sampler(payload.sampler, trial_seed),
-            pruner=make_pruner(payload.pruner, **payload.pruner_params),
-        )
-        trial = optuna.Trial(study, payload.trial_id)
         prune = payload.pruner != "none" and len(payload.objectives) == 1
+        trial = None
+        if prune or payload.objective is not None:
+            # a real optuna.Trial over the storage proxy: report/should_prune and worker-side suggestions
+            study = optuna.load_study(
+                study_name=payload.study_name,
+                storage=storage,
+                sampler=make_sampler(payload.sampler, trial_seed),
+                pruner=make_pruner(payload.pruner, **payload.pruner_params),
+            )
+            trial = optuna.Trial(study, payload.trial_id)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             history.append({"epoch": epoch, **metrics})
