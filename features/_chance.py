@@ -25,6 +25,19 @@ def xlogx_sum(c: np.ndarray) -> float:
     return float(np.sum(c * np.log(c)))
 
 
+def row_sums(table: np.ndarray) -> np.ndarray:
+    """Row totals of a narrow (rows x few classes) table; numpy's ``sum(axis=1)`` is ~10x slower there."""
+    out = table[:, 0].astype(np.int64, copy=True) if table.shape[1] else np.zeros(table.shape[0], dtype=np.int64)
+    for j in range(1, table.shape[1]):
+        out += table[:, j]
+    return out
+
+
+def col_sums(table: np.ndarray) -> np.ndarray:
+    """Column totals of a narrow table (one strided pass per column; ``sum(axis=0)`` is slow there too)."""
+    return np.array([int(table[:, j].sum()) for j in range(table.shape[1])], dtype=np.int64)
+
+
 def entropy(counts: np.ndarray) -> float:
     """Plug-in entropy in nats of a vector of counts."""
     n = float(counts.sum())
@@ -38,8 +51,8 @@ def table_mi(table: np.ndarray) -> tuple[float, float, float, int]:
     n = int(table.sum())
     if n == 0:
         return 0.0, 0.0, 0.0, 0
-    hx = entropy(table.sum(axis=1))
-    hy = entropy(table.sum(axis=0))
+    hx = entropy(row_sums(table))
+    hy = entropy(col_sums(table))
     hxy = entropy(table.ravel())
     return max(0.0, hx + hy - hxy), hx, hy, n
 
@@ -109,7 +122,7 @@ class ExpectedMI:
 
 def expected_mi(table: np.ndarray) -> float:
     """Exact expected plug-in MI (nats) of a table's margins under independence."""
-    return ExpectedMI(table.sum(axis=0))(table.sum(axis=1))
+    return ExpectedMI(col_sums(table))(row_sums(table))
 
 
 def asymptotic_mi(n_rows_levels: int, n_class_levels: int, n: int) -> float:

@@ -123,6 +123,11 @@ def count_feature(s: pl.Series, y: np.ndarray, n_classes: int) -> FeatureCounts:
                 present = table.any(axis=1)
                 keys = (np.flatnonzero(present) + lo).astype(np.int64)
                 return FeatureCounts(keys, table[present].astype(np.int64), nulls, False)
+            if span < 1 << 32:  # numpy's unique is several times faster on 4-byte keys
+                offs, inv = np.unique((x.astype(np.int64) - lo).astype(np.uint32), return_inverse=True)
+                keys = offs.astype(np.int64) + lo
+                table = np.bincount(inv * n_classes + y, minlength=len(keys) * n_classes).reshape(len(keys), n_classes)
+                return FeatureCounts(keys, table.astype(np.int64), nulls, False)
             x = x.astype(np.int64)
         else:
             x = x.astype(np.float64)

@@ -22,7 +22,7 @@ from itertools import combinations
 import numpy as np
 import polars as pl
 
-from ._chance import ExpectedMI, entropy, expected_mi_poisson, table_mi
+from ._chance import ExpectedMI, col_sums, entropy, expected_mi_poisson, row_sums, table_mi
 from ._counts import Counts, TargetSpec
 from ._estimators import FeatureStats
 from ._io import _Source
@@ -49,11 +49,21 @@ class PairStat:
 
 
 def _merge_sparse(acc: tuple[np.ndarray, np.ndarray] | None, keys: np.ndarray, cnt: np.ndarray):
+    """Merge two sorted-unique sparse count vectors (a stable sort of two sorted runs is a linear merge)."""
     if acc is None:
         return keys, cnt
     allk = np.concatenate([acc[0], keys])
-    u, inv = np.unique(allk, return_inverse=True)
-    return u, np.bincount(inv, weights=np.concatenate([acc[1], cnt]), minlength=len(u)).astype(np.int64)
+    order = np.argsort(allk, kind="stable")
+    sk = allk[order]
+    sc = np.concatenate([acc[1], cnt])[order]
+    starts = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])
+    return sk[starts], np.add.reduceat(sc, starts)
+
+
+def _group_sorted(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique values and inverse of an already sorted array, in linear time."""
+    flag = np.r_[True, z[1:] != z[:-1]]
+    return z[flag], np.cumsum(flag) - 1
 
 
 def pair_stats(
@@ -74,13 +84,16 @@ def pair_stats(
                 ci, cj, yy = ci[m], cj[m], y[m]
             z = (ci * levels[j] + cj) * k + yy
             size = levels[i] * levels[j] * k
-            if size <= max(4 * len(z), 1 << 24):  # dense counting up to 16M cells (128 MB) beats sorting
+            if size <= max(len(z), 1 << 20):  # dense counting wins only for small tables
                 c = np.bincount(z, minlength=size)
                 nz = np.flatnonzero(c)
                 keys, cnt = nz, c[nz]
+            elif size < 1 << 32:  # numpy's unique is several times faster on 4-byte keys
+                keys, cnt = np.unique(z.astype(np.uint32), return_counts=True)
             else:
                 keys, cnt = np.unique(z, return_counts=True)
-            acc[(i, j)] = _merge_sparse(acc[(i, j)], keys.astype(np.int64), cnt.astype(np.int64))
+            key_type = np.uint32 if size < 1 << 32 else np.int64
+            acc[(i, j)] = _merge_sparse(acc[(i, j)], keys.astype(key_type), cnt.astype(np.int64))
     out: dict[tuple[int, int], PairStat] = {}
     emis: dict[tuple[int, ...], ExpectedMI] = {}
     for (i, j), sparse in acc.items():
@@ -88,17 +101,18 @@ def pair_stats(
             out[(i, j)] = PairStat(0.0, 0.0, 0.0, 0.0, 0.0)
             continue
         keys, cnt = sparse
+        keys = keys.astype(np.int64)
         z, yy = keys // k, keys % k
-        zu, zinv = np.unique(z, return_inverse=True)
+        zu, zinv = _group_sorted(z)  # keys are sorted, so z = keys // k is sorted too
         table = np.zeros((len(zu), k), dtype=np.int64)
         table[zinv, yy] = cnt
         mi_pair = table_mi(table)[0]
-        colsum = table.sum(axis=0)
+        colsum = col_sums(table)
         key = tuple(colsum.tolist())
         if key not in emis:
             emis[key] = ExpectedMI(colsum)
-        chance_pair = emis[key](table.sum(axis=1))
-        joint = table.sum(axis=1)
+        joint = row_sums(table)
+        chance_pair = emis[key](joint)
         a = np.bincount(zu // levels[j], weights=joint).astype(np.int64)
         b = np.bincount(zu % levels[j], weights=joint).astype(np.int64)
         ha, hb = entropy(a), entropy(b)

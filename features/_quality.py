@@ -10,6 +10,7 @@ import polars as pl
 
 from sparsearch.errors import SpecError
 
+from ._chance import row_sums
 from ._greedy import pair_stats
 from ._rank import _check_options, _prepare, _rank_counts
 
@@ -80,7 +81,7 @@ def quality_report(
     n = counts.n_rows
     for f in finals:
         fc = counts.features[f.name]
-        per_value = fc.counts.sum(axis=1)
+        per_value = row_sums(fc.counts)
         n_null = int(fc.nulls.sum())
         sizes = np.append(per_value, n_null) if n_null else per_value
         n_values = int(np.count_nonzero(sizes))

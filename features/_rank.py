@@ -11,7 +11,7 @@ import polars as pl
 
 from sparsearch.errors import DataError, SpecError, closest, unknown_choice
 
-from ._chance import ExpectedMI, asymptotic_mi, table_mi
+from ._chance import ExpectedMI, asymptotic_mi, col_sums, row_sums, table_mi
 from ._counts import Counts, FeatureCounts, Keys, TargetSpec, count_batch
 from ._estimators import FeatureStats, get_method
 from ._io import _check_batch_size, _open_source, _Source, validate_target
@@ -161,7 +161,7 @@ def _count(
 def _finalize(fc: FeatureCounts, name: str, n_rows: int, n_bins: int, missing: str) -> Finalized:
     table = fc.counts
     if fc.numeric and len(fc.keys) > n_bins:
-        key_level = _quantile_levels(table.sum(axis=1), n_bins)
+        key_level = _quantile_levels(row_sums(table), n_bins)
         n_levels = int(key_level.max()) + 1 if len(key_level) else 0
         binned = np.zeros((n_levels, table.shape[1]), dtype=np.int64)
         np.add.at(binned, key_level, table)
@@ -196,8 +196,8 @@ def _stats(finals: list[Finalized], nulls: dict[str, FeatureCounts] | None, n_bi
     for i, f in enumerate(finals):
         t = f.table
         mi[i], hx[i], hy[i], n[i] = table_mi(t)
-        rows = t.sum(axis=1)
-        colsum = t.sum(axis=0)
+        rows = row_sums(t)
+        colsum = col_sums(t)
         lev[i] = int(np.count_nonzero(rows))
         cls[i] = int(np.count_nonzero(colsum))
         key = tuple(colsum.tolist())
