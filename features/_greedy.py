@@ -67,12 +67,17 @@ def _group_sorted(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pair_stats(
-    src: _Source, finals: list[Finalized], tspec: TargetSpec, counts: Counts, batch_size: int
+    src: _Source,
+    finals: list[Finalized],
+    tspec: TargetSpec,
+    counts: Counts,
+    batch_size: int,
+    pairs: list[tuple[int, int]] | None = None,
 ) -> dict[tuple[int, int], PairStat]:
-    """Count every pair of ``finals`` against the target in one pass and return their statistics."""
+    """Count pairs of ``finals`` (all, or the given index pairs with i < j) against the target in one pass."""
     k = len(counts.classes)
     levels = [f.table.shape[0] for f in finals]
-    pairs = list(combinations(range(len(finals)), 2))
+    pairs = list(combinations(range(len(finals)), 2)) if pairs is None else pairs
     acc: dict[tuple[int, int], tuple[np.ndarray, np.ndarray] | None] = dict.fromkeys(pairs)
     for codes, y in iter_level_batches(src, finals, tspec, counts.classes, batch_size):
         valid = [c >= 0 for c in codes]

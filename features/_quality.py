@@ -41,7 +41,7 @@ def quality_report(
     rare_share: float = 0.5,
     leakage: float = 0.9,
     near_duplicate: float = 0.9,
-    max_pair_features: int = 40,
+    max_pairs: int = 50,
     feature_names=None,
 ) -> pl.DataFrame:
     """One row per finding: ``feature, issue, detail, value`` (``issue`` is one of :data:`ISSUES`).
@@ -53,8 +53,9 @@ def quality_report(
       (and the feature is not ID-like);
     - ``leakage-suspect``: chance-adjusted MI at least ``leakage`` times the target entropy;
     - ``duplicate`` / ``near-duplicate``: chance-adjusted MI between two features over the larger of their
-      entropies is 1 / at least ``near_duplicate`` (re-coded copies are found too). Pairs are checked among features of similar
-      entropy (at most ``max_pair_features`` features, highest entropy first), in one extra pass.
+      entropies is 1 / at least ``near_duplicate`` (re-coded copies are found too). Only pairs whose entropies
+      differ by at most 15% are checked (pairs with identical per-value class-count multisets first, then
+      the closest entropies; at most ``max_pairs``), in one extra pass.
 
     Example:
         >>> import polars as pl
@@ -67,6 +68,8 @@ def quality_report(
                     ("rare_share", rare_share), ("leakage", leakage), ("near_duplicate", near_duplicate)]:
         if not (isinstance(v, (int, float)) and 0.0 < float(v) <= 1.0):
             raise SpecError(f"{name} must be a fraction in (0, 1], got {v!r}")
+    if isinstance(max_pairs, bool) or not isinstance(max_pairs, int) or max_pairs < 0:
+        raise SpecError(f"max_pairs must be a non-negative integer, got {max_pairs!r}")
     src, _, feats, tspec = _prepare(data, target, features, n_bins, feature_names)
     ranking, finals, counts = _rank_counts(
         src, feats, tspec, method="adjusted-mi", n_bins=n_bins, missing=missing, seed=0, batch_size=batch_size,
@@ -107,19 +110,27 @@ def quality_report(
             add(f.name, "leakage-suspect", f"adjusted MI {adj:.4g} nats is {adj / hy:.0%} of the target entropy {hy:.4g}", adj / hy)
     # duplicate pairs: only among features of similar entropy, which any (near) copy must have
     ent = {f.name: info[f.name]["entropy"] for f in finals}
-    cand: set[tuple[str, str]] = set()
     ordered = sorted((f for f in finals if ent[f.name] > 0), key=lambda f: -ent[f.name])
-    for a, b in combinations(ordered, 2):
-        ha, hb = ent[a.name], ent[b.name]
-        if abs(ha - hb) <= 0.25 * max(ha, hb):
-            cand.add((a.name, b.name))
-    involved = [f for f in ordered if any(f.name in p for p in cand)][:max_pair_features]
-    if len(involved) >= 2:
-        stats = pair_stats(src, involved, tspec, counts, batch_size)
+    # a re-coded exact copy has the same multiset of per-value class counts: such pairs are checked first
+    sig = {f.name: hash(np.sort(f.table.view([("", f.table.dtype)] * f.table.shape[1]), axis=0).tobytes())
+           for f in ordered}
+    cand = []
+    for a, b in combinations(range(len(ordered)), 2):
+        ha, hb = ent[ordered[a].name], ent[ordered[b].name]
+        gap = abs(ha - hb) / max(ha, hb)
+        if sig[ordered[a].name] == sig[ordered[b].name]:
+            cand.append((-1.0, a, b))
+        elif gap <= 0.15:
+            cand.append((gap, a, b))
+    cand.sort()
+    cand = cand[:max_pairs]
+    if cand:
+        used = sorted({i for _, a, b in cand for i in (a, b)})
+        pos = {i: p for p, i in enumerate(used)}
+        involved = [ordered[i] for i in used]
+        stats = pair_stats(src, involved, tspec, counts, batch_size, pairs=[(pos[a], pos[b]) for _, a, b in cand])
         for (i, j), ps in stats.items():
             a, b = involved[i].name, involved[j].name
-            if (a, b) not in cand and (b, a) not in cand:
-                continue
             sym = ps.symmetric
             if sym >= 1.0 - 1e-9:
                 add(a, "duplicate", f"carries the same information as {b!r} (re-coded copy)", sym)
