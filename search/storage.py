@@ -56,6 +56,8 @@ def open_storage(url: str) -> BaseStorage:
         return optuna.storages.InMemoryStorage()
     if url.startswith("journal:") or url.endswith((".journal", ".log")):
         path = Path(url.removeprefix("journal:").removeprefix("//"))
+        if not str(path).strip() or path == Path(".") or path.is_dir():
+            raise SpecError(f"storage {url!r}: give a journal file path, e.g. journal:results/optuna.journal")
         if not path.parent.exists():
             raise SpecError(f"storage {url!r}: folder {str(path.parent)!r} does not exist")
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock

@@ -218,6 +218,9 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     plot = Path(args.plot) if args.plot else None
     if plot is not None and plot.suffix.lower() not in (".png", ".html"):
         raise SpecError(f"--plot {args.plot!r}: extension must be .png or .html")
+    for flag, path in (("--out", out), ("--plot", plot)):
+        if path is not None:
+            _check_writable(flag, path)  # before any work, and so that a failure leaves nothing behind
 
     def progress(done: int, total: int | None) -> None:
         if not args.json:
@@ -227,14 +230,21 @@ def _cmd_rank(args: argparse.Namespace) -> int:
                             ray_address=args.ray_address, use_ray=bool(args.ray_address), progress=progress)
     report = None if args.no_report else quality_report(args.data, args.target)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
         suffix = out.suffix.lower()
-        if suffix == ".parquet":
-            ranking.write_parquet(out)
-        elif suffix == ".json":
-            out.write_text(json.dumps(ranking.to_dicts(), indent=2, default=str))
-        else:
-            ranking.write_csv(out, separator="\t" if suffix == ".tsv" else ",")
+        # written to a temporary name and renamed: a failed write never leaves a file that looks complete
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if suffix == ".parquet":
+                ranking.write_parquet(tmp)
+            elif suffix == ".json":
+                tmp.write_text(json.dumps(ranking.to_dicts(), indent=2, default=str))
+            else:
+                ranking.write_csv(tmp, separator="\t" if suffix == ".tsv" else ",")
+            tmp.replace(out)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise SpecError(f"--out {str(out)!r}: cannot write: {exc.strerror or exc}") from None
     if plot is not None:
         from sparsearch.features import plot_ranking
 
@@ -254,6 +264,21 @@ def _cmd_rank(args: argparse.Namespace) -> int:
         text.append(f"\nwrote {out}")
     print("\n".join(text))
     return 0
+
+
+def _check_writable(flag: str, path: Path) -> None:
+    """Raise SpecError unless ``path`` can be created: its nearest existing ancestor is a writable folder."""
+    from sparsearch.errors import SpecError
+
+    if path.is_dir():
+        raise SpecError(f"{flag} {str(path)!r} is a folder; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SpecError(f"{flag} {str(path)!r}: {str(parent)!r} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SpecError(f"{flag} {str(path)!r}: folder {str(parent)!r} is not writable")
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
