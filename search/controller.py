@@ -16,6 +16,7 @@ Random search is this same code path with ``sampler = "random"``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -42,7 +43,7 @@ from sparsearch.search.storage import (
     redact,
     start_storage_server,
 )
-from sparsearch.search.tracking import TRIAL_RUN_ATTR, Tracker, default_tracking_uri
+from sparsearch.search.tracking import Tracker, default_tracking_uri
 from sparsearch.search.worker import MEMORY_REASON_ATTR, TrialPayload, TrialReport, execute_trial
 
 __all__ = ["StudyResult", "load_result", "run_study"]
@@ -51,7 +52,10 @@ log = logging.getLogger("sparsearch")
 
 HEARTBEAT_ATTR = "sparsearch:heartbeat"
 DRIVER_ATTR = "sparsearch:driver"
+RUN_PREFIX = "sparsearch:mlflow-run:"
+"""Study system attribute per trial number: its MLflow child run id, set when the run is created."""
 LOGGED_PREFIX = "sparsearch:mlflow:"
+"""Study system attribute per trial number: set once the trial's child run is complete."""
 RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -261,7 +265,11 @@ class _Execution:
                 continue
             stale += 1
             self.requeue(study, t)
-            self.tracker.finish_trial(t.user_attrs.get(TRIAL_RUN_ATTR), state="FAIL", error="stale trial")
+            run_id = storage.get_study_system_attrs(study._study_id).get(f"{RUN_PREFIX}{t.number}")
+            number = t.number
+            self.tracker.submit(lambda run_id=run_id, number=number: self.tracker.finish_trial(
+                run_id, state="FAIL", error="stale trial (its driver stopped)")
+                and _mark_logged(study, number, run_id))
         return stale
 
     def requeue(self, study: optuna.Study, t: FrozenTrial) -> bool:
@@ -346,6 +354,7 @@ def run_study(
         status = "KILLED"
         raise
     finally:
+        ex.tracker.flush()
         if ex.tracker.parent_run_id is not None and status != "FINISHED":
             ex.tracker.finish_parent(status, {}, {"status": status})
         if actor is not None:
@@ -463,11 +472,18 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
         target = getattr(config, "target_sparsity", None)
         if target is not None:
             trial.set_user_attr("target_sparsity", float(target))
-        run_id = ex.tracker.start_trial(trial.number, trial.params, {
-            "sampler": spec.study.sampler, "seed": str(spec.study.seed), "data_fingerprint": prepared.fingerprint,
-            **({"retry_of": str(trial.user_attrs["retry_of"])} if is_retry else {})})
-        if run_id is not None:
-            trial.set_user_attr(TRIAL_RUN_ATTR, run_id)
+        run_tags = {"sampler": spec.study.sampler, "seed": str(spec.study.seed),
+                    "data_fingerprint": prepared.fingerprint,
+                    **({"retry_of": str(trial.user_attrs["retry_of"])} if is_retry else {})}
+
+        def create_run(number: int, params: dict[str, Any]) -> str | None:
+            run_id = ex.tracker.start_trial(number, params, run_tags)
+            if run_id is not None:
+                storage.set_study_system_attr(study._study_id, f"{RUN_PREFIX}{number}", run_id)
+            return run_id
+
+        # MLflow never blocks the search loop: the tracker's own thread logs, in order
+        run_future = ex.tracker.submit(functools.partial(create_run, trial.number, dict(trial.params)))
         payload = TrialPayload(
             study_name=spec.study.name, trial_id=trial._trial_id, number=trial.number, config=config,
             objectives=tuple(ex.objectives), sampler=spec.study.sampler, pruner=spec.study.pruner,
@@ -476,7 +492,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             return_model=spec.tracking.log_model,
         )
         ref = task.remote(payload, actor, train_ref, val_ref)
-        in_flight[ref] = {"trial": trial, "run_id": run_id, "started": time.monotonic(), "reason": None}
+        in_flight[ref] = {"trial": trial, "run": run_future, "started": time.monotonic(), "reason": None}
         ex.n_run += 1
 
     def collect(ref: Any) -> None:
@@ -497,12 +513,16 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
         frozen = ex.tell(study, trial, report)
         layer_sparsity = {f"layer_sparsity.{layer['name']}": layer["sparsity"]
                           for layer in report.accounting.get("layers", []) if layer.get("prunable")}
-        logged = ex.tracker.finish_trial(
-            info["run_id"], state=frozen.state.name, history=report.history,
-            metrics={**report.metrics, **layer_sparsity},
-            accounting=report.accounting, error=report.error if frozen.state == TrialState.FAIL else None)
-        if logged:
-            _mark_logged(study, frozen.number, info["run_id"])
+
+        def finish_run(run_future: Any = info["run"], number: int = frozen.number, state: str = frozen.state.name,
+                       report: TrialReport = report) -> None:
+            run_id = run_future.result()
+            if ex.tracker.finish_trial(run_id, state=state, history=report.history,
+                                       metrics={**report.metrics, **layer_sparsity}, accounting=report.accounting,
+                                       error=report.error if state == "FAIL" else None):
+                _mark_logged(study, number, run_id)
+
+        ex.tracker.submit(finish_run)
         if frozen.state == TrialState.COMPLETE and report.model is not None:
             v = frozen.values[0]
             better = ex.best_value is None or (v > ex.best_value if ex.directions[0] == "maximize"
@@ -546,9 +566,11 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted (re-queued for the next run)")
             frozen = study.tell(trial, state=TrialState.FAIL)
             ex.requeue(study, frozen)
-            ex.tracker.finish_trial(info["run_id"], state="FAIL", error="interrupted")
+            ex.tracker.submit(lambda run=info["run"], n=frozen.number: ex.tracker.finish_trial(
+                run.result(), state="FAIL", error="interrupted") and _mark_logged(study, n, run.result()))
         raise
     finally:
+        ex.tracker.flush()
         if not interrupted:
             _sync_unlogged(ex, study, storage)
 
@@ -586,8 +608,8 @@ def _sync_unlogged(ex: _Execution, study: optuna.Study, storage: optuna.storages
         if f"{LOGGED_PREFIX}{t.number}" in logged:
             continue
         # finish the child run created at dispatch when there is one, so a trial never gets two runs
-        run_id = t.user_attrs.get(TRIAL_RUN_ATTR) or ex.tracker.start_trial(t.number, t.params,
-                                                                            {"synced_late": "true"})
+        run_id = logged.get(f"{RUN_PREFIX}{t.number}") or ex.tracker.start_trial(t.number, t.params,
+                                                                                 {"synced_late": "true"})
         metrics = {k: v for k, v in t.user_attrs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if ex.tracker.finish_trial(run_id, state=t.state.name, metrics=metrics,
                                    error=t.user_attrs.get("fail_reason")):

@@ -17,7 +17,8 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,6 @@ __all__ = ["Tracker", "default_tracking_uri"]
 
 log = logging.getLogger("sparsearch")
 
-TRIAL_RUN_ATTR = "mlflow_run_id"
 _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -98,7 +98,25 @@ class Tracker:
         self._client: Any = None
         self._warned = False
         self._paused_until = 0.0
+        self._pool: ThreadPoolExecutor | None = None
         self.failures: list[str] = []
+
+    # -- background logging -------------------------------------------------------------------------------------
+    def submit(self, fn: Callable[[], Any]) -> Future:
+        """Run ``fn`` on the tracker's single logging thread, in submission order, off the search loop."""
+        if not self.enabled or self._client is None:
+            done: Future = Future()
+            done.set_result(None)
+            return done
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsearch-mlflow")
+        return self._pool.submit(fn)
+
+    def flush(self) -> None:
+        """Wait until everything submitted has been logged (or has failed and been recorded)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     # -- connection -------------------------------------------------------------------------------------------
     def connect(self) -> None:
