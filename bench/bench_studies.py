@@ -2,6 +2,7 @@
 
     python bench/bench_studies.py prefilter   # same study with / without the MI prefilter, and at a 3x feature space
     python bench/bench_studies.py samplers    # TPE vs random (single objective), NSGA-II and TPE vs random (multi)
+    python bench/bench_studies.py repro       # the same study and seed twice: same trials, same metrics?
 
 Both run every study through the same controller (``run_study`` / ``compare_samplers``) on one local Ray
 (2 CPUs), write one self-contained HTML page per comparison (tables and embedded plots) plus JSON under
@@ -31,11 +32,19 @@ OUT = Path(__file__).resolve().parent / "out" / "studies"
 ROOT = Path(__file__).resolve().parent.parent
 
 # Budgets that fit a 2-core VM (a few minutes per comparison). Keys are load_study overrides.
+# TPE samples its first 10 trials at random (Optuna's n_startup_trials) and NSGA-II its first generation (population
+# 50), both from the same seeded RandomSampler as random search: below those budgets they ARE random search (measured:
+# identical trials at 10 trials). Budgets here are therefore 30 trials (TPE) and 60 (NSGA-II).
 PRESETS: dict[str, dict[str, Any]] = {
-    "clicklog_large": {"n_trials": 10, "train.epochs": 1, "data.params.n_rows": 50_000,
+    "clicklog_large": {"n_trials": 30, "train.epochs": 1, "data.params.n_rows": 50_000,
                        "data.params.n_noise": 100, "data.params.max_cardinality": 50_000},
-    "flights": {"n_trials": 10, "train.epochs": 1, "data.max_rows": 30_000},
-    "fashion_cnn": {"n_trials": 8, "train.epochs": 1, "data.params.limit": 4_000},
+    "flights": {"n_trials": 30, "train.epochs": 1, "data.max_rows": 20_000},
+    "fashion_cnn": {"n_trials": 20, "train.epochs": 1, "data.params.limit": 2_000},
+}
+MULTI_PRESETS: dict[str, dict[str, Any]] = {
+    "flights": {"n_trials": 60, "data.max_rows": 10_000},
+    "clicklog_large": {"n_trials": 60, "data.params.n_rows": 20_000},
+    "fashion_cnn": {"n_trials": 60, "data.params.limit": 1_000},
 }
 MULTI_OBJECTIVES = {"flights": ["val_auc", "nnz_params"], "clicklog_large": ["val_auc", "nnz_params"],
                     "fashion_cnn": ["val_accuracy", "nnz_params"]}
@@ -140,6 +149,7 @@ def _warm_up(base: Any, results: Path) -> None:
     elif not base.data.is_image:
         warm["data"]["max_rows"] = 2_000
     warm["tracking"]["enabled"] = False
+    shutil.rmtree(results, ignore_errors=True)  # a fresh throwaway study every time
     run_study(parse_study(warm, origin="warm-up"), results_dir=results, progress=False)
 
 
@@ -373,24 +383,23 @@ def bench_samplers(args: argparse.Namespace) -> list[dict[str, Any]]:
     docs = []
     extra = _parse_set(args.set)
     for study in args.studies.split(","):
-        overrides = {**PRESETS.get(study, {}), **extra}
-        if args.n_trials:
-            overrides["n_trials"] = args.n_trials
+        overrides = PRESETS.get(study, {})
+        mine = {**extra, **({"n_trials": args.n_trials} if args.n_trials else {})}  # the command line wins
         variants = []
         if not args.multi_only:
-            variants.append(("single", ["tpe", "random"], {}))
+            variants.append(("single", ["tpe", "random"], mine))
         if not args.single_only:
             variants.append(("multi", args.multi_samplers.split(","),
-                             {"study.objectives": MULTI_OBJECTIVES[study], "study.pruner": "none",
-                              "study_name": f"{study}_mo"}))
-        _warm_up(load_study(study, **overrides), OUT / "warmup")
+                             {**MULTI_PRESETS.get(study, {}), "study.objectives": MULTI_OBJECTIVES[study],
+                              "study.pruner": "none", "study_name": f"{study}_mo", **mine}))
+        _warm_up(load_study(study, **{**overrides, **mine}), OUT / "warmup")
         for kind, samplers, more in variants:
             label = f"samplers-{study}-{kind}"
             results = OUT / label
             page = OUT / f"{label}.html"
             t0 = time.perf_counter()
             report = compare_samplers(study, samplers=samplers, seeds=args.seeds, results_dir=results,
-                                      report_path=page, progress=False, **overrides, **more)
+                                      report_path=page, progress=False, **{**overrides, **more})
             doc = {"command": _command(), "study": study, "variant": kind, "overrides": {**overrides, **more},
                    "report": report.to_json(), "wall_s": time.perf_counter() - t0}
             print(report.summary_text(), flush=True)
@@ -417,6 +426,42 @@ def bench_samplers(args: argparse.Namespace) -> list[dict[str, Any]]:
     return docs
 
 
+def bench_repro(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the same study and seed twice per sampler; compare trial parameters and metrics trial by trial."""
+    from sparsearch.search.compare import environment_info
+    from sparsearch.search.controller import run_study
+    from sparsearch.search.spec import load_study
+
+    overrides = {**PRESETS.get(args.study, {}), "n_trials": args.n_trials, **_parse_set(args.set)}
+    results = OUT / f"repro-{args.study}"
+    if results.exists():
+        shutil.rmtree(results)
+    _ray_up()
+    _warm_up(load_study(args.study, **overrides), results / "warmup")
+    out: dict[str, Any] = {"command": _command(), "study": args.study, "overrides": overrides, "samplers": {}}
+    fingerprint = None
+    for sampler in args.samplers.split(","):
+        runs = []
+        for rep in range(2):
+            res = run_study(args.study, results_dir=results, progress=False, sampler=sampler, seed=args.seed,
+                            study_name=f"{args.study}-{sampler}-rep{rep}", **overrides)
+            fingerprint = res.info.get("data_fingerprint")
+            runs.append({t.number: (dict(t.params), list(t.values) if t.values else None, t.state.name)
+                         for t in res.trials})
+        a, b = runs
+        same_params = sum(a[n][0] == b.get(n, (None,))[0] for n in a)
+        diffs = [abs(x - y) for n in a if n in b and a[n][1] and b[n][1] and a[n][0] == b[n][0]
+                 for x, y in zip(a[n][1], b[n][1])]
+        row = {"trials": len(a), "same_params": same_params, "max_abs_metric_diff_same_params":
+               max(diffs) if diffs else None, "workers": overrides.get("workers", "study default")}
+        out["samplers"][sampler] = row
+        print(f"[repro] {sampler}: {same_params}/{len(a)} trials with identical parameters; max |metric diff| "
+              f"among them {row['max_abs_metric_diff_same_params']}", flush=True)
+    out["environment"] = environment_info(fingerprint)
+    (OUT / f"repro-{args.study}.json").write_text(json.dumps(out, indent=2, default=str))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -435,13 +480,16 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--single-only", action="store_true")
     b.add_argument("--multi-only", action="store_true")
     b.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    c = sub.add_parser("repro", help="same study and seed twice: identical trials and metrics?")
+    c.add_argument("--study", default="flights")
+    c.add_argument("--samplers", default="random,tpe")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--n-trials", type=int, default=6)
+    c.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = p.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     os.chdir(ROOT)  # study paths such as ../shared/... are relative to the repository root
-    if args.cmd == "prefilter":
-        bench_prefilter(args)
-    else:
-        bench_samplers(args)
+    {"prefilter": bench_prefilter, "samplers": bench_samplers, "repro": bench_repro}[args.cmd](args)
     return 0
 
 
