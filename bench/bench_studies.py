@@ -179,7 +179,7 @@ def bench_prefilter(args: argparse.Namespace) -> dict[str, Any]:
         ("no prefilter, all features", {"prefilter": "none"}),
         (f"prefilter, top {args.k * 3} (3x space)", {"prefilter": args.method, "top_k": [3 * args.k, 3 * args.k]}),
     ]
-    label = f"prefilter-{args.study}"
+    label = f"prefilter-{args.study}" + ("" if args.method == "adjusted-mi" else f"-{args.method}")
     results = OUT / label
     if results.exists():
         shutil.rmtree(results)  # timings must be fresh: no cached ranking, no reused trials
