@@ -55,6 +55,8 @@ DRIVER_ATTR = "sparsearch:driver"
 RUN_PREFIX = "sparsearch:mlflow-run:"
 """Study system attribute per trial number: its MLflow child run id, set when the run is created."""
 LOGGED_PREFIX = "sparsearch:mlflow:"
+DONE_PREFIX = "sparsearch:driver-done:"
+"""Study system attribute per driver id: set when that driver finished (its unlogged trials may be synced)."""
 """Study system attribute per trial number: set once the trial's child run is complete."""
 RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -336,6 +338,8 @@ def run_study(
     start = time.perf_counter()
 
     open_storage(ex.storage_url)  # fail fast on a bad or unreachable storage, before any work
+    for key, value in RAY_ENV.items():  # before Ray's first import: it reads them once (localhost resolution)
+        os.environ.setdefault(key, value)
     import ray
 
     if not ray.is_initialized():
@@ -604,9 +608,15 @@ def _sync_unlogged(ex: _Execution, study: optuna.Study, storage: optuna.storages
     ex.tracker.resume()
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     logged = study._storage.get_study_system_attrs(study._study_id)
+    now = time.time()
     for t in study.get_trials(deepcopy=False, states=finished):
         if f"{LOGGED_PREFIX}{t.number}" in logged:
             continue
+        owner = t.system_attrs.get(DRIVER_ATTR)
+        if owner not in (None, ex.driver_id) and f"{DONE_PREFIX}{owner}" not in logged:
+            finished_at = t.datetime_complete.timestamp() if t.datetime_complete else 0.0
+            if now - finished_at <= ex.spec.execution.stale_after:
+                continue  # a live driver logs its own trials (syncing them too gave duplicate child runs)
         # finish the child run created at dispatch when there is one, so a trial never gets two runs
         run_id = logged.get(f"{RUN_PREFIX}{t.number}") or ex.tracker.start_trial(t.number, t.params,
                                                                                  {"synced_late": "true"})
@@ -614,6 +624,8 @@ def _sync_unlogged(ex: _Execution, study: optuna.Study, storage: optuna.storages
         if ex.tracker.finish_trial(run_id, state=t.state.name, metrics=metrics,
                                    error=t.user_attrs.get("fail_reason")):
             _mark_logged(study, t.number, run_id)
+    # this driver has logged what it could: its remaining unlogged trials are any later driver's to sync
+    study._storage.set_study_system_attr(study._study_id, f"{DONE_PREFIX}{ex.driver_id}", time.time())
 
 
 def _mark_logged(study: optuna.Study, number: int, run_id: str) -> None:

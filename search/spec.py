@@ -44,6 +44,13 @@ class _Section(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
 
 
+def _safe_name(v: str | None) -> str | None:
+    """A study or experiment name names folders under the results folder: it must not climb out of it."""
+    if v and (len(v) > 200 or any(c in v for c in "/\\\0") or v.strip() in (".", "..")):
+        raise ValueError("must be at most 200 characters without '/', '\\' or NUL, and not '.' or '..'")
+    return v
+
+
 class StudySection(_Section):
     """``[study]``: what is optimised, how, and for how long."""
 
@@ -73,9 +80,7 @@ class StudySection(_Section):
     @field_validator("name")
     @classmethod
     def _name_ok(cls, v: str) -> str:
-        if v and (len(v) > 200 or any(c in v for c in "/\\\0")):
-            raise ValueError("must be at most 200 characters without '/', '\\' or NUL")
-        return v
+        return _safe_name(v)
 
     @field_validator("sampler")
     @classmethod
@@ -211,6 +216,13 @@ class TrackingSpec(_Section):
     experiment: str | None = Field(None, description="MLflow experiment. Default: the study name.")
     enabled: bool = Field(True, description="Log to MLflow at all.")
     log_model: bool = Field(True, description="Log the best trial's model with mlflow.pytorch.")
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment_ok(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must not be empty")
+        return _safe_name(v)  # it names the artifact folder results/artifacts/<experiment>
 
 
 class StorageSpec(_Section):

@@ -60,6 +60,15 @@ def open_storage(url: str) -> BaseStorage:
             raise SpecError(f"storage {url!r}: give a journal file path, e.g. journal:results/optuna.journal")
         if not path.parent.exists():
             raise SpecError(f"storage {url!r}: folder {str(path.parent)!r} does not exist")
+        if path.is_file() and path.stat().st_size:  # never append journal lines to some other file
+            import json
+
+            with open(path, "rb") as fh:
+                first = fh.readline(1 << 16)
+            try:
+                json.loads(first)
+            except ValueError:
+                raise SpecError(f"storage {url!r}: {str(path)!r} exists and is not an Optuna journal file") from None
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
         lock = JournalFileOpenLock(str(path))

@@ -11,13 +11,14 @@ concurrent workers can never race on the store. Documented behaviour when the st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,25 @@ def _check_reachable(uri: str, timeout: float = 3.0) -> None:
         socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=timeout).close()
     except OSError as exc:
         raise ConnectionProblem(f"cannot reach MLflow tracking server {redact(uri)!r}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock on ``<store>.lock`` for a SQLite tracking URI (a no-op for other stores)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        fcntl = None  # type: ignore[assignment]
+    if fcntl is None or not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    with open(path.with_name(path.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _flat(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -135,16 +155,19 @@ class Tracker:
 
         _check_reachable(self.uri)
         try:
-            self._client = MlflowClient(tracking_uri=self.uri)
-            exp = self._client.get_experiment_by_name(self.experiment)
-            if exp is None:
-                location = None
-                if "://" not in self.uri or self.uri.startswith(("sqlite:", "file:")):
-                    path = self._artifact_root / self.experiment
-                    location = path.resolve().as_uri()
-                self.experiment_id = self._client.create_experiment(self.experiment, artifact_location=location)
-            else:
-                self.experiment_id = exp.experiment_id
+            # drivers starting together on one new SQLite store raced on its schema migration ("table ... already
+            # exists") and on creating the experiment: one at a time, under a file lock beside the store
+            with _store_lock(self.uri):
+                self._client = MlflowClient(tracking_uri=self.uri)
+                exp = self._client.get_experiment_by_name(self.experiment)
+                if exp is None:
+                    location = None
+                    if "://" not in self.uri or self.uri.startswith(("sqlite:", "file:")):
+                        path = self._artifact_root / self.experiment
+                        location = path.resolve().as_uri()
+                    self.experiment_id = self._client.create_experiment(self.experiment, artifact_location=location)
+                else:
+                    self.experiment_id = exp.experiment_id
         except Exception as exc:
             msg = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
             raise ConnectionProblem(f"cannot reach MLflow tracking store {redact(self.uri)!r}: {msg[:300]}") from None
