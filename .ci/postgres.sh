@@ -15,12 +15,12 @@ if [ -z "$bin" ]; then
 fi
 mkdir -p "$dir"; chown postgres "$dir"
 if [ ! -d "$dir/data" ]; then
-  echo sparsearch > "$dir/pwfile"; chown postgres "$dir/pwfile"
+  echo ci-pg-secret > "$dir/pwfile"; chown postgres "$dir/pwfile"
   runuser -u postgres -- "$bin/initdb" -D "$dir/data" -A md5 --pwfile="$dir/pwfile" -U sparsearch >&2
 fi
 runuser -u postgres -- "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
   -o "-c listen_addresses=127.0.0.1 -p $port -k $dir" start >&2
-PGPASSWORD=sparsearch "$bin/psql" -h 127.0.0.1 -p "$port" -U sparsearch -d postgres -tc \
+PGPASSWORD=ci-pg-secret "$bin/psql" -h 127.0.0.1 -p "$port" -U sparsearch -d postgres -tc \
   "SELECT 1 FROM pg_database WHERE datname='sparsearch'" | grep -q 1 || \
-  PGPASSWORD=sparsearch "$bin/psql" -h 127.0.0.1 -p "$port" -U sparsearch -d postgres -c "CREATE DATABASE sparsearch" >&2
-echo "postgresql://sparsearch:sparsearch@127.0.0.1:$port/sparsearch"
+  PGPASSWORD=ci-pg-secret "$bin/psql" -h 127.0.0.1 -p "$port" -U sparsearch -d postgres -c "CREATE DATABASE sparsearch" >&2
+echo "postgresql://sparsearch:ci-pg-secret@127.0.0.1:$port/sparsearch"

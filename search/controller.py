@@ -58,6 +58,8 @@ LOGGED_PREFIX = "sparsearch:mlflow:"
 DONE_PREFIX = "sparsearch:driver-done:"
 """Study system attribute per driver id: set when that driver finished (its unlogged trials may be synced)."""
 """Study system attribute per trial number: set once the trial's child run is complete."""
+HEADLINE_ATTRS = ("realized_sparsity", "nnz_params", "flops_sparse")
+"""Metrics kept as trial user attributes of their own (all metrics are in the ``metrics`` attribute)."""
 RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -284,9 +286,15 @@ class _Execution:
     def tell(self, study: optuna.Study, trial: optuna.Trial, report: TrialReport) -> FrozenTrial:
         storage = study._storage
         tid = trial._trial_id
-        for key, value in report.metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                storage.set_trial_user_attr(tid, key, float(value))
+        numeric = {k: float(v) for k, v in report.metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        # one storage write for all metrics (each write is an fsync on a journal file); the headline ones are
+        # also kept as their own attributes, where Optuna's trials_dataframe shows them as columns
+        if numeric:
+            storage.set_trial_user_attr(tid, "metrics", numeric)
+        for key in HEADLINE_ATTRS:
+            if key in numeric:
+                storage.set_trial_user_attr(tid, key, numeric[key])
         if report.error:
             storage.set_trial_user_attr(tid, "fail_reason" if report.state == "FAIL" else "note",
                                         redact(report.error.strip().splitlines()[0])[:500])
@@ -620,7 +628,7 @@ def _sync_unlogged(ex: _Execution, study: optuna.Study, storage: optuna.storages
         # finish the child run created at dispatch when there is one, so a trial never gets two runs
         run_id = logged.get(f"{RUN_PREFIX}{t.number}") or ex.tracker.start_trial(t.number, t.params,
                                                                                  {"synced_late": "true"})
-        metrics = {k: v for k, v in t.user_attrs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = dict(t.user_attrs.get("metrics", {}))
         if ex.tracker.finish_trial(run_id, state=t.state.name, metrics=metrics,
                                    error=t.user_attrs.get("fail_reason")):
             _mark_logged(study, t.number, run_id)

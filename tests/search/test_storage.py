@@ -68,7 +68,8 @@ def test_controller_on_postgresql_resumes_and_never_duplicates(tmp_path):
     }
     first = run_study(load_study(raw), results_dir=tmp_path, progress=False)
     assert len(first.trials) == 4
-    assert "***" in first.storage and url.split(":")[2].split("@")[0] not in first.storage
+    password = url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    assert "***" in first.storage and f":{password}@" not in first.storage
     second = run_study(load_study(raw, n_trials=3), results_dir=tmp_path, progress=False)
     numbers = [t.number for t in second.trials]
     assert sorted(numbers) == list(range(7))
