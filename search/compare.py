@@ -136,9 +136,32 @@ def environment_info(fingerprint: str | None = None) -> dict[str, Any]:
             "cpu_count": os.cpu_count(), "data_fingerprint": fingerprint}
 
 
-def _run_values(result: StudyResult) -> list[float | None]:
-    return [t.values[0] if t.state == TrialState.COMPLETE and t.values else None
+def _run_values(result: StudyResult) -> list[list[float] | None]:
+    return [list(t.values) if t.state == TrialState.COMPLETE and t.values else None
             for t in sorted(result.trials, key=lambda t: t.number)]
+
+
+def hypervolume_so_far(values: list[list[float] | None], directions: list[str], reference: np.ndarray) -> list[float]:
+    """Hypervolume of the trials so far, after each trial (multi-objective analogue of best-so-far).
+
+    Objectives to maximise are negated so that everything is minimised; ``reference`` is in that space.
+
+    Example:
+        >>> hypervolume_so_far([[1.0, 1.0], None, [2.0, 0.5]], ["maximize", "minimize"], np.array([0.0, 2.0]))
+        [1.0, 1.0, 3.0]
+    """
+    from optuna._hypervolume import compute_hypervolume
+
+    sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+    points: list[np.ndarray] = []
+    out = []
+    for v in values:
+        if v is not None and all(math.isfinite(x) for x in v):
+            p = sign * np.asarray(v, float)
+            if np.all(p < reference):
+                points.append(p)
+        out.append(float(compute_hypervolume(np.array(points), reference)) if points else 0.0)
+    return out
 
 
 def compare_samplers(
@@ -189,9 +212,7 @@ def compare_samplers(
             else:
                 res = existing
             values = _run_values(res)[: spec.study.n_trials]
-            curve = best_so_far(values, maximize)
-            best = curve[-1] if curve and not math.isnan(curve[-1]) else None
-            runs[s][seed] = {"study_name": spec.study.name, "best": best, "curve": curve,
+            runs[s][seed] = {"study_name": spec.study.name, "values": values,
                              "elapsed_s": time.perf_counter() - t0, "n_complete": sum(v is not None for v in values),
                              "mlflow_parent_run_id": res.mlflow_parent_run_id}
     finally:
@@ -199,6 +220,21 @@ def compare_samplers(
             import ray
 
             ray.shutdown()
+    directions = base.study.resolved_directions()
+    if len(directions) == 1:
+        for run in (r for per in runs.values() for r in per.values()):
+            run["curve"] = best_so_far([v[0] if v else None for v in run["values"]], maximize)
+    else:  # multi-objective: hypervolume against one reference point for every run (the worst value seen)
+        objective, direction, maximize = "hypervolume", "maximize", True
+        sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+        seen = np.array([sign * np.asarray(v, float) for per in runs.values() for r in per.values()
+                         for v in r["values"] if v is not None and all(math.isfinite(x) for x in v)])
+        reference = (seen.max(axis=0) + 0.1 * np.abs(seen.max(axis=0)) + 1e-9) if seen.size else np.ones(len(sign))
+        for run in (r for per in runs.values() for r in per.values()):
+            run["curve"] = hypervolume_so_far(run["values"], directions, reference)
+    for run in (r for per in runs.values() for r in per.values()):
+        curve = run["curve"]
+        run["best"] = curve[-1] if curve and not math.isnan(curve[-1]) else None
     verdicts = []
     baseline = "random" if "random" in samplers else samplers[-1]
     for s in samplers:
@@ -210,7 +246,8 @@ def compare_samplers(
             verdicts.append(verdict(a, b, maximize=maximize, names=(s, baseline)))
     report = CompareReport(study_name=base.study.name, objective=objective, direction=direction,
                            samplers=samplers, seeds=seed_list, runs=runs, verdicts=verdicts, report_path=None,
-                           environment=environment_info(fingerprint), elapsed_s=time.perf_counter() - started)
+                           environment=environment_info(fingerprint), elapsed_s=time.perf_counter() - started,
+                           extra={"objectives": list(base.study.objectives), "directions": directions})
     path = Path(report_path) if report_path else results / "reports" / f"compare-{base.study.name}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     png = _plot_png(report)
@@ -228,7 +265,27 @@ def _plot_png(report: CompareReport) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    objectives = report.extra.get("objectives", [report.objective])
+    multi = len(objectives) > 1
+    fig, axes = plt.subplots(1, 2 if multi else 1, figsize=(12 if multi else 7, 4.2), dpi=110)
+    ax = axes[0] if multi else axes
+    if multi:  # every sampler's trials and Pareto front, over all seeds, in the first two objectives
+        from optuna.study._multi_objective import _is_pareto_front
+
+        directions = report.extra["directions"]
+        sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+        for s in report.samplers:
+            pts = np.array([v for r in report.runs[s].values() for v in r["values"] if v is not None], float)
+            if not len(pts):
+                continue
+            front = pts[_is_pareto_front(pts * sign, assume_unique_lexsorted=False)]
+            front = front[np.argsort(front[:, 0])]
+            axes[1].scatter(pts[:, 0], pts[:, 1], s=8, alpha=0.3)
+            axes[1].plot(front[:, 0], front[:, 1], marker="o", label=f"{s} Pareto front")
+        axes[1].set_xlabel(objectives[0])
+        axes[1].set_ylabel(objectives[1])
+        axes[1].legend()
+        axes[1].grid(alpha=0.3)
     for s in report.samplers:
         curves = [r["curve"] for r in report.runs[s].values() if r["curve"]]
         if not curves:
@@ -241,7 +298,7 @@ def _plot_png(report: CompareReport) -> bytes:
         if len(curves) > 1:
             ax.fill_between(x, np.nanmin(arr, axis=0), np.nanmax(arr, axis=0), alpha=0.2)
     ax.set_xlabel("trial")
-    ax.set_ylabel(f"best {report.objective} so far")
+    ax.set_ylabel("hypervolume so far" if multi else f"best {report.objective} so far")
     ax.set_title(f"{report.study_name}: best-so-far, band = min..max over seeds")
     ax.legend()
     ax.grid(alpha=0.3)

@@ -16,7 +16,9 @@ def quadratic(trial, config, train, val, on_epoch):
     value = 1.0 - (x - 1.0) ** 2
     for epoch in range(1, 4):
         on_epoch(epoch, {"val_auc": value - 0.1 * (3 - epoch)})
-    return {"val_auc": value, "realized_sparsity": 0.5, "target_sparsity": 0.5}
+    # nnz_params trades off against val_auc (more parameters, up to x = 1, score better): a real Pareto front
+    return {"val_auc": value, "nnz_params": 100.0 * (x + 3.0) + 1.0, "realized_sparsity": 0.5,
+            "target_sparsity": 0.5}
 
 
 def bad_even(trial, config, train, val, on_epoch):

@@ -52,3 +52,21 @@ def test_compare_runs_every_sampler_and_seed_and_writes_a_report(tmp_path):
 
     again = compare_samplers(path, samplers=["tpe", "random"], seeds=2, results_dir=tmp_path, progress=False)
     assert again.runs["tpe"][0]["curve"] == report.runs["tpe"][0]["curve"]  # read back, not re-run
+
+
+def test_multi_objective_comparison_uses_hypervolume_and_draws_pareto_fronts(tmp_path):
+    path = tmp_path / "mo.toml"
+    path.write_text(
+        '[study]\nname = "mo"\nn_trials = 5\nobjective = "sparsearch_test_objectives:quadratic"\n'
+        'objectives = ["val_auc", "nnz_params"]\n'
+        '[data]\ngenerator = "click_log"\nparams = { n_rows = 2000, n_noise = 4, max_cardinality = 200 }\n'
+        '[train]\nepochs = 1\n'
+    )
+    report = compare_samplers(path, samplers=["nsga2", "random"], seeds=2, results_dir=tmp_path, progress=False)
+    assert report.objective == "hypervolume" and report.direction == "maximize"
+    for runs in report.runs.values():
+        for run in runs.values():
+            curve = run["curve"]
+            assert len(curve) == 5 and curve[-1] > 0
+            assert all(b >= a for a, b in zip(curve, curve[1:]))  # hypervolume never shrinks
+    assert report.report_path.with_suffix(".png").stat().st_size > 10_000
