@@ -69,12 +69,30 @@ def _shards(src: _Source, batch_size: int) -> list[tuple[str, list[int] | None, 
     return out
 
 
+def _check_reachable(address: str) -> None:
+    """Fail in seconds when ``[ray://]host:port`` does not answer (``ray.init`` retries for minutes)."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or "/" in host:
+        return
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=3.0).close()
+    except (OSError, ValueError, OverflowError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise ConnectionProblem(f"cannot connect to Ray at {address!r}: {reason}") from None
+
+
 def _ensure_ray(ray_address: str | None) -> bool:
     """Initialise Ray if needed; return True when this call started it."""
     import ray
 
     if ray.is_initialized():
         return False
+    if ray_address is not None:
+        _check_reachable(ray_address)
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_enable_metrics_collection", "0")

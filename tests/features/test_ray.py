@@ -20,3 +20,19 @@ def test_ray_sharded_counts_equal_single_process(features_ray, tmp_path, click20
     perm_ray = rank_features(click20k, "click", method="adjusted-mi-permutation", batch_size=4_000, use_ray=True)
     assert perm_ray.equals(perm_local)
     assert pl.Series(sharded["feature"]).n_unique() == click20k.width - 1
+
+
+def test_unreachable_ray_address_fails_fast():
+    import time
+
+    import pytest
+
+    from sparsearch.errors import ConnectionProblem
+    from sparsearch.features._distributed import _check_reachable
+
+    t = time.perf_counter()
+    with pytest.raises(ConnectionProblem, match="cannot connect to Ray at '127.0.0.1:1'"):
+        _check_reachable("127.0.0.1:1")
+    assert time.perf_counter() - t < 10
+    _check_reachable("auto")  # left to ray.init
+    _check_reachable("local")
