@@ -377,7 +377,7 @@ def run_study(
 
 def _open_study(ex: _Execution, storage: RayStorageProxy) -> optuna.Study:
     spec = ex.spec
-    sampler = make_sampler(spec.study.sampler, spec.study.seed)
+    sampler = make_sampler(spec.study.sampler, spec.study.seed, **spec.study.sampler_params)
     pruner = make_pruner(spec.study.pruner, **spec.study.pruner_params)
     try:
         existing = optuna.load_study(study_name=spec.study.name, storage=storage, sampler=sampler, pruner=pruner)

@@ -66,6 +66,8 @@ class StudySection(_Section):
         None, gt=0, description="Stop starting new trials after this many seconds (running trials finish)."
     )
     sampler: str = Field("tpe", description="tpe, random, nsga2, nsga3, qmc, cmaes, gp, or an Optuna sampler class.")
+    sampler_params: dict[str, Any] = Field({}, description="Keyword arguments of the sampler (e.g. "
+                                           "{ population_size = 20 } for nsga2, { n_startup_trials = 5 } for tpe).")
     seed: int | None = Field(0, description="Seed of the sampler and of every trial's training.")
     pruner: str = Field(
         "none", description="Trial pruner (early stopping of bad trials): none, median, successive_halving, "
@@ -86,6 +88,15 @@ class StudySection(_Section):
     @classmethod
     def _sampler_ok(cls, v: str) -> str:
         return registry.check_sampler(v)
+
+    @model_validator(mode="after")
+    def _sampler_params_ok(self) -> StudySection:
+        if self.sampler_params:
+            try:
+                registry.make_sampler(self.sampler, self.seed, **self.sampler_params)
+            except TypeError as exc:
+                raise ValueError(f"sampler_params for {self.sampler!r}: {exc}") from None
+        return self
 
     @field_validator("pruner")
     @classmethod

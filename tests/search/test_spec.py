@@ -61,6 +61,8 @@ def test_data_override_switches_from_generator_to_path():
         ({"study": {"n_trials": 3}}, "missing section [data]"),
         ({"data": "click_log"}, "[data] must be a table"),
         (with_("data", prefilter="magic"), "unknown prefilter method 'magic'"),
+        (with_("study", sampler="nsga2", objectives=["val_auc", "nnz_params"], sampler_params={"populaton": 9}),
+         "sampler_params for 'nsga2'"),
     ],
 )
 def test_invalid_study_is_one_line_error_naming_the_field(raw, expected):
