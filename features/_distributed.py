@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from sparsearch._ray import check_ray_reachable
 from sparsearch.errors import ConnectionProblem, DataError
 
 from ._counts import Counts, TargetSpec, count_batch
@@ -69,20 +70,7 @@ def _shards(src: _Source, batch_size: int) -> list[tuple[str, list[int] | None, 
     return out
 
 
-def _check_reachable(address: str) -> None:
-    """Fail in seconds when ``[ray://]host:port`` does not answer (``ray.init`` retries for minutes)."""
-    import socket
-
-    if address in ("auto", "local"):
-        return
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit() or "/" in host:
-        return
-    try:
-        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=3.0).close()
-    except (OSError, ValueError, OverflowError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
-        raise ConnectionProblem(f"cannot connect to Ray at {address!r}: {reason}") from None
+_check_reachable = check_ray_reachable  # kept under its old name for the tests
 
 
 def _ensure_ray(ray_address: str | None) -> bool:

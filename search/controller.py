@@ -30,6 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sparsearch._ray import check_ray_reachable
 from sparsearch.errors import ConnectionProblem, SpecError
 from sparsearch.search.data import PreparedData, prepare_data
 from sparsearch.search.progress import ProgressPrinter
@@ -157,24 +158,6 @@ def trial_json(t: FrozenTrial) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def _check_ray_reachable(address: str | None) -> None:
-    """Fail in seconds when a Ray address names a host:port that does not answer (``ray.init`` retries for
-    minutes). ``auto``, ``local`` and addresses that are not ``[ray://]host:port`` are left to ``ray.init``."""
-    import socket
-
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if not address or address in ("auto", "local"):
-        return
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit() or "/" in host:
-        return
-    try:
-        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=3.0).close()
-    except (OSError, ValueError, OverflowError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
-        raise ConnectionProblem(f"cannot connect to Ray at {address!r}: {reason}") from None
-
-
 def _connect_ray(address: str | None, results_dir: Path) -> bool:
     """Start or join Ray. Returns whether this call started it (and so must shut it down)."""
     for key, value in RAY_ENV.items():
@@ -351,7 +334,7 @@ def run_study(
     import ray
 
     if not ray.is_initialized():
-        _check_ray_reachable(spec.execution.ray_address)  # and on an unreachable Ray address
+        check_ray_reachable(spec.execution.ray_address)  # and on an unreachable Ray address
     ex.tracker.connect()
     prepared = prepare_data(spec, results)
     started_ray = _connect_ray(spec.execution.ray_address, results)

@@ -16,18 +16,9 @@ for _key, _value in {
 
 
 @pytest.fixture(scope="session")
-def features_ray():
-    """A local Ray (2 CPUs, no dashboard, small object store); not re-initialised if one is running."""
-    import ray
-
-    started = False
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200_000_000,
-                 logging_level="ERROR", log_to_driver=False)
-        started = True
-    yield ray
-    if started:
-        ray.shutdown()
+def features_ray(ray_session):
+    """The session's local Ray (tests/conftest.py)."""
+    return ray_session
 
 
 @pytest.fixture(scope="session")
