@@ -25,6 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "search"))
+# the Ray head started here passes its environment to its workers: they must import the test objectives
+if str(ROOT / "tests" / "search") not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "tests" / "search"),
+                                                           os.environ.get("PYTHONPATH")) if p)
 
 STUDY = """
 [study]
