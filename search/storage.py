@@ -81,6 +81,9 @@ def open_storage(url: str) -> BaseStorage:
         )
     if scheme == "postgres":
         url = "postgresql" + url[len("postgres"):]
+        scheme = "postgresql"
+    if scheme == "postgresql":
+        url = _postgres_driver(url)
     if scheme.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and not Path(path).parent.exists():
@@ -97,6 +100,22 @@ def open_storage(url: str) -> BaseStorage:
     except Exception as exc:  # SQLAlchemy OperationalError and friends: say which server, never the password.
         reason = redact(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
         raise ConnectionProblem(f"cannot open storage {redact(url)!r}: {reason}") from None
+
+
+def _postgres_driver(url: str) -> str:
+    """Pick an installed PostgreSQL driver for a plain ``postgresql://`` URL.
+
+    SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3; fall back to psycopg2 when only that is installed, and
+    say how to install a driver when neither is.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is not None:
+        return url
+    if importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2" + url[len("postgresql"):]
+    raise SpecError(f"storage {redact(url)!r} needs a PostgreSQL driver: pip install 'sparsearch[postgres]' "
+                    "(psycopg 3)")
 
 
 class StorageServer:
