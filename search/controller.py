@@ -348,6 +348,15 @@ def run_study(
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except Exception as exc:
+        if not _is_storage_failure(exc):
+            raise
+        # e.g. PostgreSQL restarted mid-study: stop with one clear line; finished trials are in storage already,
+        # RUNNING ones are failed and re-queued by the next run (stale heartbeats)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConnectionProblem(
+            f"storage {redact(ex.storage_url)!r} failed mid-study ({type(exc).__name__}: {redact(first)[:200]}); "
+            "finished trials are kept: re-run the same command to resume") from None
     finally:
         ex.tracker.flush()
         if ex.tracker.parent_run_id is not None and status != "FINISHED":
@@ -356,6 +365,13 @@ def run_study(
             ray.kill(actor)
         if started_ray:
             ray.shutdown()
+
+
+def _is_storage_failure(exc: BaseException) -> bool:
+    """An error of the Optuna storage backend itself (its server went away), not of sparsearch's code."""
+    from optuna.exceptions import StorageInternalError
+
+    return isinstance(exc, StorageInternalError) or type(exc).__module__.startswith(("sqlalchemy", "psycopg"))
 
 
 def _open_study(ex: _Execution, storage: RayStorageProxy) -> optuna.Study:
