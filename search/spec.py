@@ -219,6 +219,16 @@ class ExecutionSpec(_Section):
                                "(its driver died) and re-queued.")
 
 
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address_ok(cls, v: str | None) -> str | None:
+        if v is not None:
+            from sparsearch._ray import validate_ray_address
+
+            validate_ray_address(v)
+        return v
+
+
 class TrackingSpec(_Section):
     """``[tracking]``: MLflow."""
 

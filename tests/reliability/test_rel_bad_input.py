@@ -184,7 +184,7 @@ CLI_CASES = [
     (["run", "quickstart", "--storage", "mongodb://u:pw@127.0.0.1/db"], "is not understood"),
     (["run", "quickstart", "--tracking-uri", "http://u:pw@127.0.0.1:9"], "cannot reach MLflow"),
     (["run", "quickstart", "--tracking-uri", "ftp://x/y"], "cannot reach MLflow tracking store"),
-    (["run", "quickstart", "--ray-address", "not an address"], "cannot connect to Ray"),
+    (["run", "quickstart", "--ray-address", "not an address"], "Ray address 'not an address' is not understood"),
     (["run", "quickstart", "--results", "{good}/sub"], "is not writable"),
     (["show", "x", "--storage", "ftp://x"], "is not understood"),
     (["ui", "--results", "{tmp}/none"], "no MLflow store"),
