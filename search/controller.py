@@ -232,10 +232,14 @@ class _Execution:
             self.printer.message(text)
 
     # -- trial bookkeeping ------------------------------------------------------------------------------------------
-    def fail_stale(self, study: optuna.Study, storage: optuna.storages.BaseStorage, in_flight: set[int]) -> int:
-        """Fail RUNNING trials whose driver stopped sending heartbeats; re-queue them. Returns how many."""
+    def fail_stale(self, study: optuna.Study, storage: optuna.storages.BaseStorage,
+                   in_flight: set[int]) -> tuple[int, int]:
+        """Fail RUNNING trials whose driver stopped sending heartbeats; re-queue them (up to ``max_retries``).
+
+        Returns ``(failed, requeued)``.
+        """
         now = time.time()
-        stale = 0
+        stale = requeued = 0
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if t._trial_id in in_flight:
                 continue
@@ -251,13 +255,13 @@ class _Execution:
             except Exception:  # another driver got there first
                 continue
             stale += 1
-            self.requeue(study, t)
+            requeued += self.requeue(study, t)
             run_id = storage.get_study_system_attrs(study._study_id).get(f"{RUN_PREFIX}{t.number}")
             number = t.number
             self.tracker.submit(lambda run_id=run_id, number=number: self.tracker.finish_trial(
                 run_id, state="FAIL", error="stale trial (its driver stopped)")
                 and _mark_logged(study, number, run_id))
-        return stale
+        return stale, requeued
 
     def requeue(self, study: optuna.Study, t: FrozenTrial) -> bool:
         attempt = int(t.user_attrs.get("attempt", 0)) + 1
@@ -443,9 +447,9 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
                f"{workers} workers x {cpus:g} CPU, data {prepared.n_rows} rows, "
                f"{len(prepared.candidates) or '-'} features after prefilter"
                f"{' (cached ranking)' if prepared.ranking_cached else ''}; storage {redact(ex.storage_url)}")
-    stale = ex.fail_stale(study, storage, set())
+    stale, requeued_at_start = ex.fail_stale(study, storage, set())
     if stale:
-        ex.say(f"failed and re-queued {stale} stale RUNNING trial(s) left by a stopped driver")
+        ex.say(f"failed {stale} stale RUNNING trial(s) left by a stopped driver; {requeued_at_start} re-queued")
 
     train_ref, val_ref = ray.put(prepared.train), ray.put(prepared.val)
     task = ray.remote(execute_trial).options(num_cpus=cpus, max_retries=0)
@@ -455,7 +459,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
 
     in_flight: dict[Any, dict[str, Any]] = {}
     budget_used = 0
-    pending_retries = 0
+    pending_retries = requeued_at_start  # re-queued trials run on top of this execution's budget
     deadline = None if spec.study.timeout is None else time.monotonic() + spec.study.timeout
     last_beat = time.monotonic()
 
@@ -463,9 +467,13 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
         nonlocal budget_used, pending_retries
         trial = study.ask()
         is_retry = "retry_of" in trial.user_attrs
-        if is_retry and pending_retries > 0:
+        # A fresh trial uses the budget; a re-queued one uses a pending retry. Another driver on the same study
+        # may pop "our" re-queued trials first: whatever we get then still uses up a slot, so the loop ends.
+        if not is_retry and budget_used < spec.study.n_trials:
+            budget_used += 1
+        elif pending_retries > 0:
             pending_retries -= 1
-        elif not is_retry:
+        else:
             budget_used += 1
         storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
         storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, ex.driver_id)
@@ -561,8 +569,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
                 for info in in_flight.values():
                     storage.set_trial_system_attr(info["trial"]._trial_id, HEARTBEAT_ATTR, time.time())
                 ids = {info["trial"]._trial_id for info in in_flight.values()}
-                stale = ex.fail_stale(study, storage, ids)
-                pending_retries += 0 if not stale else 0
+                pending_retries += ex.fail_stale(study, storage, ids)[1]  # this driver runs them
             if spec.execution.trial_timeout is not None:
                 for ref, info in list(in_flight.items()):
                     if info["reason"] is None and now - info["started"] > spec.execution.trial_timeout:
