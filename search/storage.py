@@ -94,12 +94,33 @@ def open_storage(url: str) -> BaseStorage:
         # not wrapped in Optuna's _CachedStorage: its cache raises KeyError for a trial another process created
         # (several drivers on one study: every trial failed), and here the driver and the storage actor are two
         # clients of the same study
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        return _rdb_with_schema_retry(url, engine_kwargs)
     except ModuleNotFoundError as exc:
         raise SpecError(f"storage {redact(url)!r} needs the Python driver {exc.name!r}: pip install it") from None
     except Exception as exc:  # SQLAlchemy OperationalError and friends: say which server, never the password.
         reason = redact(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
         raise ConnectionProblem(f"cannot open storage {redact(url)!r}: {reason}") from None
+
+
+def _rdb_with_schema_retry(url: str, engine_kwargs: dict[str, Any], attempts: int = 4) -> BaseStorage:
+    """Open an RDB storage; retry when another client is creating the schema at the same moment.
+
+    Several drivers starting together on a new PostgreSQL database race on ``CREATE TABLE`` (a unique violation
+    on ``pg_type`` or "already exists"); the loser's next attempt finds the tables and goes on.
+    """
+    import random
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except Exception as exc:
+            text = str(exc).lower()
+            racing = "duplicate key" in text or "already exists" in text or "uniqueviolation" in text
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _postgres_driver(url: str) -> str:
