@@ -273,6 +273,14 @@ class _Execution:
     def tell(self, study: optuna.Study, trial: optuna.Trial, report: TrialReport) -> FrozenTrial:
         storage = study._storage
         tid = trial._trial_id
+        # what the worker's trial held (parameters it suggested, reported values, user attributes) goes into the
+        # study before the trial finishes, so the stored trial is what Optuna itself would have written
+        for name, (internal, dist) in report.params.items():
+            storage.set_trial_param(tid, name, internal, dist)
+        for step, value in report.intermediate.items():
+            storage.set_trial_intermediate_value(tid, step, value)
+        for key, value in report.user_attrs.items():
+            storage.set_trial_user_attr(tid, key, value)
         numeric = {k: float(v) for k, v in report.metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
         # one storage write for all metrics (each write is an fsync on a journal file); the headline ones are
@@ -345,7 +353,10 @@ def run_study(
     actor = None
     status = "FAILED"
     try:
-        actor = start_storage_server(ex.storage_url)
+        # Workers on the driver's node open a journal file themselves; the storage actor serves every other case
+        # (other nodes, databases, memory). It starts in the background: the driver has opened the storage already.
+        if not (_is_journal(ex.storage_url) and len([n for n in ray.nodes() if n.get("Alive")]) == 1):
+            actor = start_storage_server(ex.storage_url, wait=_is_memory(ex.storage_url))
         result = _drive(ex, prepared, actor, start)
         status = "FINISHED"
         return result
@@ -452,12 +463,15 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
         ex.say(f"failed {stale} stale RUNNING trial(s) left by a stopped driver; {requeued_at_start} re-queued")
 
     train_ref, val_ref = ray.put(prepared.train), ray.put(prepared.val)
+    driver_node = ray.get_runtime_context().get_node_id()
     task = ray.remote(execute_trial).options(num_cpus=cpus, max_retries=0)
     top_k = spec.data.top_k
     searched_k = top_k is not None and top_k[0] < top_k[1]
     n_features_for_space = len(prepared.candidates) or None
 
     in_flight: dict[Any, dict[str, Any]] = {}
+    worker_space: dict[str, Any] = {}
+    """Parameters that objectives suggest inside workers (name -> latest distribution), learned from results."""
     budget_used = 0
     pending_retries = requeued_at_start  # re-queued trials run on top of this execution's budget
     deadline = None if spec.study.timeout is None else time.monotonic() + spec.study.timeout
@@ -475,7 +489,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             pending_retries -= 1
         else:
             budget_used += 1
-        storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
+        # no first heartbeat: until the first one, the trial's start time stands for it (see fail_stale)
         storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, ex.driver_id)
         try:
             features = None
@@ -503,15 +517,21 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
 
         # MLflow never blocks the search loop: the tracker's own thread logs, in order
         run_future = ex.tracker.submit(functools.partial(create_run, trial.number, dict(trial.params)))
+        distributions = trial.distributions  # a copy on each access
         payload = TrialPayload(
             study_name=spec.study.name, trial_id=trial._trial_id, number=trial.number, config=config,
             objectives=tuple(ex.objectives), sampler=spec.study.sampler, pruner=spec.study.pruner,
             pruner_params=dict(spec.study.pruner_params), seed=spec.study.seed, cpus=cpus, features=features,
             memory_mb=spec.execution.trial_memory_mb, objective=spec.study.objective,
             return_model=spec.tracking.log_model,
+            params={name: (value, distributions[name]) for name, value in trial.params.items()},
+            proposals=_propose(study, trial, worker_space) if worker_space else {},
+            user_attrs=dict(trial.user_attrs), datetime_start=trial.datetime_start,
+            local_storage=ex.storage_url if _is_journal(ex.storage_url) else None, driver_node=driver_node,
         )
         ref = task.remote(payload, actor, train_ref, val_ref)
-        in_flight[ref] = {"trial": trial, "run": run_future, "started": time.monotonic(), "reason": None}
+        in_flight[ref] = {"trial": trial, "run": run_future, "started": time.monotonic(), "reason": None,
+                          "driver_params": frozenset(payload.params)}
         ex.n_run += 1
 
     def collect(ref: Any) -> None:
@@ -530,6 +550,9 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
                 pending_retries += 1
                 report.error = reason + " (re-queued)"
         frozen = ex.tell(study, trial, report)
+        for name, dist in frozen.distributions.items():  # learn the parameters objectives suggest in workers
+            if name not in info["driver_params"]:
+                worker_space[name] = dist
         layer_sparsity = {f"layer_sparsity.{layer['name']}": layer["sparsity"]
                           for layer in report.accounting.get("layers", []) if layer.get("prunable")}
 
@@ -604,6 +627,35 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
               "n_rows": prepared.n_rows, "features": list(prepared.candidates), "timings": prepared.timings,
               "ranking_cached": prepared.ranking_cached, "mlflow_failures": len(ex.tracker.failures)},
     )
+
+
+def _propose(study: optuna.Study, trial: optuna.Trial, worker_space: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Values the study's sampler proposes for the parameters a worker is expected to suggest.
+
+    Taken, as ``Trial._suggest`` would, from the trial's relative sample when the parameter is in the sampler's
+    relative search space with the same distribution, and otherwise from ``sample_independent`` on the study as
+    it stands now. The worker uses a proposal only if its objective suggests that name with that distribution
+    (see :class:`~sparsearch.search.worker.WorkerTrial`); proposing is an optimisation and never fails a trial.
+    """
+    names = [name for name in worker_space if name not in trial.params]
+    if not names:
+        return {}
+    out: dict[str, tuple[Any, Any]] = {}
+    try:
+        relative = trial.relative_params
+        space = trial.relative_search_space or {}
+        frozen = None
+        for name in names:
+            dist = worker_space[name]
+            if name in relative and space.get(name) == dist:
+                out[name] = (relative[name], dist)
+                continue
+            if frozen is None:
+                frozen = study._storage.get_trial(trial._trial_id)
+            out[name] = (study.sampler.sample_independent(study, frozen, name, dist), dist)
+    except Exception as exc:  # the worker then asks the study itself
+        log.debug("no proposals for trial %d: %s", trial.number, exc)
+    return out
 
 
 def _finish_progress(ex: _Execution, study: optuna.Study, frozen: FrozenTrial, duration: float) -> None:
@@ -702,6 +754,10 @@ def _plots(study: optuna.Study, objectives: list[str]) -> dict[str, str]:
         except Exception as exc:  # a plot must never fail a study
             log.info("skipped %s: %s", name, exc)
     return out
+
+
+def _is_journal(url: str) -> bool:
+    return url.startswith("journal:") or url.endswith((".journal", ".log"))
 
 
 def _is_memory(url: str) -> bool:

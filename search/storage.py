@@ -155,8 +155,13 @@ class StorageServer:
         return True
 
 
-def start_storage_server(url: str) -> Any:
-    """Start the storage actor on this (the driver's) node and wait until the storage is open."""
+def start_storage_server(url: str, *, wait: bool = True) -> Any:
+    """Start the storage actor on this (the driver's) node; with ``wait``, until its storage is open.
+
+    Without ``wait`` the actor's process starts in the background (about a second here) while trials run; its
+    first caller waits for it. The driver uses that when it has opened the same storage itself already (so the
+    URL is known to work) and workers need the actor only for what they cannot do locally.
+    """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -166,6 +171,8 @@ def start_storage_server(url: str) -> Any:
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False),
         runtime_env={"env_vars": {"OPTUNA_DISABLE_PROGRESS": "1"}},
     ).remote(url)
+    if not wait:
+        return actor
     try:
         ray.get(actor.ping.remote())
     except ray.exceptions.RayActorError as exc:

@@ -1,8 +1,10 @@
 """What runs inside a Ray worker for one trial.
 
-The worker rebuilds a real ``optuna.Trial`` over the storage proxy, trains the configuration the driver sampled,
-reports each epoch's objective to the study (so trial pruners work across workers), and returns a
-:class:`TrialReport`. It never raises for a failing trial: exceptions become a FAIL report with the traceback, so one
+The worker trains the configuration the driver sampled and returns a :class:`TrialReport`. A custom objective
+gets a :class:`WorkerTrial`: an ``optuna.trial.BaseTrial`` whose suggestions the driver has usually proposed already
+(so a define-by-run parameter costs no round trip to the storage) and which goes to the study through the storage
+actor only when it must (a parameter never seen before, a trial pruner, ``trial.study``). With a trial pruner, each
+epoch's objective is reported to the study as it is computed, so pruners work across workers. It never raises for a failing trial: exceptions become a FAIL report with the traceback, so one
 bad trial cannot bring down the study. A worker that dies (crash, OOM kill, node loss) is handled by the driver.
 """
 
@@ -16,7 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TrialPayload", "TrialReport", "execute_trial"]
+import optuna
+from optuna.trial import BaseTrial
+
+__all__ = ["TrialPayload", "TrialReport", "WorkerTrial", "execute_trial"]
 
 MEMORY_REASON_ATTR = "fail_reason"
 
@@ -39,6 +44,16 @@ class TrialPayload:
     memory_mb: int | None = None
     objective: str | None = None
     return_model: bool = True
+    params: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    """Parameters the driver already set on the trial: name -> (value, distribution)."""
+    proposals: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    """Values the driver's sampler proposes for parameters the objective suggests itself: name -> (value,
+    distribution). Used (and then stored) only when the objective suggests that name with that distribution."""
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+    datetime_start: Any = None
+    local_storage: str | None = None
+    """A journal-file storage URL that workers on ``driver_node`` open themselves instead of using the actor."""
+    driver_node: str | None = None
 
 
 @dataclass
@@ -55,6 +70,12 @@ class TrialReport:
     duration_s: float = 0.0
     node: str | None = None
     """The Ray node that ran the trial."""
+    params: dict[str, tuple[float, Any]] = field(default_factory=dict)
+    """Parameters suggested in the worker and not yet in storage: name -> (internal value, distribution)."""
+    intermediate: dict[int, float] = field(default_factory=dict)
+    """Values reported with ``trial.report`` and not yet in storage (no trial pruner): step -> value."""
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+    """``trial.set_user_attr`` calls not yet in storage."""
 
 
 def _memory_watchdog(limit_mb: int, on_exceed: Callable[[float], None]) -> threading.Event:
@@ -82,48 +103,277 @@ def _resolve_objective(spec: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
+_LOCAL_STORAGES: dict[str, Any] = {}
+"""Journal storages this worker process opened, by URL (a Ray worker process runs many trials)."""
+
+
+class _LazyStorage:
+    """The study's storage as a worker reaches it, opened on first use.
+
+    On the driver's node a journal file is opened directly (it takes a file lock per write, so many processes may
+    append to it; in-process calls are ~100x cheaper than actor round trips); anywhere else, and for every other
+    storage, calls go through the storage actor.
+    """
+
+    def __init__(self, payload: TrialPayload, actor: Any, node: str) -> None:
+        self._payload, self._actor, self._node = payload, actor, node
+        self._storage: Any = None
+
+    def get(self) -> Any:
+        if self._storage is None:
+            url = self._payload.local_storage
+            if url is not None and self._node == self._payload.driver_node:
+                if url not in _LOCAL_STORAGES:
+                    from sparsearch.search.storage import open_storage
+
+                    _LOCAL_STORAGES[url] = open_storage(url)
+                self._storage = _LOCAL_STORAGES[url]
+            elif self._actor is None:
+                from sparsearch.errors import ConnectionProblem
+
+                raise ConnectionProblem(
+                    f"trial {self._payload.number} ran on Ray node {self._node[:12]}, which cannot reach the study's "
+                    "journal file on the driver's node; use a database storage (postgresql://...) on a cluster")
+            else:
+                from sparsearch.search.storage import RayStorageProxy
+
+                self._storage = RayStorageProxy(self._actor)
+        return self._storage
+
+
+def _single_value(distribution: Any) -> Any:
+    from optuna.distributions import CategoricalDistribution
+
+    return distribution.choices[0] if isinstance(distribution, CategoricalDistribution) else distribution.low
+
+
+class WorkerTrial(BaseTrial):
+    """The ``trial`` a custom objective gets inside a Ray worker: an ``optuna.trial.BaseTrial``.
+
+    ``suggest_*`` is answered in the worker, with no round trip to the study, when the parameter is already set
+    (the driver samples the configuration), has a single possible value, or was proposed by the driver's sampler
+    for exactly this distribution (the driver proposes every parameter earlier trials suggested in their workers,
+    from the study's history as ``study.ask`` would). Anything else (a parameter never seen before, a changed
+    range, ``set_constraint``, ``trial.study``, ``report``/``should_prune`` under a trial pruner) goes to the
+    study through a real ``optuna.Trial`` over the storage actor, created on first need; from then on every
+    suggestion goes that way. Parameters, reported values and user attributes held in the worker travel back in
+    the :class:`TrialReport` and the driver stores them before it tells the trial's state: the stored trial is
+    the same on either path, and a proposal that is never suggested is never stored (as with Optuna's relative
+    sampling).
+    """
+
+    def __init__(self, payload: TrialPayload, storage: _LazyStorage, *, pruning: bool,
+                 sampler_seed: int | None) -> None:
+        self._payload = payload
+        self._storage = storage
+        self._pruning = pruning
+        self._sampler_seed = sampler_seed
+        self._params: dict[str, Any] = {name: value for name, (value, _) in payload.params.items()}
+        self._distributions: dict[str, Any] = {name: dist for name, (_, dist) in payload.params.items()}
+        self._user_attrs: dict[str, Any] = dict(payload.user_attrs)
+        self._study: optuna.Study | None = None
+        self._remote: optuna.Trial | None = None
+        self.new_params: dict[str, tuple[float, Any]] = {}
+        self.new_intermediate: dict[int, float] = {}
+        self.new_user_attrs: dict[str, Any] = {}
+        self.remote_calls = 0
+        """How many times this trial had to go to the study (diagnostics and tests)."""
+
+    # -- what the objective reads ------------------------------------------------------------------------------
+    @property
+    def number(self) -> int:
+        return self._payload.number
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self._params)
+
+    @property
+    def distributions(self) -> dict[str, Any]:
+        return dict(self._distributions)
+
+    @property
+    def user_attrs(self) -> dict[str, Any]:
+        return dict(self._user_attrs)
+
+    @property
+    def datetime_start(self) -> Any:
+        return self._payload.datetime_start
+
+    @property
+    def study(self) -> optuna.Study:
+        """The study, loaded over the storage actor on first use."""
+        if self._study is None:
+            from sparsearch.search.registry import make_pruner, make_sampler
+
+            self._study = optuna.load_study(
+                study_name=self._payload.study_name, storage=self._storage.get(),
+                sampler=make_sampler(self._payload.sampler, self._sampler_seed),
+                pruner=make_pruner(self._payload.pruner, **self._payload.pruner_params),
+            )
+        return self._study
+
+    def _trial(self) -> optuna.Trial:
+        """The real trial over the storage actor; what the worker holds is written to the study first."""
+        self.remote_calls += 1
+        if self._remote is None:
+            study = self.study
+            self._flush_params()
+            self._remote = optuna.Trial(study, self._payload.trial_id)
+        return self._remote
+
+    def _flush_params(self) -> None:
+        for name, (internal, dist) in self.new_params.items():
+            self._storage.get().set_trial_param(self._payload.trial_id, name, internal, dist)
+        self.new_params.clear()
+
+    # -- suggestions -----------------------------------------------------------------------------------------------
+    def _local(self, name: str, distribution: Any) -> tuple[bool, Any]:
+        if name in self._distributions:
+            old = self._distributions[name]
+            optuna.distributions.check_distribution_compatibility(old, distribution)
+            if old != distribution:
+                import warnings
+
+                warnings.warn(f"Inconsistent parameter values for distribution with name {name!r}: optuna uses "
+                              f"the values of the first call and ignores the following ones ({old})",
+                              RuntimeWarning, stacklevel=3)
+            return True, self._params[name]
+        if self._remote is not None:
+            return False, None
+        if distribution.single():
+            value = _single_value(distribution)
+        elif name in self._payload.proposals and self._payload.proposals[name][1] == distribution:
+            value = self._payload.proposals[name][0]
+        else:
+            return False, None
+        internal = distribution.to_internal_repr(value)  # validates, as Trial._suggest does
+        value = distribution.to_external_repr(internal)
+        self.new_params[name] = (internal, distribution)
+        self._params[name], self._distributions[name] = value, distribution
+        return True, value
+
+    def _remember(self, name: str, value: Any, distribution: Any) -> Any:
+        self._params.setdefault(name, value)
+        self._distributions.setdefault(name, distribution)
+        return value
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float:
+        dist = optuna.distributions.FloatDistribution(low, high, log=log, step=step)
+        found, value = self._local(name, dist)
+        if found:
+            return float(value)
+        return self._remember(name, self._trial().suggest_float(name, low, high, step=step, log=log), dist)
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        dist = optuna.distributions.IntDistribution(low, high, log=log, step=step)
+        found, value = self._local(name, dist)
+        if found:
+            return int(value)
+        return self._remember(name, self._trial().suggest_int(name, low, high, step=step, log=log), dist)
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        dist = optuna.distributions.CategoricalDistribution(choices)
+        found, value = self._local(name, dist)
+        if found:
+            return value
+        return self._remember(name, self._trial().suggest_categorical(name, choices), dist)
+
+    def suggest_uniform(self, name: str, low: float, high: float) -> float:
+        return self.suggest_float(name, low, high)
+
+    def suggest_loguniform(self, name: str, low: float, high: float) -> float:
+        return self.suggest_float(name, low, high, log=True)
+
+    def suggest_discrete_uniform(self, name: str, low: float, high: float, q: float) -> float:
+        return self.suggest_float(name, low, high, step=q)
+
+    # -- reporting -------------------------------------------------------------------------------------------------
+    def _single_objective(self, what: str) -> None:
+        if len(self._payload.objectives) > 1:
+            raise NotImplementedError(f"Trial.{what} is not supported for multi-objective optimization.")
+
+    def report(self, value: float, step: int) -> None:
+        self._single_objective("report")
+        if self._pruning:  # the pruner of every other trial reads it now
+            self._trial().report(value, step)
+            return
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"The `value` argument is of type '{type(value)}' but supposed to be a float.") from None
+        try:
+            step = int(step)
+        except (TypeError, ValueError):
+            raise TypeError(f"The `step` argument is of type '{type(step)}' but supposed to be an int.") from None
+        if step < 0:
+            raise ValueError(f"`{step=}` must be non-negative.")
+        self.new_intermediate.setdefault(step, value)  # the first report of a step wins, as in Optuna
+
+    def should_prune(self) -> bool:
+        self._single_objective("should_prune")
+        return self._trial().should_prune() if self._pruning else False
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        import json
+
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"user attribute {key!r} must be JSON-serialisable: {exc}") from None
+        self._user_attrs[key] = value
+        self.new_user_attrs[key] = value
+
+    def set_constraint(self, key: str, value: float) -> None:
+        self._trial().set_constraint(key, value)
+
+    def collect(self, report: TrialReport) -> TrialReport:
+        """Attach what the worker holds and the study does not have yet to ``report``."""
+        report.params = dict(self.new_params)
+        report.intermediate = dict(self.new_intermediate)
+        report.user_attrs = dict(self.new_user_attrs)
+        return report
+
+
 def execute_trial(payload: TrialPayload, storage_actor: Any, train: Any, val: Any) -> TrialReport:
     """Train and evaluate one trial; report epochs to the study; never raise for a trial's own failure."""
-    import optuna
     import ray
     import torch
 
     from sparsearch.search.data import select_features
-    from sparsearch.search.registry import make_pruner, make_sampler
-    from sparsearch.search.storage import RayStorageProxy
 
     started = time.perf_counter()
     node = ray.get_runtime_context().get_node_id()
     threads = max(1, int(payload.cpus))
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = RayStorageProxy(storage_actor)
+    storage = _LazyStorage(payload, storage_actor, node)
 
     watchdog = None
     if payload.memory_mb is not None:
         def exceeded(rss_mb: float) -> None:
             reason = f"memory budget exceeded: resident {rss_mb:.0f} MB > trial_memory_mb {payload.memory_mb}"
             try:
-                storage.set_trial_user_attr(payload.trial_id, MEMORY_REASON_ATTR, reason)
+                storage.get().set_trial_user_attr(payload.trial_id, MEMORY_REASON_ATTR, reason)
             except Exception:
                 pass
 
         watchdog = _memory_watchdog(payload.memory_mb, exceeded)
 
     history: list[dict[str, float]] = []
+    trial: WorkerTrial | None = None
+
+    def done(report: TrialReport) -> TrialReport:
+        report.duration_s = time.perf_counter() - started
+        report.node = node
+        return trial.collect(report) if trial is not None else report
+
     try:
         trial_seed = None if payload.seed is None else payload.seed * 100_003 + payload.number
         prune = payload.pruner != "none" and len(payload.objectives) == 1
-        trial = None
         if prune or payload.objective is not None:
-            # a real optuna.Trial over the storage proxy: report/should_prune and worker-side suggestions
-            study = optuna.load_study(
-                study_name=payload.study_name,
-                storage=storage,
-                sampler=make_sampler(payload.sampler, trial_seed),
-                pruner=make_pruner(payload.pruner, **payload.pruner_params),
-            )
-            trial = optuna.Trial(study, payload.trial_id)
+            trial = WorkerTrial(payload, storage, pruning=prune, sampler_seed=trial_seed)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             history.append({"epoch": epoch, **metrics})
@@ -156,16 +406,13 @@ def execute_trial(payload: TrialPayload, storage_actor: Any, train: Any, val: An
         if missing:
             raise KeyError(f"the trial did not report objective {missing[0]!r}; it reported {sorted(metrics)}")
         values = [float(metrics[o]) for o in payload.objectives]
-        return TrialReport("COMPLETE", values=values, metrics=metrics, history=history,
-                           accounting=outcome_accounting, model=model, duration_s=time.perf_counter() - started,
-                           node=node)
+        return done(TrialReport("COMPLETE", values=values, metrics=metrics, history=history,
+                                accounting=outcome_accounting, model=model))
     except optuna.TrialPruned as exc:
-        return TrialReport("PRUNED", history=history, error=str(exc), duration_s=time.perf_counter() - started,
-                           node=node)
+        return done(TrialReport("PRUNED", history=history, error=str(exc)))
     except Exception as exc:
         tb = traceback.format_exc(limit=8)
-        return TrialReport("FAIL", history=history, error=f"{type(exc).__name__}: {exc}\n{tb}",
-                           duration_s=time.perf_counter() - started, node=node)
+        return done(TrialReport("FAIL", history=history, error=f"{type(exc).__name__}: {exc}\n{tb}"))
     finally:
         if watchdog is not None:
             watchdog.set()

@@ -56,3 +56,15 @@ def slow_quadratic(trial, config, train, val, on_epoch):
     """A few seconds per trial, for tests that kill the driver mid-study."""
     time.sleep(1.5)
     return quadratic(trial, config, train, val, on_epoch)
+
+
+def conditional(trial, config, train, val, on_epoch):
+    """Worker-side parameters, one of them conditional; records how often the trial had to ask the study."""
+    x = trial.suggest_float("extra.x", -3.0, 3.0)
+    if trial.number % 2 == 0:
+        trial.suggest_int("extra.even_only", 1, 9)
+    trial.suggest_categorical("extra.kind", ["a", "b"])
+    for epoch in range(1, 3):
+        trial.report(1.0 - (x - 1.0) ** 2 - 0.1 * (2 - epoch), epoch)
+    trial.set_user_attr("remote_calls", trial.remote_calls)
+    return {"val_auc": 1.0 - (x - 1.0) ** 2}
