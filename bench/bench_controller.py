@@ -1,6 +1,6 @@
 """Controller benchmarks (issue 5): overhead per trial against plain Optuna, 2-worker scaling, 3 simulated nodes.
 
-    python bench/bench_controller.py overhead --trials 200
+    python bench/bench_controller.py overhead --trials 200 --repeats 3
     python bench/bench_controller.py scaling --trials 8
     python bench/bench_controller.py nodes --trials 60
 
@@ -88,28 +88,43 @@ def plain_with_mlflow(objective, n_trials: int, results: Path, sampler: str = "t
 
 
 def cmd_overhead(args: argparse.Namespace) -> dict:
+    """Each repeat runs every contender once, interleaved, so load drifts hit them alike; ratios are per repeat."""
+    import statistics
+
     import bench_objectives as objs
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200_000_000,
              log_to_driver=False)
-    out = {"trials": args.trials, "cores": os.cpu_count()}
+    n = args.trials
+    times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ours(study("warmup", "trivial", 4, 2, False), tmp / "w")  # imports, worker start-up
-        out["plain_s"] = plain(objs.plain_trivial, args.trials, tmp)
-        out["ours_no_mlflow_s"] = ours(study("nomlflow", "trivial", args.trials, 1, False), tmp / "a")
-        out["ours_s"] = ours(study("full", "trivial", args.trials, 1, True), tmp / "b")
-        plain_mlflow = plain_with_mlflow(objs.plain_trivial, args.trials, tmp)
-        if plain_mlflow is not None:
-            out["plain_mlflow_s"] = plain_mlflow
+        for r in range(args.repeats):
+            runs = {
+                "plain": lambda d: plain(objs.plain_trivial, n, d),
+                "ours_no_mlflow": lambda d: ours(study("nomlflow", "trivial", n, 1, False), d),
+                "ours": lambda d: ours(study("full", "trivial", n, 1, True), d),
+                "plain_mlflow": lambda d: plain_with_mlflow(objs.plain_trivial, n, d),
+            }
+            for name, fn in runs.items():
+                folder = tmp / f"{name}-{r}"
+                folder.mkdir()
+                elapsed = fn(folder)
+                if elapsed is not None:
+                    times.setdefault(name, []).append(elapsed)
     ray.shutdown()
-    per = {k.removesuffix("_s") + "_ms_per_trial": 1000 * v / args.trials for k, v in out.items() if k.endswith("_s")}
-    out.update(per)
-    out["ratio_no_mlflow"] = out["ours_no_mlflow_s"] / out["plain_s"]
-    out["ratio_with_mlflow_vs_plain"] = out["ours_s"] / out["plain_s"]
-    if "plain_mlflow_s" in out:
-        out["ratio_with_mlflow_vs_optuna_mlflow_callback"] = out["ours_s"] / out["plain_mlflow_s"]
+    out: dict = {"trials": n, "repeats": args.repeats, "cores": os.cpu_count()}
+    for name, values in times.items():
+        out[f"{name}_ms_per_trial"] = 1000 * statistics.median(values) / n
+    ratios = {"ratio_no_mlflow": ("ours_no_mlflow", "plain"), "ratio_with_mlflow_vs_plain": ("ours", "plain"),
+              "ratio_with_mlflow_vs_optuna_mlflow_callback": ("ours", "plain_mlflow")}
+    for key, (a, b) in ratios.items():
+        if a in times and b in times:
+            per_repeat = [x / y for x, y in zip(times[a], times[b], strict=True)]
+            out[key] = statistics.median(per_repeat)
+            out[key + "_range"] = [min(per_repeat), max(per_repeat)]
     return out
 
 
@@ -155,9 +170,14 @@ def main() -> None:
     for name, default in (("overhead", 200), ("scaling", 8), ("nodes", 60)):
         p = sub.add_parser(name)
         p.add_argument("--trials", type=int, default=default)
+        if name == "overhead":
+            p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported")
     args = parser.parse_args()
     result = {"overhead": cmd_overhead, "scaling": cmd_scaling, "nodes": cmd_nodes}[args.cmd](args)
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}, indent=2))
+    def tidy(v):
+        return round(v, 4) if isinstance(v, float) else [tidy(x) for x in v] if isinstance(v, list) else v
+
+    print(json.dumps({k: tidy(v) for k, v in result.items()}, indent=2))
 
 
 if __name__ == "__main__":

@@ -194,7 +194,7 @@ def compare_samplers(
     maximize = direction == "maximize"
     results = Path(results_dir)
     started = time.perf_counter()
-    started_ray = _connect_ray(base.execution.ray_address, results)
+    started_ray = _connect_ray(base.execution.ray_address)
     runs: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in samplers}
     fingerprint = None
     try:

@@ -40,6 +40,7 @@ from sparsearch.search.storage import (
     RayStorageProxy,
     default_storage_url,
     env_storage_url,
+    is_journal,
     open_storage,
     redact,
     start_storage_server,
@@ -158,13 +159,18 @@ def trial_json(t: FrozenTrial) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def _connect_ray(address: str | None, results_dir: Path) -> bool:
-    """Start or join Ray. Returns whether this call started it (and so must shut it down)."""
+def _connect_ray(address: str | None) -> bool:
+    """Start or join Ray. Returns whether this call started it (and so must shut it down).
+
+    When Ray is already initialised in this process (``run_study`` called from a program that uses Ray), that Ray
+    is used; an explicit ``HOST:PORT`` naming another cluster is an error rather than silently ignored.
+    """
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
     import ray
 
     if ray.is_initialized():
+        _check_same_cluster(address, ray.get_runtime_context().gcs_address)
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
     try:
@@ -179,6 +185,25 @@ def _connect_ray(address: str | None, results_dir: Path) -> bool:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConnectionProblem(f"cannot connect to Ray at {address!r}: {msg[:300]}") from None
     return True
+
+
+def _check_same_cluster(address: str | None, current: str | None) -> None:
+    from sparsearch._ray import validate_ray_address
+
+    if not address or address.startswith("ray://") or not current:
+        return
+    wanted = validate_ray_address(address)
+    if wanted is None:  # auto, local
+        return
+    host, _, port = current.rpartition(":")
+    loopback = {"localhost", "127.0.0.1", "::1"}
+
+    def same_host(a: str, b: str) -> bool:
+        return a == b or (a in loopback and b in loopback)
+
+    if not (same_host(wanted[0], host) and str(wanted[1]) == port):
+        raise SpecError(f"Ray is already initialised in this process (cluster at {current}), so ray_address "
+                        f"{address!r} cannot be joined; call ray.shutdown() first, or leave ray_address unset")
 
 
 def _resolve_urls(spec: StudySpec, results_dir: Path) -> tuple[str, str]:
@@ -349,13 +374,13 @@ def run_study(
         check_ray_reachable(spec.execution.ray_address)  # and on an unreachable Ray address
     ex.tracker.connect()
     prepared = prepare_data(spec, results)
-    started_ray = _connect_ray(spec.execution.ray_address, results)
+    started_ray = _connect_ray(spec.execution.ray_address)
     actor = None
     status = "FAILED"
     try:
         # Workers on the driver's node open a journal file themselves; the storage actor serves every other case
         # (other nodes, databases, memory). It starts in the background: the driver has opened the storage already.
-        if not (_is_journal(ex.storage_url) and len([n for n in ray.nodes() if n.get("Alive")]) == 1):
+        if not (is_journal(ex.storage_url) and len([n for n in ray.nodes() if n.get("Alive")]) == 1):
             actor = start_storage_server(ex.storage_url, wait=_is_memory(ex.storage_url))
         result = _drive(ex, prepared, actor, start)
         status = "FINISHED"
@@ -527,7 +552,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             params={name: (value, distributions[name]) for name, value in trial.params.items()},
             proposals=_propose(study, trial, worker_space) if worker_space else {},
             user_attrs=dict(trial.user_attrs), datetime_start=trial.datetime_start,
-            local_storage=ex.storage_url if _is_journal(ex.storage_url) else None, driver_node=driver_node,
+            local_storage=ex.storage_url if is_journal(ex.storage_url) else None, driver_node=driver_node,
         )
         ref = task.remote(payload, actor, train_ref, val_ref)
         in_flight[ref] = {"trial": trial, "run": run_future, "started": time.monotonic(), "reason": None,
@@ -754,10 +779,6 @@ def _plots(study: optuna.Study, objectives: list[str]) -> dict[str, str]:
         except Exception as exc:  # a plot must never fail a study
             log.info("skipped %s: %s", name, exc)
     return out
-
-
-def _is_journal(url: str) -> bool:
-    return url.startswith("journal:") or url.endswith((".journal", ".log"))
 
 
 def _is_memory(url: str) -> bool:

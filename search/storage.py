@@ -1,14 +1,16 @@
-"""Optuna storage: URL handling, credential redaction, and one storage owner per study execution.
+"""Optuna storage: URL handling, credential redaction, and the storage actor for workers that need it.
 
-The driver starts one :class:`StorageServer` Ray actor, pinned to the driver's node, that owns the real storage
-(journal file, SQLite, PostgreSQL, memory). The driver and every Ray worker talk to it through
-:class:`RayStorageProxy`, a complete :class:`optuna.storages.BaseStorage` that forwards each call. So:
+The driver opens the study's storage itself (journal files and databases take several clients; in-process calls
+are ~100x cheaper than actor round trips). A Ray worker reaches it only when it must (see
+:class:`sparsearch.search.worker.WorkerTrial`): on the driver's node a journal file is opened directly (it takes
+a file lock per write, so many processes may append); otherwise through :class:`StorageServer`, a Ray actor pinned
+to the driver's node, and :class:`RayStorageProxy`, a complete :class:`optuna.storages.BaseStorage` that forwards
+each call. So:
 
-* a worker gets a real ``optuna.Trial``: define-by-run suggestions, ``report`` and ``should_prune`` reach the
-  study while the trial trains, on a laptop or on a cluster whose workers cannot see the driver's files;
-* credentials in the storage URL never leave the driver's node;
-* calls are serialised by the actor, so an embedded file storage never sees concurrent writers from one run
-  (several runs on one storage are still safe: the default journal file takes a file lock per write).
+* a worker can build a real ``optuna.Trial``: define-by-run suggestions, ``report`` and ``should_prune`` reach
+  the study while the trial trains, on a laptop or on a cluster whose workers cannot see the driver's files;
+* credentials in a database URL never leave the driver's node (workers never get the URL, only the actor);
+* an in-memory storage lives in the actor alone and the driver uses it through the proxy too.
 
 Optuna's own gRPC proxy would do the forwarding too, but it does not support ``JournalStorage`` (optuna#6084),
 the embedded default here.
@@ -46,6 +48,16 @@ def default_storage_url(results_dir: Path) -> str:
     return f"journal:{(results_dir / 'optuna.journal').resolve()}"
 
 
+def is_journal(url: str) -> bool:
+    """Whether ``url`` names a journal file (``journal:PATH`` or a path ending in ``.journal``/``.log``)."""
+    return url.startswith("journal:") or url.endswith((".journal", ".log"))
+
+
+def journal_path(url: str) -> Path:
+    """The file of a journal storage URL."""
+    return Path(url.removeprefix("journal:").removeprefix("//"))
+
+
 def open_storage(url: str) -> BaseStorage:
     """Open an Optuna storage from a sparsearch storage URL.
 
@@ -54,8 +66,8 @@ def open_storage(url: str) -> BaseStorage:
     """
     if url in ("memory", "inmemory", ":memory:"):
         return optuna.storages.InMemoryStorage()
-    if url.startswith("journal:") or url.endswith((".journal", ".log")):
-        path = Path(url.removeprefix("journal:").removeprefix("//"))
+    if is_journal(url):
+        path = journal_path(url)
         if not str(path).strip() or path == Path(".") or path.is_dir():
             raise SpecError(f"storage {url!r}: give a journal file path, e.g. journal:results/optuna.journal")
         if not path.parent.exists():

@@ -103,8 +103,31 @@ def _resolve_objective(spec: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
-_LOCAL_STORAGES: dict[str, Any] = {}
-"""Journal storages this worker process opened, by URL (a Ray worker process runs many trials)."""
+_LOCAL_STORAGES: dict[str, tuple[Any, tuple[Any, ...]]] = {}
+"""Journal storages this worker process opened, by URL, with the file's identity (a Ray worker process runs many
+trials, of many studies when Ray outlives them)."""
+
+
+def _local_journal(url: str) -> Any:
+    """The journal storage at ``url``, opened once per worker process and reopened if the file was replaced.
+
+    A journal storage keeps byte offsets into its file: a results folder deleted and created again under the same
+    path must not be read with the old file's offsets. The file's identity is its inode and its first line (the
+    first log names its writer's random id; inodes are reused).
+    """
+    from sparsearch.search.storage import journal_path, open_storage
+
+    path = journal_path(url)
+    try:
+        st = path.stat()
+        with open(path, "rb") as fh:
+            identity: tuple[Any, ...] = (st.st_dev, st.st_ino, fh.readline(1 << 16))
+    except OSError:
+        identity = ()
+    cached = _LOCAL_STORAGES.get(url)
+    if cached is None or cached[1] != identity:
+        cached = _LOCAL_STORAGES[url] = (open_storage(url), identity)
+    return cached[0]
 
 
 class _LazyStorage:
@@ -123,11 +146,7 @@ class _LazyStorage:
         if self._storage is None:
             url = self._payload.local_storage
             if url is not None and self._node == self._payload.driver_node:
-                if url not in _LOCAL_STORAGES:
-                    from sparsearch.search.storage import open_storage
-
-                    _LOCAL_STORAGES[url] = open_storage(url)
-                self._storage = _LOCAL_STORAGES[url]
+                self._storage = _local_journal(url)
             elif self._actor is None:
                 from sparsearch.errors import ConnectionProblem
 

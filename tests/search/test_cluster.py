@@ -214,15 +214,15 @@ def _server_processes(uri: str):
 
 
 def test_local_ray_started_by_sparsearch_binds_loopback_only(tmp_path):
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import json, psutil
         from pathlib import Path
         from sparsearch.search.controller import _connect_ray
-        assert _connect_ray(None, Path({str(tmp_path)!r}))
+        assert _connect_ray(None)
         import ray
-        pids = {{p.pid for p in psutil.Process().children(recursive=True)}}
-        print(json.dumps(sorted({{c.laddr.ip for c in psutil.net_connections("inet")
-                                 if c.status == psutil.CONN_LISTEN and c.pid in pids}})))
+        pids = {p.pid for p in psutil.Process().children(recursive=True)}
+        print(json.dumps(sorted({c.laddr.ip for c in psutil.net_connections("inet")
+                                 if c.status == psutil.CONN_LISTEN and c.pid in pids})))
         ray.shutdown()
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env(), timeout=120)

@@ -201,3 +201,16 @@ def test_searched_top_k_keeps_that_many_ranked_features(tmp_path):
     assert len(result.info["features"]) == 5  # encoded once for the largest k
     for t in result.trials:
         assert 2 <= t.params["data.top_k"] <= 5
+
+
+def test_ray_already_running_in_process_with_another_address_is_refused(tmp_path):
+    import ray
+
+    current = ray.get_runtime_context().gcs_address
+    port = int(current.rpartition(":")[2])
+    raw = tiny("other-ray", objective="quadratic", n_trials=1)
+    raw["execution"]["ray_address"] = f"127.0.0.1:{port + 1}"
+    with pytest.raises(SpecError, match="already initialised in this process"):
+        run(raw, tmp_path)
+    raw["execution"]["ray_address"] = f"localhost:{port}"  # the same cluster, spelled otherwise: used
+    assert len(run(raw, tmp_path).trials) == 1

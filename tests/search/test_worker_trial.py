@@ -177,3 +177,18 @@ def test_worker_side_parameters_are_proposed_by_the_driver_after_the_first_trial
         assert t.values[0] == pytest.approx(1 - (t.params["extra.x"] - 1) ** 2)
         assert t.distributions["extra.x"] == X
         assert isinstance(t.distributions["extra.kind"], CategoricalDistribution)
+
+
+def test_worker_reopens_a_journal_file_that_was_replaced(tmp_path):
+    from sparsearch.search.storage import open_storage
+    from sparsearch.search.worker import _local_journal
+
+    url = f"journal:{tmp_path / 'optuna.journal'}"
+    optuna.create_study(study_name="old", storage=open_storage(url))
+    first = _local_journal(url)
+    assert _local_journal(url) is first  # cached per worker process
+    (tmp_path / "optuna.journal").unlink()  # the results folder is wiped and the study run again
+    optuna.create_study(study_name="new", storage=open_storage(url))
+    again = _local_journal(url)
+    assert again is not first
+    assert [s.study_name for s in again.get_all_studies()] == ["new"]
