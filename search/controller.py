@@ -16,7 +16,6 @@ Random search is this same code path with ``sampler = "random"``.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -45,7 +44,8 @@ from sparsearch.search.storage import (
     redact,
     start_storage_server,
 )
-from sparsearch.search.tracking import Tracker, default_tracking_uri
+from sparsearch.search.tracking import Tracker, default_tracking_uri, warm_up_plots
+from sparsearch.search.trial_log import LOGGED_PREFIX, RUN_PREFIX, TrialLog
 from sparsearch.search.worker import MEMORY_REASON_ATTR, TrialPayload, TrialReport, execute_trial
 
 __all__ = ["StudyResult", "load_result", "run_study"]
@@ -54,12 +54,8 @@ log = logging.getLogger("sparsearch")
 
 HEARTBEAT_ATTR = "sparsearch:heartbeat"
 DRIVER_ATTR = "sparsearch:driver"
-RUN_PREFIX = "sparsearch:mlflow-run:"
-"""Study system attribute per trial number: its MLflow child run id, set when the run is created."""
-LOGGED_PREFIX = "sparsearch:mlflow:"
 DONE_PREFIX = "sparsearch:driver-done:"
 """Study system attribute per driver id: set when that driver finished (its unlogged trials may be synced)."""
-"""Study system attribute per trial number: set once the trial's child run is complete."""
 HEADLINE_ATTRS = ("realized_sparsity", "nnz_params", "flops_sparse")
 """Metrics kept as trial user attributes of their own (all metrics are in the ``metrics`` attribute)."""
 RAY_ENV = {
@@ -248,6 +244,7 @@ class _Execution:
                                enabled=spec.tracking.enabled)
         self.progress = progress
         self.printer: ProgressPrinter | None = None
+        self.trial_log: TrialLog | None = None
         self.best_model: Any = None
         self.best_value: float | None = None
         self.n_run = 0
@@ -282,10 +279,8 @@ class _Execution:
             stale += 1
             requeued += self.requeue(study, t)
             run_id = storage.get_study_system_attrs(study._study_id).get(f"{RUN_PREFIX}{t.number}")
-            number = t.number
-            self.tracker.submit(lambda run_id=run_id, number=number: self.tracker.finish_trial(
-                run_id, state="FAIL", error="stale trial (its driver stopped)")
-                and _mark_logged(study, number, run_id))
+            if self.trial_log is not None:
+                self.trial_log.finish(t.number, state="FAIL", error="stale trial (its driver stopped)", run_id=run_id)
         return stale, requeued
 
     def requeue(self, study: optuna.Study, t: FrozenTrial) -> bool:
@@ -372,9 +367,27 @@ def run_study(
 
     if not ray.is_initialized():
         check_ray_reachable(spec.execution.ray_address)  # and on an unreachable Ray address
-    ex.tracker.connect()
-    prepared = prepare_data(spec, results)
-    started_ray = _connect_ray(spec.execution.ray_address)
+    # MLflow's store set-up (seconds for a new SQLite store: schema migrations) overlaps data preparation and Ray's
+    # start; its failure is still reported before any trial runs, and first, as when it ran alone
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsearch-mlflow-connect")
+    connecting = pool.submit(ex.tracker.connect)
+    pool.shutdown(wait=False)
+    started_ray = False
+    try:
+        prepared = prepare_data(spec, results)
+        started_ray = _connect_ray(spec.execution.ray_address)
+        connecting.result()
+        # the parent run's plots come at the end; what they need takes ~2 s to set up: do it while trials run
+        ex.tracker.submit(warm_up_plots)
+    except BaseException:
+        try:
+            connecting.result()
+        finally:
+            if started_ray:
+                ray.shutdown()
+        raise
     actor = None
     status = "FAILED"
     try:
@@ -398,6 +411,8 @@ def run_study(
             f"storage {redact(ex.storage_url)!r} failed mid-study ({type(exc).__name__}: {redact(first)[:200]}); "
             "finished trials are kept: re-run the same command to resume") from None
     finally:
+        if ex.trial_log is not None:
+            ex.trial_log.close()
         ex.tracker.flush()
         if ex.tracker.parent_run_id is not None and status != "FINISHED":
             ex.tracker.finish_parent(status, {}, {"status": status})
@@ -483,6 +498,9 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
                f"{workers} workers x {cpus:g} CPU, data {prepared.n_rows} rows, "
                f"{len(prepared.candidates) or '-'} features after prefilter"
                f"{' (cached ranking)' if prepared.ranking_cached else ''}; storage {redact(ex.storage_url)}")
+    # trial child runs are written by a logging process of their own (off the driver's GIL), or its thread
+    ex.trial_log = TrialLog(ex.tracker, storage, study._study_id, storage_url=ex.storage_url, storage_actor=actor,
+                            use_process=spec.tracking.writer == "process")
     stale, requeued_at_start = ex.fail_stale(study, storage, set())
     if stale:
         ex.say(f"failed {stale} stale RUNNING trial(s) left by a stopped driver; {requeued_at_start} re-queued")
@@ -533,15 +551,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
         run_tags = {"sampler": spec.study.sampler, "seed": str(spec.study.seed),
                     "data_fingerprint": prepared.fingerprint,
                     **({"retry_of": str(trial.user_attrs["retry_of"])} if is_retry else {})}
-
-        def create_run(number: int, params: dict[str, Any]) -> str | None:
-            run_id = ex.tracker.start_trial(number, params, run_tags)
-            if run_id is not None:
-                storage.set_study_system_attr(study._study_id, f"{RUN_PREFIX}{number}", run_id)
-            return run_id
-
-        # MLflow never blocks the search loop: the tracker's own thread logs, in order
-        run_future = ex.tracker.submit(functools.partial(create_run, trial.number, dict(trial.params)))
+        ex.trial_log.start(trial.number, dict(trial.params), run_tags)  # never blocks the search loop
         distributions = trial.distributions  # a copy on each access
         payload = TrialPayload(
             study_name=spec.study.name, trial_id=trial._trial_id, number=trial.number, config=config,
@@ -555,7 +565,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             local_storage=ex.storage_url if is_journal(ex.storage_url) else None, driver_node=driver_node,
         )
         ref = task.remote(payload, actor, train_ref, val_ref)
-        in_flight[ref] = {"trial": trial, "run": run_future, "started": time.monotonic(), "reason": None,
+        in_flight[ref] = {"trial": trial, "started": time.monotonic(), "reason": None,
                           "driver_params": frozenset(payload.params)}
         ex.n_run += 1
 
@@ -580,16 +590,9 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
                 worker_space[name] = dist
         layer_sparsity = {f"layer_sparsity.{layer['name']}": layer["sparsity"]
                           for layer in report.accounting.get("layers", []) if layer.get("prunable")}
-
-        def finish_run(run_future: Any = info["run"], number: int = frozen.number, state: str = frozen.state.name,
-                       report: TrialReport = report) -> None:
-            run_id = run_future.result()
-            if ex.tracker.finish_trial(run_id, state=state, history=report.history,
-                                       metrics={**report.metrics, **layer_sparsity}, accounting=report.accounting,
-                                       error=report.error if state == "FAIL" else None):
-                _mark_logged(study, number, run_id)
-
-        ex.tracker.submit(finish_run)
+        ex.trial_log.finish(frozen.number, state=frozen.state.name, history=report.history,
+                            metrics={**report.metrics, **layer_sparsity}, accounting=report.accounting,
+                            error=report.error if frozen.state == TrialState.FAIL else None)
         if frozen.state == TrialState.COMPLETE and report.model is not None:
             v = frozen.values[0]
             better = ex.best_value is None or (v > ex.best_value if ex.directions[0] == "maximize"
@@ -632,11 +635,10 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted (re-queued for the next run)")
             frozen = study.tell(trial, state=TrialState.FAIL)
             ex.requeue(study, frozen)
-            ex.tracker.submit(lambda run=info["run"], n=frozen.number: ex.tracker.finish_trial(
-                run.result(), state="FAIL", error="interrupted") and _mark_logged(study, n, run.result()))
+            ex.trial_log.finish(frozen.number, state="FAIL", error="interrupted")
         raise
     finally:
-        ex.tracker.flush()
+        ex.trial_log.close()
         if not interrupted:
             _sync_unlogged(ex, study, storage)
 
@@ -650,7 +652,8 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
         directions=ex.directions, elapsed_s=elapsed, n_trials_run=ex.n_run,
         info={"workers": workers, "cpus_per_trial": cpus, "data_fingerprint": prepared.fingerprint,
               "n_rows": prepared.n_rows, "features": list(prepared.candidates), "timings": prepared.timings,
-              "ranking_cached": prepared.ranking_cached, "mlflow_failures": len(ex.tracker.failures)},
+              "ranking_cached": prepared.ranking_cached, "mlflow_failures": len(ex.tracker.failures),
+              "mlflow_logging": ex.trial_log.mode},
     )
 
 
@@ -753,10 +756,31 @@ def _finish_parent(ex: _Execution, study: optuna.Study, prepared: PreparedData, 
     tracker.finish_parent("FINISHED", metrics, {"status": "FINISHED"})
 
 
+class _SnapshotStudy(optuna.Study):
+    """A read-only view of a study whose trials are listed once and never deep-copied.
+
+    Optuna's importance plot reads ``study.trials`` (a deep copy of every trial) once per parameter: with 200
+    trials of 20 parameters that was 2 s at the end of every study. The plots only read trials.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        super().__init__(study_name=study.study_name, storage=study._storage, sampler=study.sampler,
+                         pruner=study.pruner)
+        self._snapshot = study.get_trials(deepcopy=False)
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return list(self._snapshot)
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
+        return [t for t in self._snapshot if states is None or t.state in states]
+
+
 def _plots(study: optuna.Study, objectives: list[str]) -> dict[str, str]:
     """Optuna's visualizations as self-contained HTML (plotly) for the parent run."""
     import optuna.visualization as vis
 
+    study = _SnapshotStudy(study)
     out: dict[str, str] = {}
     makers: dict[str, Callable[[], Any]] = {}
     if len(objectives) == 1:

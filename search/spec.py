@@ -237,6 +237,9 @@ class TrackingSpec(_Section):
     experiment: str | None = Field(None, description="MLflow experiment. Default: the study name.")
     enabled: bool = Field(True, description="Log to MLflow at all.")
     log_model: bool = Field(True, description="Log the best trial's model with mlflow.pytorch.")
+    writer: Literal["process", "thread"] = Field(
+        "process", description="Where trial child runs are written: a logging process of its own on the driver's "
+        "node (off the search loop's core), or a thread of the driver (one process fewer, ~240 MB less memory).")
 
     @field_validator("experiment")
     @classmethod
@@ -383,7 +386,9 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
 
 def _format_error(exc: ValidationError, origin: str, section: str | None = None) -> SpecError:
     err = exc.errors(include_url=False)[0]
-    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-"))]
+    # keys come from the user's file: escape what would break the one-line error (a key may be "\n")
+    loc = [str(p) if str(p).isprintable() else repr(str(p))[1:-1]
+           for p in err["loc"] if not str(p).startswith(("function-", "tagged-"))]
     if section is not None:
         loc = [section, *loc]
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""

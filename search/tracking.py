@@ -26,7 +26,7 @@ from typing import Any
 from sparsearch.errors import ConnectionProblem
 from sparsearch.search.storage import redact
 
-__all__ = ["Tracker", "default_tracking_uri"]
+__all__ = ["Tracker", "default_tracking_uri", "warm_up_plots"]
 
 log = logging.getLogger("sparsearch")
 
@@ -101,6 +101,18 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def warm_up_plots() -> None:
+    """Import and set up what the parent run's plots need (~2 s the first time: scikit-learn, plotly)."""
+    try:
+        import optuna.importance  # noqa: F401  (imports scikit-learn: ~1.5 s)
+        import optuna.visualization  # noqa: F401
+        import plotly.graph_objects as go
+
+        go.Figure(go.Scatter(x=[0, 1], y=[0, 1])).to_html(include_plotlyjs="cdn", full_html=True)
+    except Exception:  # plots are optional; _plots reports its own failures
+        pass
+
+
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
 
@@ -120,6 +132,10 @@ class Tracker:
         self._paused_until = 0.0
         self._pool: ThreadPoolExecutor | None = None
         self.failures: list[str] = []
+
+    @property
+    def artifact_root(self) -> Path:
+        return self._artifact_root
 
     # -- background logging -------------------------------------------------------------------------------------
     def submit(self, fn: Callable[[], Any]) -> Future:

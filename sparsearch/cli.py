@@ -148,10 +148,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+_JSON_OUT: list[Any] = []
+"""The real stdout while a ``--json`` command runs (everything else printed then goes to stderr)."""
+
+
 def _emit(args: argparse.Namespace, document: Any, text: str) -> None:
     if args.json:
-        json.dump(document, sys.stdout, indent=2, default=str)
-        sys.stdout.write("\n")
+        out = _JSON_OUT[-1] if _JSON_OUT else sys.stdout
+        json.dump(document, out, indent=2, default=str)
+        out.write("\n")
+        out.flush()
     else:
         print(text)
 
@@ -354,6 +360,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for noisy in ("ray", "mlflow", "alembic", "optuna"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
     signal.signal(signal.SIGTERM, _terminate)
+    if getattr(args, "json", False):
+        # stdout carries the JSON document alone: anything else printed meanwhile (Ray prints cluster warnings
+        # to stdout from a background thread, libraries print) goes to stderr
+        _JSON_OUT.append(sys.stdout)
+        sys.stdout = sys.stderr
     try:
         return COMMANDS[args.command](args)
     except SparsearchError as exc:
@@ -372,6 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: internal error: {type(exc).__name__}: {redact(first)[:300]} (re-run with --debug for "
               "the traceback, and please report it)", file=sys.stderr)
         return 1
+    finally:
+        if getattr(args, "json", False):
+            sys.stdout = _JSON_OUT.pop()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -115,3 +115,22 @@ def test_quickstart_through_the_cli_on_local_ray(tmp_path):
 
     text = cli("show", "quickstart", "--results", str(tmp_path / "res"))
     assert "3 trials" in text.stdout and "val_auc" in text.stdout
+
+
+def test_json_stdout_carries_only_the_document(monkeypatch, capsys):
+    """Anything printed while a --json command runs (Ray prints cluster warnings to stdout) goes to stderr."""
+    import sparsearch.cli as cli_module
+
+    real = cli_module.COMMANDS["studies"]
+
+    def noisy(args):
+        print("(raylet) WARNING: 8 PYTHON worker processes have been started")
+        return real(args)
+
+    monkeypatch.setitem(cli_module.COMMANDS, "studies", noisy)
+    before = sys.stdout
+    assert main(["studies", "--json"]) == 0
+    assert sys.stdout is before  # restored afterwards
+    captured = capsys.readouterr()
+    assert any(s["name"] == "quickstart" for s in json.loads(captured.out))
+    assert "(raylet) WARNING" in captured.err

@@ -61,6 +61,7 @@ def test_tiny_quickstart_trains_sparse_models_and_logs_everything(tmp_path):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.mlflow_parent_run_id]
     assert len(parents) == 1 and parents[0].info.run_id == result.mlflow_parent_run_id
     assert len(children) == 3
+    assert result.info["mlflow_logging"] == "process" and result.info["mlflow_failures"] == 0
     history = client.get_metric_history(children[0].info.run_id, "val_auc")
     assert [m.step for m in history] == [1]
     assert "realized_sparsity" in children[0].data.metrics
@@ -105,8 +106,12 @@ def test_worker_suggestions_and_trial_pruning_reach_the_study(tmp_path):
     assert best.values[0] == pytest.approx(1 - (best.params["extra.x"] - 1) ** 2)
 
 
-def test_exception_fails_only_that_trial_and_is_recorded(tmp_path):
-    result = run(tiny("errors", objective="bad_even", n_trials=4), tmp_path)
+@pytest.mark.parametrize("writer", ["process", "thread"])
+def test_exception_fails_only_that_trial_and_is_recorded(tmp_path, writer):
+    raw = tiny("errors", objective="bad_even", n_trials=4)
+    raw["tracking"] = {"writer": writer}
+    result = run(raw, tmp_path)
+    assert result.info["mlflow_logging"] == writer
     by_number = {t.number: t for t in result.trials}
     for n, t in by_number.items():
         if n % 2 == 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sparsearch.errors import SpecError
-from sparsearch.search.spec import bundled_studies, load_study
+from sparsearch.search.spec import bundled_studies, load_study, parse_study
 
 BASE = {"data": {"generator": "click_log", "params": {"n_rows": 2000}}}
 
@@ -99,3 +99,13 @@ def test_unknown_override_is_rejected():
         load_study("quickstart", n_trial=3)
     with pytest.raises(SpecError, match="unknown section 'trian'"):
         load_study("quickstart", **{"trian.epochs": 1})
+
+
+@pytest.mark.parametrize("raw", [
+    {"study": {}, "data": {"\n": [], "generator": "click_log"}},
+    {"st\tudy": {}, "data": {"generator": "click_log"}},
+])
+def test_unknown_keys_with_control_characters_give_a_one_line_error(raw):
+    with pytest.raises(SpecError) as err:
+        parse_study(raw)
+    assert "\n" not in str(err.value) and "\t" not in str(err.value)

@@ -1,0 +1,51 @@
+"""TrialLog: trial child runs written by a logging process (or the driver's thread), marked in the study."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from sparsearch.search.storage import open_storage
+from sparsearch.search.tracking import Tracker
+from sparsearch.search.trial_log import LOGGED_PREFIX, RUN_PREFIX, TrialLog
+
+
+@pytest.mark.parametrize("use_process", [True, False], ids=["process", "thread"])
+def test_child_runs_are_written_and_marked_in_the_study(tmp_path, ray_session, use_process):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    url = f"journal:{tmp_path / 'optuna.journal'}"
+    study = optuna.create_study(study_name="log", storage=open_storage(url))
+    tracker = Tracker(uri, "log", tmp_path / "artifacts")
+    tracker.connect()
+    parent = tracker.start_parent("parent", {"a": 1}, {})
+    trial_log = TrialLog(tracker, study._storage, study._study_id, storage_url=url, use_process=use_process)
+    assert trial_log.in_process is use_process
+    assert trial_log.mode == ("process" if use_process else "thread")
+    for n in range(4):
+        trial_log.start(n, {"x": n / 10}, {"sampler": "tpe"})
+    for n in range(4):
+        trial_log.finish(n, state="COMPLETE" if n else "FAIL", history=[{"epoch": 1, "val_auc": 0.5 + n / 10}],
+                         metrics={"val_auc": 0.5 + n / 10}, error=None if n else "boom")
+    trial_log.close()
+    assert not trial_log.in_process  # the logging process is stopped
+
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    runs = {n: attrs[f"{RUN_PREFIX}{n}"] for n in range(4)}
+    assert all(attrs[f"{LOGGED_PREFIX}{n}"] == runs[n] for n in range(4))
+    client = tracker._client
+    for n, run_id in runs.items():
+        run = client.get_run(run_id)
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert run.data.params["x"] == str(n / 10)
+        assert run.info.status == ("FINISHED" if n else "FAILED")
+        assert [m.step for m in client.get_metric_history(run_id, "val_auc")] == [1]
+    assert tracker.failures == []
+
+
+def test_disabled_tracking_makes_trial_log_a_no_op(tmp_path):
+    tracker = Tracker("sqlite:///unused.db", "x", tmp_path, enabled=False)
+    trial_log = TrialLog(tracker, None, 0, storage_url="memory")
+    trial_log.start(0, {}, {})
+    trial_log.finish(0, state="COMPLETE")
+    trial_log.close()
+    assert not trial_log.enabled and not trial_log.in_process and trial_log.mode == "off"
