@@ -26,7 +26,12 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get
 sys.path.insert(0, str(HERE))
 
 
-def study(name: str, objective: str, n_trials: int, workers: int, tracking: bool, sampler: str = "tpe") -> dict:
+SAMPLER = "tpe"
+"""The sampler of the overhead benchmark (--sampler); both contenders use it."""
+
+
+def study(name: str, objective: str, n_trials: int, workers: int, tracking: bool, sampler: str | None = None) -> dict:
+    sampler = sampler or SAMPLER
     return {
         "study": {"name": name, "n_trials": n_trials, "sampler": sampler, "objective": f"bench_objectives:{objective}"},
         "data": {"generator": "click_log", "params": {"n_rows": 1000, "n_noise": 2, "max_cardinality": 50},
@@ -49,12 +54,13 @@ def ours(raw: dict, results: Path) -> float:
     return elapsed
 
 
-def plain(objective, n_trials: int, results: Path, n_jobs: int = 1, sampler: str = "tpe") -> float:
+def plain(objective, n_trials: int, results: Path, n_jobs: int = 1, sampler: str | None = None) -> float:
     import optuna
 
     from sparsearch.search.registry import make_sampler
     from sparsearch.search.storage import open_storage
 
+    sampler = sampler or SAMPLER
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(f"journal:{results / 'plain.journal'}")
     st = optuna.create_study(storage=storage, sampler=make_sampler(sampler, 0), direction="maximize")
@@ -63,7 +69,7 @@ def plain(objective, n_trials: int, results: Path, n_jobs: int = 1, sampler: str
     return time.perf_counter() - start
 
 
-def plain_with_mlflow(objective, n_trials: int, results: Path, sampler: str = "tpe") -> float | None:
+def plain_with_mlflow(objective, n_trials: int, results: Path, sampler: str | None = None) -> float | None:
     """The peer with tracking: plain Optuna plus Optuna's own MLflow callback (optuna-integration), same store kind."""
     try:
         from optuna_integration.mlflow import MLflowCallback
@@ -76,6 +82,7 @@ def plain_with_mlflow(objective, n_trials: int, results: Path, sampler: str = "t
     from sparsearch.search.registry import make_sampler
     from sparsearch.search.storage import open_storage
 
+    sampler = sampler or SAMPLER
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     callback = MLflowCallback(tracking_uri=f"sqlite:///{results / 'plain_mlflow.db'}", metric_name="val_auc")
@@ -96,6 +103,8 @@ def cmd_overhead(args: argparse.Namespace) -> dict:
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200_000_000,
              log_to_driver=False)
+    global SAMPLER
+    SAMPLER = args.sampler
     n = args.trials
     times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,7 +124,7 @@ def cmd_overhead(args: argparse.Namespace) -> dict:
                 if elapsed is not None:
                     times.setdefault(name, []).append(elapsed)
     ray.shutdown()
-    out: dict = {"trials": n, "repeats": args.repeats, "cores": os.cpu_count()}
+    out: dict = {"trials": n, "repeats": args.repeats, "sampler": args.sampler, "cores": os.cpu_count()}
     for name, values in times.items():
         out[f"{name}_ms_per_trial"] = 1000 * statistics.median(values) / n
     ratios = {"ratio_no_mlflow": ("ours_no_mlflow", "plain"), "ratio_with_mlflow_vs_plain": ("ours", "plain"),
@@ -172,6 +181,7 @@ def main() -> None:
         p.add_argument("--trials", type=int, default=default)
         if name == "overhead":
             p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported")
+            p.add_argument("--sampler", default="tpe", help="the sampler both contenders use (default: tpe)")
     args = parser.parse_args()
     result = {"overhead": cmd_overhead, "scaling": cmd_scaling, "nodes": cmd_nodes}[args.cmd](args)
     def tidy(v):

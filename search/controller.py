@@ -37,6 +37,7 @@ from sparsearch.search.registry import make_pruner, make_sampler
 from sparsearch.search.spec import StudySpec, load_study
 from sparsearch.search.storage import (
     RayStorageProxy,
+    batched_writes,
     default_storage_url,
     env_storage_url,
     is_journal,
@@ -290,9 +291,28 @@ class _Execution:
         study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number, "attempt": attempt})
         return True
 
-    def tell(self, study: optuna.Study, trial: optuna.Trial, report: TrialReport) -> FrozenTrial:
+    def tell(self, study: optuna.Study, trial: optuna.Trial, report: TrialReport,
+             attrs: dict[str, Any] | None = None) -> FrozenTrial:
+        """Store what ``report`` brings back (plus the driver's user ``attrs``), then tell the trial's state."""
         storage = study._storage
         tid = trial._trial_id
+        with batched_writes(storage):  # one append to a journal file instead of ~6
+            self._store_report(storage, tid, report, attrs or {})
+        if report.state == "COMPLETE":
+            values = report.values or []
+            if any(not math.isfinite(v) for v in values):
+                storage.set_trial_user_attr(tid, "fail_reason", f"objective is not finite: {values}")
+                return study.tell(trial, state=TrialState.FAIL)
+            return study.tell(trial, values)
+        if report.state == "PRUNED":
+            return study.tell(trial, state=TrialState.PRUNED)
+        return study.tell(trial, state=TrialState.FAIL)
+
+    def _store_report(self, storage: optuna.storages.BaseStorage, tid: int, report: TrialReport,
+                      attrs: dict[str, Any]) -> None:
+        storage.set_trial_system_attr(tid, DRIVER_ATTR, self.driver_id)  # whose MLflow runs these are (sync)
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(tid, key, value)
         # what the worker's trial held (parameters it suggested, reported values, user attributes) goes into the
         # study before the trial finishes, so the stored trial is what Optuna itself would have written
         for name, (internal, dist) in report.params.items():
@@ -316,15 +336,6 @@ class _Execution:
         storage.set_trial_user_attr(tid, "duration_s", round(report.duration_s, 3))
         if report.node:
             storage.set_trial_user_attr(tid, "ray_node", report.node[:16])
-        if report.state == "COMPLETE":
-            values = report.values or []
-            if any(not math.isfinite(v) for v in values):
-                storage.set_trial_user_attr(tid, "fail_reason", f"objective is not finite: {values}")
-                return study.tell(trial, state=TrialState.FAIL)
-            return study.tell(trial, values)
-        if report.state == "PRUNED":
-            return study.tell(trial, state=TrialState.PRUNED)
-        return study.tell(trial, state=TrialState.FAIL)
 
 
 def run_study(
@@ -505,7 +516,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
     if stale:
         ex.say(f"failed {stale} stale RUNNING trial(s) left by a stopped driver; {requeued_at_start} re-queued")
 
-    train_ref, val_ref = ray.put(prepared.train), ray.put(prepared.val)
+    data_refs = [ray.put(prepared.train), ray.put(prepared.val)]  # once per study; workers keep them
     driver_node = ray.get_runtime_context().get_node_id()
     task = ray.remote(execute_trial).options(num_cpus=cpus, max_retries=0)
     top_k = spec.data.top_k
@@ -532,8 +543,8 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             pending_retries -= 1
         else:
             budget_used += 1
-        # no first heartbeat: until the first one, the trial's start time stands for it (see fail_stale)
-        storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, ex.driver_id)
+        # no first heartbeat: until the first one, the trial's start time stands for it (see fail_stale); the
+        # driver's id is stored with the result (see _Execution.tell)
         try:
             features = None
             if searched_k:
@@ -542,12 +553,12 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             config = suggest_config(trial, spec.space, spec.train, n_features=n_features_for_space)
         except Exception as exc:  # an invalid combination of parameters fails this trial only
             storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+            storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, ex.driver_id)
             frozen = study.tell(trial, state=TrialState.FAIL)
             _finish_progress(ex, study, frozen, 0.0)
             return
         target = getattr(config, "target_sparsity", None)
-        if target is not None:
-            trial.set_user_attr("target_sparsity", float(target))
+        attrs = {"target_sparsity": float(target)} if target is not None else {}  # stored with the result
         run_tags = {"sampler": spec.study.sampler, "seed": str(spec.study.seed),
                     "data_fingerprint": prepared.fingerprint,
                     **({"retry_of": str(trial.user_attrs["retry_of"])} if is_retry else {})}
@@ -561,11 +572,11 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             return_model=spec.tracking.log_model,
             params={name: (value, distributions[name]) for name, value in trial.params.items()},
             proposals=_propose(study, trial, worker_space) if worker_space else {},
-            user_attrs=dict(trial.user_attrs), datetime_start=trial.datetime_start,
+            user_attrs={**trial.user_attrs, **attrs}, datetime_start=trial.datetime_start,
             local_storage=ex.storage_url if is_journal(ex.storage_url) else None, driver_node=driver_node,
         )
-        ref = task.remote(payload, actor, train_ref, val_ref)
-        in_flight[ref] = {"trial": trial, "started": time.monotonic(), "reason": None,
+        ref = task.remote(payload, actor, data_refs)
+        in_flight[ref] = {"trial": trial, "started": time.monotonic(), "reason": None, "attrs": attrs,
                           "driver_params": frozenset(payload.params)}
         ex.n_run += 1
 
@@ -584,7 +595,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             if retryable and ex.requeue(study, frozen_before):
                 pending_retries += 1
                 report.error = reason + " (re-queued)"
-        frozen = ex.tell(study, trial, report)
+        frozen = ex.tell(study, trial, report, info["attrs"])
         for name, dist in frozen.distributions.items():  # learn the parameters objectives suggest in workers
             if name not in info["driver_params"]:
                 worker_space[name] = dist
@@ -633,6 +644,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             ray.cancel(ref, force=True)
             trial = info["trial"]
             storage.set_trial_user_attr(trial._trial_id, "fail_reason", "interrupted (re-queued for the next run)")
+            storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, ex.driver_id)
             frozen = study.tell(trial, state=TrialState.FAIL)
             ex.requeue(study, frozen)
             ex.trial_log.finish(frozen.number, state="FAIL", error="interrupted")

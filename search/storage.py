@@ -18,8 +18,10 @@ the embedded default here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from optuna.storages import BaseStorage
 
 from sparsearch.errors import ConnectionProblem, SpecError
 
-__all__ = ["RayStorageProxy", "StorageServer", "default_storage_url", "open_storage", "redact"]
+__all__ = ["RayStorageProxy", "StorageServer", "batched_writes", "default_storage_url", "open_storage", "redact"]
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
 
@@ -46,6 +48,38 @@ def redact(text: str) -> str:
 def default_storage_url(results_dir: Path) -> str:
     """The embedded default: a journal file in the results folder."""
     return f"journal:{(results_dir / 'optuna.journal').resolve()}"
+
+
+@contextlib.contextmanager
+def batched_writes(storage: BaseStorage) -> Iterator[None]:
+    """Append a journal storage's writes made in this block to its file at once: one file lock, one fsync.
+
+    The driver stores what a finished trial brings back (metrics, parameters and reported values from the worker,
+    bookkeeping attributes) with ~6 writes, each an fsync on a journal file. Inside the block they are held and
+    appended together when it ends; reads inside the block do not see them yet (nothing here reads them). Other
+    storages (databases, memory, the storage actor) are written as usual. Relies on ``JournalStorage`` writing
+    through ``_backend.append_logs`` (Optuna 4 and 5); if that changes, writes simply go one by one
+    (``tests/search/test_storage.py`` notices).
+    """
+    backend = getattr(storage, "_backend", None)
+    if not isinstance(storage, optuna.storages.JournalStorage) or not hasattr(backend, "append_logs"):
+        yield
+        return
+    held: list[dict[str, Any]] = []
+    append = backend.append_logs
+    shadowed = "append_logs" in vars(backend)
+    backend.append_logs = held.extend  # an instance attribute, shadowing the backend's method for this block
+    try:
+        yield
+    finally:
+        if shadowed:
+            backend.append_logs = append
+        else:
+            del backend.append_logs
+        if held:
+            append(held)
+            with storage._thread_lock:
+                storage._sync_with_backend()
 
 
 def is_journal(url: str) -> bool:

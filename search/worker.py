@@ -355,8 +355,27 @@ class WorkerTrial(BaseTrial):
         return report
 
 
-def execute_trial(payload: TrialPayload, storage_actor: Any, train: Any, val: Any) -> TrialReport:
-    """Train and evaluate one trial; report epochs to the study; never raise for a trial's own failure."""
+_DATA: dict[str, Any] = {}
+"""The study's data in this worker process, by object id: fetched and deserialised once, not once per trial."""
+
+
+def _study_data(refs: list[Any]) -> list[Any]:
+    import ray
+
+    keys = [ref.hex() for ref in refs]
+    if not all(key in _DATA for key in keys):
+        values = ray.get(list(refs))
+        _DATA.clear()  # only the latest study's data stays pinned in this process
+        _DATA.update(zip(keys, values, strict=True))
+    return [_DATA[key] for key in keys]
+
+
+def execute_trial(payload: TrialPayload, storage_actor: Any, data_refs: list[Any]) -> TrialReport:
+    """Train and evaluate one trial; report epochs to the study; never raise for a trial's own failure.
+
+    ``data_refs`` are the object refs of the train and validation sets, in a list so that Ray does not resolve
+    them for every task: the worker process keeps them deserialised across the trials it runs.
+    """
     import ray
     import torch
 
@@ -401,6 +420,7 @@ def execute_trial(payload: TrialPayload, storage_actor: Any, train: Any, val: An
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"trial pruner stopped the trial after epoch {epoch}")
 
+        train, val = _study_data(data_refs)
         train_k = select_features(train, payload.features)
         val_k = select_features(val, payload.features)
         if payload.objective is not None:

@@ -75,3 +75,36 @@ def test_controller_on_postgresql_resumes_and_never_duplicates(tmp_path):
     assert sorted(numbers) == list(range(7))
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in second.trials)
     assert all("extra.x" in t.params for t in second.trials)
+
+
+def test_batched_writes_append_a_journal_once(tmp_path):
+    from sparsearch.search.storage import batched_writes
+
+    storage = open_storage(f"journal:{tmp_path / 'optuna.journal'}")
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    calls = []
+    real = storage._backend.append_logs
+    storage._backend.append_logs = lambda logs: (calls.append(len(logs)), real(logs))[1]
+    with batched_writes(storage):
+        storage.set_trial_user_attr(trial._trial_id, "a", 1)
+        storage.set_trial_user_attr(trial._trial_id, "b", {"c": 2})
+        storage.set_trial_system_attr(trial._trial_id, "d", "x")
+        storage.set_trial_intermediate_value(trial._trial_id, 1, 0.5)
+    assert calls == [4]  # one append (one lock, one fsync) for the four writes
+    frozen = storage.get_trial(trial._trial_id)
+    assert frozen.user_attrs == {"a": 1, "b": {"c": 2}} and frozen.system_attrs["d"] == "x"
+    assert frozen.intermediate_values == {1: 0.5}
+    reopened = open_storage(f"journal:{tmp_path / 'optuna.journal'}").get_trial(trial._trial_id)
+    assert reopened.user_attrs == frozen.user_attrs  # really in the file
+
+
+def test_batched_writes_leave_other_storages_alone():
+    from sparsearch.search.storage import batched_writes
+
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    with batched_writes(storage):
+        storage.set_trial_user_attr(trial._trial_id, "a", 1)
+        assert storage.get_trial(trial._trial_id).user_attrs == {"a": 1}  # written at once
