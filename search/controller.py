@@ -382,6 +382,9 @@ def run_study(
     # start; its failure is still reported before any trial runs, and first, as when it ran alone
     from concurrent.futures import ThreadPoolExecutor
 
+    # trial child runs are written by a writer process of the driver's (off the search loop's GIL), or its thread
+    ex.trial_log = TrialLog(ex.tracker, use_process=spec.tracking.enabled and spec.tracking.writer == "process",
+                            log_file=results / "logs" / "mlflow-writer.log")
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsearch-mlflow-connect")
     connecting = pool.submit(ex.tracker.connect)
     pool.shutdown(wait=False)
@@ -396,6 +399,7 @@ def run_study(
         try:
             connecting.result()
         finally:
+            ex.trial_log.close()
             if started_ray:
                 ray.shutdown()
         raise
@@ -509,9 +513,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
                f"{workers} workers x {cpus:g} CPU, data {prepared.n_rows} rows, "
                f"{len(prepared.candidates) or '-'} features after prefilter"
                f"{' (cached ranking)' if prepared.ranking_cached else ''}; storage {redact(ex.storage_url)}")
-    # trial child runs are written by a logging process of their own (off the driver's GIL), or its thread
-    ex.trial_log = TrialLog(ex.tracker, storage, study._study_id, storage_url=ex.storage_url, storage_actor=actor,
-                            use_process=spec.tracking.writer == "process")
+    ex.trial_log.attach(storage, study._study_id)
     stale, requeued_at_start = ex.fail_stale(study, storage, set())
     if stale:
         ex.say(f"failed {stale} stale RUNNING trial(s) left by a stopped driver; {requeued_at_start} re-queued")

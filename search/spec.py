@@ -238,8 +238,8 @@ class TrackingSpec(_Section):
     enabled: bool = Field(True, description="Log to MLflow at all.")
     log_model: bool = Field(True, description="Log the best trial's model with mlflow.pytorch.")
     writer: Literal["process", "thread"] = Field(
-        "process", description="Where trial child runs are written: a logging process of its own on the driver's "
-        "node (off the search loop's core), or a thread of the driver (one process fewer, ~240 MB less memory).")
+        "process", description="Where trial child runs are written: a writer process the driver starts (off the "
+        "search loop's core), or a thread of the driver (one process fewer, ~200 MB less memory).")
 
     @field_validator("experiment")
     @classmethod

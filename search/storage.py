@@ -115,10 +115,9 @@ def open_storage(url: str) -> BaseStorage:
                 json.loads(first)
             except ValueError:
                 raise SpecError(f"storage {url!r}: {str(path)!r} exists and is not an Optuna journal file") from None
-        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+        from optuna.storages.journal import JournalFileBackend
 
-        lock = JournalFileOpenLock(str(path))
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=_journal_lock(str(path))))
     scheme = url.split(":", 1)[0] if "://" in url else ""
     if scheme.split("+")[0] not in ("sqlite", "postgresql", "postgres", "mysql", "oracle", "mssql"):
         raise SpecError(
@@ -146,6 +145,50 @@ def open_storage(url: str) -> BaseStorage:
     except Exception as exc:  # SQLAlchemy OperationalError and friends: say which server, never the password.
         reason = redact(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
         raise ConnectionProblem(f"cannot open storage {redact(url)!r}: {reason}") from None
+
+
+def _journal_lock(path: str) -> Any:
+    """The journal file's write lock: Optuna's open-file lock, with sparsearch's processes queued in front of it.
+
+    ``JournalFileOpenLock`` retries a taken lock with an exponential back-off of up to 1 s. With many writers on one
+    journal (drivers, trial workers, logging processes) they kept colliding and sleeping: 4 drivers on one study ran
+    at 2.4 trials/s instead of 5.8. An ``flock`` on a side file queues sparsearch's processes in the kernel (each is
+    woken as soon as the previous one releases), so the open-file lock behind it is then almost always free at
+    once; it still excludes any other process that uses Optuna's ``JournalFileOpenLock`` on the same journal.
+    """
+    from optuna.storages.journal import JournalFileOpenLock
+    from optuna.storages.journal._file import BaseJournalFileLock
+
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: Optuna's lock alone
+        return JournalFileOpenLock(path)
+
+    class QueuedOpenLock(BaseJournalFileLock):
+        def __init__(self) -> None:
+            self._inner = JournalFileOpenLock(path)
+            self._queue: Any = None
+
+        def acquire(self) -> bool:
+            queue = open(path + ".queue", "a")  # noqa: SIM115 - held until release
+            try:
+                fcntl.flock(queue, fcntl.LOCK_EX)
+                acquired = self._inner.acquire()
+            except BaseException:
+                queue.close()
+                raise
+            self._queue = queue
+            return acquired
+
+        def release(self) -> None:
+            try:
+                self._inner.release()
+            finally:
+                queue, self._queue = self._queue, None
+                if queue is not None:
+                    queue.close()  # closing drops the flock
+
+    return QueuedOpenLock()
 
 
 def _rdb_with_schema_retry(url: str, engine_kwargs: dict[str, Any], attempts: int = 4) -> BaseStorage:
