@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from sparsearch._ray import check_ray_reachable
@@ -296,17 +297,24 @@ class _Execution:
         """Store what ``report`` brings back (plus the driver's user ``attrs``), then tell the trial's state."""
         storage = study._storage
         tid = trial._trial_id
-        with batched_writes(storage):  # one append to a journal file instead of ~6
-            self._store_report(storage, tid, report, attrs or {})
-        if report.state == "COMPLETE":
-            values = report.values or []
-            if any(not math.isfinite(v) for v in values):
-                storage.set_trial_user_attr(tid, "fail_reason", f"objective is not finite: {values}")
-                return study.tell(trial, state=TrialState.FAIL)
-            return study.tell(trial, values)
-        if report.state == "PRUNED":
-            return study.tell(trial, state=TrialState.PRUNED)
-        return study.tell(trial, state=TrialState.FAIL)
+        try:
+            with batched_writes(storage):  # one append to a journal file instead of ~6
+                self._store_report(storage, tid, report, attrs or {})
+            if report.state == "COMPLETE":
+                values = report.values or []
+                if any(not math.isfinite(v) for v in values):
+                    storage.set_trial_user_attr(tid, "fail_reason", f"objective is not finite: {values}")
+                    return study.tell(trial, state=TrialState.FAIL)
+                return study.tell(trial, values)
+            if report.state == "PRUNED":
+                return study.tell(trial, state=TrialState.PRUNED)
+            return study.tell(trial, state=TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            # another driver failed this trial as stale (this driver was stalled past stale_after) and re-queued
+            # its parameters: the stored outcome stands, the re-queued copy runs again
+            log.warning("trial %d was failed as stale by another driver while it ran here; its result is dropped "
+                        "(the re-queued copy runs again)", trial.number)
+            return storage.get_trial(tid)
 
     def _store_report(self, storage: optuna.storages.BaseStorage, tid: int, report: TrialReport,
                       attrs: dict[str, Any]) -> None:
@@ -631,7 +639,10 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             if now - last_beat >= spec.execution.heartbeat_interval:
                 last_beat = now
                 for info in in_flight.values():
-                    storage.set_trial_system_attr(info["trial"]._trial_id, HEARTBEAT_ATTR, time.time())
+                    try:
+                        storage.set_trial_system_attr(info["trial"]._trial_id, HEARTBEAT_ATTR, time.time())
+                    except UpdateFinishedTrialError:  # failed as stale by another driver: see _Execution.tell
+                        pass
                 ids = {info["trial"]._trial_id for info in in_flight.values()}
                 pending_retries += ex.fail_stale(study, storage, ids)[1]  # this driver runs them
             if spec.execution.trial_timeout is not None:

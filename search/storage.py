@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,35 +51,60 @@ def default_storage_url(results_dir: Path) -> str:
     return f"journal:{(results_dir / 'optuna.journal').resolve()}"
 
 
+_BATCHES = threading.local()
+"""Per thread: the journal backends (by id) whose writes are being held, and the logs held for each."""
+
+
+class _BatchingBackend:
+    """A journal backend that holds the appends a thread makes inside :func:`batched_writes` and writes the rest."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        held = getattr(_BATCHES, "held", {}).get(id(self))
+        if held is not None:
+            held.extend(logs)
+        else:
+            self._inner.append_logs(logs)
+
+    def __getattr__(self, name: str) -> Any:  # read_logs and anything else: the real backend
+        if name == "_inner":  # unpickling: not set yet
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
 @contextlib.contextmanager
 def batched_writes(storage: BaseStorage) -> Iterator[None]:
-    """Append a journal storage's writes made in this block to its file at once: one file lock, one fsync.
+    """Append the journal writes this thread makes in the block at once: one file lock, one fsync.
 
     The driver stores what a finished trial brings back (metrics, parameters and reported values from the worker,
-    bookkeeping attributes) with ~6 writes, each an fsync on a journal file. Inside the block they are held and
-    appended together when it ends; reads inside the block do not see them yet (nothing here reads them). Other
-    storages (databases, memory, the storage actor) are written as usual. Relies on ``JournalStorage`` writing
-    through ``_backend.append_logs`` (Optuna 4 and 5); if that changes, writes simply go one by one
-    (``tests/search/test_storage.py`` notices).
+    bookkeeping attributes) with ~6 writes, each an fsync on a journal file. Inside the block, the calling thread's
+    writes are held and appended together when it ends; its reads inside the block do not see them yet (nothing
+    here reads them); other threads write as usual. Other storages (databases, memory, the storage actor) are
+    written as usual. Relies on ``JournalStorage`` writing through its ``_backend`` (Optuna 4 and 5); if that
+    changes, writes simply go one by one (``tests/search/test_storage.py`` notices).
     """
-    backend = getattr(storage, "_backend", None)
-    if not isinstance(storage, optuna.storages.JournalStorage) or not hasattr(backend, "append_logs"):
+    if not isinstance(storage, optuna.storages.JournalStorage) or not hasattr(storage, "_backend"):
+        yield
+        return
+    with storage._thread_lock:
+        if not isinstance(storage._backend, _BatchingBackend):
+            storage._backend = _BatchingBackend(storage._backend)
+        backend = storage._backend
+    batches = _BATCHES.__dict__.setdefault("held", {})
+    if id(backend) in batches:  # nested: the outer block appends
         yield
         return
     held: list[dict[str, Any]] = []
-    append = backend.append_logs
-    shadowed = "append_logs" in vars(backend)
-    backend.append_logs = held.extend  # an instance attribute, shadowing the backend's method for this block
+    batches[id(backend)] = held
     try:
         yield
     finally:
-        if shadowed:
-            backend.append_logs = append
-        else:
-            del backend.append_logs
+        del batches[id(backend)]
         if held:
-            append(held)
-            with storage._thread_lock:
+            with storage._thread_lock:  # as JournalStorage's own writes: append, then read back
+                backend.append_logs(held)
                 storage._sync_with_backend()
 
 
@@ -151,44 +177,59 @@ def _journal_lock(path: str) -> Any:
     """The journal file's write lock: Optuna's open-file lock, with sparsearch's processes queued in front of it.
 
     ``JournalFileOpenLock`` retries a taken lock with an exponential back-off of up to 1 s. With many writers on one
-    journal (drivers, trial workers, logging processes) they kept colliding and sleeping: 4 drivers on one study ran
-    at 2.4 trials/s instead of 5.8. An ``flock`` on a side file queues sparsearch's processes in the kernel (each is
-    woken as soon as the previous one releases), so the open-file lock behind it is then almost always free at
-    once; it still excludes any other process that uses Optuna's ``JournalFileOpenLock`` on the same journal.
+    journal (drivers, trial workers) they kept colliding and sleeping. An ``flock`` on a side file queues
+    sparsearch's processes in the kernel (each is woken as soon as the previous one releases), so the open-file
+    lock behind it is then almost always free at once; it still excludes any other process that uses Optuna's
+    ``JournalFileOpenLock`` on the same journal.
     """
     from optuna.storages.journal import JournalFileOpenLock
-    from optuna.storages.journal._file import BaseJournalFileLock
 
     try:
-        import fcntl
+        import fcntl  # noqa: F401
     except ImportError:  # pragma: no cover - Windows: Optuna's lock alone
         return JournalFileOpenLock(path)
+    return _QueuedOpenLock(path)
 
-    class QueuedOpenLock(BaseJournalFileLock):
-        def __init__(self) -> None:
-            self._inner = JournalFileOpenLock(path)
-            self._queue: Any = None
 
-        def acquire(self) -> bool:
-            queue = open(path + ".queue", "a")  # noqa: SIM115 - held until release
-            try:
-                fcntl.flock(queue, fcntl.LOCK_EX)
-                acquired = self._inner.acquire()
-            except BaseException:
-                queue.close()
-                raise
-            self._queue = queue
-            return acquired
+def _queued_lock_base() -> type:
+    from optuna.storages.journal._file import BaseJournalFileLock
 
-        def release(self) -> None:
-            try:
-                self._inner.release()
-            finally:
-                queue, self._queue = self._queue, None
-                if queue is not None:
-                    queue.close()  # closing drops the flock
+    return BaseJournalFileLock
 
-    return QueuedOpenLock()
+
+class _QueuedOpenLock(_queued_lock_base()):  # type: ignore[misc]
+    """See :func:`_journal_lock`. Picklable (a study's storage may be pickled): the queue file is opened per use."""
+
+    def __init__(self, path: str) -> None:
+        from optuna.storages.journal import JournalFileOpenLock
+
+        self._path = path
+        self._inner = JournalFileOpenLock(path)
+        self._queue: Any = None
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        queue = open(self._path + ".queue", "a")  # noqa: SIM115 - held until release
+        try:
+            fcntl.flock(queue, fcntl.LOCK_EX)
+            acquired = self._inner.acquire()
+        except BaseException:
+            queue.close()
+            raise
+        self._queue = queue
+        return acquired
+
+    def release(self) -> None:
+        try:
+            self._inner.release()
+        finally:
+            queue, self._queue = self._queue, None
+            if queue is not None:
+                queue.close()  # closing drops the flock
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_path": self._path, "_inner": self._inner, "_queue": None}
 
 
 def _rdb_with_schema_retry(url: str, engine_kwargs: dict[str, Any], attempts: int = 4) -> BaseStorage:

@@ -77,15 +77,18 @@ def test_controller_on_postgresql_resumes_and_never_duplicates(tmp_path):
     assert all("extra.x" in t.params for t in second.trials)
 
 
-def test_batched_writes_append_a_journal_once(tmp_path):
+def test_batched_writes_append_a_journal_once(tmp_path, monkeypatch):
+    from optuna.storages.journal import JournalFileBackend
+
     from sparsearch.search.storage import batched_writes
 
     storage = open_storage(f"journal:{tmp_path / 'optuna.journal'}")
     study = optuna.create_study(storage=storage)
     trial = study.ask()
     calls = []
-    real = storage._backend.append_logs
-    storage._backend.append_logs = lambda logs: (calls.append(len(logs)), real(logs))[1]
+    real = JournalFileBackend.append_logs
+    monkeypatch.setattr(JournalFileBackend, "append_logs", lambda self, logs: (calls.append(len(logs)),
+                                                                                 real(self, logs))[1])
     with batched_writes(storage):
         storage.set_trial_user_attr(trial._trial_id, "a", 1)
         storage.set_trial_user_attr(trial._trial_id, "b", {"c": 2})
@@ -97,6 +100,40 @@ def test_batched_writes_append_a_journal_once(tmp_path):
     assert frozen.intermediate_values == {1: 0.5}
     reopened = open_storage(f"journal:{tmp_path / 'optuna.journal'}").get_trial(trial._trial_id)
     assert reopened.user_attrs == frozen.user_attrs  # really in the file
+    storage.set_trial_user_attr(trial._trial_id, "e", 3)  # outside a block: written at once
+    assert calls == [4, 1]
+
+
+def test_batched_writes_hold_only_the_calling_threads_writes(tmp_path):
+    """The driver batches a trial's result while its logging thread marks MLflow runs on the same storage."""
+    import threading
+
+    from sparsearch.search.storage import batched_writes
+
+    storage = open_storage(f"journal:{tmp_path / 'optuna.journal'}")
+    study = optuna.create_study(storage=storage)
+    trials = [study.ask() for _ in range(4)]
+
+    def write(worker: int) -> None:
+        for i in range(40):
+            if i % 2:
+                with batched_writes(storage):
+                    storage.set_trial_user_attr(trials[worker]._trial_id, f"k{i}", i)
+                    storage.set_trial_user_attr(trials[worker]._trial_id, f"j{i}", i)
+            else:
+                storage.set_trial_user_attr(trials[worker]._trial_id, f"k{i}", i)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    storage.set_trial_user_attr(trials[0]._trial_id, "after", True)  # writes still reach the file afterwards
+    reopened = open_storage(f"journal:{tmp_path / 'optuna.journal'}")
+    for trial in trials:
+        attrs = reopened.get_trial(trial._trial_id).user_attrs
+        assert {f"k{i}" for i in range(40)} <= set(attrs) and {f"j{i}" for i in range(1, 40, 2)} <= set(attrs)
+    assert reopened.get_trial(trials[0]._trial_id).user_attrs["after"] is True
 
 
 def test_batched_writes_leave_other_storages_alone():
