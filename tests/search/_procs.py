@@ -77,7 +77,11 @@ def ray_head(tmp: Path) -> Iterator[dict[str, int]]:
            f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={rt_env}",
            f"--metrics-export-port={metrics}", "--num-cpus=2", "--include-dashboard=true"]
     log = open(tmp / "ray-head.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env(), start_new_session=True)
+    # several drivers share this 2-CPU head: Ray kills a worker idle for 1 s once a node has more workers than
+    # CPUs, so each driver's trial workers were killed and restarted between trials (90+ worker processes, 3-5x
+    # slower); keep idle workers for a minute
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env=env(RAY_idle_worker_killing_time_threshold_ms="60000"))
     try:
         wait_http(f"http://127.0.0.1:{dash}/api/version")
         yield {"gcs": gcs, "dashboard": dash, "pid": proc.pid}
