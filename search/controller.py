@@ -386,13 +386,13 @@ def run_study(
 
     if not ray.is_initialized():
         check_ray_reachable(spec.execution.ray_address)  # and on an unreachable Ray address
-    # MLflow's store set-up (seconds for a new SQLite store: schema migrations) overlaps data preparation and Ray's
-    # start; its failure is still reported before any trial runs, and first, as when it ran alone
     from concurrent.futures import ThreadPoolExecutor
 
     # trial child runs are written by a writer process of the driver's (off the search loop's GIL), or its thread
     ex.trial_log = TrialLog(ex.tracker, use_process=spec.tracking.enabled and spec.tracking.writer == "process",
                             log_file=results / "logs" / "mlflow-writer.log")
+    # MLflow's store set-up (seconds for a new SQLite store: schema migrations) overlaps data preparation and Ray's
+    # start; its failure is still reported before any trial runs, and first, as when it ran alone
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsearch-mlflow-connect")
     connecting = pool.submit(ex.tracker.connect)
     pool.shutdown(wait=False)

@@ -28,6 +28,13 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
+from optuna.storages.journal import JournalFileOpenLock
+from optuna.storages.journal._file import BaseJournalFileLock  # not re-exported by Optuna 5
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 from sparsearch.errors import ConnectionProblem, SpecError
 
@@ -182,34 +189,20 @@ def _journal_lock(path: str) -> Any:
     lock behind it is then almost always free at once; it still excludes any other process that uses Optuna's
     ``JournalFileOpenLock`` on the same journal.
     """
-    from optuna.storages.journal import JournalFileOpenLock
-
-    try:
-        import fcntl  # noqa: F401
-    except ImportError:  # pragma: no cover - Windows: Optuna's lock alone
+    if fcntl is None:  # pragma: no cover - Windows: Optuna's lock alone
         return JournalFileOpenLock(path)
     return _QueuedOpenLock(path)
 
 
-def _queued_lock_base() -> type:
-    from optuna.storages.journal._file import BaseJournalFileLock
-
-    return BaseJournalFileLock
-
-
-class _QueuedOpenLock(_queued_lock_base()):  # type: ignore[misc]
+class _QueuedOpenLock(BaseJournalFileLock):
     """See :func:`_journal_lock`. Picklable (a study's storage may be pickled): the queue file is opened per use."""
 
     def __init__(self, path: str) -> None:
-        from optuna.storages.journal import JournalFileOpenLock
-
         self._path = path
         self._inner = JournalFileOpenLock(path)
         self._queue: Any = None
 
     def acquire(self) -> bool:
-        import fcntl
-
         queue = open(self._path + ".queue", "a")  # noqa: SIM115 - held until release
         try:
             fcntl.flock(queue, fcntl.LOCK_EX)

@@ -187,26 +187,39 @@ class TrialLog:
     def poll(self) -> None:
         """Record the results that came back, without waiting. If the writer process has ended (a crash, the OOM
         killer), the driver's logging thread takes over; what was lost in between is synced at the end."""
-        marks: dict[str, str] = {}
-        ended = False
-        while True:
-            try:
-                msg = self._results.get_nowait()
-            except queue.Empty:
-                break
-            if msg is None:
-                ended = True
-                break
-            self._take(msg, marks)
-        if marks:
-            self._mark(marks)
-        if ended and self._proc is not None:
+        if self._drain() and self._proc is not None:
             proc, self._proc = self._proc, None
             self._ended = proc
             code = proc.poll()
             self._child_failures.append(f"MLflow writer process ended (status {code})")
             self._warn(f"the MLflow writer process ended (status {code}); the driver writes the rest")
             self.mode = "thread"
+
+    def _drain(self, deadline: float | None = None) -> bool:
+        """Record the results that came back, waiting for more until ``deadline`` (``None``: not at all); mark
+        the runs in the study in one write. Returns whether the writer's output has ended."""
+        marks: dict[str, str] = {}
+        ended = False
+        while True:
+            try:
+                if deadline is None:
+                    msg = self._results.get_nowait()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    msg = self._results.get(timeout=min(1.0, left))
+            except queue.Empty:
+                if deadline is None or self._reader is None or not self._reader.is_alive():
+                    break
+                continue
+            if msg is None:
+                ended = True
+                break
+            self._take(msg, marks)
+        if marks:
+            self._mark(marks)
+        return ended
 
     def _take(self, msg: dict[str, Any], marks: dict[str, str]) -> None:
         op = msg.get("op")
@@ -239,33 +252,16 @@ class TrialLog:
     def close(self, timeout: float = 300.0) -> None:
         """Wait until every child run handed over is written (or has failed); stop the writer process."""
         self._tracker.flush()
-        proc, self._proc = self._proc, None
+        live = self._proc is not None
+        proc = self._proc or self._ended
+        self._proc = self._ended = None
         if proc is None:
-            ended, self._ended = self._ended, None
-            if ended is not None:
-                ended.wait()
-                self._tracker.failures.extend(self._child_failures)
-                self._child_failures = []
             return
-        self._outbox.put(None)  # the child finishes its queue, reports its failures and exits
-        deadline = time.monotonic() + timeout
-        ended = False
-        marks: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            try:
-                msg = self._results.get(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
-            except queue.Empty:
-                if proc.poll() is not None and (self._reader is None or not self._reader.is_alive()):
-                    break
-                continue
-            if msg is None:
-                ended = True
-                break
-            self._take(msg, marks)
-        if marks:
-            self._mark(marks)
-        if not ended:
-            log.warning("the MLflow writer process did not finish within %.0f s; the rest is synced now", timeout)
+        if live:
+            self._outbox.put(None)  # the child finishes its queue, reports its failures and exits
+            if not self._drain(time.monotonic() + timeout):
+                log.warning("the MLflow writer process did not finish within %.0f s; the rest is synced now",
+                            timeout)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -274,3 +270,4 @@ class TrialLog:
         if proc.returncode not in (0, None) and not self._child_failures:
             self._child_failures.append(f"MLflow writer process exited with status {proc.returncode}")
         self._tracker.failures.extend(self._child_failures)
+        self._child_failures = []
