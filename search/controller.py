@@ -360,7 +360,10 @@ def run_study(
         results_dir: where the embedded Optuna storage, MLflow store, artifacts and caches live.
         progress: print one progress line per trial to stderr (``True``), nothing (``False``).
         **overrides: see :data:`sparsearch.search.spec.OVERRIDES` (``n_trials=5``, ``sampler="random"``, ...)
-            and dotted ``"section.key"`` entries.
+            and dotted ``"section.key"`` entries. ``data=`` also takes a polars or pandas DataFrame (or a polars
+            LazyFrame): it is encoded once and reaches the workers through Ray's object store once.
+            ``objective=`` takes a function ``f(trial, config, train, val, report)`` (Ray serialises it, so one
+            defined in a notebook or ``__main__`` runs on every node) or a ``"module:function"`` string.
 
     Returns:
         A :class:`StudyResult` with the Optuna study, all trials, the best trial(s) and the MLflow parent run id.
@@ -374,7 +377,7 @@ def run_study(
     if isinstance(study, StudySpec) and overrides:
         from sparsearch.search.spec import apply_overrides, parse_study
 
-        spec = parse_study(apply_overrides(spec.to_toml_dict(), overrides), default_name=spec.study.name)
+        spec = parse_study(apply_overrides(spec.to_raw(), overrides), default_name=spec.study.name)
     results = _check_results_dir(Path(results_dir))
     ex = _Execution(spec, results, progress)
     start = time.perf_counter()

@@ -39,6 +39,10 @@ class PreparedData:
     """The full ranking (polars DataFrame) or ``None``."""
     ranking_cached: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    encoder: Any = None
+    """The fitted :class:`~sparsearch.spaces.encoder.TabularEncoder` (driver only: it packages the best model)."""
+    example: Any = None
+    """A few raw rows of the candidate features (polars; the packaged model's input example)."""
 
 
 def _ranking_cache_path(cache_dir: Path, fingerprint: str, spec: StudySpec, columns: list[str]) -> Path:
@@ -52,7 +56,9 @@ def _load_frame(spec: StudySpec) -> Any:
     from sparsearch.features import DATASETS, read_table
 
     data = spec.data
-    if data.path is not None:
+    if data.frame is not None:
+        df = _as_polars(data.frame)
+    elif data.path is not None:
         df = read_table(data.path)
     else:
         params = dict(data.params)
@@ -76,6 +82,25 @@ def _load_frame(spec: StudySpec) -> Any:
     return df
 
 
+def _as_polars(frame: Any) -> Any:
+    """An in-memory frame (``[data] frame``) as a polars DataFrame: a LazyFrame is collected, pandas converted."""
+    import polars as pl
+
+    if isinstance(frame, pl.LazyFrame):
+        try:
+            return frame.collect()
+        except Exception as exc:  # polars raises ColumnNotFoundError, ComputeError, ...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"[data] frame: the LazyFrame failed to collect: {first[:300]}") from None
+    if isinstance(frame, pl.DataFrame):
+        return frame
+    try:
+        return pl.from_pandas(frame)
+    except Exception as exc:  # pyarrow's ArrowInvalid/ArrowTypeError for mixed-type object columns
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"[data] frame: cannot convert the pandas DataFrame: {first[:300]}") from None
+
+
 def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
     """Load, rank (cached per data fingerprint), prefilter, encode and split the study's data."""
     timings: dict[str, float] = {}
@@ -91,7 +116,7 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
         return PreparedData(train=train, val=val, fingerprint=digest, n_rows=images.n_rows, timings=timings)
 
     from sparsearch.features import data_fingerprint, rank_features, validate_target
-    from sparsearch.spaces import encode_tabular
+    from sparsearch.spaces.encoder import TabularEncoder
 
     t0 = time.perf_counter()
     df = _load_frame(spec)
@@ -131,11 +156,13 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
         candidates = candidates[: spec.data.top_k[1]]
 
     t0 = time.perf_counter()
-    encoded = encode_tabular(df, target, features=list(candidates))
+    encoder = TabularEncoder.fit(df, target, features=list(candidates))  # what encode_tabular does, kept
+    encoded = encoder.encode(df)
     train, val = encoded.split(spec.train.val_fraction, seed)
     timings["encode_s"] = time.perf_counter() - t0
     return PreparedData(train=train, val=val, fingerprint=fingerprint, n_rows=df.height,
-                        candidates=tuple(candidates), ranking=ranking, ranking_cached=cached, timings=timings)
+                        candidates=tuple(candidates), ranking=ranking, ranking_cached=cached, timings=timings,
+                        encoder=encoder, example=df.select(candidates).head(5))
 
 
 def select_features(data: Any, keep: list[str] | tuple[str, ...] | None) -> Any:

@@ -15,12 +15,13 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import tomllib
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from sparsearch._spec import IntRange, StrictModel
 from sparsearch.errors import SpecError, closest, unknown_choice
@@ -42,6 +43,18 @@ __all__ = [
 
 class _Section(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
+    _section: ClassVar[str] = ""
+
+    def __init__(self, **fields: Any) -> None:
+        # built in Python (``DataSpec(path=...)``): the same one-line errors as a study file's section
+        try:
+            super().__init__(**fields)
+        except ValidationError as exc:
+            raise _format_error(exc, "study", section=self._section) from None
+
+    # pydantic calls an overridden __init__ from model_validate too (a study file's sections): marked as a base
+    # init, it is called only when Python code builds a section (tests/search/test_spec.py fails if that changes)
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
 
 def _safe_name(v: str | None) -> str | None:
@@ -53,6 +66,8 @@ def _safe_name(v: str | None) -> str | None:
 
 class StudySection(_Section):
     """``[study]``: what is optimised, how, and for how long."""
+
+    _section: ClassVar[str] = "study"
 
     name: str = Field("", description="Study name (Optuna study and MLflow experiment). Default: the file's stem.")
     objectives: list[str] = Field(
@@ -74,9 +89,9 @@ class StudySection(_Section):
         "hyperband, percentile, threshold, or an Optuna pruner class. Single-objective studies only."
     )
     pruner_params: dict[str, Any] = Field({}, description="Keyword arguments of the trial pruner.")
-    objective: str | None = Field(
-        None, description="Advanced: a custom objective 'module:function' imported from the Python path. The only "
-        "way a study file can run code; it is off unless set here."
+    objective: str | Callable[..., Any] | None = Field(
+        None, description="Advanced: a custom objective 'module:function' imported from the Python path (from "
+        "Python, also the function itself). The only way a study file can run code; it is off unless set here."
     )
 
     @field_validator("name")
@@ -105,10 +120,15 @@ class StudySection(_Section):
 
     @field_validator("objective")
     @classmethod
-    def _objective_ok(cls, v: str | None) -> str | None:
-        if v is not None and (v.count(":") != 1 or not all(v.split(":"))):
+    def _objective_ok(cls, v: Any) -> Any:
+        if isinstance(v, str) and (v.count(":") != 1 or not all(v.split(":"))):
             raise ValueError(f"must look like 'module:function', got {v!r}")
         return v
+
+    @field_serializer("objective")
+    def _objective_name(self, v: Any) -> str | None:
+        """A function object is recorded (MLflow params, ``to_toml_dict``) by its name; Ray ships the object."""
+        return v if v is None or isinstance(v, str) else callable_name(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySection:
@@ -144,11 +164,15 @@ class StudySection(_Section):
 class DataSpec(_Section):
     """``[data]``: where the rows come from and how features are prefiltered."""
 
+    _section: ClassVar[str] = "data"
+
     generator: str | None = Field(
         None, description="A bundled data generator or loader (click_log; digits, fashion_mnist for images)."
     )
     params: dict[str, Any] = Field({}, description="Keyword arguments of the generator (e.g. n_rows).")
     path: str | None = Field(None, description="A parquet/CSV/TSV file, a directory or a glob (instead of generator).")
+    frame: Any = Field(None, description="Python only (`run_study(..., data=frame)`): a polars or pandas DataFrame "
+                       "or a polars LazyFrame (instead of path or generator); recorded by its shape and fingerprint.")
     target: str = Field("click", min_length=1, description="Target column.")
     features: list[str] | None = Field(None, description="Candidate feature columns. Default: all but the target.")
     exclude: list[str] = Field([], description="Columns never used as features (IDs, timestamps, leaks).")
@@ -188,10 +212,22 @@ class DataSpec(_Section):
             raise ValueError(f"must be >= 1, got {v[0]}")
         return v
 
+    @field_validator("frame")
+    @classmethod
+    def _frame_ok(cls, v: Any) -> Any:
+        if v is not None and not is_frame(v):
+            raise ValueError(f"must be a polars DataFrame or LazyFrame, or a pandas DataFrame, got {type(v).__name__}")
+        return v
+
+    @field_serializer("frame")
+    def _frame_description(self, v: Any) -> str | None:
+        """An in-memory frame cannot go into a study file or MLflow params: its description does."""
+        return None if v is None else describe_frame(v)
+
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
-        if (self.generator is None) == (self.path is None):
-            raise ValueError("set exactly one of 'generator' and 'path'")
+        if sum(x is not None for x in (self.generator, self.path, self.frame)) != 1:
+            raise ValueError("set exactly one of 'generator' and 'path' (or, from Python, 'frame')")
         return self
 
     @property
@@ -203,6 +239,8 @@ class DataSpec(_Section):
 
 class ExecutionSpec(_Section):
     """``[execution]``: where and how trials run (Ray)."""
+
+    _section: ClassVar[str] = "execution"
 
     workers: int = Field(0, ge=0, le=4096, description="Trials in flight at once. 0: one per CPU share.")
     cpus_per_trial: float = Field(1.0, gt=0, le=1024, description="CPUs each trial reserves; torch threads = this.")
@@ -232,6 +270,8 @@ class ExecutionSpec(_Section):
 class TrackingSpec(_Section):
     """``[tracking]``: MLflow."""
 
+    _section: ClassVar[str] = "tracking"
+
     uri: str | None = Field(None, description="MLflow tracking URI. Default: MLFLOW_TRACKING_URI, else a SQLite "
                             "store in the results folder.")
     experiment: str | None = Field(None, description="MLflow experiment. Default: the study name.")
@@ -252,12 +292,24 @@ class TrackingSpec(_Section):
 class StorageSpec(_Section):
     """``[storage]``: where Optuna keeps the study."""
 
+    _section: ClassVar[str] = "storage"
+
     url: str | None = Field(None, description="Optuna storage: postgresql://..., sqlite:///..., journal:PATH, or "
                             "memory. Default: a journal file in the results folder (safe for concurrent writers).")
 
 
 class StudySpec(StrictModel):
-    """A whole study file, validated."""
+    """A whole study, validated: from a study file (:func:`load_study`) or built in Python from typed sections.
+
+    Built in Python, it is validated exactly like a file (same one-line :class:`SpecError` messages, same
+    cross-section rules, the study name defaults to ``"study"``); a section may be a typed object or a dict.
+
+    Example:
+        >>> spec = StudySpec(study=StudySection(name="demo", n_trials=2), data=DataSpec(generator="click_log"),
+        ...                  train={"epochs": 1})
+        >>> spec.study.n_trials, spec.train.epochs
+        (2, 1)
+    """
 
     study: StudySection = StudySection()
     data: DataSpec
@@ -266,6 +318,16 @@ class StudySpec(StrictModel):
     execution: ExecutionSpec = ExecutionSpec()
     tracking: TrackingSpec = TrackingSpec()
     storage: StorageSpec = StorageSpec()
+
+    def __init__(self, **sections: Any) -> None:
+        # built in Python: exactly the validation of a study file (parse_study), typed sections or dicts
+        if "data" not in sections:
+            raise SpecError("study: missing section [data] (set generator=\"click_log\", path=\"file.parquet\" "
+                            "or, from Python, frame=DataFrame)")
+        spec = parse_study(_raw_sections(sections))
+        super().__init__(**{name: getattr(spec, name) for name in SECTIONS})
+
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]  # see _Section.__init__
 
     @model_validator(mode="before")
     @classmethod
@@ -288,8 +350,55 @@ class StudySpec(StrictModel):
         return self
 
     def to_toml_dict(self) -> dict[str, Any]:
-        """The spec as plain data (what a study file with every default spelled out would hold)."""
+        """The spec as plain data (what a study file with every default spelled out would hold).
+
+        An in-memory frame or a function objective appears by its description or name only; :meth:`to_raw` keeps
+        them.
+        """
         return self.model_dump(mode="json", exclude_none=True)
+
+    def to_raw(self) -> dict[str, Any]:
+        """The spec as a raw study dict for :func:`parse_study`, keeping an in-memory frame and a function
+        objective as the objects themselves (what re-validating with overrides needs)."""
+        raw = self.to_toml_dict()
+        if self.data.frame is not None:
+            raw["data"]["frame"] = self.data.frame
+        if self.study.objective is not None and not isinstance(self.study.objective, str):
+            raw["study"]["objective"] = self.study.objective
+        return raw
+
+
+def _raw_sections(sections: dict[str, Any]) -> dict[str, Any]:
+    """Typed sections (or dicts) as a raw study dict; only the fields that were set, Python objects kept."""
+    raw: dict[str, Any] = {}
+    for name, value in sections.items():
+        if isinstance(value, StrictModel):
+            value = {key: getattr(value, key) for key in value.model_fields_set}
+        raw[name] = value
+    return raw
+
+
+def is_frame(value: Any) -> bool:
+    """A polars DataFrame or LazyFrame, or a pandas DataFrame (checked without importing pandas)."""
+    kind = type(value)
+    return (kind.__module__.split(".")[0], kind.__name__) in {
+        ("polars", "DataFrame"), ("polars", "LazyFrame"), ("pandas", "DataFrame")}
+
+
+def describe_frame(frame: Any) -> str:
+    """``"polars DataFrame, 1000 rows x 12 columns"`` (a LazyFrame is not collected: columns only)."""
+    kind = type(frame)
+    lib = kind.__module__.split(".")[0]
+    if kind.__name__ == "LazyFrame":
+        return f"{lib} LazyFrame, {len(frame.collect_schema())} columns"
+    rows, cols = frame.shape
+    return f"{lib} DataFrame, {rows} rows x {cols} columns"
+
+
+def callable_name(fn: Any) -> str:
+    """``"module:qualname"`` of a function (how a function objective is recorded)."""
+    module = getattr(fn, "__module__", None) or "?"
+    return f"{module}:{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
 SECTIONS = ("study", "data", "space", "train", "execution", "tracking", "storage")
@@ -301,7 +410,7 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "sampler": ("study", "sampler"),
     "seed": ("study", "seed"),
     "pruner": ("study", "pruner"),
-    "data": ("data", "path"),
+    "data": ("data", "path"),  # or ("data", "frame") for a DataFrame
     "target": ("data", "target"),
     "top_k": ("data", "top_k"),
     "workers": ("execution", "workers"),
@@ -364,9 +473,15 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     """Apply keyword overrides (``n_trials=5``) and dotted ones (``{"train.epochs": 1}``) to a raw study dict."""
     import copy
 
-    raw = copy.deepcopy(raw)
+    # an in-memory frame or a function objective is shared, never copied (a pandas frame would be)
+    memo = {id(v): v for section in raw.values() if isinstance(section, dict) for v in section.values()
+            if is_frame(v) or callable(v)}
+    raw = copy.deepcopy(raw, memo)
     for name, value in overrides.items():
         if value is None:
+            continue
+        if name == "objective":  # run_study(objective=fn or "module:function")
+            _set(raw, "study", "objective", value)
             continue
         if "." in name:
             section, _, key = name.partition(".")
@@ -377,10 +492,15 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
             section, key = OVERRIDES[name]
             if name == "data":
                 raw.setdefault("data", {}).pop("generator", None)
-                raw["data"].pop("params", None)
+                for other in ("params", "path", "frame"):
+                    raw["data"].pop(other, None)
+                if is_frame(value):
+                    key = "frame"
+                elif isinstance(value, os.PathLike):
+                    value = os.fspath(value)
             _set(raw, section, key, value)
         else:
-            raise unknown_choice("override", name, list(OVERRIDES) + ["<section>.<key>"])
+            raise unknown_choice("override", name, list(OVERRIDES) + ["objective", "<section>.<key>"])
     return raw
 
 
@@ -456,7 +576,8 @@ def load_study(source: str | os.PathLike[str] | dict[str, Any], **overrides: Any
     Args:
         source: a ``.toml`` path, the name of a bundled study (``"quickstart"``), or a dict of sections.
         **overrides: any key of :data:`OVERRIDES` (``n_trials=5``, ``sampler="random"``, ``data="x.parquet"``),
-            or a dotted ``"section.key"`` passed through ``**{"train.epochs": 1}``.
+            or a dotted ``"section.key"`` passed through ``**{"train.epochs": 1}``. ``data`` may also be a polars
+            or pandas DataFrame (or a polars LazyFrame), and ``objective`` a function or ``"module:function"``.
 
     Raises:
         SpecError: one line naming the file, the section, the key and what is allowed.

@@ -42,7 +42,8 @@ class TrialPayload:
     cpus: float
     features: tuple[str, ...] | None = None
     memory_mb: int | None = None
-    objective: str | None = None
+    objective: str | Callable[..., Any] | None = None
+    """A ``"module:function"`` imported in the worker, or the function itself (serialised by Ray)."""
     return_model: bool = True
     params: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     """Parameters the driver already set on the trial: name -> (value, distribution)."""
@@ -424,7 +425,7 @@ def execute_trial(payload: TrialPayload, storage_actor: Any, data_refs: list[Any
         train_k = select_features(train, payload.features)
         val_k = select_features(val, payload.features)
         if payload.objective is not None:
-            fn = _resolve_objective(payload.objective)
+            fn = payload.objective if callable(payload.objective) else _resolve_objective(payload.objective)
             result = fn(trial, payload.config, train_k, val_k, on_epoch)
             metrics = dict(result) if isinstance(result, dict) else {payload.objectives[0]: float(result)}
             outcome_accounting: dict[str, Any] = {}

@@ -13,6 +13,7 @@ from .config import TrialConfig, config_from_params, suggest_config
 from .criteria import CRITERIA, Criterion
 from .data import IMAGE_DATASETS, ImageData, TabularData, encode_tabular, load_digits_data, load_fashion_mnist
 from .distributions import DISTRIBUTIONS, Distribution, LayerInfo, solve_densities
+from .encoder import TabularEncoder
 from .export import CSRLinear, compact, to_csr
 from .masked import (
     MaskedConv2d,
@@ -56,6 +57,7 @@ __all__ = [
     "Sparsifier",
     "SparsitySchedule",
     "TabularData",
+    "TabularEncoder",
     "TrainSpec",
     "TrialConfig",
     "TrialOutcome",

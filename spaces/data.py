@@ -138,89 +138,14 @@ def encode_tabular(
         features: the columns to use (default: all but the target).
         max_cardinality: the largest embedding table per feature.
 
+    The encoding is :class:`~sparsearch.spaces.encoder.TabularEncoder`'s: fit one to encode new rows the same way.
+
     Raises:
         DataError: missing column, empty table, a one-class target, a nested/unsupported column type.
     """
-    import polars as pl
+    from .encoder import TabularEncoder
 
-    if not isinstance(df, pl.DataFrame):
-        try:
-            df = pl.from_pandas(df)
-        except Exception as exc:  # noqa: BLE001 - re-raised with context
-            raise DataError(f"encode_tabular needs a polars or pandas DataFrame, got {type(df).__name__}") from exc
-    if max_cardinality < 3:
-        raise DataError(f"max_cardinality must be >= 3, got {max_cardinality}")
-    if target not in df.columns:
-        raise DataError(f"target column {target!r} not found; columns: {', '.join(df.columns)}")
-    features = [c for c in df.columns if c != target] if features is None else list(features)
-    missing = [c for c in features if c not in df.columns]
-    if missing:
-        raise DataError(f"feature columns not found: {', '.join(missing)}; columns: {', '.join(df.columns)}")
-    if target in features:
-        raise DataError(f"target column {target!r} is also listed in features")
-    notes: list[str] = []
-    n_before = df.height
-    df = df.filter(pl.col(target).is_not_null())
-    if df.height < n_before:
-        notes.append(f"dropped {n_before - df.height} rows with a missing target {target!r}")
-    if df.height == 0:
-        raise DataError(f"no rows with a known target {target!r}")
-
-    ys = df[target]
-    if ys.dtype.is_float() and ys.n_unique() > 50:
-        raise DataError(f"target {target!r} is continuous ({ys.n_unique()} distinct floats); only classification")
-    classes = ys.unique().sort()
-    if classes.len() < 2:
-        raise DataError(f"target {target!r} has a single class {classes.to_list()!r}; need at least 2")
-    y = (ys.rank("dense").to_numpy().astype(np.int64) - 1)
-    n_classes = classes.len()
-
-    cat_cols, cards, cat_names, num_cols, num_names = [], [], [], [], []
-    for name in features:
-        s = df[name]
-        if s.dtype.is_nested() or s.dtype == pl.Object:
-            raise DataError(f"column {name!r} has unsupported type {s.dtype}; use scalar columns")
-        if s.dtype.is_float():
-            v = s.cast(pl.Float64).to_numpy().astype(np.float64, copy=True)
-            bad = ~np.isfinite(v)
-            fill = float(np.median(v[~bad])) if (~bad).any() else 0.0
-            if bad.any():
-                v[bad] = fill
-                notes.append(f"{name}: filled {int(bad.sum())} NaN/inf with median {fill:g}")
-            num_cols.append(v.astype(np.float32))
-            num_names.append(name)
-            if bad.any():
-                num_cols.append(bad.astype(np.float32))
-                num_names.append(f"{name}_missing")
-            continue
-        if s.dtype == pl.Boolean:
-            s = s.cast(pl.Int8)
-        elif s.dtype.is_temporal() or s.dtype == pl.Categorical or s.dtype == pl.Enum:
-            s = s.cast(pl.String)
-        n_distinct = s.drop_nulls().n_unique()
-        if n_distinct + _FIRST_CODE > max_cardinality:
-            n_buckets = max_cardinality - _FIRST_CODE
-            codes = (s.cast(pl.String).hash(seed=0) % n_buckets).cast(pl.Int64) + _FIRST_CODE
-            card = max_cardinality
-            notes.append(f"{name}: {n_distinct} distinct values hashed into {n_buckets} buckets")
-        else:
-            codes = s.rank("dense").cast(pl.Int64) + (_FIRST_CODE - 1)
-            card = n_distinct + _FIRST_CODE
-        codes = codes.fill_null(MISSING_CODE).to_numpy().astype(np.int64)
-        cat_cols.append(codes)
-        cards.append(int(card))
-        cat_names.append(name)
-    n = df.height
-    categorical = np.stack(cat_cols, axis=1) if cat_cols else np.zeros((n, 0), dtype=np.int64)
-    numeric = np.stack(num_cols, axis=1) if num_cols else np.zeros((n, 0), dtype=np.float32)
-    if categorical.shape[1] + numeric.shape[1] == 0:
-        raise DataError("no feature columns to encode")
-    return TabularData(
-        categorical=np.ascontiguousarray(categorical), cardinalities=tuple(cards), numeric=np.ascontiguousarray(numeric),
-        y=y, categorical_names=tuple(cat_names), numeric_names=tuple(num_names),
-        task="binary" if n_classes == 2 else "multiclass", n_classes=int(n_classes), classes=tuple(classes.to_list()),
-        notes=tuple(notes),
-    )
+    return TabularEncoder.fit(df, target, features=features, max_cardinality=max_cardinality).encode(df)
 
 
 def load_digits_data(limit: int | None = None) -> ImageData:

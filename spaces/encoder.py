@@ -1,0 +1,303 @@
+"""The encoding of a raw table into :class:`TabularData`, as an object that can encode new rows the same way.
+
+:func:`~sparsearch.spaces.encode_tabular` is ``TabularEncoder.fit(df, target).encode(df)``. A fitted encoder keeps
+what the encoding learnt from the rows it saw (each categorical column's vocabulary or hash buckets, each numeric
+column's median and whether it had a missing-value indicator, the class labels), so :meth:`TabularEncoder.transform`
+turns rows it never saw (a raw pandas or polars frame) into the exact inputs the model was trained on: an unseen
+category gets the out-of-vocabulary code, a missing one the missing code, a missing number the training median.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sparsearch.errors import DataError
+
+from .data import _FIRST_CODE, MISSING_CODE, OOV_CODE, TabularData
+
+__all__ = ["ColumnEncoding", "TabularEncoder"]
+
+
+@dataclass(frozen=True, eq=False)
+class ColumnEncoding:
+    """How one raw column becomes model inputs.
+
+    Attributes:
+        name: the raw column.
+        kind: ``"categorical"`` (integer codes) or ``"numeric"`` (float32).
+        raw_dtype: the column's polars dtype in the fitted data (new values are cast to it first).
+        vocabulary: categorical: the known values in code order (code ``2 + i``), ``None`` when hashed.
+        n_buckets: categorical: hash buckets of a high-cardinality column (codes ``2 .. 1 + n_buckets``).
+        fill: numeric: the value that replaces NaN, infinities and missing values (the fitted median).
+        indicator: numeric: a ``<name>_missing`` 0/1 input follows the column.
+    """
+
+    name: str
+    kind: str
+    raw_dtype: Any
+    vocabulary: Any = None
+    n_buckets: int | None = None
+    fill: float = 0.0
+    indicator: bool = False
+
+    @property
+    def cardinality(self) -> int:
+        if self.n_buckets is not None:
+            return self.n_buckets + _FIRST_CODE
+        return len(self.vocabulary) + _FIRST_CODE
+
+
+def _categorical_view(s: Any) -> Any:
+    """The series whose values are numbered: booleans as 0/1, dates, times and categoricals as strings."""
+    import polars as pl
+
+    if s.dtype == pl.Boolean:
+        return s.cast(pl.Int8)
+    if s.dtype.is_temporal() or s.dtype == pl.Categorical or s.dtype == pl.Enum:
+        return s.cast(pl.String)
+    return s
+
+
+def _hashed(s: Any, n_buckets: int) -> Any:
+    import polars as pl
+
+    return ((s.cast(pl.String).hash(seed=0) % n_buckets).cast(pl.Int64) + _FIRST_CODE).fill_null(MISSING_CODE)
+
+
+@dataclass(frozen=True, eq=False)
+class TabularEncoder:
+    """A fitted encoding of raw tabular rows (see the module docstring).
+
+    Example:
+        >>> import polars as pl
+        >>> df = pl.DataFrame({"city": ["a", "b", "a", None], "age": [1.0, None, 3.0, 4.0], "y": [0, 1, 0, 1]})
+        >>> enc = TabularEncoder.fit(df, "y")
+        >>> cat, num = enc.transform(pl.DataFrame({"city": ["b", "zzz", None], "age": [2.0, None, 5.0]}))
+        >>> cat[:, 0].tolist()  # known, unseen (out of vocabulary), missing
+        [3, 1, 0]
+        >>> num.tolist()  # a missing age is the fitted median 3.0, flagged in age_missing
+        [[2.0, 0.0], [3.0, 1.0], [5.0, 0.0]]
+    """
+
+    target: str
+    columns: tuple[ColumnEncoding, ...]
+    classes: tuple = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The raw columns the encoding reads, in input order."""
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def categorical_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.kind == "categorical")
+
+    @property
+    def numeric_names(self) -> tuple[str, ...]:
+        names: list[str] = []
+        for c in self.columns:
+            if c.kind == "numeric":
+                names += [c.name, f"{c.name}_missing"] if c.indicator else [c.name]
+        return tuple(names)
+
+    @property
+    def cardinalities(self) -> tuple[int, ...]:
+        return tuple(c.cardinality for c in self.columns if c.kind == "categorical")
+
+    def select(self, features: list[str] | tuple[str, ...] | None) -> TabularEncoder:
+        """The encoder of only the named raw columns (``None``: all), as :func:`select_features` keeps them."""
+        if features is None:
+            return self
+        keep = set(features)
+        return TabularEncoder(self.target, tuple(c for c in self.columns if c.name in keep), self.classes,
+                              self.notes)
+
+    # -- fitting ---------------------------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, df: Any, target: str, *, features: list[str] | None = None,
+            max_cardinality: int = 100_000) -> TabularEncoder:
+        """Learn the encoding of ``df`` (see :func:`~sparsearch.spaces.encode_tabular` for the rules).
+
+        Raises:
+            DataError: missing column, empty table, a one-class target, a nested/unsupported column type.
+        """
+        import polars as pl
+
+        df = _as_polars(df, "TabularEncoder.fit")
+        if max_cardinality < 3:
+            raise DataError(f"max_cardinality must be >= 3, got {max_cardinality}")
+        if target not in df.columns:
+            raise DataError(f"target column {target!r} not found; columns: {', '.join(df.columns)}")
+        features = [c for c in df.columns if c != target] if features is None else list(features)
+        missing = [c for c in features if c not in df.columns]
+        if missing:
+            raise DataError(f"feature columns not found: {', '.join(missing)}; columns: {', '.join(df.columns)}")
+        if target in features:
+            raise DataError(f"target column {target!r} is also listed in features")
+        notes: list[str] = []
+        n_before = df.height
+        df = df.filter(pl.col(target).is_not_null())
+        if df.height < n_before:
+            notes.append(f"dropped {n_before - df.height} rows with a missing target {target!r}")
+        if df.height == 0:
+            raise DataError(f"no rows with a known target {target!r}")
+        ys = df[target]
+        if ys.dtype.is_float() and ys.n_unique() > 50:
+            raise DataError(f"target {target!r} is continuous ({ys.n_unique()} distinct floats); only classification")
+        classes = ys.unique().sort()
+        if classes.len() < 2:
+            raise DataError(f"target {target!r} has a single class {classes.to_list()!r}; need at least 2")
+
+        columns: list[ColumnEncoding] = []
+        for name in features:
+            s = df[name]
+            if s.dtype.is_nested() or s.dtype == pl.Object:
+                raise DataError(f"column {name!r} has unsupported type {s.dtype}; use scalar columns")
+            if s.dtype.is_float():
+                v = s.cast(pl.Float64).to_numpy()
+                bad = ~np.isfinite(v)
+                fill = float(np.median(v[~bad])) if (~bad).any() else 0.0
+                if bad.any():
+                    notes.append(f"{name}: filled {int(bad.sum())} NaN/inf with median {fill:g}")
+                columns.append(ColumnEncoding(name, "numeric", s.dtype, fill=fill, indicator=bool(bad.any())))
+                continue
+            view = _categorical_view(s)
+            values = view.drop_nulls().unique().sort()
+            if values.len() + _FIRST_CODE > max_cardinality:
+                n_buckets = max_cardinality - _FIRST_CODE
+                notes.append(f"{name}: {values.len()} distinct values hashed into {n_buckets} buckets")
+                columns.append(ColumnEncoding(name, "categorical", s.dtype, n_buckets=n_buckets))
+            else:
+                columns.append(ColumnEncoding(name, "categorical", s.dtype, vocabulary=values))
+        if not columns:
+            raise DataError("no feature columns to encode")
+        return cls(target, tuple(columns), tuple(classes.to_list()), tuple(notes))
+
+    # -- encoding --------------------------------------------------------------------------------------------------
+    def transform(self, df: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Model inputs ``(categorical int64 (n, n_cat), numeric float32 (n, n_num))`` for raw rows.
+
+        ``df`` is a polars or pandas frame holding (at least) :attr:`features`; other columns are ignored. Values
+        are cast to the fitted column types first (a pandas integer column with missing values arrives as floats);
+        a value that cannot be cast, or was never seen, is out of vocabulary.
+
+        Raises:
+            DataError: a feature column is absent.
+        """
+        df = _as_polars(df, "TabularEncoder.transform", columns=self.features)
+        absent = [c for c in self.features if c not in df.columns]
+        if absent:
+            raise DataError(f"the rows lack feature column(s) {', '.join(absent)}; the model reads "
+                            f"{', '.join(self.features)}")
+        cat_cols, num_cols = [], []
+        for col in self.columns:
+            s = df[col.name]
+            if col.kind == "numeric":
+                v = _cast(s, col.raw_dtype).cast(_float64()).to_numpy().astype(np.float64, copy=True)
+                bad = ~np.isfinite(v)
+                v[bad] = col.fill
+                num_cols.append(v.astype(np.float32))
+                if col.indicator:
+                    num_cols.append(bad.astype(np.float32))
+            else:
+                cat_cols.append(self._codes(col, s))
+        n = df.height
+        categorical = np.stack(cat_cols, axis=1) if cat_cols else np.zeros((n, 0), dtype=np.int64)
+        numeric = np.stack(num_cols, axis=1) if num_cols else np.zeros((n, 0), dtype=np.float32)
+        return np.ascontiguousarray(categorical), np.ascontiguousarray(numeric)
+
+    @staticmethod
+    def _codes(col: ColumnEncoding, s: Any) -> np.ndarray:
+        import polars as pl
+
+        typed = _cast(s, col.raw_dtype)
+        unreadable = (s.is_not_null() & typed.is_null()).to_numpy()  # e.g. "abc" in an integer column
+        view = _categorical_view(typed)
+        if col.n_buckets is not None:
+            codes = _hashed(view, col.n_buckets).to_numpy().astype(np.int64)
+        else:
+            known = view.replace_strict(col.vocabulary, np.arange(_FIRST_CODE, _FIRST_CODE + len(col.vocabulary)),
+                                        default=OOV_CODE, return_dtype=pl.Int64)
+            codes = known.fill_null(MISSING_CODE).to_numpy().astype(np.int64)
+            codes[view.is_null().to_numpy()] = MISSING_CODE
+        codes[unreadable] = OOV_CODE
+        return codes
+
+    def encode(self, df: Any) -> TabularData:
+        """Encode rows that carry the target (the fitted rows, or new labelled ones) as :class:`TabularData`."""
+        import polars as pl
+
+        df = _as_polars(df, "TabularEncoder.encode")
+        if self.target not in df.columns:
+            raise DataError(f"target column {self.target!r} not found; columns: {', '.join(df.columns)}")
+        df = df.filter(pl.col(self.target).is_not_null())
+        categorical, numeric = self.transform(df)
+        index = {c: i for i, c in enumerate(self.classes)}
+        labels = df[self.target].to_list()
+        unknown = [v for v in set(labels) if v not in index]
+        if unknown:
+            raise DataError(f"target {self.target!r} has classes {unknown[:5]!r} the encoder was not fitted on")
+        y = np.array([index[v] for v in labels], dtype=np.int64)
+        n_classes = len(self.classes)
+        return TabularData(
+            categorical=categorical, cardinalities=self.cardinalities, numeric=numeric, y=y,
+            categorical_names=self.categorical_names, numeric_names=self.numeric_names,
+            task="binary" if n_classes == 2 else "multiclass", n_classes=n_classes, classes=self.classes,
+            notes=self.notes,
+        )
+
+
+def _float64() -> Any:
+    import polars as pl
+
+    return pl.Float64
+
+
+def _cast(s: Any, dtype: Any) -> Any:
+    """``s`` as ``dtype``; values that cannot be represented (3.5 as an integer, "x" as a date) become null."""
+    import polars as pl
+
+    if s.dtype == dtype:
+        return s
+    if s.dtype.is_float() and dtype.is_integer():
+        whole = s.is_finite() & (s == s.floor())
+        s = pl.select(pl.when(whole).then(s)).to_series().rename(s.name)
+    if s.dtype == pl.Null:
+        return s.cast(dtype)
+    try:
+        return s.cast(dtype, strict=False)
+    except Exception:  # noqa: BLE001 - a cast polars does not define at all: read the values as text first
+        return s.cast(pl.String, strict=False).cast(dtype, strict=False)
+
+
+def _as_polars(df: Any, what: str, columns: tuple[str, ...] | None = None) -> Any:
+    """A polars DataFrame from a polars or pandas frame (a pandas column of mixed objects is read as text)."""
+    import polars as pl
+
+    if isinstance(df, pl.DataFrame):
+        return df
+    if isinstance(df, pl.LazyFrame):
+        return df.collect()
+    if type(df).__module__.split(".")[0] != "pandas" or not hasattr(df, "columns"):
+        raise DataError(f"{what} needs a polars or pandas DataFrame, got {type(df).__name__}")
+    if columns is not None:
+        df = df[[c for c in columns if c in df.columns]]
+    try:
+        return pl.from_pandas(df)
+    except Exception:  # noqa: BLE001 - pyarrow rejects an object column of mixed types: convert column by column
+        series = []
+        for name in df.columns:
+            try:
+                series.append(pl.from_pandas(df[name]).rename(str(name)))
+            except Exception:  # noqa: BLE001
+                values = [None if _is_missing(v) else str(v) for v in df[name].tolist()]
+                series.append(pl.Series(str(name), values, dtype=pl.String))
+        return pl.DataFrame(series)
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and v != v) or type(v).__name__ in ("NAType", "NaTType")
