@@ -83,6 +83,9 @@ class StudyResult:
     elapsed_s: float = 0.0
     n_trials_run: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    model_uri: str | None = None
+    """The best trial's model as an MLflow pyfunc (raw rows in, probabilities out), when one was logged:
+    ``mlflow.pyfunc.load_model(model_uri).predict(raw_frame)``."""
 
     @property
     def trials(self) -> list[FrozenTrial]:
@@ -115,6 +118,7 @@ class StudyResult:
             "storage": self.storage,
             "tracking_uri": self.tracking_uri,
             "mlflow_parent_run_id": self.mlflow_parent_run_id,
+            "model_uri": self.model_uri,
             "objectives": self.objectives,
             "directions": self.directions,
             "n_trials": len(self.trials),
@@ -249,6 +253,8 @@ class _Execution:
         self.trial_log: TrialLog | None = None
         self.best_model: Any = None
         self.best_value: float | None = None
+        self.best_features: tuple[str, ...] | None = None
+        self.model_uri: str | None = None
         self.n_run = 0
 
     def say(self, text: str) -> None:
@@ -590,7 +596,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
         )
         ref = task.remote(payload, actor, data_refs)
         in_flight[ref] = {"trial": trial, "started": time.monotonic(), "reason": None, "attrs": attrs,
-                          "driver_params": frozenset(payload.params)}
+                          "driver_params": frozenset(payload.params), "features": features}
         ex.n_run += 1
 
     def collect(ref: Any) -> None:
@@ -622,7 +628,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             better = ex.best_value is None or (v > ex.best_value if ex.directions[0] == "maximize"
                                                else v < ex.best_value)
             if better:
-                ex.best_value, ex.best_model = v, report.model
+                ex.best_value, ex.best_model, ex.best_features = v, report.model, info["features"]
         _finish_progress(ex, study, frozen, report.duration_s)
 
     interrupted = False
@@ -677,7 +683,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
         study_name=spec.study.name, storage=redact(ex.storage_url),
         tracking_uri=redact(ex.tracking_uri) if spec.tracking.enabled else None,
         mlflow_parent_run_id=ex.tracker.parent_run_id, study=final_study, objectives=ex.objectives,
-        directions=ex.directions, elapsed_s=elapsed, n_trials_run=ex.n_run,
+        directions=ex.directions, elapsed_s=elapsed, n_trials_run=ex.n_run, model_uri=ex.model_uri,
         info={"workers": workers, "cpus_per_trial": cpus, "data_fingerprint": prepared.fingerprint,
               "n_rows": prepared.n_rows, "features": list(prepared.candidates), "timings": prepared.timings,
               "ranking_cached": prepared.ranking_cached, "mlflow_failures": len(ex.tracker.failures),
@@ -780,8 +786,24 @@ def _finish_parent(ex: _Execution, study: optuna.Study, prepared: PreparedData, 
         for name, html in _plots(study, ex.objectives).items():
             tracker.log_artifact_text(parent, name, html)
     if ex.spec.tracking.log_model and ex.best_model is not None:
-        tracker.log_model(parent, ex.best_model)
+        _log_best_model(ex, study, prepared, parent)
     tracker.finish_parent("FINISHED", metrics, {"status": "FINISHED"})
+
+
+def _log_best_model(ex: _Execution, study: optuna.Study, prepared: PreparedData, parent: str) -> None:
+    """Log the best trial's model as a pyfunc that takes raw rows (tabular studies; an image study's network is
+    logged with mlflow.pytorch); record its URI on the study for ``sparsearch predict``."""
+    if prepared.encoder is None:
+        ex.model_uri = ex.tracker.log_torch_model(parent, ex.best_model)
+    else:
+        from sparsearch.search.model import build_model_package
+
+        package = build_model_package(ex.best_model, prepared.encoder, ex.best_features)
+        registered = ex.spec.study.name if ex.spec.tracking.register_model else None
+        ex.model_uri = ex.tracker.log_pyfunc_model(parent, package, prepared.example, registered_name=registered)
+    if ex.model_uri is not None:
+        study.set_user_attr("model_uri", ex.model_uri)
+        study.set_user_attr("model_tracking_uri", redact(ex.tracking_uri))
 
 
 class _SnapshotStudy(optuna.Study):

@@ -18,14 +18,17 @@ Loading needs sparsearch (and torch, polars) installed: the package holds sparse
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
+import pandas as pd
 
 from sparsearch.errors import DataError
 
-__all__ = ["FORMATS", "OUTPUTS", "SparsearchModel", "build_model_package", "model_signature"]
+__all__ = ["FORMATS", "OUTPUTS", "SparsearchModel", "build_model_package", "load_study_model", "model_signature"]
 
 FORMATS = ("dense", "compact", "csr")
 """Forms of the network a packaged model can run (``predict(..., params={"format": ...})``)."""
@@ -89,14 +92,13 @@ class SparsearchModel(mlflow.pyfunc.PythonModel):
             return torch.stack([1.0 - p1, p1], dim=1).numpy()
         return torch.softmax(logits.double(), dim=1).numpy()
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    # MLflow reads predict's type hints: a pandas DataFrame hint infers no schema (the signature describes rows)
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
         """pyfunc entry point: ``params`` may hold ``format`` (dense, compact, csr) and ``output`` (proba, class).
 
         Returns a pandas DataFrame: one probability column per class label (named by the label), or a single
         ``class`` column with the most probable label.
         """
-        import pandas as pd
-
         params = dict(params or {})
         output = _check("output", params.get("output", "proba"), OUTPUTS)
         proba = self.probabilities(model_input, params.get("format") or self.default_format)
@@ -130,3 +132,52 @@ def model_signature(model: SparsearchModel, example: Any) -> Any:
     params = ParamSchema([ParamSpec("format", "string", model.default_format),
                           ParamSpec("output", "string", "proba")])
     return ModelSignature(inputs=Schema(cols), outputs=outputs, params=params)
+
+
+def load_study_model(study_name: str, *, results_dir: str | os.PathLike[str] = "sparsearch-results",
+                     storage: str | None = None, tracking_uri: str | None = None) -> tuple[Any, str]:
+    """The pyfunc model the study's last execution logged, and its URI (what ``sparsearch predict`` uses).
+
+    The URI is read from the study's storage (``model_uri`` study attribute); the MLflow store is
+    ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else the results folder's, else the one the study logged to.
+
+    Raises:
+        SpecError: no such study, or it has no logged model.
+    """
+    from sparsearch.errors import SpecError
+    from sparsearch.search.controller import load_result
+    from sparsearch.search.tracking import default_tracking_uri
+
+    result = load_result(study_name, storage=storage, results_dir=results_dir)
+    uri = result.study.user_attrs.get("model_uri")
+    if not uri:
+        raise SpecError(f"study {study_name!r} has no logged model (run it with [tracking] log_model = true and "
+                        "the built-in objective on tabular data)")
+    local = Path(results_dir) / "mlflow.db"
+    store = (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+             or (default_tracking_uri(Path(results_dir)) if local.exists() else None)
+             or result.study.user_attrs.get("model_tracking_uri"))
+    return _load_pyfunc(uri, store), uri
+
+
+def _load_pyfunc(uri: str, store: str | None) -> Any:
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    from sparsearch.errors import ConnectionProblem
+
+    # resolve the URI against ``store`` for this call only (as Tracker does when it logs)
+    saved_env, saved_uri = os.environ.get("MLFLOW_TRACKING_URI"), tracking_utils._tracking_uri
+    try:
+        if store:
+            mlflow.set_tracking_uri(store)
+        return mlflow.pyfunc.load_model(uri)
+    except Exception as exc:  # MlflowException, OSError: the store or the artifacts are not where they were
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConnectionProblem(f"cannot load model {uri!r} from MLflow store {store!r}: {first[:300]}") from None
+    finally:
+        tracking_utils._tracking_uri = saved_uri
+        if saved_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env

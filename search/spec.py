@@ -276,7 +276,10 @@ class TrackingSpec(_Section):
                             "store in the results folder.")
     experiment: str | None = Field(None, description="MLflow experiment. Default: the study name.")
     enabled: bool = Field(True, description="Log to MLflow at all.")
-    log_model: bool = Field(True, description="Log the best trial's model with mlflow.pytorch.")
+    log_model: bool = Field(True, description="Log the best trial's model as an MLflow pyfunc that takes raw rows "
+                            "(its preprocessing included; image studies: mlflow.pytorch).")
+    register_model: bool = Field(False, description="Also register the logged model in the MLflow model "
+                                 "registry under the study's name (a new version per execution).")
     writer: Literal["process", "thread"] = Field(
         "process", description="Where trial child runs are written: a writer process the driver starts (off the "
         "search loop's core), or a thread of the driver (one process fewer, ~200 MB less memory).")

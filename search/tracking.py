@@ -301,30 +301,60 @@ class Tracker:
         if run_id is not None:
             self._guard(f"log artifact {path.name}", self._client.log_artifact, run_id, str(path), artifact_path)
 
-    def log_model(self, run_id: str | None, model: Any, name: str = "best_model") -> None:
-        """Log a torch model with ``mlflow.pytorch`` on ``run_id``."""
-        if run_id is None or model is None:
-            return
+    def log_torch_model(self, run_id: str | None, model: Any, name: str = "best_model") -> str | None:
+        """Log a torch model with ``mlflow.pytorch`` on ``run_id``; returns its model URI."""
+        import torch
 
-        def go() -> None:
+        # we choose pickle deliberately (pt2 needs an input example per model kind); the model is our own
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+        return self._log_model(run_id, model, "log best model", lambda mlflow: mlflow.pytorch.log_model(
+            model, name=name, pip_requirements=[f"torch=={torch.__version__}"], serialization_format="pickle"))
+
+    def log_pyfunc_model(self, run_id: str | None, model: Any, example: Any, *, name: str = "best_model",
+                         registered_name: str | None = None) -> str | None:
+        """Log a :class:`~sparsearch.search.model.SparsearchModel` (pyfunc) on ``run_id`` with its signature and
+        input example (raw rows); optionally register it as ``registered_name``. Returns its model URI."""
+
+        def log(mlflow: Any) -> Any:
+            from importlib.metadata import version
+
+            from sparsearch.search.model import model_signature
+
+            example_pd = example.to_pandas() if hasattr(example, "to_pandas") else example
+            reqs = [f"{pkg}=={version(pkg)}" for pkg in ("torch", "polars", "pandas", "numpy")]
+            # MLflow warns that a Python object is cloudpickled: deliberate (the model is our own object)
+            pyfunc_log = logging.getLogger("mlflow.pyfunc")
+            level = pyfunc_log.level
+            pyfunc_log.setLevel(logging.ERROR)
+            try:
+                return mlflow.pyfunc.log_model(name=name, python_model=model, input_example=example_pd,
+                                               signature=model_signature(model, example_pd), pip_requirements=reqs,
+                                               registered_model_name=registered_name)
+            finally:
+                pyfunc_log.setLevel(level)
+
+        return self._log_model(run_id, model, "log best model", log)
+
+    def _log_model(self, run_id: str | None, model: Any, what: str, log_fn: Callable[[Any], Any]) -> str | None:
+        if run_id is None or model is None:
+            return None
+
+        def go() -> str:
             import mlflow
+            import mlflow.pyfunc
             import mlflow.pytorch
 
-            # mlflow.pytorch logs through the global "fluent" API: point it at our store for this call only,
+            # MLflow logs models through the global "fluent" API: point it at our store for this call only,
             # then restore both the global URI and MLFLOW_TRACKING_URI (set_tracking_uri also sets the variable)
             from mlflow.tracking._tracking_service import utils as tracking_utils
 
             saved_env = os.environ.get("MLFLOW_TRACKING_URI")
             saved_uri = tracking_utils._tracking_uri
-            # we choose pickle deliberately (pt2 needs an input example per model kind); the model is our own
-            logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
             try:
                 mlflow.set_tracking_uri(self.uri)
                 with mlflow.start_run(run_id=run_id):
-                    import torch
-
-                    mlflow.pytorch.log_model(model, name=name, pip_requirements=[f"torch=={torch.__version__}"],
-                                             serialization_format="pickle")
+                    info = log_fn(mlflow)
+                return info.model_uri
             finally:
                 tracking_utils._tracking_uri = saved_uri
                 if saved_env is None:
@@ -332,7 +362,7 @@ class Tracker:
                 else:
                     os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
-        self._guard("log best model", go)
+        return self._guard(what, go)
 
     def _log(self, run_id: str, *, params: Mapping[str, Any] | None = None, metrics: Sequence[Any] = (),
              tags: Mapping[str, Any] | None = None) -> None:

@@ -115,6 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=0, metavar="N", help="print only the N best trials")
     _add_common(p)
 
+    p = sub.add_parser("predict", help="predict new rows with a study's best model", formatter_class=_formatter,
+                       description="Predict raw rows (same columns as the study's data) with the best model the "
+                       "study logged to MLflow: class probabilities, one column per class, or the classes.")
+    p.add_argument("study_name", metavar="STUDY_NAME", help="study name")
+    p.add_argument("data", metavar="DATA", help="file, folder or glob (parquet, csv, tsv)")
+    p.add_argument("--out", required=True, metavar="FILE", help="predictions (.csv, .tsv, .json or .parquet)")
+    p.add_argument("--format", default="compact", choices=("dense", "compact", "csr"),
+                   help="network form to run: masked dense layers, compacted, or CSR (same predictions; "
+                   "default: %(default)s)")
+    p.add_argument("--output", default="proba", choices=("proba", "class"),
+                   help="class probabilities or the most probable class (default: %(default)s)")
+    p.add_argument("--results", default="sparsearch-results", metavar="DIR", help="results folder")
+    p.add_argument("--storage", metavar="URL", help="storage URL (default: the results folder's journal)")
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow store (default: the results folder's)")
+    _add_common(p)
+
     p = sub.add_parser("ui", help="start the MLflow UI over the results", formatter_class=_formatter,
                        description="Start the MLflow UI on 127.0.0.1 over the results folder's tracking store.")
     p.add_argument("--results", default="sparsearch-results", metavar="DIR", help="results folder")
@@ -272,6 +288,43 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from sparsearch.errors import SpecError
+    from sparsearch.features import read_table
+    from sparsearch.search.model import load_study_model
+
+    out = Path(args.out)
+    suffix = out.suffix.lower()
+    if suffix not in (".tsv", ".csv", ".json", ".parquet"):
+        raise SpecError(f"--out {args.out!r}: extension must be .csv, .tsv, .json or .parquet")
+    _check_writable("--out", out)
+    rows = read_table(args.data)
+    model, uri = load_study_model(args.study_name, results_dir=args.results, storage=args.storage,
+                                  tracking_uri=args.tracking_uri)
+    import polars as pl
+
+    wanted = model.metadata.get_input_schema().input_names()  # only the columns the model reads
+    rows = rows.select([c for c in rows.columns if c in set(wanted)])
+    pred = pl.from_pandas(model.predict(rows.to_pandas(), params={"format": args.format, "output": args.output}))
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".parquet":
+            pred.write_parquet(tmp)
+        elif suffix == ".json":
+            tmp.write_text(json.dumps(pred.to_dicts(), default=str))
+        else:
+            pred.write_csv(tmp, separator="\t" if suffix == ".tsv" else ",")
+        tmp.replace(out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SpecError(f"--out {str(out)!r}: cannot write: {exc.strerror or exc}") from None
+    doc = {"study_name": args.study_name, "model_uri": uri, "n_rows": pred.height, "columns": pred.columns,
+           "format": args.format, "output": args.output, "out": str(out)}
+    _emit(args, doc, f"predicted {pred.height} rows with {uri} ({args.format}); wrote {out}")
+    return 0
+
+
 def _check_writable(flag: str, path: Path) -> None:
     """Raise SpecError unless ``path`` can be created: its nearest existing ancestor is a writable folder."""
     from sparsearch.errors import SpecError
@@ -340,8 +393,8 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-COMMANDS = {"run": _cmd_run, "rank": _cmd_rank, "compare": _cmd_compare, "show": _cmd_show, "ui": _cmd_ui,
-            "studies": _cmd_studies}
+COMMANDS = {"run": _cmd_run, "rank": _cmd_rank, "compare": _cmd_compare, "show": _cmd_show, "predict": _cmd_predict,
+            "ui": _cmd_ui, "studies": _cmd_studies}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
