@@ -270,8 +270,15 @@ def _cast(s: Any, dtype: Any) -> Any:
         return s.cast(dtype)
     try:
         return s.cast(dtype, strict=False)
-    except Exception:  # noqa: BLE001 - a cast polars does not define at all: read the values as text first
-        return s.cast(pl.String, strict=False).cast(dtype, strict=False)
+    except Exception:  # noqa: BLE001 - a cast polars does not define (text to boolean): through text, or none
+        text = s.cast(pl.String, strict=False)
+        if dtype == pl.Boolean:
+            words = {"true": True, "1": True, "false": False, "0": False}
+            return text.str.to_lowercase().replace_strict(words, default=None, return_dtype=pl.Boolean)
+        try:
+            return text.cast(dtype, strict=False)
+        except Exception:  # noqa: BLE001 - nothing can be read: every value is unknown
+            return pl.Series(s.name, [None] * s.len(), dtype=dtype)
 
 
 def _as_polars(df: Any, what: str, columns: tuple[str, ...] | None = None) -> Any:

@@ -1,0 +1,100 @@
+"""TabularEncoder: the encoding of encode_tabular, kept, so new raw rows (pandas or polars) encode the same way."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+from sparsearch.errors import DataError
+from sparsearch.spaces import TabularEncoder, encode_tabular
+from sparsearch.spaces.data import MISSING_CODE, OOV_CODE
+
+
+def mixed_frame(n: int = 400, seed: int = 0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    mask = lambda p: pl.Series(rng.random(n) < p)  # noqa: E731
+    return pl.DataFrame({
+        "city": rng.choice(["rome", "oslo", "lima", None], n).tolist(),
+        "shop": pl.Series(rng.integers(0, 20, n)).set(mask(0.1), None),
+        "promo": pl.Series(rng.random(n) < 0.5).set(mask(0.1), None),
+        "price": pl.Series(rng.normal(10, 2, n)).set(mask(0.1), None),
+        "age": rng.normal(size=n),
+        "day": [dt.date(2024, 1, 1 + int(k)) for k in rng.integers(0, 20, n)],
+        "user": [f"u{k}" for k in rng.integers(0, 300, n)],
+        "tier": pl.Series(rng.choice(["gold", "basic"], n)).cast(pl.Categorical),
+        "y": pl.Series(rng.choice(["no", "yes", None], n, p=[0.5, 0.4, 0.1])),
+    })
+
+
+def test_small_frame_codes_are_the_documented_ones():
+    df = pl.DataFrame({"city": ["b", "a", None, "b"], "n": [1.0, None, 3.0, 5.0], "flag": [True, False, None, True],
+                       "y": [0, 1, 0, 1]})
+    enc = TabularEncoder.fit(df, "y")
+    data = enc.encode(df)
+    # values numbered in sorted order from 2; 0 = missing; booleans as 0/1
+    assert data.categorical_names == ("city", "flag")
+    assert data.categorical[:, 0].tolist() == [3, 2, MISSING_CODE, 3]
+    assert data.categorical[:, 1].tolist() == [3, 2, MISSING_CODE, 3]
+    assert data.cardinalities == (4, 4)
+    # a missing number is the median of the others (3.0), flagged in n_missing
+    assert data.numeric_names == ("n", "n_missing")
+    assert data.numeric.tolist() == [[1.0, 0.0], [3.0, 1.0], [3.0, 0.0], [5.0, 0.0]]
+    cat, num = enc.transform(pd.DataFrame({"city": ["a", "zzz", None], "n": [np.nan, 2.0, np.inf],
+                                           "flag": [None, True, False]}))
+    assert cat.tolist() == [[2, MISSING_CODE], [OOV_CODE, 3], [MISSING_CODE, 2]]
+    assert num.tolist() == [[3.0, 1.0], [2.0, 0.0], [3.0, 1.0]]
+
+
+@pytest.mark.parametrize("max_cardinality", [100_000, 60])
+def test_encoder_is_encode_tabular_and_pandas_rows_encode_the_same(max_cardinality):
+    df = mixed_frame()
+    ref = encode_tabular(df, "y", max_cardinality=max_cardinality)
+    enc = TabularEncoder.fit(df, "y", max_cardinality=max_cardinality)
+    assert any("hashed" in note for note in enc.notes) == (max_cardinality == 60)
+    labelled = df.filter(pl.col("y").is_not_null())
+    # pandas turns the integer column with nulls into floats, the boolean one into objects, dates into datetimes
+    for rows in (labelled, labelled.to_pandas(), labelled.drop("y").to_pandas()):
+        cat, num = enc.transform(rows)
+        np.testing.assert_array_equal(cat, ref.categorical)
+        np.testing.assert_array_equal(num, ref.numeric)
+    assert enc.cardinalities == ref.cardinalities and enc.numeric_names == ref.numeric_names
+
+
+def test_unseen_unreadable_and_missing_values():
+    df = mixed_frame()
+    enc = TabularEncoder.fit(df, "y")
+    rows = pd.DataFrame({"city": ["mars", None], "shop": ["x7", 3.5], "promo": ["maybe", None],
+                         "price": ["cheap", None], "age": [None, 1.0], "day": ["not a day", None],
+                         "user": ["u-new", None], "tier": ["platinum", None]})
+    cat, num = enc.transform(rows)
+    names = enc.categorical_names
+    # unseen or unreadable (text in an integer column, 3.5 as an integer code): out of vocabulary; missing: 0
+    assert cat[0].tolist() == [OOV_CODE] * len(names)
+    assert cat[1, names.index("shop")] == OOV_CODE
+    assert [cat[1, i] for i, n in enumerate(names) if n != "shop"] == [MISSING_CODE] * (len(names) - 1)
+    labelled = df.filter(pl.col("y").is_not_null())  # rows without a target are not encoded, nor fitted on
+    price = labelled["price"].drop_nulls().median()
+    assert num[:, enc.numeric_names.index("price")].tolist() == pytest.approx([price, price])
+    assert num[:, enc.numeric_names.index("price_missing")].tolist() == [1.0, 1.0]
+    assert num[0, enc.numeric_names.index("age")] == pytest.approx(float(np.median(labelled["age"].to_numpy())))
+
+
+def test_select_keeps_the_named_columns_in_encoding_order():
+    enc = TabularEncoder.fit(mixed_frame(), "y").select(["price", "city"])
+    assert enc.features == ("city", "price")
+    cat, num = enc.transform(pd.DataFrame({"price": [1.0], "city": ["oslo"], "other": ["ignored"]}))
+    assert cat.shape == (1, 1) and num.shape == (1, 2)
+
+
+def test_bad_input_is_one_clear_error():
+    enc = TabularEncoder.fit(mixed_frame(), "y")
+    with pytest.raises(DataError, match="lack feature column.*city"):
+        enc.transform(pd.DataFrame({"price": [1.0]}))
+    with pytest.raises(DataError, match="needs a polars or pandas DataFrame"):
+        enc.transform([[1, 2]])
+    with pytest.raises(DataError, match="classes .*'maybe'"):
+        enc.encode(mixed_frame().with_columns(y=pl.lit("maybe")))
