@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["_registry", "config", "models", "accounting", "distributions", "patterns", "schedules", "spec"]
+MODULES = ["_registry", "config", "models", "accounting", "distributions", "patterns", "schedules", "spec", "encoder"]
 
 
 @pytest.mark.parametrize("name", MODULES)
