@@ -800,7 +800,8 @@ def _log_best_model(ex: _Execution, study: optuna.Study, prepared: PreparedData,
 
         package = build_model_package(ex.best_model, prepared.encoder, ex.best_features)
         registered = ex.spec.study.name if ex.spec.tracking.register_model else None
-        ex.model_uri = ex.tracker.log_pyfunc_model(parent, package, prepared.example, registered_name=registered)
+        example = prepared.example.select(list(package.encoder.features))  # raw rows, as the model reads them
+        ex.model_uri = ex.tracker.log_pyfunc_model(parent, package, example, registered_name=registered)
     if ex.model_uri is not None:
         study.set_user_attr("model_uri", ex.model_uri)
         study.set_user_attr("model_tracking_uri", redact(ex.tracking_uri))

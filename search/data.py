@@ -171,7 +171,9 @@ def select_features(data: Any, keep: list[str] | tuple[str, ...] | None) -> Any:
         return data
     keep_set = set(keep)
     cat = [i for i, n in enumerate(data.categorical_names) if n in keep_set]
-    num = [i for i, n in enumerate(data.numeric_names) if n in keep_set]
+    # a kept numeric feature keeps its missing-value indicator (encode_tabular's "<name>_missing" column)
+    num = [i for i, n in enumerate(data.numeric_names)
+           if n in keep_set or (n.endswith("_missing") and n.removesuffix("_missing") in keep_set)]
     return dataclasses.replace(
         data,
         categorical=data.categorical[:, cat],

@@ -289,7 +289,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from sparsearch.errors import SpecError
+    from sparsearch.errors import DataError, SpecError
     from sparsearch.features import read_table
     from sparsearch.search.model import load_study_model
 
@@ -304,7 +304,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import polars as pl
 
     wanted = model.metadata.get_input_schema().input_names()  # only the columns the model reads
-    rows = rows.select([c for c in rows.columns if c in set(wanted)])
+    absent = [c for c in wanted if c not in rows.columns]
+    if absent:
+        raise DataError(f"{args.data}: lacks column(s) {', '.join(absent)} that the model of study "
+                        f"{args.study_name!r} reads ({', '.join(wanted)})")
+    rows = rows.select(wanted)
     pred = pl.from_pandas(model.predict(rows.to_pandas(), params={"format": args.format, "output": args.output}))
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:

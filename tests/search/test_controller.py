@@ -70,7 +70,7 @@ def test_tiny_quickstart_trains_sparse_models_and_logs_everything(tmp_path):
     assert children[0].data.tags["sampler"] == "tpe" and children[0].data.tags["seed"] == "0"
     assert children[0].data.tags["data_fingerprint"] == result.info["data_fingerprint"]
     models = client.search_logged_models([parents[0].info.experiment_id])
-    assert [m.source_run_id for m in models] == [result.mlflow_parent_run_id]  # the best model, mlflow.pytorch
+    assert [m.source_run_id for m in models] == [result.mlflow_parent_run_id]  # the best model (pyfunc)
     artifacts = {a.path for a in client.list_artifacts(result.mlflow_parent_run_id)}
     assert {"trials.csv", "optimization_history.html", "feature_ranking.csv"} <= artifacts
 

@@ -1,0 +1,213 @@
+"""The best model as an MLflow pyfunc that takes raw rows: it reproduces the trial's own predictions, handles unseen
+categories and missing values, gives the same predictions in every network form, is registered on request, and
+``sparsearch predict`` does the same from the command line."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import optuna
+import pandas as pd
+import polars as pl
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from sparsearch.search.spec import DataSpec, StudySection, StudySpec, TrackingSpec
+from sparsearch.spaces.data import MISSING_CODE, OOV_CODE
+
+NAME = "pyfunc"
+
+
+def raw_frame(n: int = 3000, seed: int = 5) -> pl.DataFrame:
+    """Raw rows of mixed types whose label depends on every feature but `noise`."""
+    rng = np.random.default_rng(seed)
+    city = rng.choice([f"c{i}" for i in range(12)], n)
+    shop = rng.integers(0, 30, n)
+    promo = rng.random(n) < 0.4
+    price = rng.normal(10.0, 3.0, n)
+    logit = (np.isin(city, ["c1", "c3", "c5", "c8"]) * 1.5 + (shop % 3 == 0) * 1.2
+             + promo * 1.0 - 0.3 * (price - 10.0) - 1.0)
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
+    frame = pl.DataFrame({"city": city, "shop": shop, "promo": promo, "price": price,
+                          "noise": rng.integers(0, 5, n), "label": y})
+    missing = lambda p: pl.Series(rng.random(n) < p)  # noqa: E731
+    return frame.with_columns(shop=frame["shop"].set(missing(0.05), None), promo=frame["promo"].set(missing(0.05), None),
+                              price=frame["price"].set(missing(0.05), None))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, ray_session):
+    from sparsearch.search.controller import run_study
+
+    results = tmp_path_factory.mktemp("model") / "res"
+    frame = raw_frame()
+    spec = StudySpec(
+        study=StudySection(name=NAME, n_trials=3, sampler="random", seed=1),
+        data=DataSpec(frame=frame, target="label", top_k=[3, 4]),
+        space={"depth": [1, 2], "width": [16, 32], "target_sparsity": 0.9, "methods": ["gmp"]},
+        train={"epochs": 3}, tracking=TrackingSpec(register_model=True),
+    )
+    result = run_study(spec, results_dir=results, progress=False)
+    return {"spec": spec, "result": result, "results": results, "frame": frame,
+            "tracking": f"sqlite:///{results / 'mlflow.db'}"}
+
+
+@pytest.fixture(scope="module")
+def model(study):
+    mlflow.set_tracking_uri(study["tracking"])
+    try:
+        return mlflow.pyfunc.load_model(study["result"].model_uri)
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def evaluated(study):
+    """The rows the best trial was evaluated on: encoded as the trial saw them, and raw."""
+    from sparsearch.search.data import prepare_data
+    from sparsearch.spaces.data import _stratified_split
+
+    spec = study["spec"]
+    prepared = prepare_data(spec, study["results"])
+    labelled = study["frame"].filter(pl.col("label").is_not_null())
+    _, val_idx = _stratified_split(prepared.encoder.encode(labelled).y, spec.train.val_fraction, spec.study.seed)
+    return {"encoded": prepared.val, "raw": labelled[val_idx], "encoder": prepared.encoder}
+
+
+def network_proba(net, categorical, numeric) -> np.ndarray:
+    with torch.no_grad():
+        logits = net(torch.from_numpy(categorical), torch.from_numpy(numeric))
+    return torch.sigmoid(logits[:, 0].double()).numpy()
+
+
+def test_the_model_on_raw_rows_reproduces_the_trials_own_predictions(study, model, evaluated):
+    from sparsearch.search.data import select_features
+    from sparsearch.spaces import classification_metrics
+
+    best = study["result"].best_trial
+    package = model.unwrap_python_model()
+    raw = evaluated["raw"].to_pandas()  # raw rows: pandas turns the int column with nulls into floats
+    proba = model.predict(raw)
+    assert list(proba.columns) == ["0", "1"]
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    # the trial computed its validation metrics in its worker, from its own predictions on these rows
+    again = classification_metrics(evaluated["raw"]["label"].to_numpy(), np.log(proba["1"] / proba["0"]).to_numpy()[:, None])
+    stored = best.user_attrs["metrics"]
+    assert again["val_auc"] == pytest.approx(stored["val_auc"], abs=1e-9)
+    assert again["val_logloss"] == pytest.approx(stored["val_logloss"], rel=1e-5)
+    # and the network on the encoded rows the trial trained and validated on gives the same probabilities
+    kept = select_features(evaluated["encoded"], package.encoder.features)
+    direct = network_proba(package.network("dense"), kept.categorical, kept.numeric)
+    np.testing.assert_allclose(proba["1"].to_numpy(), direct, atol=1e-6)
+    # the features are the best trial's (top_k is searched), raw dtypes as in the study's data
+    assert len(package.encoder.features) == best.params["data.top_k"]
+    assert package.encoder.features == tuple(study["result"].info["features"][:best.params["data.top_k"]])
+
+
+def test_unseen_categories_and_missing_values(study, model, evaluated):
+    from sparsearch.search.data import select_features
+
+    package = model.unwrap_python_model()
+    features = package.encoder.features
+    raw = evaluated["raw"].to_pandas().reset_index(drop=True)
+    kept = select_features(evaluated["encoded"], features)
+    cat, num = kept.categorical.copy(), kept.numeric.copy()
+    labelled = study["frame"].filter(pl.col("label").is_not_null())
+    changes = 0
+    rows = np.arange(0, 20)  # positions: pandas .loc slices include their end
+    if "city" in features:
+        raw.loc[rows, "city"] = "atlantis"  # never seen
+        cat[rows, kept.categorical_names.index("city")] = OOV_CODE
+        changes += 1
+    rows = np.arange(20, 40)
+    for column in ("shop", "promo"):
+        if column in features:
+            raw[column] = raw[column].astype(object)
+            raw.loc[rows, column] = None
+            cat[rows, kept.categorical_names.index(column)] = MISSING_CODE
+            changes += 1
+    if "price" in features:
+        raw.loc[np.arange(40, 60), "price"] = np.nan
+        num[40:60, kept.numeric_names.index("price")] = np.median(labelled["price"].drop_nulls().to_numpy())
+        num[40:60, kept.numeric_names.index("price_missing")] = 1.0
+        changes += 1
+    assert changes >= 2, features
+    expected = network_proba(package.network("dense"), cat, num)
+    np.testing.assert_allclose(model.predict(raw)["1"].to_numpy(), expected, atol=1e-6)
+    labels = model.predict(raw, params={"output": "class"})["class"]
+    assert set(labels) <= {0, 1} and (labels.to_numpy() == (expected > 0.5)).all()
+
+
+def test_every_network_form_gives_the_same_predictions(model, evaluated):
+    raw = evaluated["raw"].to_pandas()
+    forms = {fmt: model.predict(raw, params={"format": fmt})["1"].to_numpy() for fmt in ("dense", "compact", "csr")}
+    np.testing.assert_allclose(forms["compact"], forms["dense"], atol=1e-6)
+    np.testing.assert_allclose(forms["csr"], forms["dense"], atol=1e-6)
+    package = model.unwrap_python_model()
+    size = {fmt: sum(t.numel() for t in package.network(fmt).state_dict().values()) for fmt in ("dense", "compact")}
+    assert size["compact"] < size["dense"]  # 90% sparse: the compacted network really is smaller
+    with pytest.raises(ValueError, match="format must be one of dense, compact, csr"):
+        model.predict(raw, params={"format": "coo"})
+
+
+def test_model_uri_signature_example_and_registry(study, model):
+    result = study["result"]
+    assert result.to_json()["model_uri"] == result.model_uri
+    assert result.study.user_attrs["model_uri"] == result.model_uri
+    package = model.unwrap_python_model()
+    signature = model.metadata.signature
+    assert signature.inputs.input_names() == list(package.encoder.features)
+    assert {p.name for p in signature.params.params} == {"format", "output"}
+    assert model.metadata.saved_input_example_info is not None
+    client = MlflowClient(tracking_uri=study["tracking"])
+    versions = client.search_model_versions(f"name='{NAME}'")
+    assert [(v.source, v.run_id) for v in versions] == [(result.model_uri, result.mlflow_parent_run_id)]
+    params = client.get_run(result.mlflow_parent_run_id).data.params
+    assert params["data.frame"] == "polars DataFrame, 3000 rows x 6 columns"  # the frame: described, not stored
+
+
+def test_predict_command_matches_the_model(study, model, evaluated, tmp_path, capsys):
+    from sparsearch.cli import main
+
+    raw = evaluated["raw"]  # with the target and the unused column: ignored
+    data = tmp_path / "new.parquet"
+    raw.write_parquet(data)
+    expected = model.predict(raw.to_pandas())
+    outputs = {}
+    for fmt in ("dense", "compact", "csr"):
+        out = tmp_path / f"p-{fmt}.csv"
+        rc = main(["predict", NAME, str(data), "--out", str(out), "--results", str(study["results"]),
+                   "--format", fmt, "--json"])
+        assert rc == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["model_uri"] == study["result"].model_uri and doc["n_rows"] == raw.height
+        outputs[fmt] = pd.read_csv(out)
+        np.testing.assert_allclose(outputs[fmt]["1"], expected["1"], atol=1e-6)
+    out = tmp_path / "classes.parquet"
+    assert main(["predict", NAME, str(data), "--out", str(out), "--results", str(study["results"]),
+                 "--output", "class"]) == 0
+    assert pl.read_parquet(out)["class"].to_list() == (expected["1"] > 0.5).astype(int).tolist()
+
+
+def test_predict_command_errors_are_one_line_exit_2(study, tmp_path, capsys):
+    from sparsearch.cli import main
+    from sparsearch.search.storage import open_storage
+
+    data = tmp_path / "new.parquet"
+    study["frame"].head(5).write_parquet(data)
+    res = str(study["results"])
+    assert main(["predict", NAME, str(data), "--out", str(tmp_path / "p.xlsx"), "--results", res]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main(["predict", "nope", str(data), "--out", str(tmp_path / "p.csv"), "--results", res]) == 2
+    assert "unknown study" in capsys.readouterr().err
+    optuna.create_study(study_name="no-model", storage=open_storage(f"journal:{study['results'] / 'optuna.journal'}"))
+    assert main(["predict", "no-model", str(data), "--out", str(tmp_path / "p.csv"), "--results", res]) == 2
+    assert "has no logged model" in capsys.readouterr().err
+    first = study["result"].info["features"][0]  # the best-ranked feature: every trial reads it
+    study["frame"].drop(first).head(5).write_parquet(data)
+    assert main(["predict", NAME, str(data), "--out", str(tmp_path / "p.csv"), "--results", res]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"lacks column(s) {first}" in err, err
