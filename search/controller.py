@@ -870,6 +870,7 @@ def _evaluate_test(ex: _Execution, study: optuna.Study, prepared: PreparedData, 
                 if report.state != "COMPLETE" or report.model is None:
                     raise RuntimeError(f"re-training trial {t.number} ended {report.state}: {report.error}")
                 model, retrained = report.model, True
+                ex.models[t.number] = (list(t.values), model, features)  # the model logged for this trial
             metrics = evaluate_model(model, select_features(prepared.test, features))
         except Exception as exc:  # a test evaluation must never lose the study
             log.warning("could not evaluate trial %d on the test rows: %s", t.number, exc)
@@ -910,26 +911,39 @@ def _finish_parent(ex: _Execution, study: optuna.Study, prepared: PreparedData, 
     if metrics["n_complete"] >= 1:
         for name, html in _plots(study, ex.objectives).items():
             tracker.log_artifact_text(parent, name, html)
-    if ex.spec.tracking.log_model and ex.best_model is not None:
+    if ex.spec.tracking.log_model:
         _log_best_model(ex, study, prepared, parent)
     tracker.finish_parent("FINISHED", metrics, {"status": "FINISHED"})
 
 
 def _log_best_model(ex: _Execution, study: optuna.Study, prepared: PreparedData, parent: str) -> None:
     """Log the best trial's model as a pyfunc that takes raw rows (tabular studies; an image study's network is
-    logged with mlflow.pytorch); record its URI on the study for ``sparsearch predict``."""
+    logged with mlflow.pytorch); record its URI on the study for ``sparsearch predict``.
+
+    The model is the study's incumbent (the first of the Pareto front) when this execution holds it (trained or
+    re-trained for the test rows), else this execution's best trial's.
+    """
+    best = _best_complete(study, len(ex.objectives))
+    kept = ex.models.get(best[0].number) if best else None
+    if kept is not None and kept[1] is not None:
+        network, features, number = kept[1], kept[2], best[0].number
+    elif ex.best_model is not None:
+        network, features, number = ex.best_model, ex.best_features, None
+    else:
+        return
     if prepared.encoder is None:
-        ex.model_uri = ex.tracker.log_torch_model(parent, ex.best_model)
+        ex.model_uri = ex.tracker.log_torch_model(parent, network)
     else:
         from sparsearch.search.model import build_model_package
 
-        package = build_model_package(ex.best_model, prepared.encoder, ex.best_features)
+        package = build_model_package(network, prepared.encoder, features)
         registered = ex.spec.study.name if ex.spec.tracking.register_model else None
         example = prepared.example.select(list(package.encoder.features))  # raw rows, as the model reads them
         ex.model_uri = ex.tracker.log_pyfunc_model(parent, package, example, registered_name=registered)
     if ex.model_uri is not None:
         study.set_user_attr("model_uri", ex.model_uri)
         study.set_user_attr("model_tracking_uri", redact(ex.tracking_uri))
+        study.set_user_attr("model_trial", number)  # None: this execution's best, not the study's incumbent
 
 
 class _SnapshotStudy(optuna.Study):
