@@ -98,7 +98,8 @@ def test_frames_and_functions_are_recorded_by_description_and_name():
 def _objective(trial, config, train, val, report):
     x = trial.suggest_float("x", -1.0, 1.0)
     return {"val_auc": 1.0 - x * x, "train_rows": float(train.n_rows), "val_rows": float(val.n_rows),
-            "n_features": float(train.categorical.shape[1] + train.numeric.shape[1])}
+            "n_features": float(len({*train.categorical_names,
+                                     *(n.removesuffix("_missing") for n in train.numeric_names)}))}
 
 
 def _spying_execute_trial(payload, storage_actor, data_refs):
@@ -134,7 +135,9 @@ def test_run_study_on_a_frame_with_a_function_objective(tmp_path, monkeypatch):
     assert data_fingerprint(pl.read_parquet(path)) == result.info["data_fingerprint"]
     for t in result.trials:
         metrics = t.user_attrs["metrics"]
-        assert metrics["train_rows"] + metrics["val_rows"] == df.height
+        split = result.info["split"]  # the held-out test rows never reach a trial
+        assert (metrics["train_rows"], metrics["val_rows"]) == (split["n_train"], split["n_val"])
+        assert split["n_train"] + split["n_val"] + split["n_test"] == df.height
         assert metrics["data_refs_are_refs"] == 1.0
         # the rows travel once, through the object store: a trial's own arguments stay small
         assert metrics["payload_bytes"] < 20_000, metrics["payload_bytes"]
