@@ -1027,4 +1027,5 @@ def load_result(study_name: str, *, storage: str | None = None,
     logged = [k for k in backend.get_study_system_attrs(study._study_id) if k.startswith(LOGGED_PREFIX)]
     return StudyResult(study_name=study_name, storage=redact(url), tracking_uri=None, mlflow_parent_run_id=None,
                        study=study, objectives=objectives, directions=[d.name.lower() for d in study.directions],
-                       info={"n_mlflow_child_runs": len(logged), "split": study.user_attrs.get("split")})
+                       info={"n_mlflow_child_runs": len(logged), "split": study.user_attrs.get("split")},
+                       model_uri=study.user_attrs.get("model_uri"))
