@@ -237,8 +237,8 @@ def compare_samplers(
     specs = {}
     for s in samplers:
         for seed in seed_list:
-            raw = apply_overrides(base.to_toml_dict(), {"sampler": s, "seed": seed,
-                                                        "study_name": f"{base.study.name}-{s}-s{seed}"})
+            raw = apply_overrides(base.to_raw(), {"sampler": s, "seed": seed,
+                                                  "study_name": f"{base.study.name}-{s}-s{seed}"})
             specs[(s, seed)] = parse_study(raw, origin=f"comparison run {s}/seed {seed}")
     objective = base.study.objectives[0]
     direction = base.study.resolved_directions()[0]

@@ -223,3 +223,32 @@ def test_predict_command_errors_are_one_line_exit_2(study, tmp_path, capsys):
     assert main(["predict", NAME, str(data), "--out", str(tmp_path / "p.csv"), "--results", res]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"lacks column(s) {first}" in err, err
+
+
+def test_a_multiclass_package_round_trips_and_names_its_columns_by_label():
+    import cloudpickle
+
+    from sparsearch.search.model import build_model_package
+    from sparsearch.spaces import SparseMLP, TabularEncoder, compact
+
+    rng = np.random.default_rng(0)
+    frame = pl.DataFrame({"kind": rng.choice(["x", "y", "z"], 200), "size": rng.normal(size=200),
+                          "label": rng.choice(["cat", "dog", "eel"], 200)})
+    enc = TabularEncoder.fit(frame, "label")
+    torch.manual_seed(0)
+    net = SparseMLP(enc.cardinalities, len(enc.numeric_names), [8], 3).eval()
+    package = build_model_package(net, enc, None)
+    package.network("compact")  # exported once: not stored, rebuilt after loading
+    loaded = cloudpickle.loads(cloudpickle.dumps(package))
+    assert set(loaded._forms) == {"dense"}
+    proba = loaded.predict(None, frame.to_pandas())
+    assert list(proba.columns) == ["cat", "dog", "eel"]
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    labels = loaded.predict(None, frame.to_pandas(), params={"output": "class"})["class"]
+    assert (labels.to_numpy() == np.array(["cat", "dog", "eel"])[proba.to_numpy().argmax(axis=1)]).all()
+    assert sum(p.numel() for p in loaded.network("compact").parameters()) == sum(
+        p.numel() for p in compact(net).parameters())
+    with pytest.raises(ValueError, match="output must be one of proba, class"):
+        loaded.predict(None, frame.to_pandas(), params={"output": "logits"})
+    with pytest.raises(ValueError, match="the network reads 2 categorical features"):
+        build_model_package(SparseMLP([4, 4], 1, [8], 3), enc, None)
