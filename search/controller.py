@@ -539,6 +539,8 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
     from sparsearch.spaces import suggest_config
 
     spec = ex.spec
+    gpus = spec.execution.gpus_per_trial
+    gpu_slots = _check_gpus(gpus)  # before the study is touched: nothing runs if no trial can be scheduled
     # The driver opens the storage itself (journal files and databases take several clients; in-process calls
     # are ~100x cheaper than actor round trips); only an in-memory storage lives in the actor alone.
     storage = RayStorageProxy(actor, retries=0) if _is_memory(ex.storage_url) else open_storage(ex.storage_url)
@@ -550,8 +552,6 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
     cpus = spec.execution.cpus_per_trial
     if cpus > cluster_cpus:
         raise SpecError(f"[execution] cpus_per_trial = {cpus} but the Ray cluster has only {cluster_cpus:g} CPUs")
-    gpus = spec.execution.gpus_per_trial
-    gpu_slots = _check_gpus(gpus)
     workers = spec.execution.workers or max(1, min(int(cluster_cpus // cpus), gpu_slots))
 
     params = {"study": spec.study.model_dump(mode="json"), "data": spec.data.model_dump(mode="json"),
