@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 
+import pytest
 from _procs import env
 
 STUDY = """
@@ -32,6 +33,7 @@ gpus_per_trial = {gpus}
 """
 
 
+@pytest.mark.slow
 def test_one_gpu_per_trial_on_two_logical_gpus_runs_two_trials_at_once_each_on_its_own_gpu(tmp_path):
     path = tmp_path / "gpu.toml"
     path.write_text(STUDY.format(workers=4, gpus=1))  # 4 requested in flight; Ray must hold it to 2
@@ -68,6 +70,18 @@ def test_one_gpu_per_trial_on_two_logical_gpus_runs_two_trials_at_once_each_on_i
     assert overlap == 2, starts  # at most 2 in flight, and 2 did run together
 
 
+@pytest.mark.usefixtures("ray_session")
+def test_asking_for_gpus_the_cluster_lacks_is_an_error_naming_the_resource(tmp_path):
+    from sparsearch.errors import SpecError
+    from sparsearch.search.controller import run_study
+
+    path = tmp_path / "gpu.toml"
+    path.write_text(STUDY.format(workers=1, gpus=1))
+    with pytest.raises(SpecError, match=r"gpus_per_trial = 1 but no node .* \(resource 'GPU': 0 in the cluster"):
+        run_study(path, results_dir=tmp_path / "res", progress=False, **{"tracking.enabled": False})
+
+
+@pytest.mark.slow
 def test_a_study_asking_for_gpus_the_cluster_lacks_stops_before_any_trial(tmp_path):
     path = tmp_path / "gpu.toml"
     path.write_text(STUDY.format(workers=1, gpus=0.5))
