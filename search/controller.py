@@ -674,6 +674,11 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             if retryable and ex.requeue(study, frozen_before):
                 pending_retries += 1
                 report.error = reason + " (re-queued)"
+        else:
+            if report.retryable and ex.requeue(study, storage.get_trial(trial._trial_id)):
+                pending_retries += 1
+                first, _, rest = (report.error or "storage outage").partition("\n")
+                report.error = f"{first} (re-queued)\n{rest}"
         frozen = ex.tell(study, trial, report, info["attrs"])
         for name, dist in frozen.distributions.items():  # learn the parameters objectives suggest in workers
             if name not in info["driver_params"]:
@@ -808,6 +813,8 @@ def _propose(study: optuna.Study, trial: optuna.Trial, worker_space: dict[str, A
                 frozen = study._storage.get_trial(trial._trial_id)
             out[name] = (study.sampler.sample_independent(study, frozen, name, dist), dist)
     except Exception as exc:  # the worker then asks the study itself
+        if _is_storage_failure(exc):  # an outage, not a sampler's limit: never hidden
+            raise
         log.debug("no proposals for trial %d: %s", trial.number, exc)
     return out
 

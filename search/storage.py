@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - Windows
 from sparsearch.errors import ConnectionProblem, SpecError
 
 __all__ = ["IDEMPOTENT", "RayStorageProxy", "StorageActorLost", "StorageServer", "absolute_storage_url", "batched_writes",
-           "default_storage_url", "open_storage", "redact"]
+           "default_storage_url", "is_storage_outage", "open_storage", "redact"]
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
 
@@ -356,6 +356,15 @@ the actor died during the call, it may or may not have been applied."""
 
 class StorageActorLost(ConnectionProblem):
     """The storage actor died during a call that cannot be repeated safely, or with the only copy of the study."""
+
+
+def is_storage_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the study's storage could not be reached (not that a call was wrong): the storage
+    actor died, a worker cannot reach the storage, or the database backend failed."""
+    from optuna.exceptions import StorageInternalError
+
+    return isinstance(exc, (StorageActorLost, ConnectionProblem, StorageInternalError)) or type(
+        exc).__module__.startswith(("sqlalchemy", "psycopg"))
 
 
 class RayStorageProxy(BaseStorage):

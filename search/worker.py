@@ -82,6 +82,8 @@ class TrialReport:
     """Values reported with ``trial.report`` and not yet in storage (no trial pruner): step -> value."""
     user_attrs: dict[str, Any] = field(default_factory=dict)
     """``trial.set_user_attr`` calls not yet in storage."""
+    retryable: bool = False
+    """A FAIL that is not the trial's own (the study's storage was unreachable from the worker): re-queued."""
     device: str | None = None
     """Where the trial trained: ``cpu`` or ``cuda:N (name)``, with the GPU ids Ray assigned."""
 
@@ -493,6 +495,11 @@ def execute_trial(payload: TrialPayload, storage_actor: Any, data_refs: list[Any
         return done(TrialReport("PRUNED", history=history, error=str(exc)))
     except Exception as exc:
         tb = traceback.format_exc(limit=8)
+        from sparsearch.search.storage import is_storage_outage
+
+        if is_storage_outage(exc):  # not the trial's fault: the driver re-queues it, as for a lost worker
+            return done(TrialReport("FAIL", history=history, retryable=True,
+                                    error=f"storage outage in the worker: {type(exc).__name__}: {exc}\n{tb}"))
         return done(TrialReport("FAIL", history=history, error=f"{type(exc).__name__}: {exc}\n{tb}"))
     finally:
         if watchdog is not None:

@@ -80,3 +80,14 @@ def gpu_probe(trial, config, train, val, on_epoch):
     trial.set_user_attr("gpu_ids", [str(i) for i in ray.get_gpu_ids()])
     trial.set_user_attr("ran", [start, time.time()])
     return {"val_auc": 0.5 + 0.01 * trial.number}
+
+
+def storage_down_once(trial, config, train, val, on_epoch):
+    """The study's storage is unreachable from the worker the first time (marker file in a study attribute)."""
+    from sparsearch.search.storage import StorageActorLost
+
+    marker = Path(trial.study.user_attrs["marker"])
+    if not marker.exists():
+        marker.write_text("down")
+        raise StorageActorLost("the study's storage actor died during set_trial_user_attr (simulated)")
+    return {"val_auc": 0.7}

@@ -214,3 +214,37 @@ def test_only_a_lost_worker_or_node_counts_as_a_worker_death():
     assert not _worker_lost(ray.exceptions.RayTaskError("execute_trial", "tb", ValueError("x")))
     assert not _worker_lost(ray.exceptions.TaskCancelledError())
     assert not _worker_lost(TypeError("cannot unpickle"))
+
+
+# -- a storage outage inside a trial ----------------------------------------------------------------------------------
+@pytest.mark.usefixtures("ray_session")
+def test_a_storage_outage_in_a_worker_is_recorded_as_such_and_the_trial_is_requeued(tmp_path):
+    from sparsearch.search.controller import run_study
+
+    storage = open_storage(f"journal:{tmp_path / 'optuna.journal'}")
+    study = optuna.create_study(study_name="outage", storage=storage, direction="maximize")
+    study.set_user_attr("objectives", ["val_auc"])
+    study.set_user_attr("marker", str(tmp_path / "marker"))
+    raw = {"study": {"name": "outage", "n_trials": 1, "objective": "sparsearch_test_objectives:storage_down_once"},
+           "data": {"generator": "click_log", "params": {"n_rows": 1000, "n_noise": 2, "max_cardinality": 50},
+                    "prefilter": "none"},
+           "execution": {"workers": 1, "max_retries": 1, "heartbeat_interval": 0.5},
+           "tracking": {"enabled": False}}
+    result = run_study(parse_study(raw), results_dir=tmp_path, progress=False)
+    states = sorted((t.number, t.state) for t in result.trials)
+    assert states == [(0, TrialState.FAIL), (1, TrialState.COMPLETE)]
+    reason = result.trials[0].user_attrs["fail_reason"]
+    assert reason.startswith("storage outage in the worker: StorageActorLost") and reason.endswith("(re-queued)")
+    assert result.trials[1].user_attrs["retry_of"] == 0
+
+
+def test_relative_file_storages_are_made_absolute_on_the_driver(tmp_path, monkeypatch):
+    from sparsearch.search.storage import absolute_storage_url
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_storage_url("journal:res/optuna.journal") == f"journal:{tmp_path}/res/optuna.journal"
+    assert absolute_storage_url("res/optuna.journal") == f"journal:{tmp_path}/res/optuna.journal"
+    assert absolute_storage_url("sqlite:///res/o.db") == f"sqlite:///{tmp_path}/res/o.db"
+    assert absolute_storage_url("sqlite:////abs/o.db") == "sqlite:////abs/o.db"
+    assert absolute_storage_url("memory") == "memory"
+    assert absolute_storage_url("postgresql://u:p@h/db") == "postgresql://u:p@h/db"
