@@ -50,16 +50,18 @@ def _variant(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> 
                            **{"train.epochs": args.epochs, "data.params.n_rows": args.rows,
                               "tracking.enabled": False, **overrides})
         wall = time.perf_counter() - start
-    durations = [t.duration.total_seconds() for t in result.trials if t.duration is not None]
+        trials = result.trials  # read while the storage exists
+    durations = [t.duration.total_seconds() for t in trials if t.duration is not None]
     elapsed = result.elapsed_s
+    best = max((t.values[0] for t in trials if t.values), default=None)
     return {
-        "variant": name, "overrides": overrides, "n_trials": len(result.trials),
-        "states": sorted({t.state.name for t in result.trials}),
+        "variant": name, "overrides": overrides, "n_trials": len(trials),
+        "states": sorted({t.state.name for t in trials}),
         "elapsed_s": round(elapsed, 2), "wall_s": round(wall, 2),
-        "trials_per_hour": round(len(result.trials) / elapsed * 3600, 1) if elapsed else None,
+        "trials_per_hour": round(len(trials) / elapsed * 3600, 1) if elapsed else None,
         "median_trial_s": round(statistics.median(durations), 3) if durations else None,
-        "best_value": result.best_trial.values[0] if result.best_trial else None,
-        "devices": sorted({str(t.user_attrs.get("device")) for t in result.trials}),
+        "best_val_auc": best,
+        "devices": sorted({str(t.user_attrs.get("device")) for t in trials}),
         "workers": result.info.get("workers"),
     }
 
