@@ -65,7 +65,10 @@ def _cli(*args: str, timeout: float = 240) -> dict:
 def test_study_ranking_and_compare_run_on_a_node_that_cannot_see_the_drivers_files(tmp_path):
     import psutil
 
+    import optuna
+
     from sparsearch.features import make_click_log, rank_features
+    from sparsearch.search.storage import open_storage
 
     reason = _namespaces_allowed(tmp_path / "probe")
     if reason is not None:
@@ -116,6 +119,10 @@ def test_study_ranking_and_compare_run_on_a_node_that_cannot_see_the_drivers_fil
             assert len(states) == 4 and set(states) <= {"COMPLETE", "PRUNED"}, run["trials"]
             assert {t["user_attrs"]["ray_node"] for t in run["trials"]} == {hidden_node_id[:16]}
             assert (results / "optuna.journal").is_file() and (results / "mlflow.db").is_file()  # driver side
+            # the trial pruner read each epoch's value from the study while trials ran: reported from the hidden
+            # node through the storage actor, as the journal on the driver's side shows
+            stored = optuna.load_study(study_name="hidden", storage=open_storage(f"journal:{results}/optuna.journal"))
+            assert all(t.intermediate_values for t in stored.trials), [t.intermediate_values for t in stored.trials]
 
             # the ranking's row shards are counted on the hidden node, and give exactly the local ranking
             ranked = _cli("rank", str(data), "--target", "click", "--ray-address", address, "--no-report")
