@@ -63,9 +63,8 @@ def _cli(*args: str, timeout: float = 240) -> dict:
 
 
 def test_study_ranking_and_compare_run_on_a_node_that_cannot_see_the_drivers_files(tmp_path):
-    import psutil
-
     import optuna
+    import psutil
 
     from sparsearch.features import make_click_log, rank_features
     from sparsearch.search.storage import open_storage
