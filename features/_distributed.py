@@ -1,9 +1,11 @@
 """Counting row shards as Ray tasks and merging their counts on the driver (exact: integer sums of tables).
 
 In-memory data is ``ray.put`` once and each task counts a ``batch_size`` slice; file sources are sharded by parquet
-row groups (CSV/TSV: one task per file). Results are collected in completion order with a bound on in-flight
-tasks. Ray is initialised only when it is not already (``ray.init(address=ray_address)``, or a local instance) and
-shut down at the end only if this call started it.
+row groups (CSV/TSV: one shard per file). Workers never open the driver's files (on a cluster, their nodes cannot
+see them): the driver reads each file shard's rows (only the needed columns) and sends them through the object
+store, just before the shard's task is submitted, so at most the in-flight shards are held. Results are collected
+in completion order with a bound on in-flight tasks. Ray is initialised only when it is not already
+(``ray.init(address=ray_address)``, or a local instance) and shut down at the end only if this call started it.
 """
 
 from __future__ import annotations
@@ -26,21 +28,32 @@ def _count_frame_slice(frame: pl.DataFrame, start: int, length: int, feats, tspe
     return count_batch(frame.slice(start, length), feats, tspec, null_kind=null_kind, seed=seed, offset=start)
 
 
-def _count_file_shard(path: str, row_groups: list[int] | None, offset: int, feats, tspec, null_kind, seed, batch_size) -> Counts:
-    cols = [*feats, tspec.name]
-    acc: Counts | None = None
+def _read_file_shard(path: str, row_groups: list[int] | None, offset: int, cols: list[str],
+                     batch_size: int) -> list[tuple[int, pl.DataFrame]]:
+    """The batches of one file shard, with their global row offsets (read on the driver)."""
     if row_groups is not None:
         import pyarrow.parquet as pq
 
         batches: Iterator[pl.DataFrame] = _iter_parquet(pq.ParquetFile(path), cols, batch_size, row_groups)
     else:
         batches = _iter_file(Path(path), cols, batch_size)
+    out = []
     for df in batches:
-        part = count_batch(df, feats, tspec, null_kind=null_kind, seed=seed, offset=offset)
+        out.append((offset, df))
         offset += df.height
+    if not out:
+        raise DataError(f"shard of {path!r} has no rows")
+    return out
+
+
+def _count_batches(batches: list[tuple[int, pl.DataFrame]], feats, tspec, null_kind, seed, batch_size) -> Counts:
+    """Count a file shard's batches (sent by the driver through the object store) with their global offsets."""
+    acc: Counts | None = None
+    for offset, df in batches:
+        part = count_batch(df, feats, tspec, null_kind=null_kind, seed=seed, offset=offset)
         acc = part if acc is None else acc.merge(part)
     if acc is None:
-        raise DataError(f"shard of {path!r} has no rows")
+        raise DataError("a file shard has no rows")
     return acc
 
 
@@ -113,24 +126,29 @@ def count_with_ray(
     try:
         cpus = int(ray.cluster_resources().get("CPU", 2))
         limit = max_in_flight or max(2, 2 * cpus)
-        args: list[tuple[Any, ...]] = []
+        # each shard: its task, a function giving the task's data arguments when it is submitted, its rows
+        args: list[tuple[Any, Callable[[], tuple[Any, ...]], int]] = []
         if src.frame is not None:
             task = ray.remote(_count_frame_slice)
             ref = ray.put(src.frame.select([*feats, tspec.name]))
             for start in range(0, src.frame.height, batch_size):
-                args.append((task, (ref, start, batch_size), min(batch_size, src.frame.height - start)))
+                args.append((task, lambda start=start: (ref, start, batch_size),
+                             min(batch_size, src.frame.height - start)))
         else:
-            task = ray.remote(_count_file_shard)
+            task = ray.remote(_count_batches)
+            cols = [*feats, tspec.name]
             for path, groups, offset, rows in _shards(src, batch_size):
-                args.append((task, (path, groups, offset), rows))
+                # read on the driver when submitted: the rows reach the worker through the object store
+                args.append((task, lambda shard=(path, groups, offset): (
+                    _read_file_shard(*shard, cols, batch_size),), rows))
         pending: dict[Any, int] = {}
         acc: Counts | None = None
         done = 0
         queue = list(args)
         while queue or pending:
             while queue and len(pending) < limit:
-                fn, a, rows = queue.pop(0)
-                pending[fn.remote(*a, feats, tspec, null_kind, seed, batch_size)] = rows
+                fn, make_args, rows = queue.pop(0)
+                pending[fn.remote(*make_args(), feats, tspec, null_kind, seed, batch_size)] = rows
             ready, _ = ray.wait(list(pending), num_returns=1)
             for r in ready:
                 rows = pending.pop(r)
