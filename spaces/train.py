@@ -240,7 +240,7 @@ def _run(config, train, val, *, seed, callback, return_model, measure, device, m
     rows = getattr(config, "report_rows", None)
     if report_after and rows is not None and rows < val.n_rows:
         pick = np.sort(np.random.default_rng(0).choice(val.n_rows, rows, replace=False))  # same for every trial
-        y_rep, x_rep = val.y[pick], tuple(t[torch.from_numpy(pick)] for t in x_val)
+        y_rep, x_rep = val.y[pick], tuple(t[torch.from_numpy(pick).to(t.device)] for t in x_val)
     n_reports = 0
     model.train()
     for epoch in range(1, total_epochs + 1):
