@@ -19,7 +19,7 @@ from sparsearch._ray import check_ray_reachable
 from sparsearch.errors import ConnectionProblem, DataError
 
 from ._counts import Counts, TargetSpec, count_batch
-from ._io import _EXTENSIONS, _iter_file, _iter_parquet, _Source
+from ._io import EXTENSIONS, Source, iter_file, iter_parquet
 
 
 def _count_frame_slice(frame: pl.DataFrame, start: int, length: int, feats, tspec, null_kind, seed, batch_size) -> Counts:
@@ -32,9 +32,9 @@ def _count_file_shard(path: str, row_groups: list[int] | None, offset: int, feat
     if row_groups is not None:
         import pyarrow.parquet as pq
 
-        batches: Iterator[pl.DataFrame] = _iter_parquet(pq.ParquetFile(path), cols, batch_size, row_groups)
+        batches: Iterator[pl.DataFrame] = iter_parquet(pq.ParquetFile(path), cols, batch_size, row_groups)
     else:
-        batches = _iter_file(Path(path), cols, batch_size)
+        batches = iter_file(Path(path), cols, batch_size)
     for df in batches:
         part = count_batch(df, feats, tspec, null_kind=null_kind, seed=seed, offset=offset)
         offset += df.height
@@ -44,12 +44,12 @@ def _count_file_shard(path: str, row_groups: list[int] | None, offset: int, feat
     return acc
 
 
-def _shards(src: _Source, batch_size: int) -> list[tuple[str, list[int] | None, int, int]]:
+def _shards(src: Source, batch_size: int) -> list[tuple[str, list[int] | None, int, int]]:
     """(path, row groups or None, global offset, rows) for each file shard."""
     out = []
     offset = 0
     for f in src.files or []:
-        if _EXTENSIONS[f.suffix.lower()] == "parquet":
+        if EXTENSIONS[f.suffix.lower()] == "parquet":
             import pyarrow.parquet as pq
 
             meta = pq.ParquetFile(f).metadata
@@ -70,9 +70,6 @@ def _shards(src: _Source, batch_size: int) -> list[tuple[str, list[int] | None, 
     return out
 
 
-_check_reachable = check_ray_reachable  # kept under its old name for the tests
-
-
 def _ensure_ray(ray_address: str | None) -> bool:
     """Initialise Ray if needed; return True when this call started it."""
     import ray
@@ -80,7 +77,7 @@ def _ensure_ray(ray_address: str | None) -> bool:
     if ray.is_initialized():
         return False
     if ray_address is not None:
-        _check_reachable(ray_address)
+        check_ray_reachable(ray_address)
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_enable_metrics_collection", "0")
@@ -96,7 +93,7 @@ def _ensure_ray(ray_address: str | None) -> bool:
 
 
 def count_with_ray(
-    src: _Source,
+    src: Source,
     feats: list[str],
     tspec: TargetSpec,
     *,

@@ -22,11 +22,22 @@ from itertools import combinations
 import numpy as np
 import polars as pl
 
+from sparsearch.errors import SpecError
+
 from ._chance import ExpectedMI, col_sums, entropy, expected_mi_poisson, row_sums, table_mi
 from ._counts import Counts, TargetSpec
 from ._estimators import FeatureStats
-from ._io import _Source
-from ._rank import Finalized, iter_level_batches, tie_key
+from ._io import Source
+from ._tables import (
+    Finalized,
+    RankOptions,
+    count,
+    feature_stats,
+    finalize,
+    iter_level_batches,
+    prepare,
+    tie_key,
+)
 
 
 @dataclass
@@ -67,7 +78,7 @@ def _group_sorted(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pair_stats(
-    src: _Source,
+    src: Source,
     finals: list[Finalized],
     tspec: TargetSpec,
     counts: Counts,
@@ -130,7 +141,7 @@ def pair_stats(
 
 
 def greedy_order(
-    src: _Source,
+    src: Source,
     finals: list[Finalized],
     counts: Counts,
     tspec: TargetSpec,
@@ -181,7 +192,7 @@ def greedy_order(
 
 
 def pairwise_table(
-    src: _Source, finals: list[Finalized], counts: Counts, tspec: TargetSpec, st: FeatureStats, batch_size: int
+    src: Source, finals: list[Finalized], counts: Counts, tspec: TargetSpec, st: FeatureStats, batch_size: int
 ) -> pl.DataFrame:
     stats = pair_stats(src, finals, tspec, counts, batch_size)
     rows = []
@@ -241,20 +252,13 @@ def pairwise_relevance(
         >>> pairwise_relevance(df, "y")["gain"][0] > 0.5
         True
     """
-    from sparsearch.errors import SpecError
-
-    from ._io import _check_batch_size
-    from ._rank import _check_options, _finalize, _prepare, _stats
-    from ._rank import _count as count_all
-
-    _check_options(n_bins, missing)
-    _check_batch_size(batch_size)
+    opts = RankOptions(n_bins=n_bins, missing=missing, batch_size=batch_size)
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 2:
         raise SpecError(f"top must be an integer >= 2, got {top!r}")
-    src, _, feats, tspec = _prepare(data, target, features, n_bins, feature_names)
-    counts = count_all(src, feats, tspec, null_kind=None, seed=0, batch_size=batch_size, use_ray=False, ray_address=None, progress=None)
-    finals = [_finalize(counts.features[f], f, counts.n_rows, n_bins, missing) for f in feats]
-    st = _stats(finals, None, n_bins, missing, counts.n_rows)
+    src, _, feats, tspec = prepare(data, target, features, n_bins, feature_names)
+    counts = count(src, feats, tspec, opts, null_kind=None)
+    finals = [finalize(counts.features[f], f, counts.n_rows, n_bins, missing) for f in feats]
+    st = feature_stats(finals, None, n_bins, missing, counts.n_rows)
     if features is None:
         order = np.argsort(-tie_key(st.mi - st.expected), kind="stable")[:top]
         chosen = [finals[i] for i in sorted(order.tolist())]

@@ -12,7 +12,8 @@ from sparsearch.errors import SpecError
 
 from ._chance import row_sums
 from ._greedy import pair_stats
-from ._rank import _check_options, _prepare, _rank_counts
+from ._rank import rank_counts
+from ._tables import RankOptions, check_options, prepare
 
 ISSUES = (
     "constant",
@@ -63,18 +64,16 @@ def quality_report(
         >>> sorted(quality_report(df, "y")["issue"].to_list())
         ['constant', 'id-like']
     """
-    _check_options(n_bins, missing)
+    check_options(n_bins, missing)
     for name, v in [("near_constant", near_constant), ("mostly_missing", mostly_missing), ("id_like", id_like),
                     ("rare_share", rare_share), ("leakage", leakage), ("near_duplicate", near_duplicate)]:
         if not (isinstance(v, (int, float)) and 0.0 < float(v) <= 1.0):
             raise SpecError(f"{name} must be a fraction in (0, 1], got {v!r}")
     if isinstance(max_pairs, bool) or not isinstance(max_pairs, int) or max_pairs < 0:
         raise SpecError(f"max_pairs must be a non-negative integer, got {max_pairs!r}")
-    src, _, feats, tspec = _prepare(data, target, features, n_bins, feature_names)
-    ranking, finals, counts = _rank_counts(
-        src, feats, tspec, method="adjusted-mi", n_bins=n_bins, missing=missing, seed=0, batch_size=batch_size,
-        use_ray=False, ray_address=None, progress=None, pool_size=20,
-    )
+    src, _, feats, tspec = prepare(data, target, features, n_bins, feature_names)
+    state = rank_counts(src, feats, tspec, RankOptions(n_bins=n_bins, missing=missing, batch_size=batch_size))
+    ranking, finals, counts = state.table, state.finals, state.counts
     info = {r["feature"]: r for r in ranking.iter_rows(named=True)}
     rows: list[dict[str, Any]] = []
 
