@@ -18,7 +18,7 @@ import polars as pl
 from sparsearch.errors import DataError, SpecError, closest, unknown_choice
 
 from ._chance import ExpectedMI, asymptotic_mi, col_sums, row_sums, table_mi
-from ._counts import Counts, FeatureCounts, Keys, TargetSpec, count_batch
+from ._counts import Counts, FeatureCounts, Keys, TargetSpec, count_batch, float_buckets
 from ._estimators import FeatureStats, get_method
 from ._io import Source, check_batch_size, open_source, validate_target
 
@@ -277,6 +277,8 @@ def lookup_levels(s: pl.Series, fin: Finalized) -> np.ndarray:
             arr = vals.cast(pl.Int8).to_numpy()
         elif vals.dtype.is_temporal():
             arr = vals.to_physical().to_numpy()
+        elif vals.dtype.is_float():
+            arr = float_buckets(vals.to_numpy())  # the keys a float feature was counted under
         else:
             arr = vals.to_numpy()
         pos = np.searchsorted(fin.keys, arr)
