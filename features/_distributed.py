@@ -22,21 +22,31 @@ from ._counts import Counts, TargetSpec, count_batch
 from ._io import EXTENSIONS, Source, iter_file, iter_parquet
 
 
-def _count_frame_slice(frame: pl.DataFrame, start: int, length: int, feats, tspec, null_kind, seed, batch_size) -> Counts:
-    return count_batch(frame.slice(start, length), feats, tspec, null_kind=null_kind, seed=seed, offset=start)
+class BatchCounter:
+    """The single-feature count of one batch, as a picklable callable ``(df, offset) -> Counts``."""
+
+    def __init__(self, feats: list[str], tspec: TargetSpec, null_kind: str | None, seed: int | None):
+        self.feats, self.tspec, self.null_kind, self.seed = feats, tspec, null_kind, seed
+
+    def __call__(self, df: pl.DataFrame, offset: int) -> Counts:
+        return count_batch(df, self.feats, self.tspec, null_kind=self.null_kind, seed=self.seed, offset=offset)
 
 
-def _count_file_shard(path: str, row_groups: list[int] | None, offset: int, feats, tspec, null_kind, seed, batch_size) -> Counts:
-    cols = [*feats, tspec.name]
-    acc: Counts | None = None
+def _count_frame_slice(frame: pl.DataFrame, start: int, length: int, counter: Callable[[pl.DataFrame, int], Any]) -> Any:
+    return counter(frame.slice(start, length), start)
+
+
+def _count_file_shard(path: str, row_groups: list[int] | None, offset: int, columns: list[str], batch_size: int,
+                      counter: Callable[[pl.DataFrame, int], Any]) -> Any:
+    acc = None
     if row_groups is not None:
         import pyarrow.parquet as pq
 
-        batches: Iterator[pl.DataFrame] = iter_parquet(pq.ParquetFile(path), cols, batch_size, row_groups)
+        batches: Iterator[pl.DataFrame] = iter_parquet(pq.ParquetFile(path), columns, batch_size, row_groups)
     else:
-        batches = iter_file(Path(path), cols, batch_size)
+        batches = iter_file(Path(path), columns, batch_size)
     for df in batches:
-        part = count_batch(df, feats, tspec, null_kind=null_kind, seed=seed, offset=offset)
+        part = counter(df, offset)
         offset += df.height
         acc = part if acc is None else acc.merge(part)
     if acc is None:
@@ -104,6 +114,26 @@ def count_with_ray(
     progress: Callable[[int, int | None], None] | None,
     max_in_flight: int | None = None,
 ) -> Counts:
+    """Single-feature counts of every shard, merged on the driver."""
+    return map_shards(src, [*feats, tspec.name], BatchCounter(feats, tspec, null_kind, seed), batch_size=batch_size,
+                      ray_address=ray_address, progress=progress, max_in_flight=max_in_flight)
+
+
+def map_shards(
+    src: Source,
+    columns: list[str],
+    counter: Callable[[pl.DataFrame, int], Any],
+    *,
+    batch_size: int,
+    ray_address: str | None,
+    progress: Callable[[int, int | None], None] | None,
+    max_in_flight: int | None = None,
+) -> Any:
+    """Run ``counter(batch, offset)`` on every shard as a Ray task and merge the results (``a.merge(b)``).
+
+    The merge must be exact, associative and commutative (integer count tables): the result does not depend on
+    the order in which shards finish.
+    """
     import ray
 
     started = _ensure_ray(ray_address)
@@ -113,27 +143,27 @@ def count_with_ray(
         args: list[tuple[Any, ...]] = []
         if src.frame is not None:
             task = ray.remote(_count_frame_slice)
-            ref = ray.put(src.frame.select([*feats, tspec.name]))
+            ref = ray.put(src.frame.select(columns))
             for start in range(0, src.frame.height, batch_size):
-                args.append((task, (ref, start, batch_size), min(batch_size, src.frame.height - start)))
+                args.append((task, (ref, start, batch_size, counter), min(batch_size, src.frame.height - start)))
         else:
             task = ray.remote(_count_file_shard)
             for path, groups, offset, rows in _shards(src, batch_size):
-                args.append((task, (path, groups, offset), rows))
+                args.append((task, (path, groups, offset, columns, batch_size, counter), rows))
         pending: dict[Any, int] = {}
-        acc: Counts | None = None
+        acc: Any = None
         done = 0
         queue = list(args)
         while queue or pending:
             while queue and len(pending) < limit:
                 fn, a, rows = queue.pop(0)
-                pending[fn.remote(*a, feats, tspec, null_kind, seed, batch_size)] = rows
+                pending[fn.remote(*a)] = rows
             ready, _ = ray.wait(list(pending), num_returns=1)
             for r in ready:
                 rows = pending.pop(r)
                 part = ray.get(r)
                 acc = part if acc is None else acc.merge(part)
-                done += part.n_rows + part.n_null_target if rows < 0 else rows
+                done += part.n_rows + getattr(part, "n_null_target", 0) if rows < 0 else rows
                 if progress is not None:
                     progress(done, src.n_rows)
         if acc is None:

@@ -12,7 +12,7 @@ from sparsearch.errors import SpecError
 
 from ._chance import row_sums
 from ._greedy import pair_stats
-from ._rank import rank_counts
+from ._rank import RankState, rank_counts
 from ._tables import RankOptions, check_options, prepare
 
 ISSUES = (
@@ -44,6 +44,7 @@ def quality_report(
     near_duplicate: float = 0.9,
     max_pairs: int = 50,
     feature_names=None,
+    pairs: bool = True,
 ) -> pl.DataFrame:
     """One row per finding: ``feature, issue, detail, value`` (``issue`` is one of :data:`ISSUES`).
 
@@ -56,7 +57,8 @@ def quality_report(
     - ``duplicate`` / ``near-duplicate``: chance-adjusted MI between two features over the larger of their
       entropies is 1 / at least ``near_duplicate`` (re-coded copies are found too). Only pairs whose entropies
       differ by at most 15% are checked (pairs with identical per-value class-count multisets first, then
-      the closest entropies; at most ``max_pairs``), in one extra pass.
+      the closest entropies; at most ``max_pairs``), in one extra pass over the rows, skipped when ``pairs`` is
+      False (every other finding comes from the ranking's counts).
 
     Example:
         >>> import polars as pl
@@ -73,7 +75,27 @@ def quality_report(
         raise SpecError(f"max_pairs must be a non-negative integer, got {max_pairs!r}")
     src, _, feats, tspec = prepare(data, target, features, n_bins, feature_names)
     state = rank_counts(src, feats, tspec, RankOptions(n_bins=n_bins, missing=missing, batch_size=batch_size))
-    ranking, finals, counts = state.table, state.finals, state.counts
+    return findings(state, near_constant=near_constant, mostly_missing=mostly_missing, id_like=id_like,
+                    rare_count=rare_count, rare_share=rare_share, leakage=leakage, near_duplicate=near_duplicate,
+                    max_pairs=max_pairs if pairs else 0)
+
+
+def findings(
+    state: RankState,
+    *,
+    near_constant: float = 0.99,
+    mostly_missing: float = 0.5,
+    id_like: float = 0.5,
+    rare_count: int = 10,
+    rare_share: float = 0.5,
+    leakage: float = 0.9,
+    near_duplicate: float = 0.9,
+    max_pairs: int = 50,
+) -> pl.DataFrame:
+    """The findings of :func:`quality_report` from an existing ranking's counts (``max_pairs=0``: no extra pass)."""
+    src, tspec, finals, counts = state.src, state.tspec, state.finals, state.counts
+    batch_size = state.options.batch_size
+    ranking = state.table
     info = {r["feature"]: r for r in ranking.iter_rows(named=True)}
     rows: list[dict[str, Any]] = []
 

@@ -25,6 +25,17 @@ from ._io import Source, check_batch_size, open_source, validate_target
 MISSING_CHOICES = ("category", "drop")
 TARGET_COL = "__sparsearch_target__"
 Progress = Callable[[int, int | None], None]
+PAIR_LEVELS = 16  # default cap of a feature's codes in a pair: a pair has at most 16 x 16 joint values
+MAX_PAIR_FEATURES = 100  # all pairs of up to this many features; above, the candidates are the most relevant
+
+
+def check_pair_options(interactions: int, pair_levels: int, max_pair_features: int) -> None:
+    if isinstance(interactions, bool) or not isinstance(interactions, (int, np.integer)) or interactions < 0:
+        raise SpecError(f"interactions must be a non-negative integer (pairs to report), got {interactions!r}")
+    if isinstance(pair_levels, bool) or not isinstance(pair_levels, (int, np.integer)) or not 2 <= pair_levels <= 256:
+        raise SpecError(f"pair_levels must be an integer in [2, 256], got {pair_levels!r}")
+    if isinstance(max_pair_features, bool) or not isinstance(max_pair_features, (int, np.integer)) or max_pair_features < 2:
+        raise SpecError(f"max_pair_features must be an integer >= 2, got {max_pair_features!r}")
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,11 @@ class RankOptions:
         ray_address: Ray cluster to join; implies ``use_ray``.
         progress: called with (rows counted, total rows or None) after each batch or shard.
         pool_size: features the greedy methods (``mrmr``, ``3mr``) re-order.
+        interactions: rank pairs of features and keep the best this many (0: no pair pass).
+        pair_levels: codes a feature keeps in a pair (its most frequent levels, the rest shared), so a pair has
+            at most ``pair_levels**2`` joint values whatever its features' cardinalities.
+        max_pair_features: all pairs of up to this many features; above, pairs of the this many features with
+            the highest single-feature score.
     """
 
     method: str = "adjusted-mi"
@@ -52,8 +68,12 @@ class RankOptions:
     ray_address: str | None = None
     progress: Progress | None = field(default=None, compare=False)
     pool_size: int = 20
+    interactions: int = 0
+    pair_levels: int = PAIR_LEVELS
+    max_pair_features: int = MAX_PAIR_FEATURES
 
     def __post_init__(self) -> None:
+        check_pair_options(self.interactions, self.pair_levels, self.max_pair_features)
         check_options(self.n_bins, self.missing)
         check_batch_size(self.batch_size)
         get_method(self.method)
