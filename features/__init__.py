@@ -24,8 +24,17 @@ from ._plot import plot_ranking
 from ._quality import quality_report
 from ._rank import rank_features
 from ._run import REPORTS, RankResult, rank, rank_interactions
-from ._selector import CardinalityAwareSelector
 from ._tables import RankOptions
+
+
+def __getattr__(name: str):
+    # the scikit-learn selector loads scikit-learn (seconds): only when asked for
+    if name == "CardinalityAwareSelector":
+        from ._selector import CardinalityAwareSelector
+
+        return CardinalityAwareSelector
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DATASETS",

@@ -129,6 +129,9 @@ def findings(
         adj = r["adjusted_mi"]
         if hy > 0 and adj >= leakage * hy:
             add(f.name, "leakage-suspect", f"adjusted MI {adj:.4g} nats is {adj / hy:.0%} of the target entropy {hy:.4g}", adj / hy)
+    schema = {"feature": pl.String, "issue": pl.String, "detail": pl.String, "value": pl.Float64}
+    if max_pairs == 0:  # no duplicate checks: everything above came from the counts
+        return pl.DataFrame(rows, schema=schema)
     # duplicate pairs: only among features of similar entropy, which any (near) copy must have
     ent = {f.name: info[f.name]["entropy"] for f in finals}
     ordered = sorted((f for f in finals if ent[f.name] > 0), key=lambda f: -ent[f.name])
@@ -157,5 +160,4 @@ def findings(
                 add(a, "duplicate", f"carries the same information as {b!r} (re-coded copy)", sym)
             elif sym >= near_duplicate:
                 add(a, "near-duplicate", f"{sym:.0%} of the information of {a!r} and {b!r} is shared", sym)
-    schema = {"feature": pl.String, "issue": pl.String, "detail": pl.String, "value": pl.Float64}
     return pl.DataFrame(rows, schema=schema)
