@@ -154,8 +154,9 @@ def _poisson_g_table() -> tuple[np.ndarray, np.ndarray]:
     mus = np.logspace(-8, 5, 1301)
     g = np.empty_like(mus)
     for i, mu in enumerate(mus):
+        kmin = max(1, int(mu - 12 * np.sqrt(mu) - 30))  # the mass outside +-12 sd is below 1e-30
         kmax = int(mu + 12 * np.sqrt(mu) + 30)
-        k = np.arange(1, kmax + 1, dtype=np.float64)
+        k = np.arange(kmin, kmax + 1, dtype=np.float64)
         pmf = np.exp(k * np.log(mu) - mu - gammaln(k + 1))  # Poisson(mu) pmf, without importing scipy.stats
         g[i] = float(np.sum(pmf * k * np.log(k / mu)))
     return np.log(mus), g

@@ -8,10 +8,18 @@ merged exactly across batches like the marginal counts. From it:
 - ``redundancy`` = (I(a;b) - E) / (min(H(a), H(b)) - E) clipped to [0, 1], with E the Poisson chance MI of the
   two margins: 1 for a (re-coded) copy, about 0 for independent features of any cardinality.
 
-Greedy selection (our take on OutRank's 3MR, with every term chance-corrected and on the relevance scale):
-``mrmr`` picks next the feature maximising rel * (1 - mean redundancy with the selected set); ``3mr`` uses the
-maximum redundancy instead of the mean (an exact copy scores 0 once its original is in) and adds the mean positive
-synergy with the selected features. Relevance is the adjusted MI; negative relevance is kept as is.
+Greedy selection, every term chance-corrected, on the pool's pairs counted with capped codes (``_pairs``):
+
+- ``mrmr`` is Peng, Long & Ding's (2005) mRMR in its difference form (MID): the next feature maximises
+  relevance - mean over the selected features s of I(f; s), all in nats (relevance = adjusted MI with the
+  target, I(f; s) chance-adjusted). An exact copy of a selected feature X loses H(X) / |selected|, which exceeds
+  its relevance, so it falls below independent informative features.
+- ``3mr`` (our take on OutRank's 3MR) picks the feature maximising rel * (1 - max redundancy with the selected
+  set) + the mean positive interaction information with them: an exact copy scores about 0 once its original is
+  in, and a feature that only works jointly with a selected one (XOR) is lifted.
+
+Negative relevance is kept as is. The pair pass of :func:`pair_stats` (uncapped levels) serves the quality
+report's duplicate checks.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from ._chance import ExpectedMI, col_sums, entropy, expected_mi_poisson, row_sum
 from ._counts import Counts, TargetSpec
 from ._estimators import FeatureStats
 from ._io import Source
+from ._pairs import PairScore, count_pairs, plan_pairs, score_pairs
 from ._tables import (
     Finalized,
     RankOptions,
@@ -35,6 +44,7 @@ from ._tables import (
     feature_stats,
     finalize,
     iter_level_batches,
+    order_by_score,
     prepare,
     tie_key,
 )
@@ -145,21 +155,23 @@ def greedy_order(
     finals: list[Finalized],
     counts: Counts,
     tspec: TargetSpec,
-    st: FeatureStats,
     *,
     relevance: np.ndarray,
     relational: bool,
-    pool_size: int,
-    batch_size: int,
-    redundancy_mean: bool,
+    opts: RankOptions,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy order of the pool, then the remaining features by relevance. Returns (order, score)."""
-    by_rel = np.argsort(-tie_key(relevance), kind="stable")
-    pool = [int(i) for i in by_rel[:pool_size]]
-    stats = pair_stats(src, [finals[i] for i in pool], tspec, counts, batch_size)
-    adj = st.mi - st.expected
+    """Greedy order of the pool, then the remaining features by relevance. Returns (order, score).
 
-    def pair(a: int, b: int) -> PairStat:
+    The pool's pairs are counted in one pass of capped codes (``_pairs``: streamed or on Ray like the
+    single-feature counts), so the pass costs about one more count of ``pool_size`` columns.
+    """
+    by_rel = order_by_score(relevance)
+    pool = [int(i) for i in by_rel[: opts.pool_size]]
+    plan = plan_pairs(finals, pool, tspec, counts.classes, opts.pair_levels)
+    pair_counts = count_pairs(src, plan, batch_size=opts.batch_size, use_ray=opts.ray, ray_address=opts.ray_address)
+    stats = dict(zip(plan.pairs, score_pairs(plan, pair_counts, interaction=relational)))
+
+    def pair(a: int, b: int) -> PairScore:
         return stats[(a, b)] if a < b else stats[(b, a)]
 
     selected: list[int] = []
@@ -169,25 +181,19 @@ def greedy_order(
         best, best_val = -1, -np.inf
         for p in remaining:
             rel = float(relevance[pool[p]])
-            if selected:
-                reds = [pair(p, s).redundancy for s in selected]
-                pen = float(np.mean(reds)) if redundancy_mean else float(np.max(reds))
+            if not relational:  # mRMR (MID): relevance minus the mean information shared with the selected
+                val = rel - (float(np.mean([pair(p, s).shared for s in selected])) if selected else 0.0)
             else:
-                pen = 0.0
-            val = max(rel, 0.0) * (1.0 - pen) + min(rel, 0.0)
-            if relational and selected:
-                gains = []
-                for s in selected:
-                    ps = pair(p, s)
-                    g = (ps.mi_pair - ps.chance_pair) - adj[pool[p]] - adj[pool[s]]
-                    gains.append(max(0.0, g))
-                val += float(np.mean(gains))
+                pen = max((pair(p, s).redundancy for s in selected), default=0.0)
+                val = max(rel, 0.0) * (1.0 - pen) + min(rel, 0.0)
+                if selected:
+                    val += float(np.mean([max(0.0, pair(p, s).score) for s in selected]))
             if best < 0 or val > best_val + 1e-12 * max(1.0, abs(best_val)):
                 best, best_val = p, val
         selected.append(best)
         remaining.remove(best)
         score[pool[best]] = best_val
-    order = [pool[p] for p in selected] + [int(i) for i in by_rel[pool_size:]]
+    order = [pool[p] for p in selected] + [int(i) for i in by_rel[opts.pool_size :]]
     return np.asarray(order, dtype=np.int64), score
 
 

@@ -51,6 +51,8 @@ class PairCoder:
     other: int
     size: int
     levels: int  # levels of the final table before capping
+    lut_lo: int = 0  # integer features of a small value range: code of value v is lut[v - lut_lo]
+    lut: np.ndarray | None = None
 
     @classmethod
     def build(cls, fin: Finalized, pair_levels: int) -> PairCoder:
@@ -72,6 +74,12 @@ class PairCoder:
         key_code = level_code[fin.key_level] if len(fin.key_level) else np.zeros(0, dtype=np.int64)
         if fin.numeric:
             return cls(fin.name, np.asarray(fin.keys, dtype=np.float64), key_code, [], null_code, other, size, n_levels)
+        if isinstance(fin.keys, np.ndarray) and len(fin.keys):
+            lo, hi = int(fin.keys[0]), int(fin.keys[-1])  # sorted integer keys
+            if hi - lo < max(8 * len(fin.keys), 1 << 16):  # a lookup table of at most a few MB
+                lut = np.full(hi - lo + 1, other, dtype=np.int16)
+                lut[fin.keys - lo] = key_code
+                return cls(fin.name, None, key_code, [], null_code, other, size, n_levels, lo, lut)
         keep = np.flatnonzero(key_code != other) if n_levels > pair_levels else np.arange(len(key_code))
         kept = fin.keys[keep].to_list() if isinstance(fin.keys, pl.Series) else fin.keys[keep].tolist()
         return cls(fin.name, None, key_code[keep], kept, null_code, other, size, n_levels)
@@ -94,7 +102,11 @@ class PairCoder:
             s = s.to_physical()
         elif isinstance(s.dtype, (pl.Categorical, pl.Enum)) or not (s.dtype.is_integer() or s.dtype == pl.String):
             s = s.cast(pl.String)
-        if not self.kept:
+        if self.lut is not None and s.dtype.is_integer():
+            idx = s.fill_null(self.lut_lo).to_numpy().astype(np.int64) - self.lut_lo
+            inside = (idx >= 0) & (idx < len(self.lut))
+            codes = np.where(inside, self.lut[np.clip(idx, 0, len(self.lut) - 1)], self.other)
+        elif not self.kept:
             codes = np.full(s.len(), self.other, dtype=np.int64)
         else:
             kept = pl.Series(self.kept, dtype=pl.String if s.dtype == pl.String else pl.Int64)
@@ -135,19 +147,33 @@ class PairPlan:
             keep = y.is_not_null()
             df, y = df.filter(keep), y.filter(keep)
         yc = class_codes(y, self.tspec, self.classes)
-        codes = [c.codes(df.get_column(c.name)) for c in self.coders]
+        # int16 codes (at most 257 values): a batch of a million rows x 100 features holds 200 MB
+        codes = np.stack([c.codes(df.get_column(c.name)).astype(np.int16) for c in self.coders]) if self.coders \
+            else np.zeros((0, len(yc)), dtype=np.int16)
         flat = np.zeros(int(self.offsets[-1]), dtype=np.int64)
         by_first: dict[int, list[int]] = {}
         for p, (i, _) in enumerate(self.pairs):
             by_first.setdefault(i, []).append(p)
+        n = len(yc)
+        y32 = yc.astype(np.int32)
         for i, ps in by_first.items():
-            base = codes[i] * self.k + yc  # (code_a, class) once per first feature
+            js = np.array([self.pairs[p][1] for p in ps], dtype=np.int64)
+            lo = int(self.offsets[ps].min())
+            hi = int(max(self.offsets[p + 1] for p in ps))
+            dt = np.int32 if hi - lo < 2**31 else np.int64  # int32 when the group's cells fit (they nearly always do)
+            rel = (self.offsets[ps] - lo)[:, None].astype(dt)
             stride_b = (self.coders[i].size + 1) * self.k
-            for p in ps:
-                j = self.pairs[p][1]
-                z = codes[j] * stride_b + base  # laid out as [code_b, code_a, class]
-                n_cells = int(self.offsets[p + 1] - self.offsets[p])
-                flat[self.offsets[p] : self.offsets[p + 1]] += np.bincount(z, minlength=n_cells)
+            # every pair (i, j) of this first feature in one bincount per chunk of rows, laid out per pair as
+            # [code_b, code_a, class]; chunks bound the int64 temporaries to a few tens of MB
+            chunk = max(1, (1 << 22) // max(len(ps), 1))
+            for start in range(0, n, chunk):
+                stop = min(n, start + chunk)
+                base = codes[i, start:stop].astype(dt) * self.k + y32[start:stop]  # (code_a, class)
+                z = codes[js, start:stop].astype(dt)
+                z *= stride_b  # in place, and int32: fewer passes over memory than int64 temporaries
+                z += base
+                z += rel
+                flat[lo:hi] += np.bincount(z.ravel(), minlength=hi - lo)
         return PairCounts(flat, len(yc))
 
     def table(self, counts: PairCounts, p: int) -> np.ndarray:
@@ -231,7 +257,9 @@ class _Chance:
         return self.cache[key](row_sums(table))
 
 
-def score_pairs(plan: PairPlan, counts: PairCounts) -> list[PairScore]:
+def score_pairs(plan: PairPlan, counts: PairCounts, *, interaction: bool = True) -> list[PairScore]:
+    """Information quantities of every pair; ``interaction=False`` skips the joint term's chance baseline (then
+    only ``redundancy`` and ``shared`` are meaningful: what ``mrmr`` uses)."""
     chance = _Chance()
     out = []
     for p in range(len(plan.pairs)):
@@ -247,7 +275,7 @@ def score_pairs(plan: PairPlan, counts: PairCounts) -> list[PairScore]:
         mi_ab = table_mi(tab)[0]
         ra, cb = row_sums(tab), col_sums(tab)
         out.append(PairScore(
-            joint_mi, chance(joint), mi_a, chance(ta), mi_b, chance(tb), mi_ab, expected_mi_poisson(ra, cb),
+            joint_mi, chance(joint) if interaction else 0.0, mi_a, chance(ta), mi_b, chance(tb), mi_ab, expected_mi_poisson(ra, cb),
             entropy(ra), entropy(cb),
         ))
     return out

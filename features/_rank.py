@@ -38,11 +38,8 @@ def rank_counts(src: Source, feats: list[str], tspec: TargetSpec, opts: RankOpti
     score, chance = ranker.score(st)
     order = order_by_score(score)
     if ranker.greedy:
-        order, score = greedy_order(
-            src, finals, counts, tspec, st, relevance=score, relational=getattr(ranker, "relational", False),
-            pool_size=opts.pool_size, batch_size=opts.batch_size,
-            redundancy_mean=not getattr(ranker, "relational", False),
-        )
+        order, score = greedy_order(src, finals, counts, tspec, relevance=score,
+                                    relational=getattr(ranker, "relational", False), opts=opts)
     names = [st.names[i] for i in order]
     out = pl.DataFrame(
         {

@@ -109,3 +109,51 @@ def test_bad_pair_options():
         RankOptions(interactions=-1)
     with pytest.raises(SpecError, match="unknown quality report 'all'"):
         rank(df, "y", report="all")
+
+
+def _copies_data(n: int, seed: int) -> pl.DataFrame:
+    """Six independent informative features (4 to 3,000 levels), an exact relabelled copy of the 4-level one, a
+    near copy (15% of rows re-drawn) of the 200-level one, and noise of cardinalities 2 to 20,000."""
+    rng = np.random.default_rng(seed)
+    cols: dict[str, np.ndarray] = {}
+    logit = np.full(n, -1.5)
+    for card in [4, 12, 50, 200, 800, 3000]:
+        x = rng.integers(0, card, n)
+        logit += rng.normal(0.0, 0.5, card)[x]
+        cols[f"inf_c{card}"] = x
+    cols["copy_of_inf_c4"] = rng.permutation(4)[cols["inf_c4"]]
+    redraw = rng.random(n) < 0.15
+    cols["near_copy_of_inf_c200"] = np.where(redraw, rng.integers(0, 200, n), rng.permutation(200)[cols["inf_c200"]])
+    for i, card in enumerate(np.geomspace(2, 20_000, 10).astype(int)):
+        cols[f"noise_{i}_c{card}"] = rng.integers(0, card, n)
+    cols["y"] = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
+    return pl.DataFrame(cols)
+
+
+@pytest.mark.parametrize("method", ["mrmr", "3mr"])
+def test_redundancy_aware_methods_demote_copies(method, tmp_path, capsys):
+    import json
+
+    from sparsearch.cli import main
+    from sparsearch.features import make_click_log
+
+    for seed in (0, 1):
+        path = tmp_path / f"copies{seed}.parquet"
+        _copies_data(60_000, seed).write_parquet(path)
+        # as a new user runs it
+        assert main(["rank", str(path), "--target", "y", "--method", method, "--json"]) == 0
+        order = [r["feature"] for r in json.loads(capsys.readouterr().out)["features"]]
+        informative = [order.index(f) for f in order if f.startswith("inf_")]
+        assert max(informative) < order.index("copy_of_inf_c4"), (seed, order[:10])
+        assert order.index("copy_of_inf_c4") >= 6  # the exact copy of the 4-level feature is out of the top 6
+        assert order.index("near_copy_of_inf_c200") > order.index("inf_c200")
+        if method == "mrmr":  # 3mr keeps (1 - redundancy) of a near copy's relevance: see BENCHMARKS.md
+            assert max(informative) < order.index("near_copy_of_inf_c200"), (seed, order[:10])
+        # the benchmark's data: both copies below every independent informative feature
+        bench = make_click_log(40_000, n_noise=20, n_numeric=0, max_cardinality=100_000, seed=seed)
+        order = rank_features(bench, "click", method=method)["feature"].to_list()
+        assert max(order.index(f) for f in order if f.startswith("inf_")) < min(
+            order.index(f) for f in order if f.startswith("red_")), (seed, order[:10])
+    # plain adjusted MI cannot see redundancy: the exact copy ties its original
+    plain = rank_features(_copies_data(60_000, 0), "y")["feature"].to_list()
+    assert abs(plain.index("copy_of_inf_c4") - plain.index("inf_c4")) == 1
