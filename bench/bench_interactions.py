@@ -5,7 +5,8 @@ Usage: python bench/bench_interactions.py [N_ROWS] [N_COLS] [OUT_DIR]   (default
 1. Writes a parquet of N_ROWS x N_COLS categorical columns (cardinalities 2 to 100,000 on a log grid, half
    uniform and half Zipf-skewed, 5% missing in every third column, a quarter strings, a few informative, one XOR pair) and times,
    in one run, in the same process order each round (interleaved, 3 rounds, median):
-   - `rank_features(path, target)` (the library call),
+   - a new process that only imports sparsearch.features and pyarrow (the CLI's fixed start-up cost),
+   - `rank_features(path, target)` (the library call, in this process),
    - `sparsearch rank path --target y` as a new user runs it (a subprocess: start-up, default report, printing),
    - `sparsearch rank ... --interactions 20` (all pairs of every column),
    - `rank_features(..., method="mrmr")` and `"3mr"`.
@@ -75,7 +76,13 @@ def main() -> None:
         rank_features(path, "y", method=method)
         return time.perf_counter() - t
 
+    def imports() -> float:  # the fixed cost of a new process: interpreter, sparsearch.features, pyarrow
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import sparsearch.features, pyarrow.parquet"], check=True)
+        return time.perf_counter() - t
+
     variants = {
+        "new process: imports only": imports,
         "library rank_features": lambda: lib(),
         "cli rank (default)": lambda: cli("rank", str(path), "--target", "y"),
         "cli rank --interactions 20": lambda: cli("rank", str(path), "--target", "y", "--interactions", "20"),

@@ -121,13 +121,13 @@ class GreedyRanker(Ranker):
 
 class MRMR(GreedyRanker):
     name = "mrmr"
-    description = "greedy: relevance x (1 - mean normalised redundancy with the selected features)"
+    description = "greedy mRMR (difference form): relevance - mean MI shared with the selected features (nats)"
 
 
 class ThreeMR(GreedyRanker):
     name = "3mr"
     relational = True
-    description = "greedy: relevance x (1 - max redundancy) + mean positive pairwise synergy (OutRank's 3MR idea)"
+    description = "greedy: relevance x (1 - max redundancy) + mean positive interaction information (OutRank's 3MR idea)"
 
 
 METHODS: dict[str, Ranker] = {
