@@ -50,7 +50,19 @@ def best_so_far(values: list[float | None], maximize: bool) -> list[float]:
 
 def verdict(a: list[float], b: list[float], *, maximize: bool, names: tuple[str, str], seed: int = 0,
             n_boot: int = 5000) -> dict[str, Any]:
-    """Does sampler ``a`` beat ``b``? Difference of mean final bests, bootstrap 95% CI, one-sided Mann-Whitney U."""
+    """Does ``a`` beat ``b``? Difference of means, bootstrap 95% CI, one-sided Mann-Whitney U.
+
+    One rule for every claim: "beats" (or "is worse than") needs a CI that excludes 0 on that side *and* a
+    one-sided p < 0.05 in that direction; anything else is "no difference shown". With three seeds per side
+    the smallest one-sided p is 0.05, so no three-seed comparison can claim a win.
+
+    Example:
+        >>> verdict([0.9, 0.91, 0.92, 0.93, 0.94], [0.8, 0.81, 0.82, 0.83, 0.84], maximize=True,
+        ...         names=("tpe", "random"))["outcome"]
+        'wins'
+        >>> verdict([0.9, 0.8, 0.85], [0.86, 0.84, 0.83], maximize=True, names=("tpe", "random"))["outcome"]
+        'no difference shown'
+    """
     from scipy.stats import mannwhitneyu
 
     xa, xb = np.asarray(a, float), np.asarray(b, float)
@@ -59,17 +71,22 @@ def verdict(a: list[float], b: list[float], *, maximize: bool, names: tuple[str,
     rng = np.random.default_rng(seed)
     boots = sign * (rng.choice(xa, (n_boot, xa.size)).mean(1) - rng.choice(xb, (n_boot, xb.size)).mean(1))
     lo, hi = np.quantile(boots, [0.025, 0.975])
-    p = float(mannwhitneyu(sign * xa, sign * xb, alternative="greater").pvalue) if xa.size > 1 and xb.size > 1 \
-        else math.nan
+    enough = xa.size > 1 and xb.size > 1
+    p = float(mannwhitneyu(sign * xa, sign * xb, alternative="greater").pvalue) if enough else math.nan
+    p_worse = float(mannwhitneyu(sign * xa, sign * xb, alternative="less").pvalue) if enough else math.nan
     if lo > 0 and p < 0.05:
+        outcome = "wins"
         text = f"{names[0]} beats {names[1]} by {diff:.4g} (95% CI {lo:.4g} to {hi:.4g}, one-sided p = {p:.3g})"
-    elif hi < 0:
-        text = f"{names[0]} is worse than {names[1]} by {-diff:.4g} (95% CI {lo:.4g} to {hi:.4g})"
+    elif hi < 0 and p_worse < 0.05:
+        outcome, p = "loses", p_worse
+        text = (f"{names[0]} is worse than {names[1]} by {-diff:.4g} (95% CI {lo:.4g} to {hi:.4g}, "
+                f"one-sided p = {p:.3g})")
     else:
-        text = (f"no clear difference: {names[0]} - {names[1]} = {diff:+.4g} (95% CI {lo:.4g} to {hi:.4g}, "
+        outcome = "no difference shown"
+        text = (f"no difference shown: {names[0]} - {names[1]} = {diff:+.4g} (95% CI {lo:.4g} to {hi:.4g}, "
                 f"one-sided p = {p:.3g}); more seeds or trials are needed to tell them apart")
     return {"a": names[0], "b": names[1], "improvement": float(diff), "ci95": [float(lo), float(hi)],
-            "p_value": p, "n_a": int(xa.size), "n_b": int(xb.size), "text": text}
+            "p_value": p, "n_a": int(xa.size), "n_b": int(xb.size), "outcome": outcome, "text": text}
 
 
 @dataclass
@@ -90,20 +107,34 @@ class CompareReport:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def final_bests(self, sampler: str) -> list[float]:
+        """The incumbents' validation values (what each run selected on), one per seed."""
         return [r["best"] for r in self.runs[sampler].values() if r["best"] is not None]
+
+    def final_tests(self, sampler: str) -> list[float]:
+        """The incumbents' held-out test values, one per seed: what the verdict is decided on."""
+        return [r["test"] for r in self.runs[sampler].values() if r.get("test") is not None]
+
+    @property
+    def test_objective(self) -> str:
+        return "test_hypervolume" if self.objective == "hypervolume" else to_test_metric(self.objective)
 
     def summary_rows(self) -> list[list[Any]]:
         rows = []
         for s in self.samplers:
-            vals = self.final_bests(s)
+            vals, tests = self.final_bests(s), self.final_tests(s)
             secs = [r["elapsed_s"] for r in self.runs[s].values()]
-            rows.append([s, len(vals), float(np.mean(vals)) if vals else None,
-                         float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
-                         min(vals) if vals else None, max(vals) if vals else None, float(np.mean(secs))])
+            rows.append([s, len(vals), float(np.mean(tests)) if tests else None,
+                         float(np.std(tests, ddof=1)) if len(tests) > 1 else None,
+                         min(tests) if tests else None, max(tests) if tests else None,
+                         float(np.mean(vals)) if vals else None, float(np.mean(secs))])
         return rows
 
+    def summary_head(self) -> list[str]:
+        return ["sampler", "seeds", f"mean {self.test_objective}", "std", "min", "max",
+                f"mean best {self.objective} (selected on)", "mean wall s"]
+
     def summary_text(self) -> str:
-        head = ["sampler", "seeds", f"mean best {self.objective}", "std", "min", "max", "mean wall s"]
+        head = self.summary_head()
         lines = [f"comparison {self.study_name}: {self.direction} {self.objective}, "
                  f"{len(self.seeds)} seeds per sampler", table(head, self.summary_rows())]
         lines += [""] + [v["text"] for v in self.verdicts]
@@ -115,8 +146,9 @@ class CompareReport:
         return {
             "study_name": self.study_name, "objective": self.objective, "direction": self.direction,
             "samplers": self.samplers, "seeds": self.seeds,
-            "summary": [dict(zip(["sampler", "n_seeds", "mean", "std", "min", "max", "mean_elapsed_s"], r))
-                        for r in self.summary_rows()],
+            "decided_on": self.test_objective,
+            "summary": [dict(zip(["sampler", "n_seeds", "mean_test", "std_test", "min_test", "max_test",
+                                  "mean_best_val", "mean_elapsed_s"], r)) for r in self.summary_rows()],
             "runs": {s: {str(k): {kk: vv for kk, vv in v.items()} for k, v in runs.items()}
                      for s, runs in self.runs.items()},
             "verdicts": self.verdicts, "report_path": str(self.report_path) if self.report_path else None,
@@ -134,6 +166,25 @@ def environment_info(fingerprint: str | None = None) -> dict[str, Any]:
             versions[pkg] = None
     return {"versions": versions, "python": platform.python_version(), "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "data_fingerprint": fingerprint}
+
+
+def to_test_metric(objective: str) -> str:
+    """The held-out counterpart of a validation objective (``val_auc`` -> ``test_auc``); other objectives (model
+    size, sparsity, FLOPs) do not depend on the rows and keep their name."""
+    return "test_" + objective.removeprefix("val_") if objective.startswith("val_") else objective
+
+
+def _test_vectors(result: StudyResult, objectives: list[str]) -> list[list[float]]:
+    """Each best trial's objective vector on the test rows (validation metrics swapped for test metrics)."""
+    tests = result.test_metrics()
+    out = []
+    for t in result.best_trials:
+        if t.number not in tests:
+            continue
+        vec = [tests[t.number].get(to_test_metric(o)) if o.startswith("val_") else v for o, v in zip(objectives, t.values)]
+        if all(x is not None and math.isfinite(x) for x in vec):
+            out.append([float(x) for x in vec])
+    return out
 
 
 def _run_values(result: StudyResult) -> list[list[float] | None]:
@@ -213,6 +264,7 @@ def compare_samplers(
                 res = existing
             values = _run_values(res)[: spec.study.n_trials]
             runs[s][seed] = {"study_name": spec.study.name, "values": values,
+                             "test_vectors": _test_vectors(res, list(base.study.objectives)),
                              "elapsed_s": time.perf_counter() - t0, "n_complete": sum(v is not None for v in values),
                              "mlflow_parent_run_id": res.mlflow_parent_run_id}
     finally:
@@ -224,6 +276,7 @@ def compare_samplers(
     if len(directions) == 1:
         for run in (r for per in runs.values() for r in per.values()):
             run["curve"] = best_so_far([v[0] if v else None for v in run["values"]], maximize)
+            run["test"] = run["test_vectors"][0][0] if run["test_vectors"] else None
     else:  # multi-objective: hypervolume against one reference point for every run (the worst value seen)
         objective, direction, maximize = "hypervolume", "maximize", True
         sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
@@ -232,6 +285,9 @@ def compare_samplers(
         reference = (seen.max(axis=0) + 0.1 * np.abs(seen.max(axis=0)) + 1e-9) if seen.size else np.ones(len(sign))
         for run in (r for per in runs.values() for r in per.values()):
             run["curve"] = hypervolume_so_far(run["values"], directions, reference)
+            # the test counterpart: hypervolume of the Pareto trials' test vectors, same reference point
+            hv = hypervolume_so_far(run["test_vectors"], directions, reference) if run["test_vectors"] else []
+            run["test"] = hv[-1] if hv else None
     for run in (r for per in runs.values() for r in per.values()):
         curve = run["curve"]
         run["best"] = curve[-1] if curve and not math.isnan(curve[-1]) else None
@@ -240,10 +296,16 @@ def compare_samplers(
     for s in samplers:
         if s == baseline:
             continue
-        a = [r["best"] for r in runs[s].values() if r["best"] is not None]
-        b = [r["best"] for r in runs[baseline].values() if r["best"] is not None]
+        # decided on the incumbents' held-out test metric, never on the validation metric the runs selected on
+        a = [r["test"] for r in runs[s].values() if r.get("test") is not None]
+        b = [r["test"] for r in runs[baseline].values() if r.get("test") is not None]
+        metric = "test_hypervolume" if objective == "hypervolume" else to_test_metric(objective)
+        if not (a or b):  # no test rows (test_fraction = 0) or a custom objective that returns no model
+            a, b = ([r["best"] for r in runs[x].values() if r["best"] is not None] for x in (s, baseline))
+            metric = f"{objective} (no test metrics: decided on the validation metric the runs selected on)"
         if a and b:
-            verdicts.append(verdict(a, b, maximize=maximize, names=(s, baseline)))
+            v = verdict(a, b, maximize=maximize, names=(s, baseline))
+            verdicts.append({**v, "metric": metric, "text": f"on {metric}: {v['text']}"})
     report = CompareReport(study_name=base.study.name, objective=objective, direction=direction,
                            samplers=samplers, seeds=seed_list, runs=runs, verdicts=verdicts, report_path=None,
                            environment=environment_info(fingerprint), elapsed_s=time.perf_counter() - started,
@@ -311,7 +373,7 @@ def _plot_png(report: CompareReport) -> bytes:
 
 def _html(report: CompareReport, png: bytes) -> str:
     rows = report.summary_rows()
-    head = ["sampler", "seeds", f"mean best {report.objective}", "std", "min", "max", "mean wall s"]
+    head = report.summary_head()
 
     def cell(v: Any) -> str:
         return html.escape(f"{v:.4g}" if isinstance(v, float) else str(v))
@@ -327,7 +389,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;
 <p>{html.escape(report.direction)} <b>{html.escape(report.objective)}</b>; same budget and seeds
 {html.escape(str(report.seeds))} for every sampler; wall time {report.elapsed_s:.0f} s.</p>
 <table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{trs}</table>
-<h2>Verdict</h2><ul>{verdicts or '<li>only one sampler: nothing to compare</li>'}</ul>
+<h2>Verdict (on the incumbents' {html.escape(report.test_objective)}, held-out test rows)</h2><ul>{verdicts or '<li>only one sampler: nothing to compare</li>'}</ul>
 <h2>Best so far</h2><img alt="best-so-far curves" src="data:image/png;base64,{img}">
 <h2>Environment</h2><pre>{env}</pre></body></html>"""
 
@@ -348,6 +410,7 @@ def _log_report(base: Any, results: Path, report: CompareReport) -> str | None:
                                {"sparsearch.kind": "compare"})
     for suffix in (".html", ".png", ".json"):
         tracker.log_artifact_file(run, report.report_path.with_suffix(suffix))
-    metrics = {f"mean_best_{r[0]}": r[2] for r in report.summary_rows() if r[2] is not None}
+    metrics = {f"mean_{report.test_objective}_{r[0]}": r[2] for r in report.summary_rows() if r[2] is not None}
+    metrics.update({f"mean_best_{r[0]}": r[6] for r in report.summary_rows() if r[6] is not None})
     tracker.finish_parent("FINISHED", metrics, {})
     return run

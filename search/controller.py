@@ -9,7 +9,8 @@ Flow of one execution (see ARCHITECTURE.md):
 5. loop: ``study.ask()`` and sample the config in the driver (define-by-run space), submit a Ray task, keep at
    most ``workers`` in flight, collect in completion order with ``ray.wait``, ``study.tell`` each result
    explicitly COMPLETE, PRUNED or FAIL, log its child run; heartbeats for running trials; per-trial time budgets;
-6. log the parent run's summary, plots and best model; return a :class:`StudyResult`.
+6. evaluate the best trial (or every Pareto trial) once on the held-out test rows (:func:`_evaluate_test`);
+7. log the parent run's summary, plots and best model; return a :class:`StudyResult`.
 
 Random search is this same code path with ``sampler = "random"``.
 """
@@ -107,9 +108,23 @@ class StudyResult:
         """All trials as a pandas DataFrame (Optuna's layout: number, values, params_*, user_attrs_*, state)."""
         return self.study.trials_dataframe(multi_index=False)
 
+    def test_metrics(self) -> dict[int, dict[str, float]]:
+        """Metrics on the held-out test rows of the best trial(s) that have them: number -> ``{"test_auc": ...}``."""
+        out = {}
+        for t in self.best_trials:
+            rec = get_test_record(self.study, t.number)
+            if rec is not None:
+                out[t.number] = dict(rec["metrics"])
+        return out
+
     def to_json(self) -> dict[str, Any]:
-        """The public JSON document of ``sparsearch run --json`` (field names are a stable interface)."""
+        """The public JSON document of ``sparsearch run --json`` (field names are a stable interface).
+
+        Documented in README.md ("The run JSON"). ``best_values`` are validation metrics (what the search
+        selected on); ``test_metrics`` are the incumbent's metrics on the held-out test rows, computed once.
+        """
         best = self.best_trial
+        tests = self.test_metrics()
         return {
             "study_name": self.study_name,
             "storage": self.storage,
@@ -126,6 +141,9 @@ class StudyResult:
             "best_params": dict(best.params) if best else None,
             "best_trial_number": best.number if best else None,
             "pareto_front": [t.number for t in self.best_trials] if len(self.directions) > 1 else None,
+            "test_metrics": _jsonable(tests.get(best.number)) if best is not None and best.number in tests else None,
+            "test": [{"number": n, "metrics": _jsonable(m)} for n, m in tests.items()],
+            "split": _jsonable(self.info.get("split")),
             "elapsed_s": round(self.elapsed_s, 3),
             "info": self.info,
             "trials": [trial_json(t) for t in self.trials],
@@ -249,11 +267,34 @@ class _Execution:
         self.trial_log: TrialLog | None = None
         self.best_model: Any = None
         self.best_value: float | None = None
+        self.models: dict[int, tuple[list[float], Any, tuple[str, ...] | None]] = {}
+        """Trained models that may be evaluated on the test rows at the end: number -> (values, model,
+        features). Only the best trial (single objective) or this execution's non-dominated trials are kept."""
         self.n_run = 0
 
     def say(self, text: str) -> None:
         if self.printer is not None:
             self.printer.message(text)
+
+    def keep_model(self, frozen: FrozenTrial, model: Any, features: tuple[str, ...] | None) -> None:
+        """Keep ``model`` if its trial may end up best (for the test evaluation), dropping dominated ones."""
+        if model is None or frozen.state != TrialState.COMPLETE or frozen.values is None:
+            return
+        sign = [1.0 if d == "maximize" else -1.0 for d in self.directions]
+        values = [s * v for s, v in zip(sign, frozen.values)]
+
+        def dominates(a: list[float], b: list[float]) -> bool:
+            return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+        if len(values) == 1:
+            if any(kept[0][0] >= values[0] for kept in self.models.values()):
+                return  # ties keep the earlier trial, as Optuna's best_trial does
+            self.models = {}
+        else:
+            if any(dominates(kept[0], values) for kept in self.models.values()):
+                return
+            self.models = {n: kept for n, kept in self.models.items() if not dominates(values, kept[0])}
+        self.models[frozen.number] = (values, model, features)
 
     # -- trial bookkeeping ------------------------------------------------------------------------------------------
     def fail_stale(self, study: optuna.Study, storage: optuna.storages.BaseStorage,
@@ -455,7 +496,7 @@ def _is_storage_failure(exc: BaseException) -> bool:
 def _open_study(ex: _Execution, storage: RayStorageProxy) -> optuna.Study:
     spec = ex.spec
     sampler = make_sampler(spec.study.sampler, spec.study.seed, **spec.study.sampler_params)
-    pruner = make_pruner(spec.study.pruner, **spec.study.pruner_params)
+    pruner = make_pruner(spec.study.pruner, **spec.pruner_params())
     try:
         existing = optuna.load_study(study_name=spec.study.name, storage=storage, sampler=sampler, pruner=pruner)
     except KeyError:
@@ -521,6 +562,8 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
                f"{workers} workers x {cpus:g} CPU, data {prepared.n_rows} rows, "
                f"{len(prepared.candidates) or '-'} features after prefilter"
                f"{' (cached ranking)' if prepared.ranking_cached else ''}; storage {redact(ex.storage_url)}")
+    if prepared.split and study.user_attrs.get("split") != prepared.split:
+        study.set_user_attr("split", prepared.split)  # how the rows were split (read back by `show`)
     ex.trial_log.attach(storage, study._study_id)
     stale, requeued_at_start = ex.fail_stale(study, storage, set())
     if stale:
@@ -577,9 +620,9 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
         payload = TrialPayload(
             study_name=spec.study.name, trial_id=trial._trial_id, number=trial.number, config=config,
             objectives=tuple(ex.objectives), sampler=spec.study.sampler, pruner=spec.study.pruner,
-            pruner_params=dict(spec.study.pruner_params), seed=spec.study.seed, cpus=cpus, features=features,
+            pruner_params=spec.pruner_params(), seed=spec.study.seed, cpus=cpus, features=features,
             memory_mb=spec.execution.trial_memory_mb, objective=spec.study.objective,
-            return_model=spec.tracking.log_model,
+            return_model=spec.tracking.log_model or prepared.test is not None,
             params={name: (value, distributions[name]) for name, value in trial.params.items()},
             proposals=_propose(study, trial, worker_space) if worker_space else {},
             user_attrs={**trial.user_attrs, **attrs}, datetime_start=trial.datetime_start,
@@ -587,7 +630,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
         )
         ref = task.remote(payload, actor, data_refs)
         in_flight[ref] = {"trial": trial, "started": time.monotonic(), "reason": None, "attrs": attrs,
-                          "driver_params": frozenset(payload.params)}
+                          "driver_params": frozenset(payload.params), "features": features}
         ex.n_run += 1
 
     def collect(ref: Any) -> None:
@@ -620,6 +663,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
                                                else v < ex.best_value)
             if better:
                 ex.best_value, ex.best_model = v, report.model
+        ex.keep_model(frozen, report.model, info["features"])
         _finish_progress(ex, study, frozen, report.duration_s)
 
     interrupted = False
@@ -667,6 +711,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
         if not interrupted:
             _sync_unlogged(ex, study, storage)
 
+    _evaluate_test(ex, study, prepared, task, data_refs)
     elapsed = time.perf_counter() - start
     _finish_parent(ex, study, prepared, elapsed)
     final_study = _detach_study(ex, study)
@@ -676,7 +721,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
         mlflow_parent_run_id=ex.tracker.parent_run_id, study=final_study, objectives=ex.objectives,
         directions=ex.directions, elapsed_s=elapsed, n_trials_run=ex.n_run,
         info={"workers": workers, "cpus_per_trial": cpus, "data_fingerprint": prepared.fingerprint,
-              "n_rows": prepared.n_rows, "features": list(prepared.candidates), "timings": prepared.timings,
+              "n_rows": prepared.n_rows, "split": prepared.split, "ranking_rows": prepared.ranking_rows, "features": list(prepared.candidates), "timings": prepared.timings,
               "ranking_cached": prepared.ranking_cached, "mlflow_failures": len(ex.tracker.failures),
               "mlflow_logging": ex.trial_log.mode},
     )
@@ -752,6 +797,83 @@ def _mark_logged(study: optuna.Study, number: int, run_id: str) -> None:
     study._storage.set_study_system_attr(study._study_id, f"{LOGGED_PREFIX}{number}", run_id)
 
 
+TEST_PREFIX = "test:"
+"""Study user attribute per trial number: that trial's metrics on the held-out test rows (set once)."""
+
+
+def get_test_record(study: optuna.Study, number: int) -> dict[str, Any] | None:
+    """The stored test evaluation of trial ``number`` (``{"metrics": ..., "n_rows": ..., ...}``) or ``None``."""
+    rec = study.user_attrs.get(f"{TEST_PREFIX}{number}")
+    return rec if isinstance(rec, dict) else None
+
+
+def _best_complete(study: optuna.Study, n_objectives: int) -> list[FrozenTrial]:
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return []
+    return [study.best_trial] if n_objectives == 1 else list(study.best_trials)
+
+
+def _trial_features(spec: StudySpec, prepared: PreparedData, params: dict[str, Any]) -> tuple[str, ...] | None:
+    top_k = spec.data.top_k
+    if top_k is not None and top_k[0] < top_k[1] and "data.top_k" in params:
+        return tuple(prepared.candidates[: int(params["data.top_k"])])
+    return None
+
+
+def _evaluate_test(ex: _Execution, study: optuna.Study, prepared: PreparedData, task: Any,
+                   data_refs: list[Any]) -> None:
+    """Evaluate the best trial (single objective) or every Pareto trial once on the held-out test rows.
+
+    A trial's test metrics are stored as the study user attribute ``test:<number>`` and never recomputed for the
+    same split: a resumed study that keeps its incumbent reports the same figures. The model comes from this
+    execution when it trained the trial; otherwise (an incumbent of an earlier execution that was never tested) the
+    trial is re-trained from its stored parameters with its own seed, on a Ray worker, and marked ``retrained``.
+    """
+    import ray
+
+    from sparsearch.search.data import select_features
+    from sparsearch.spaces import config_from_params, evaluate_model
+
+    spec = ex.spec
+    if prepared.test is None or spec.study.objective is not None:
+        if spec.study.objective is not None and prepared.test is not None:
+            log.info("no test metrics: a custom objective returns no model to evaluate")
+        return
+    digest = prepared.split.get("digest")
+    for t in _best_complete(study, len(ex.objectives)):
+        rec = get_test_record(study, t.number)
+        if rec is not None and rec.get("split_digest") == digest:
+            continue
+        retrained = False
+        kept = ex.models.get(t.number)
+        try:
+            if kept is not None:
+                model, features = kept[1], kept[2]
+            else:
+                features = _trial_features(spec, prepared, t.params)
+                config = config_from_params(t.params, spec.space, spec.train,
+                                            n_features=len(prepared.candidates) or None)
+                payload = TrialPayload(
+                    study_name=spec.study.name, trial_id=t._trial_id, number=t.number, config=config,
+                    objectives=tuple(ex.objectives), sampler=spec.study.sampler, pruner="none", pruner_params={},
+                    seed=spec.study.seed, cpus=spec.execution.cpus_per_trial, features=features, return_model=True)
+                report: TrialReport = ray.get(task.remote(payload, None, data_refs))
+                if report.state != "COMPLETE" or report.model is None:
+                    raise RuntimeError(f"re-training trial {t.number} ended {report.state}: {report.error}")
+                model, retrained = report.model, True
+            metrics = evaluate_model(model, select_features(prepared.test, features))
+        except Exception as exc:  # a test evaluation must never lose the study
+            log.warning("could not evaluate trial %d on the test rows: %s", t.number, exc)
+            continue
+        rec = {"metrics": metrics, "n_rows": int(prepared.test.n_rows), "split_digest": digest,
+               "retrained": retrained, "driver": ex.driver_id}
+        study.set_user_attr(f"{TEST_PREFIX}{t.number}", rec)
+        run_id = study._storage.get_study_system_attrs(study._study_id).get(f"{LOGGED_PREFIX}{t.number}")
+        ex.tracker.log_run(run_id, metrics, {"test_evaluated": "true", "test_rows": str(rec["n_rows"])})
+        ex.say(f"trial {t.number} on {rec['n_rows']} held-out test rows: "
+               + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+
 def _finish_parent(ex: _Execution, study: optuna.Study, prepared: PreparedData, elapsed: float) -> None:
     tracker = ex.tracker
     parent = tracker.parent_run_id
@@ -768,6 +890,9 @@ def _finish_parent(ex: _Execution, study: optuna.Study, prepared: PreparedData, 
     best = _best_values(study, len(ex.objectives))
     if best:
         metrics[f"best_{ex.objectives[0]}"] = best[0]
+    best_trials = _best_complete(study, len(ex.objectives))
+    if len(best_trials) == 1 and (rec := get_test_record(study, best_trials[0].number)) is not None:
+        metrics.update(rec["metrics"])  # the incumbent's test metrics (test_auc, ...) on the parent
     try:
         df = study.trials_dataframe(multi_index=False)
         tracker.log_artifact_text(parent, "trials.csv", df.to_csv(index=False))
@@ -862,4 +987,4 @@ def load_result(study_name: str, *, storage: str | None = None,
     logged = [k for k in backend.get_study_system_attrs(study._study_id) if k.startswith(LOGGED_PREFIX)]
     return StudyResult(study_name=study_name, storage=redact(url), tracking_uri=None, mlflow_parent_run_id=None,
                        study=study, objectives=objectives, directions=[d.name.lower() for d in study.directions],
-                       info={"n_mlflow_child_runs": len(logged)})
+                       info={"n_mlflow_child_runs": len(logged), "split": study.user_attrs.get("split")})

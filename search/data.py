@@ -1,4 +1,10 @@
-"""Data preparation for a study: load or generate, rank features once per fingerprint (cached), encode, split.
+"""Data preparation for a study: load or generate, split, rank features on the training rows (cached), encode.
+
+The evaluation protocol: one deterministic, stratified split per data fingerprint and seed into train /
+validation / test rows (``[train] val_fraction``, ``test_fraction``; an image set with its own test set uses it).
+Everything fitted with labels sees the training rows only: the prefilter ranking is computed on them, and the
+ranking records the rows it used. Trials train on the training rows and are selected on the validation rows; the
+test rows are used once, when an execution ends, to evaluate the best trial(s).
 
 The ranking is the prefilter: only the ``top_k`` best-ranked features reach the search. When ``top_k`` is a
 searched range, the data is encoded once for its largest value and each trial keeps its own first ``k`` columns.
@@ -20,7 +26,7 @@ import numpy as np
 from sparsearch.errors import DataError
 from sparsearch.search.spec import StudySpec
 
-__all__ = ["PreparedData", "prepare_data", "select_features"]
+__all__ = ["PreparedData", "prepare_data", "rank_training_rows", "select_features"]
 
 log = logging.getLogger("sparsearch")
 
@@ -33,17 +39,26 @@ class PreparedData:
     val: Any
     fingerprint: str
     n_rows: int
+    test: Any = None
+    """The held-out test rows (``None`` with ``test_fraction = 0``): evaluated once, for the best trial(s)."""
+    split: dict[str, Any] = field(default_factory=dict)
+    """How the rows were split: sizes, fractions, seed and a digest of the row indices."""
+    indices: dict[str, Any] = field(default_factory=dict)
+    """Row indices of ``train``, ``val`` and ``test`` in the loaded data (driver only; never shipped to workers)."""
     candidates: tuple[str, ...] = ()
     """Features after the prefilter, best first (empty for image data)."""
     ranking: Any = None
     """The full ranking (polars DataFrame) or ``None``."""
     ranking_cached: bool = False
+    ranking_rows: dict[str, Any] = field(default_factory=dict)
+    """The rows the ranking was computed on (``{"rows": "train", "n_rows": ..., "split_digest": ...}``)."""
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _ranking_cache_path(cache_dir: Path, fingerprint: str, spec: StudySpec, columns: list[str]) -> Path:
+def _ranking_cache_path(cache_dir: Path, fingerprint: str, spec: StudySpec, columns: list[str],
+                        split_digest: str) -> Path:
     key = json.dumps({"fp": fingerprint, "target": spec.data.target, "method": spec.data.prefilter,
-                      "columns": columns}, sort_keys=True)
+                      "columns": columns, "rows": split_digest}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_dir / f"ranking-{spec.data.prefilter}-{digest}.parquet"
 
@@ -76,27 +91,57 @@ def _load_frame(spec: StudySpec) -> Any:
     return df
 
 
+def _split_info(idx: tuple[np.ndarray, ...], spec: StudySpec, seed: int, test_source: str) -> dict[str, Any]:
+    h = hashlib.sha256()
+    for part in idx:
+        h.update(np.ascontiguousarray(part, dtype=np.int64).tobytes())
+        h.update(b"|")
+    return {"n_train": int(idx[0].size), "n_val": int(idx[1].size), "n_test": int(idx[2].size),
+            "val_fraction": spec.train.val_fraction, "test_fraction": spec.train.test_fraction, "seed": seed,
+            "test_source": test_source, "digest": h.hexdigest()[:16]}
+
+
+def _class_codes(df: Any, target: str) -> np.ndarray:
+    """Class index of every row (rows with a missing target must be dropped before)."""
+    return df[target].rank("dense").to_numpy().astype(np.int64) - 1
+
+
 def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
-    """Load, rank (cached per data fingerprint), prefilter, encode and split the study's data."""
+    """Load, split, rank on the training rows (cached per data fingerprint and split), prefilter and encode."""
     timings: dict[str, float] = {}
     seed = spec.study.seed or 0
+    val_f, test_f = spec.train.val_fraction, spec.train.test_fraction
     if spec.data.is_image:
-        from sparsearch.spaces import IMAGE_DATASETS
+        from sparsearch.spaces import IMAGE_DATASETS, split_indices
 
         t0 = time.perf_counter()
-        images = IMAGE_DATASETS[spec.data.generator](**spec.data.params)
-        train, val = images.split(spec.train.val_fraction, seed)
+        loader = IMAGE_DATASETS[spec.data.generator]
+        images = loader(**spec.data.params)
+        own_test = spec.data.generator == "fashion_mnist"
+        if own_test:  # the data set's own test images (all of them: a `limit` shrinks the training part only)
+            test = loader(**{k: v for k, v in spec.data.params.items() if k != "limit"}, part="test")
+            tr, va, _ = split_indices(images.y, val_f, 0.0, seed)
+            te = np.arange(test.n_rows)
+            train, val = images.subset(tr), images.subset(va)
+        else:
+            tr, va, te = split_indices(images.y, val_f, test_f, seed)
+            train, val, test = images.subset(tr), images.subset(va), images.subset(te) if te.size else None
         digest = hashlib.sha256(np.ascontiguousarray(images.x).tobytes()[:50_000_000]).hexdigest()[:16]
         timings["load_s"] = time.perf_counter() - t0
-        return PreparedData(train=train, val=val, fingerprint=digest, n_rows=images.n_rows, timings=timings)
+        split = _split_info((tr, va, te), spec, seed, "t10k" if own_test else "split")
+        return PreparedData(train=train, val=val, test=test, split=split, fingerprint=digest,
+                            n_rows=images.n_rows, timings=timings, indices={"train": tr, "val": va, "test": te})
 
-    from sparsearch.features import data_fingerprint, rank_features, validate_target
-    from sparsearch.spaces import encode_tabular
+    import polars as pl
+
+    from sparsearch.features import data_fingerprint, validate_target
+    from sparsearch.spaces import encode_tabular, split_indices
 
     t0 = time.perf_counter()
     df = _load_frame(spec)
     target = spec.data.target
     validate_target(df, target)
+    df = df.filter(pl.col(target).is_not_null())  # rows without a label are neither trained nor tested on
     timings["load_s"] = time.perf_counter() - t0
     columns = [c for c in (spec.data.features or df.columns) if c != target and c not in spec.data.exclude]
     missing = [c for c in columns if c not in df.columns]
@@ -106,21 +151,22 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
     if not columns:
         raise DataError(f"[data]: no feature columns left besides target {target!r}")
     fingerprint = data_fingerprint(df)
+    tr, va, te = split_indices(_class_codes(df, target), val_f, test_f, seed)
+    split = _split_info((tr, va, te), spec, seed, "split")
 
     ranking = None
     cached = False
+    ranking_rows: dict[str, Any] = {}
     candidates = columns
     if spec.data.prefilter != "none":
-        import polars as pl
-
-        cache = _ranking_cache_path(results_dir / "cache", fingerprint, spec, columns)
+        cache = _ranking_cache_path(results_dir / "cache", fingerprint, spec, columns, split["digest"])
+        ranking_rows = {"rows": "train", "n_rows": split["n_train"], "split_digest": split["digest"]}
         t0 = time.perf_counter()
         if cache.exists():
             ranking = pl.read_parquet(cache)
             cached = True
         else:
-            ranking = rank_features(df.select([*columns, target]), target, method=spec.data.prefilter,
-                                    seed=spec.study.seed)
+            ranking = rank_training_rows(df, columns, target, tr, spec)
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp")
             ranking.write_parquet(tmp)
@@ -132,10 +178,21 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
 
     t0 = time.perf_counter()
     encoded = encode_tabular(df, target, features=list(candidates))
-    train, val = encoded.split(spec.train.val_fraction, seed)
+    train, val = encoded.subset(tr), encoded.subset(va)
+    test = encoded.subset(te) if te.size else None
     timings["encode_s"] = time.perf_counter() - t0
-    return PreparedData(train=train, val=val, fingerprint=fingerprint, n_rows=df.height,
-                        candidates=tuple(candidates), ranking=ranking, ranking_cached=cached, timings=timings)
+    return PreparedData(train=train, val=val, test=test, split=split, fingerprint=fingerprint, n_rows=df.height,
+                        candidates=tuple(candidates), ranking=ranking, ranking_cached=cached,
+                        ranking_rows=ranking_rows, timings=timings, indices={"train": tr, "val": va, "test": te})
+
+
+def rank_training_rows(df: Any, columns: list[str], target: str, train_rows: np.ndarray, spec: StudySpec) -> Any:
+    """The prefilter ranking, computed on the training rows only: labels of validation and test rows never
+    reach it (a feature chosen with them would flatter every validation and test metric)."""
+    from sparsearch.features import rank_features
+
+    return rank_features(df.select([*columns, target])[train_rows], target, method=spec.data.prefilter,
+                         seed=spec.study.seed)
 
 
 def select_features(data: Any, keep: list[str] | tuple[str, ...] | None) -> Any:

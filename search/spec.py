@@ -287,6 +287,14 @@ class StudySpec(StrictModel):
             raise ValueError("[space] model = \"cnn\" needs an image data set (generator digits or fashion_mnist)")
         return self
 
+    def pruner_params(self) -> dict[str, Any]:
+        """``[study] pruner_params`` with the study's own budget filled in where the user left it out: Hyperband's
+        ``max_resource`` is the number of validation reports a trial makes (``epochs * reports_per_epoch``)."""
+        params = dict(self.study.pruner_params)
+        if self.study.pruner in ("hyperband", "HyperbandPruner") and "max_resource" not in params:
+            params["max_resource"] = self.train.epochs * self.train.reports_per_epoch
+        return params
+
     def to_toml_dict(self) -> dict[str, Any]:
         """The spec as plain data (what a study file with every default spelled out would hold)."""
         return self.model_dump(mode="json", exclude_none=True)

@@ -257,8 +257,8 @@ class Tracker:
             now = int(time.time() * 1000)
             batch = []
             for row in history:
-                step = int(row.get("epoch", 0))
-                batch += [Metric(k, float(v), now, step) for k, v in row.items() if k != "epoch" and _finite(v)]
+                step = int(row.get("step", row.get("epoch", 0)))
+                batch += [Metric(k, float(v), now, step) for k, v in row.items() if k != "step" and _finite(v)]
             final = flatten(metrics or {})
             batch += [Metric(k, float(v), now, 0) for k, v in final.items() if _finite(v) and k not in
                       {m.key for m in batch}]
@@ -284,6 +284,16 @@ class Tracker:
 
         if self.parent_run_id is not None:
             self._guard("finish parent run", go)
+
+    def log_run(self, run_id: str | None, metrics: Mapping[str, float], tags: Mapping[str, str] | None = None) -> None:
+        """Add metrics (step 0) and tags to an existing run, finished or not (e.g. a trial's test metrics)."""
+        if run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._guard("log run metrics", self._log, run_id, metrics=[
+            Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)], tags=tags or {})
 
     def log_artifact_text(self, run_id: str | None, name: str, text: str) -> None:
         if run_id is None:

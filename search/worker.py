@@ -413,12 +413,14 @@ def execute_trial(payload: TrialPayload, storage_actor: Any, data_refs: list[Any
         if prune or payload.objective is not None:
             trial = WorkerTrial(payload, storage, pruning=prune, sampler_seed=trial_seed)
 
-        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            history.append({"epoch": epoch, **metrics})
+        def on_epoch(step: int, metrics: dict[str, float]) -> None:
+            # one call per validation report (step from 1; the epoch itself with one report per epoch)
+            history.append({"epoch": step, **metrics, "step": step})
             if prune and payload.objectives[0] in metrics:
-                trial.report(float(metrics[payload.objectives[0]]), epoch)
+                trial.report(float(metrics[payload.objectives[0]]), step)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"trial pruner stopped the trial after epoch {epoch}")
+                    epoch = metrics.get("epoch", step)
+                    raise optuna.TrialPruned(f"trial pruner stopped the trial at report {step} (epoch {epoch:g})")
 
         train, val = _study_data(data_refs)
         train_k = select_features(train, payload.features)

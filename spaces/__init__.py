@@ -11,7 +11,15 @@ from __future__ import annotations
 from .accounting import layer_table, measure_latency, output_positions, saved_size, sparsity_summary
 from .config import TrialConfig, config_from_params, suggest_config
 from .criteria import CRITERIA, Criterion
-from .data import IMAGE_DATASETS, ImageData, TabularData, encode_tabular, load_digits_data, load_fashion_mnist
+from .data import (
+    IMAGE_DATASETS,
+    ImageData,
+    TabularData,
+    encode_tabular,
+    load_digits_data,
+    load_fashion_mnist,
+    split_indices,
+)
 from .distributions import DISTRIBUTIONS, Distribution, LayerInfo, solve_densities
 from .export import CSRLinear, compact, to_csr
 from .masked import (
@@ -30,7 +38,7 @@ from .patterns import PATTERNS, Pattern
 from .schedules import SCHEDULES, SparsitySchedule
 from .sparsifier import Sparsifier
 from .spec import SpaceSpec, TrainSpec
-from .train import TrialOutcome, build_model, train_and_evaluate
+from .train import TrialOutcome, build_model, evaluate_model, train_and_evaluate
 
 __all__ = [
     "CRITERIA",
@@ -65,6 +73,7 @@ __all__ = [
     "compact",
     "config_from_params",
     "encode_tabular",
+    "evaluate_model",
     "layer_table",
     "load_digits_data",
     "load_fashion_mnist",
@@ -74,6 +83,7 @@ __all__ = [
     "output_positions",
     "saved_size",
     "solve_densities",
+    "split_indices",
     "sparsity_summary",
     "suggest_config",
     "to_csr",

@@ -53,6 +53,8 @@ class TrialConfig:
     weight_decay: float = 0.0
     val_fraction: float = 0.2
     n_features: int | None = None
+    reports_per_epoch: int = 1
+    report_rows: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (tuples become lists)."""
@@ -163,6 +165,8 @@ def suggest_config(trial, space: SpaceSpec, train: TrainSpec, *, n_features: int
     p["epochs"] = train.epochs
     p["batch_size"] = train.batch_size
     p["val_fraction"] = train.val_fraction
+    p["reports_per_epoch"] = train.reports_per_epoch
+    p["report_rows"] = train.report_rows
     p["lr"] = _float(trial, "train.lr", train.lr, log=True)
     p["optimizer"] = _cat(trial, "train.optimizer", train.optimizer)
     p["weight_decay"] = _float(trial, "train.weight_decay", train.weight_decay, log=True)

@@ -1,7 +1,7 @@
 """Data containers handed to :func:`train_and_evaluate`, and their builders.
 
 Both containers are frozen dataclasses holding numpy arrays (picklable, cheap to ``ray.put``), with a stratified,
-deterministic ``split(val_fraction, seed)``.
+deterministic ``split(val_fraction, seed)``; :func:`split_indices` gives a three-way train/validation/test split.
 """
 
 from __future__ import annotations
@@ -43,6 +43,48 @@ def _stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np
     if train_idx.size == 0 or val_idx.size == 0:
         raise DataError(f"cannot split {y.size} rows with val_fraction={val_fraction}: one side would be empty")
     return train_idx, val_idx
+
+
+def split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified, deterministic ``(train, val, test)`` row indices (each sorted) for class labels ``y``.
+
+    The split depends only on ``y``, the fractions and ``seed``: the same data and seed always give the same rows.
+    Within each class the rows are shuffled once; the first ``test_fraction`` go to test, the next
+    ``val_fraction`` to validation, the rest to training (each side keeps at least one row of a class that has
+    three or more). ``test_fraction = 0`` gives an empty test set.
+
+    Example:
+        >>> tr, va, te = split_indices(np.array([0, 1] * 50), 0.2, 0.2, seed=0)
+        >>> len(tr), len(va), len(te)
+        (60, 20, 20)
+        >>> sorted(set(tr) | set(va) | set(te)) == list(range(100))
+        True
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    if not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
+        raise DataError(f"test_fraction must be in [0, 1) with val_fraction + test_fraction < 1, got "
+                        f"val_fraction={val_fraction!r}, test_fraction={test_fraction!r}")
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    parts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        idx = idx[rng.permutation(idx.size)]
+        n_test = int(round(test_fraction * idx.size))
+        n_val = int(round(val_fraction * idx.size))
+        if idx.size >= 3:
+            n_test = min(max(n_test, 1 if test_fraction > 0 else 0), idx.size - 2)
+            n_val = min(max(n_val, 1), idx.size - n_test - 1)
+        parts[2].append(idx[:n_test])
+        parts[1].append(idx[n_test : n_test + n_val])
+        parts[0].append(idx[n_test + n_val :])
+    train, val, test = (np.sort(np.concatenate(p)).astype(np.int64) for p in parts)
+    if train.size == 0 or val.size == 0 or (test_fraction > 0 and test.size == 0):
+        raise DataError(f"cannot split {y.size} rows with val_fraction={val_fraction}, "
+                        f"test_fraction={test_fraction}: a side would be empty")
+    return train, val, test
 
 
 @dataclass(frozen=True, eq=False)

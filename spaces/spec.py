@@ -173,6 +173,20 @@ class TrainSpec(StrictModel):
     val_fraction: float = Field(
         0.2, gt=0.0, lt=1.0, description="Fraction of rows held out (stratified) for validation metrics."
     )
+    reports_per_epoch: int = Field(
+        1, ge=1, le=10_000, description="Validation reports per epoch, evenly spaced in batches (the last at the "
+        "epoch's end). Each is a step for the trial pruner, so more than 1 lets successive halving or Hyperband "
+        "stop a bad trial inside its first epoch of a large data set."
+    )
+    report_rows: int | None = Field(
+        None, ge=100, description="Validation rows used for the reports inside an epoch (a fixed random subset, the "
+        "same for every trial); end-of-epoch metrics always use every validation row. Default: all rows."
+    )
+    test_fraction: float = Field(
+        0.2, ge=0.0, lt=1.0, description="Fraction of rows held out (stratified) as the test set: never seen by "
+        "training, the prefilter or the search; the best trial(s) are evaluated on it once, when the execution "
+        "ends. Ignored for data with its own test set (Fashion-MNIST's t10k). 0 turns test metrics off."
+    )
 
     @field_validator("optimizer")
     @classmethod
@@ -181,6 +195,9 @@ class TrainSpec(StrictModel):
 
     @model_validator(mode="after")
     def _ranges_ok(self) -> TrainSpec:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(f"val_fraction + test_fraction must be < 1 (training needs rows), got "
+                             f"{self.val_fraction} + {self.test_fraction}")
         _in("lr", self.lr, 0.0, 10.0, lo_open=True)
         _in("weight_decay", self.weight_decay, 0.0, 1.0)
         return self

@@ -96,6 +96,18 @@ def _predict(model: nn.Module, inputs: tuple[torch.Tensor, ...], batch: int = 81
     return torch.cat(outs).numpy()
 
 
+def evaluate_model(model: nn.Module, data: TabularData | ImageData, *, prefix: str = "test_") -> dict[str, float]:
+    """The classification metrics of a trained model on ``data``, named ``<prefix>auc``, ``<prefix>logloss``,
+    ``<prefix>accuracy`` (the validation metrics of :func:`train_and_evaluate`, on other rows).
+
+    Used once per study on the held-out test rows: the metric a search selected on is optimistic for the winner.
+    """
+    if data.n_rows == 0:
+        raise DataError("evaluate_model needs at least one row")
+    metrics = classification_metrics(data.y, _predict(model, _inputs(data)))
+    return {prefix + k.removeprefix("val_"): v for k, v in metrics.items()}
+
+
 def make_optimizer(name: str, params, *, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """Adam or SGD (momentum 0.9), fused when torch supports it on this device.
 
@@ -133,8 +145,11 @@ def train_and_evaluate(
         train, val: :class:`TabularData` or :class:`ImageData` (same kind).
         seed: seeds model init, batch order and the sparsifier (deterministic for a given seed); ``None``: random.
         threads: pin ``torch.set_num_threads`` for the run (restored afterwards).
-        callback: ``callback(epoch, metrics)`` after each epoch (epoch from 1); any exception it raises (e.g.
-            ``optuna.TrialPruned``) stops training and propagates.
+        callback: ``callback(step, metrics)`` after each validation report: ``config.reports_per_epoch`` per
+            epoch, evenly spaced in batches, the last at the epoch's end (``step`` counts reports from 1, so it is
+            the epoch when there is one report per epoch; ``metrics["epoch"]`` is the fractional epoch). Reports
+            inside an epoch use ``config.report_rows`` validation rows (a fixed subset); end-of-epoch reports use
+            all of them. Any exception it raises (e.g. ``optuna.TrialPruned``) stops training and propagates.
         return_model: include the trained model in the outcome.
         measure_latency: measure CPU inference latency of the masked, compacted and CSR models (a few runs on a
             small batch); otherwise the latency metrics are absent.
@@ -194,6 +209,15 @@ def _run(config, train, val, *, seed, callback, return_model, measure) -> TrialO
     updates_seen = method.n_updates
     last_metrics: dict[str, float] = {}
     total_epochs = config.epochs + (config.dense_finetune_epochs if sparse else 0)
+    reports = max(1, int(getattr(config, "reports_per_epoch", 1)))
+    # mid-epoch reports after these batches (1-based); the epoch's last batch always reports, on every row
+    report_after = {math.ceil(steps_per_epoch * k / reports) for k in range(1, reports)} - {steps_per_epoch}
+    y_rep, x_rep = val.y, x_val
+    rows = getattr(config, "report_rows", None)
+    if report_after and rows is not None and rows < val.n_rows:
+        pick = np.sort(np.random.default_rng(0).choice(val.n_rows, rows, replace=False))  # same for every trial
+        y_rep, x_rep = val.y[pick], tuple(t[torch.from_numpy(pick)] for t in x_val)
+    n_reports = 0
     model.train()
     for epoch in range(1, total_epochs + 1):
         finetune = epoch > config.epochs
@@ -223,10 +247,15 @@ def _run(config, train, val, *, seed, callback, return_model, measure) -> TrialO
             else:
                 optimizer.step()
                 step += 1
+            if callback is not None and (b + 1) in report_after:
+                n_reports += 1
+                partial = classification_metrics(y_rep, _predict(model, x_rep))
+                callback(n_reports, {"epoch": epoch - 1 + (b + 1) / steps_per_epoch, **partial})
         last_metrics = classification_metrics(val.y, _predict(model, x_val))
         history.append({"epoch": float(epoch), **last_metrics})
         if callback is not None:
-            callback(epoch, dict(last_metrics))
+            n_reports += 1
+            callback(n_reports, {"epoch": float(epoch), **last_metrics})
     train_seconds = time.perf_counter() - t_start
     model.eval()
     metrics, accounting = _account(model, config, x_val, positions, measure=measure)

@@ -188,6 +188,17 @@ def _trials_table(doc: dict[str, Any], top: int = 0) -> str:
     return table(headers, rows)
 
 
+def _test_lines(doc: dict[str, Any]) -> list[str]:
+    """The incumbents' held-out test metrics (what to quote; the validation values selected them)."""
+    lines = []
+    split = doc.get("split") or {}
+    rows = f" on {split['n_test']} held-out test rows" if split.get("n_test") else ""
+    for entry in doc.get("test") or []:
+        lines.append(f"test of trial #{entry['number']}{rows}: " + ", ".join(
+            f"{k}={v:.4g}" for k, v in entry["metrics"].items() if v is not None))
+    return lines
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from sparsearch.search.controller import run_study
 
@@ -199,6 +210,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if best is not None:
         lines.append(f"best trial #{best.number}: " + ", ".join(
             f"{o}={v:.4g}" for o, v in zip(result.objectives, best.values)))
+    lines += _test_lines(doc)
     lines += ["", "best trials:", _trials_table(doc, top=5), "",
               f"storage:  {doc['storage']}", f"tracking: {doc['tracking_uri']} (parent run "
               f"{doc['mlflow_parent_run_id']})", f"browse:   sparsearch ui --results {args.results}"]
@@ -213,7 +225,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     doc = result.to_json()
     head = (f"study {doc['study_name']} ({doc['storage']}): {doc['n_trials']} trials, {doc['n_complete']} complete, "
             f"{doc['n_pruned']} pruned, {doc['n_failed']} failed")
-    _emit(args, doc, head + "\n" + _trials_table(doc, top=args.top))
+    _emit(args, doc, "\n".join([head, *_test_lines(doc), _trials_table(doc, top=args.top)]))
     return 0
 
 

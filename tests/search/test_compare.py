@@ -22,7 +22,7 @@ def test_verdict_detects_a_clear_winner_and_a_tie():
     assert win["improvement"] > 0.3 and win["ci95"][0] > 0 and win["p_value"] < 0.05
     assert win["text"].startswith("tpe beats random")
     tie = verdict([0.5, 0.6, 0.55], [0.52, 0.58, 0.56], maximize=True, names=("tpe", "random"))
-    assert tie["text"].startswith("no clear difference")
+    assert tie["text"].startswith("no difference shown") and tie["outcome"] == "no difference shown"
     lower = verdict([0.1, 0.12, 0.11, 0.1, 0.13], [0.5, 0.52, 0.51, 0.5, 0.49], maximize=False, names=("tpe", "random"))
     assert lower["text"].startswith("tpe beats random")
 
