@@ -229,7 +229,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-class _RankProgress:
+class RankProgress:
     """Rows per second and ETA on one terminal line; silent on pipes and with --json."""
 
     def __init__(self, enabled: bool):
@@ -276,7 +276,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
         if path is not None:
             _check_writable(flag, path)  # before any work, and so that a failure leaves nothing behind
 
-    progress = _RankProgress(enabled=not args.json and sys.stderr.isatty())
+    progress = RankProgress(enabled=not args.json and sys.stderr.isatty())
     opts = RankOptions(method=args.method, n_bins=args.n_bins, ray_address=args.ray_address,
                        use_ray=bool(args.ray_address), progress=progress, interactions=args.interactions)
     try:

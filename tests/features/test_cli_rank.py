@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from sparsearch.cli import _RankProgress, main
+from sparsearch.cli import RankProgress, main
 
 
 @pytest.fixture()
@@ -52,13 +52,13 @@ def test_text_output_lists_pairs_and_names_the_full_report(xor_file, capsys):
 
 
 def test_progress_shows_rate_and_eta_on_a_terminal(capsys):
-    progress = _RankProgress(enabled=True)
+    progress = RankProgress(enabled=True)
     progress(500_000, 2_000_000)
     progress(1_000_000, 2_000_000)
     progress.close()
     err = capsys.readouterr().err
     assert "counted 1,000,000 of 2,000,000 rows (" in err and "rows/s, ETA " in err and err.endswith("\n")
-    quiet = _RankProgress(enabled=False)
+    quiet = RankProgress(enabled=False)
     quiet(1, 2)
     quiet.close()
     assert capsys.readouterr().err == ""
