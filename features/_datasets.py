@@ -42,7 +42,8 @@ def make_click_log(
     effect_scale: float = 1.0,
     n_interactions: int = 0,
     interaction_scale: float = 1.0,
-) -> pl.DataFrame:
+    return_probability: bool = False,
+) -> pl.DataFrame | tuple[pl.DataFrame, np.ndarray]:
     """A click-log-like table with target ``click`` (0/1, low positive rate) and features whose roles are named.
 
     - ``inf_<i>``: informative categoricals (Int32 codes), cardinalities geometrically spaced from 2 up to
@@ -65,7 +66,8 @@ def make_click_log(
 
     ``effect_scale`` multiplies every effect (e.g. 0.3 gives weak features that a subsample of the rows cannot
     separate from high-cardinality noise). The intercept is solved so that the mean click rate equals
-    ``positive_rate``.
+    ``positive_rate``. ``return_probability=True`` returns ``(frame, p)`` with every row's true click probability
+    (the AUC of ``p`` is the ceiling any model of these features can reach).
 
     Example:
         >>> df = make_click_log(2_000, n_noise=4, seed=1)
@@ -140,8 +142,9 @@ def make_click_log(
     p = 1.0 / (1.0 + np.exp(-(logit + intercept)))
     click = (rng.random(n_rows) < p).astype(np.int8)
     df = pl.DataFrame({**cols, **{k: v for k, v in numeric.items()}})
-    df = df.with_columns(pl.col(c).fill_nan(None) for c in numeric)
-    return df.with_columns(pl.Series("click", click))
+    df = df.with_columns(pl.col(c).fill_nan(None) for c in numeric).with_columns(pl.Series("click", click))
+    # the true click probability of every row: the ceiling any model of these features can reach (benchmarks)
+    return (df, p) if return_probability else df
 
 
 def _solve_intercept(logit: np.ndarray, rate: float) -> float:
