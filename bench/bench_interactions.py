@@ -1,6 +1,7 @@
 """Benchmarks of issue #13: `sparsearch rank` end to end against the library call, pairs, mrmr/3mr speed.
 
-Usage: python bench/bench_interactions.py [N_ROWS] [N_COLS] [OUT_DIR]   (defaults 200000, 100, a temp folder)
+Usage: python bench/bench_interactions.py [N_ROWS] [N_COLS] [OUT_DIR] [ROUNDS] [outrank]
+       (defaults 200000, 100, a temp folder, 3; the lead's run: 2000000 100 DIR 3 outrank)
 
 1. Writes a parquet of N_ROWS x N_COLS categorical columns (cardinalities 2 to 100,000 on a log grid, half
    uniform and half Zipf-skewed, 5% missing in every third column, a quarter strings, a few informative, one XOR pair) and times,
@@ -10,7 +11,10 @@ Usage: python bench/bench_interactions.py [N_ROWS] [N_COLS] [OUT_DIR]   (default
    - `sparsearch rank path --target y` as a new user runs it (a subprocess: start-up, default report, printing),
    - `sparsearch rank ... --interactions 20` (all pairs of every column),
    - `rank_features(..., method="mrmr")` and `"3mr"`.
-2. Prints one JSON document: seconds per variant and the ratios to the library call.
+   With ``outrank`` (the peer, installed as in bench_ranker.py: ``bench/.venv-outrank``), the same rows as CSV
+   also go through OutRank's default run and OutRank with ``--interaction_order 2``, in the same rounds; the top
+   of OutRank's target rows and ours (``pairs``) are saved beside the timings.
+2. Prints one JSON document: seconds per variant, the ratios to the library call, and the peers' top rows.
 """
 
 from __future__ import annotations
@@ -89,6 +93,40 @@ def main() -> None:
         "library mrmr": lambda: lib("mrmr"),
         "library 3mr": lambda: lib("3mr"),
     }
+    peers: dict[str, object] = {}
+    if len(sys.argv) > 5 and sys.argv[5] == "outrank":
+        exe = Path(__file__).resolve().parent / ".venv-outrank" / "bin" / "outrank"
+        csv_dir = out / f"csv_{n_rows}x{n_cols}"
+        if not csv_dir.exists():
+            csv_dir.mkdir()
+            pl.read_parquet(path).write_csv(csv_dir / "data.csv")
+
+        def outrank(order: int) -> float:
+            folder = out / f"outrank_order{order}"
+            cmd = [str(exe), "--task", "ranking", "--data_path", str(csv_dir), "--data_source", "csv-raw",
+                   "--heuristic", "MI-numba-randomized", "--target_ranking_only", "True", "--label_column", "y",
+                   "--output_folder", str(folder), "--num_threads", "2", "--interaction_order", str(order)]
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            secs = time.perf_counter() - t
+            table = pl.read_csv(folder / "pairwise_ranks.tsv", separator="\t")
+            rows = table.filter(pl.col("FeatureA").str.starts_with("y")).sort("Score", descending=True)
+            peers[f"outrank order {order} top10"] = rows.head(10).rows()
+            return secs
+
+        variants["outrank default"] = lambda: outrank(1)
+        variants["outrank --interaction_order 2"] = lambda: outrank(2)
+
+        def ours_pairs() -> float:
+            t = time.perf_counter()
+            doc = subprocess.run([sys.executable, "-m", "sparsearch.cli", "rank", str(path), "--target", "y",
+                                  "--interactions", "10", "--json"], check=True, capture_output=True, text=True)
+            secs = time.perf_counter() - t
+            peers["ours pairs top10"] = [(r["feature_a"], r["feature_b"], r["score"])
+                                         for r in json.loads(doc.stdout)["pairs"]]
+            return secs
+
+        variants["cli rank --interactions 10 --json"] = ours_pairs
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(int(sys.argv[4]) if len(sys.argv) > 4 else 3):
         for name, fn in variants.items():
@@ -96,7 +134,8 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med["library rank_features"]
     print(json.dumps({"rows": n_rows, "cols": n_cols, "seconds": med, "runs": times,
-                      "ratio_to_library": {k: v / base for k, v in med.items()}}, indent=2))
+                      "ratio_to_library": {k: v / base for k, v in med.items()}, "peers": peers}, indent=2,
+                     default=str))
 
 
 if __name__ == "__main__":
