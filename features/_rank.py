@@ -93,7 +93,9 @@ def rank_features(
             in-memory data an array of labels is accepted too.
         method: one of :func:`available_methods`.
         features: columns to rank (default: every column but the target).
-        n_bins: quantile bins for float features and a continuous target.
+        n_bins: quantile bins for float features and a continuous target. Float features are counted under
+            their value rounded toward zero to 8 significant bits (at most 65,536 keys, whatever the number of
+            distinct floats; ``cardinality`` counts those keys), then cut into ``n_bins`` equal-frequency bins.
         missing: ``"category"`` (missing is its own value) or ``"drop"`` (rows missing the feature are ignored).
         seed: seed of the label permutation used by ``adjusted-mi-permutation``.
         batch_size: rows per counted batch.
