@@ -34,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sparsearch._ray import check_ray_reachable
 from sparsearch.errors import ConnectionProblem, SpecError
 from sparsearch.search import _liveness
-from sparsearch.search.data import PreparedData, prepare_data
+from sparsearch.search.data import PreparedData, prepare_data, trial_features
 from sparsearch.search.progress import ProgressPrinter
 from sparsearch.search.registry import make_pruner, make_sampler
 from sparsearch.search.spec import StudySpec, load_study
@@ -617,6 +617,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
         ex.say(f"study {spec.study.name!r}: {spec.study.n_trials} trials, sampler {spec.study.sampler}, "
                f"{workers} workers x {cpus:g} CPU, data {prepared.n_rows} rows, "
                f"{len(prepared.candidates) or '-'} features after prefilter"
+               f"{f' + {len(prepared.crosses)} crosses' if prepared.crosses else ''}"
                f"{' (cached ranking)' if prepared.ranking_cached else ''}; storage {redact(ex.storage_url)}")
     if prepared.split and study.user_attrs.get("split") != prepared.split:
         study.set_user_attr("split", prepared.split)  # how the rows were split (read back by `show`)
@@ -633,6 +634,9 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(execute_trial)
     top_k = spec.data.top_k
     searched_k = top_k is not None and top_k[0] < top_k[1]
+    crosses = spec.data.crosses
+    # a searched number of crosses; fewer pairs than asked may have a positive score, so the range is capped
+    searched_c = crosses is not None and crosses[0] < crosses[1] and len(prepared.crosses) > crosses[0]
     n_features_for_space = len(prepared.candidates) or None
 
     in_flight: dict[Any, dict[str, Any]] = {}
@@ -664,9 +668,11 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             return
         try:
             features = None
-            if searched_k:
-                k = trial.suggest_int("data.top_k", top_k[0], top_k[1])
-                features = tuple(prepared.candidates[:k])
+            k = trial.suggest_int("data.top_k", top_k[0], top_k[1]) if searched_k else None
+            c = (trial.suggest_int("data.crosses", crosses[0], min(crosses[1], len(prepared.crosses)))
+                 if searched_c else None)
+            if k is not None or c is not None:
+                features = trial_features(prepared, k, c)
             config = suggest_config(trial, spec.space, spec.train, n_features=n_features_for_space)
         except Exception as exc:  # an invalid combination of parameters fails this trial only
             storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"{type(exc).__name__}: {exc}"[:500])
@@ -797,7 +803,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
         mlflow_parent_run_id=ex.tracker.parent_run_id, study=final_study, objectives=ex.objectives,
         directions=ex.directions, elapsed_s=elapsed, n_trials_run=ex.n_run,
         info={"workers": workers, "cpus_per_trial": cpus, "data_fingerprint": prepared.fingerprint,
-              "n_rows": prepared.n_rows, "split": prepared.split, "ranking_rows": prepared.ranking_rows, "features": list(prepared.candidates), "timings": prepared.timings,
+              "n_rows": prepared.n_rows, "split": prepared.split, "ranking_rows": prepared.ranking_rows, "features": list(prepared.candidates), "crosses": list(prepared.crosses), "timings": prepared.timings,
               "ranking_cached": prepared.ranking_cached, "mlflow_failures": len(ex.tracker.failures),
               "mlflow_logging": ex.trial_log.mode},
     )
@@ -923,9 +929,9 @@ def _best_complete(study: optuna.Study, n_objectives: int) -> list[FrozenTrial]:
 
 def _trial_features(spec: StudySpec, prepared: PreparedData, params: dict[str, Any]) -> tuple[str, ...] | None:
     top_k = spec.data.top_k
-    if top_k is not None and top_k[0] < top_k[1] and "data.top_k" in params:
-        return tuple(prepared.candidates[: int(params["data.top_k"])])
-    return None
+    k = int(params["data.top_k"]) if top_k is not None and top_k[0] < top_k[1] and "data.top_k" in params else None
+    c = int(params["data.crosses"]) if "data.crosses" in params else None
+    return trial_features(prepared, k, c)
 
 
 def _evaluate_test(ex: _Execution, study: optuna.Study, prepared: PreparedData, task: Any,

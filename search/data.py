@@ -26,7 +26,8 @@ import numpy as np
 from sparsearch.errors import DataError
 from sparsearch.search.spec import StudySpec
 
-__all__ = ["PreparedData", "prepare_data", "rank_training_rows", "select_features"]
+__all__ = ["PreparedData", "add_crosses", "prepare_data", "rank_training_pairs", "rank_training_rows",
+           "select_features", "trial_features"]
 
 log = logging.getLogger("sparsearch")
 
@@ -47,6 +48,10 @@ class PreparedData:
     """Row indices of ``train``, ``val`` and ``test`` in the loaded data (driver only; never shipped to workers)."""
     candidates: tuple[str, ...] = ()
     """Features after the prefilter, best first (empty for image data)."""
+    crosses: tuple[str, ...] = ()
+    """Crossed pair features (``[data] crosses``), best pair first; encoded after the candidates."""
+    pairs: Any = None
+    """The ranked pairs the crosses came from (polars DataFrame) or ``None``."""
     ranking: Any = None
     """The full ranking (polars DataFrame) or ``None``."""
     ranking_cached: bool = False
@@ -176,13 +181,22 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
     if spec.data.top_k is not None:
         candidates = candidates[: spec.data.top_k[1]]
 
+    crosses: list[str] = []
+    pairs = None
+    if spec.data.crosses is not None and spec.data.crosses[1] > 0:
+        t0 = time.perf_counter()
+        pairs = rank_training_pairs(df, columns, target, tr, spec.data.crosses[1])
+        df, crosses = add_crosses(df, pairs)
+        timings["pairs_s"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
-    encoded = encode_tabular(df, target, features=list(candidates))
+    encoded = encode_tabular(df, target, features=[*candidates, *crosses])
     train, val = encoded.subset(tr), encoded.subset(va)
     test = encoded.subset(te) if te.size else None
     timings["encode_s"] = time.perf_counter() - t0
     return PreparedData(train=train, val=val, test=test, split=split, fingerprint=fingerprint, n_rows=df.height,
-                        candidates=tuple(candidates), ranking=ranking, ranking_cached=cached,
+                        candidates=tuple(candidates), crosses=tuple(crosses), pairs=pairs,
+                        ranking=ranking, ranking_cached=cached,
                         ranking_rows=ranking_rows, timings=timings, indices={"train": tr, "val": va, "test": te})
 
 
@@ -193,6 +207,49 @@ def rank_training_rows(df: Any, columns: list[str], target: str, train_rows: np.
 
     return rank_features(df.select([*columns, target])[train_rows], target, method=spec.data.prefilter,
                          seed=spec.study.seed)
+
+
+def rank_training_pairs(df: Any, columns: list[str], target: str, train_rows: np.ndarray, k: int) -> Any:
+    """The ``k`` best pairs by chance-corrected interaction information, on the training rows only, among all
+    ``columns`` (a pair whose features carry no signal alone is cut by a single-feature prefilter)."""
+    from sparsearch.features import rank_interactions
+
+    return rank_interactions(df.select([*columns, target])[train_rows], target, top=k)
+
+
+def cross_name(a: str, b: str) -> str:
+    return f"{a}*{b}"
+
+
+def add_crosses(df: Any, pairs: Any) -> tuple[Any, list[str]]:
+    """Add one categorical column per ranked pair with a positive score: the two values joined (floats by 16
+    quantile bins first, labels unused); a missing value on either side is a missing cross."""
+    import polars as pl
+
+    def part(name: str) -> pl.Expr:
+        col = pl.col(name)
+        if df.schema[name].is_float():
+            col = col.fill_nan(None)
+            col = (col.rank("min") * 16 // (col.count() + 1)).cast(pl.Int64)  # 16 equal-frequency bins
+        return col.cast(pl.String)
+
+    names, exprs = [], []
+    for a, b, score in pairs.select("feature_a", "feature_b", "score").iter_rows():
+        if score <= 0:  # a pair that adds nothing over its two features is not crossed
+            continue
+        name = cross_name(a, b)
+        names.append(name)
+        exprs.append(pl.concat_str([part(a), part(b)], separator="\x1f").alias(name))
+    return (df.with_columns(exprs) if exprs else df), names
+
+
+def trial_features(prepared: PreparedData, k: int | None, c: int | None) -> tuple[str, ...] | None:
+    """The features a trial keeps: the first ``k`` candidates (all when None) and the first ``c`` crosses (all when
+    None); ``None`` when that is everything."""
+    if k is None and c is None:
+        return None
+    base = prepared.candidates if k is None else prepared.candidates[:k]
+    return tuple(base) + tuple(prepared.crosses if c is None else prepared.crosses[:c])
 
 
 def select_features(data: Any, keep: list[str] | tuple[str, ...] | None) -> Any:

@@ -158,6 +158,11 @@ class DataSpec(_Section):
     top_k: IntRange | None = Field(
         None, description="Keep the k best-ranked features: a number, or [low, high] to search k. Default: all."
     )
+    crosses: IntRange | None = Field(
+        None, description="Add the K best feature pairs by chance-corrected interaction information (ranked on "
+        "the training rows, among all candidate columns) as crossed categorical features: a number, or [low, high] "
+        "to search K. Default: none."
+    )
     max_rows: int | None = Field(None, ge=10, description="Use at most this many rows (a seeded sample).")
     sql: str | None = Field(
         None, description="A polars SQL query over the table `data`, applied after loading: derive a target, filter "
@@ -186,6 +191,13 @@ class DataSpec(_Section):
     def _top_k_ok(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
         if v is not None and v[0] < 1:
             raise ValueError(f"must be >= 1, got {v[0]}")
+        return v
+
+    @field_validator("crosses")
+    @classmethod
+    def _crosses_ok(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and v[0] < 0:
+            raise ValueError(f"must be >= 0, got {v[0]}")
         return v
 
     @model_validator(mode="after")
