@@ -3,6 +3,7 @@
     python bench/bench_controller.py overhead --trials 200 --repeats 3
     python bench/bench_controller.py scaling --trials 8
     python bench/bench_controller.py nodes --trials 60
+    python bench/bench_controller.py growth --trials 10000 --tune-trials 500 --profile FILE   # issue 12, item 5
 
 Each prints one JSON document; ratios are measured in the same run.
 """
@@ -173,17 +174,115 @@ def cmd_nodes(args: argparse.Namespace) -> dict:
     return out
 
 
+def _window_rates(stamps: list[float], window: int) -> dict[str, float]:
+    """Seconds per trial over the first and the last ``window`` completions (completion times, sorted)."""
+    stamps = sorted(stamps)
+    w = min(window, len(stamps) // 2)
+    first = (stamps[w - 1] - stamps[0]) / (w - 1)
+    last = (stamps[-1] - stamps[-w]) / (w - 1)
+    return {"window": w, "first_ms_per_trial": 1000 * first, "last_ms_per_trial": 1000 * last,
+            "growth_last_over_first": last / first}
+
+
+def cmd_growth(args: argparse.Namespace) -> dict:
+    """10,000 trivial trials, 4 workers, a simulated 2-node cluster: does the controller's time per trial stay flat?
+
+    The same objective and sampler are run by plain Optuna (``study.optimize``, 4 threads, journal storage) and by
+    Ray Tune (``Tuner`` + ``OptunaSearch``, 4 concurrent trials) on the same cluster, one after the other.
+    """
+    import cProfile
+    import pstats
+
+    import bench_objectives as objs
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    cluster.add_node(num_cpus=2)
+    ray.init(address=cluster.address, log_to_driver=False)
+    n, w = args.trials, args.window
+    out: dict = {"trials": n, "nodes": len(ray.nodes()), "workers": 4, "sampler": args.sampler,
+                 "cores": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        from sparsearch.search.controller import run_study
+        from sparsearch.search.spec import load_study
+
+        raw = study("growth", "trivial", n, 4, False, sampler=args.sampler)
+        prof = cProfile.Profile() if args.profile else None
+        start = time.perf_counter()
+        if prof:
+            prof.enable()
+        result = run_study(load_study(raw), results_dir=tmp / "ours", progress=False)
+        if prof:
+            prof.disable()
+            prof.dump_stats(args.profile)
+            stats = pstats.Stats(prof)
+            by_package: dict[str, float] = {}
+            for (filename, _, _), (_, _, tottime, _, _) in stats.stats.items():
+                key = "optuna" if "/optuna/" in filename else "sparsearch" if "/work/" in filename or \
+                    "sparsearch" in filename else "ray" if "/ray/" in filename else "other"
+                by_package[key] = by_package.get(key, 0.0) + tottime
+            out["ours_profile_self_seconds_by_package"] = {k: round(v, 1) for k, v in by_package.items()}
+        out["ours_s"] = time.perf_counter() - start
+        stamps = [t.datetime_complete.timestamp() for t in result.trials if t.datetime_complete]
+        out["ours"] = _window_rates(stamps, w)
+
+        import optuna
+
+        from sparsearch.search.registry import make_sampler
+        from sparsearch.search.storage import open_storage
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        st = optuna.create_study(storage=open_storage(f"journal:{tmp / 'plain.journal'}"),
+                                 sampler=make_sampler(args.sampler, 0), direction="maximize")
+        start = time.perf_counter()
+        st.optimize(objs.plain_trivial, n_trials=n, n_jobs=4)
+        out["plain_optuna_s"] = time.perf_counter() - start
+        out["plain_optuna"] = _window_rates([t.datetime_complete.timestamp() for t in st.trials], w)
+
+        from ray import tune
+        from ray.tune.search.optuna import OptunaSearch
+
+        def trainable(config):
+            tune.report({"val_auc": 1.0 - (config["extra.x"] - 1.0) ** 2})
+
+        start = time.perf_counter()
+        grid = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": 1}),
+            tune_config=tune.TuneConfig(search_alg=OptunaSearch(space=objs.trivial_space, metric="val_auc", mode="max",
+                                                                sampler=make_sampler(args.sampler, 0)),
+                                        num_samples=args.tune_trials, max_concurrent_trials=4),
+            run_config=tune.RunConfig(storage_path=str(tmp / "tune"), verbose=0),
+        ).fit()
+        out["ray_tune_s"] = time.perf_counter() - start
+        out["ray_tune_trials"] = args.tune_trials
+        out["ray_tune"] = _window_rates([float(r.metrics["timestamp"]) for r in grid if r.metrics],
+                                        min(w, args.tune_trials // 4))
+    for name, count in (("ours", n), ("plain_optuna", n), ("ray_tune", args.tune_trials)):
+        out[f"{name}_trials_per_s"] = count / out[f"{name}_s"]
+    ray.shutdown()
+    cluster.shutdown()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name, default in (("overhead", 200), ("scaling", 8), ("nodes", 60)):
+    for name, default in (("overhead", 200), ("scaling", 8), ("nodes", 60), ("growth", 10_000)):
         p = sub.add_parser(name)
         p.add_argument("--trials", type=int, default=default)
+        if name == "growth":
+            p.add_argument("--window", type=int, default=1000, help="trials in the first and last window")
+            p.add_argument("--sampler", default="tpe")
+            p.add_argument("--profile", default=None, help="write a cProfile of our driver to this file")
+            p.add_argument("--tune-trials", type=int, default=500,
+                           help="Ray Tune's trials (its throughput, ~0.3-3 trials/s here, makes 10,000 take hours)")
         if name == "overhead":
             p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported")
             p.add_argument("--sampler", default="tpe", help="the sampler both contenders use (default: tpe)")
     args = parser.parse_args()
-    result = {"overhead": cmd_overhead, "scaling": cmd_scaling, "nodes": cmd_nodes}[args.cmd](args)
+    result = {"overhead": cmd_overhead, "scaling": cmd_scaling, "nodes": cmd_nodes, "growth": cmd_growth}[args.cmd](args)
     def tidy(v):
         return round(v, 4) if isinstance(v, float) else [tidy(x) for x in v] if isinstance(v, list) else v
 

@@ -38,3 +38,8 @@ def plain_cpu_bound(trial):
     while time.process_time() < deadline:
         sum(i * i for i in range(1000))
     return 1.0 - (x - 1.0) ** 2
+
+
+def trivial_space(trial):
+    """The same space as a define-by-run function for Ray Tune's OptunaSearch (it must return None)."""
+    plain_trivial(trial)

@@ -23,12 +23,26 @@ from ._io import data_fingerprint, iter_batches, read_table, validate_target
 from ._plot import plot_ranking
 from ._quality import quality_report
 from ._rank import rank_features
-from ._selector import CardinalityAwareSelector
+from ._run import REPORTS, RankResult, rank, rank_interactions
+from ._tables import RankOptions
+
+
+def __getattr__(name: str):
+    # the scikit-learn selector loads scikit-learn (seconds): only when asked for
+    if name == "CardinalityAwareSelector":
+        from ._selector import CardinalityAwareSelector
+
+        return CardinalityAwareSelector
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DATASETS",
     "METHODS",
+    "REPORTS",
     "CardinalityAwareSelector",
+    "RankOptions",
+    "RankResult",
     "Ranker",
     "available_methods",
     "cached_rank_features",
@@ -38,7 +52,9 @@ __all__ = [
     "pairwise_relevance",
     "plot_ranking",
     "quality_report",
+    "rank",
     "rank_features",
+    "rank_interactions",
     "read_table",
     "validate_target",
 ]

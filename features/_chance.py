@@ -61,11 +61,23 @@ def _lnchoose(x: np.ndarray | float, y: np.ndarray) -> np.ndarray:
     return gammaln(np.asarray(x, dtype=np.float64) + 1) - gammaln(y + 1) - gammaln(np.asarray(x, dtype=np.float64) - y + 1)
 
 
-def _row_contributions(a: np.ndarray, b: int, n: int) -> np.ndarray:
-    """E[(k/n) log(n k / (a b))] for k ~ Hypergeometric(n, b, a), for each row total in ``a``."""
+def _row_contributions(a: np.ndarray, b: int, n: int, approx_above: float | None = None) -> np.ndarray:
+    """E[(k/n) log(n k / (a b))] for k ~ Hypergeometric(n, b, a), for each row total in ``a``.
+
+    With ``approx_above``, rows whose expected cell count a*b/n is at least that use the second-order expansion
+    E[k log(k/mu)] ~ var / (2 mu) (relative error about 1/(6 mu)) instead of summing the window.
+    """
     a = a.astype(np.int64)
     mean = a * (b / n)
     var = mean * (1 - b / n) * (n - a) / max(n - 1, 1)
+    if approx_above is not None:
+        big = mean >= approx_above
+        if big.any():
+            out = np.zeros(len(a), dtype=np.float64)
+            out[big] = var[big] / (2.0 * mean[big] * n)
+            if (~big).any():
+                out[~big] = _row_contributions(a[~big], b, n)
+            return out
     sd = np.sqrt(np.maximum(var, 0))
     lo = np.maximum(np.maximum(1, a + b - n), np.floor(mean - 12 * sd - 4)).astype(np.int64)
     hi = np.minimum(np.minimum(a, b), np.ceil(mean + 12 * sd + 4)).astype(np.int64)
@@ -94,21 +106,23 @@ class ExpectedMI:
         True
     """
 
-    def __init__(self, class_totals: np.ndarray):
+    def __init__(self, class_totals: np.ndarray, approx_above: float | None = None):
+        self.approx_above = approx_above  # see _row_contributions
         self.b = np.asarray(class_totals, dtype=np.int64)
         self.n = int(self.b.sum())
         self._cache: dict[int, float] = {}
 
     def prepare(self, row_totals: np.ndarray) -> None:
         """Compute (vectorised) the per-row contributions of every row total not yet cached."""
-        need = np.setdiff1d(np.unique(row_totals.astype(np.int64)), np.fromiter(self._cache, np.int64, len(self._cache)))
-        need = need[need > 0]
+        cache = self._cache
+        need = np.array([v for v in np.unique(row_totals.astype(np.int64)).tolist() if v > 0 and v not in cache],
+                        dtype=np.int64)
         if len(need) == 0:
             return
         total = np.zeros(len(need))
         for bj in self.b:
             if bj > 0:
-                total += _row_contributions(need, int(bj), self.n)
+                total += _row_contributions(need, int(bj), self.n, self.approx_above)
         self._cache.update(zip(need.tolist(), total.tolist()))
 
     def __call__(self, row_totals: np.ndarray) -> float:
@@ -117,7 +131,9 @@ class ExpectedMI:
             return 0.0
         self.prepare(rows)
         vals, mult = np.unique(rows, return_counts=True)
-        return max(0.0, float(sum(self._cache[int(v)] * m for v, m in zip(vals, mult))))
+        cache = self._cache
+        per_row = np.fromiter((cache[v] for v in vals.tolist()), dtype=np.float64, count=len(vals))
+        return max(0.0, float(np.dot(per_row, mult)))
 
 
 def expected_mi(table: np.ndarray) -> float:
@@ -135,14 +151,14 @@ def asymptotic_mi(n_rows_levels: int, n_class_levels: int, n: int) -> float:
 @lru_cache(maxsize=1)
 def _poisson_g_table() -> tuple[np.ndarray, np.ndarray]:
     """g(mu) = E[k log(k / mu)] for k ~ Poisson(mu) on a log grid (tends to 1/2 for large mu)."""
-    from scipy.stats import poisson
-
     mus = np.logspace(-8, 5, 1301)
     g = np.empty_like(mus)
     for i, mu in enumerate(mus):
+        kmin = max(1, int(mu - 12 * np.sqrt(mu) - 30))  # the mass outside +-12 sd is below 1e-30
         kmax = int(mu + 12 * np.sqrt(mu) + 30)
-        k = np.arange(1, kmax + 1, dtype=np.float64)
-        g[i] = float(np.sum(poisson.pmf(k, mu) * k * np.log(k / mu)))
+        k = np.arange(kmin, kmax + 1, dtype=np.float64)
+        pmf = np.exp(k * np.log(mu) - mu - gammaln(k + 1))  # Poisson(mu) pmf, without importing scipy.stats
+        g[i] = float(np.sum(pmf * k * np.log(k / mu)))
     return np.log(mus), g
 
 

@@ -6,6 +6,11 @@ per class. Two tables merge by the union of their keys (and of their target clas
 (batches of a file, Ray shards) merges to exactly the unsplit table, in canonical (sorted) order. Integer, boolean
 and temporal columns are counted with one ``numpy.bincount`` over ``(x - min) * n_classes + y`` when their value
 range is small, with ``numpy.unique`` otherwise; strings with a polars hash group-by.
+
+Float features are not counted by exact value: each value is first rounded toward zero to 8 significant bits
+(:func:`float_buckets`, the bfloat16 grid: relative spacing 2^-8, at most 65,536 keys per feature whatever the
+number of distinct floats), and the final table quantile-bins those keys into ``n_bins`` (see ``_tables``).
+The rounding is fixed and monotone, so it merges exactly across batches and shards.
 """
 
 from __future__ import annotations
@@ -88,6 +93,25 @@ def merge_features(a: FeatureCounts, b: FeatureCounts) -> FeatureCounts:
     return FeatureCounts(keys, counts, a.nulls + b.nulls, a.numeric or b.numeric)
 
 
+FLOAT_BITS = 8  # significant bits a float feature keeps when counted (sign + exponent + 7 stored mantissa bits)
+
+
+def float_buckets(x: np.ndarray) -> np.ndarray:
+    """Round floats toward zero to 8 significant bits: the key a float feature is counted under.
+
+    Values beyond the float32 range become +-inf (their own keys). Monotone (a <= b gives key(a) <= key(b)), so
+    quantile bins over the keys are quantile bins over the values up to a relative 0.4%.
+
+    Example:
+        >>> float_buckets(np.array([1.0, 1.001, 1.01, -3.3])).tolist()
+        [1.0, 1.0, 1.0078125, -3.296875]
+    """
+    with np.errstate(over="ignore"):
+        f = np.asarray(x, dtype=np.float64).astype(np.float32)
+    mask = np.uint32((0xFFFFFFFF << (32 - 1 - 8 - (FLOAT_BITS - 1))) & 0xFFFFFFFF)
+    return (f.view(np.uint32) & mask).view(np.float32).astype(np.float64)
+
+
 def _is_intlike(dtype: pl.DataType) -> bool:
     return dtype.is_integer() or dtype == pl.Boolean or dtype.is_temporal()
 
@@ -130,7 +154,7 @@ def count_feature(s: pl.Series, y: np.ndarray, n_classes: int) -> FeatureCounts:
                 return FeatureCounts(keys, table.astype(np.int64), nulls, False)
             x = x.astype(np.int64)
         else:
-            x = x.astype(np.float64)
+            x = float_buckets(x)
         keys, inv = np.unique(x, return_inverse=True)
         table = np.bincount(inv * n_classes + y, minlength=len(keys) * n_classes).reshape(len(keys), n_classes)
         return FeatureCounts(keys, table.astype(np.int64), nulls, dtype.is_float())

@@ -40,7 +40,10 @@ def make_click_log(
     positive_rate: float = 0.1,
     seed: int | None = 0,
     effect_scale: float = 1.0,
-) -> pl.DataFrame:
+    n_interactions: int = 0,
+    interaction_scale: float = 1.0,
+    return_probability: bool = False,
+) -> pl.DataFrame | tuple[pl.DataFrame, np.ndarray]:
     """A click-log-like table with target ``click`` (0/1, low positive rate) and features whose roles are named.
 
     - ``inf_<i>``: informative categoricals (Int32 codes), cardinalities geometrically spaced from 2 up to
@@ -56,9 +59,15 @@ def make_click_log(
     - ``num_<i>``: float features; ``num_0`` is informative (linear effect 0.5 on the logit, with 2% missing),
       every other ``num_<i>`` is standard-normal noise.
 
+    - ``pair_<i>a_c<k>``, ``pair_<i>b_c<k>`` (``n_interactions`` pairs, 4 and 6 levels, uniform): a planted
+      interaction. The pair's joint value has a random effect (logit scale ``interaction_scale``) that is
+      double-centred, so neither feature has any effect alone: only the pair carries signal. Drawn from a
+      generator of their own, so the other columns do not change with ``n_interactions``.
+
     ``effect_scale`` multiplies every effect (e.g. 0.3 gives weak features that a subsample of the rows cannot
     separate from high-cardinality noise). The intercept is solved so that the mean click rate equals
-    ``positive_rate``.
+    ``positive_rate``. ``return_probability=True`` returns ``(frame, p)`` with every row's true click probability
+    (the AUC of ``p`` is the ceiling any model of these features can reach).
 
     Example:
         >>> df = make_click_log(2_000, n_noise=4, seed=1)
@@ -75,6 +84,10 @@ def make_click_log(
         raise SpecError(f"positive_rate must be in (0, 1), got {positive_rate!r}")
     if not (isinstance(effect_scale, (int, float)) and not isinstance(effect_scale, bool) and effect_scale >= 0):
         raise SpecError(f"effect_scale must be a number >= 0, got {effect_scale!r}")
+    _check_int("n_interactions", n_interactions, 0)
+    if not (isinstance(interaction_scale, (int, float)) and not isinstance(interaction_scale, bool)
+            and interaction_scale >= 0):
+        raise SpecError(f"interaction_scale must be a number >= 0, got {interaction_scale!r}")
     if n_redundant and not n_informative:
         raise SpecError("n_redundant > 0 needs n_informative > 0 (a redundant feature copies an informative one)")
     rng = np.random.default_rng(seed)
@@ -102,6 +115,17 @@ def make_click_log(
             redraw = rng.random(n_rows) < 0.15
             copy[redraw] = rng.integers(0, k, size=int(redraw.sum()))
         cols[f"red_{r}_of_inf_{j}"] = copy.astype(np.int32)
+    if n_interactions:
+        rng_pairs = np.random.default_rng(None if seed is None else [seed, 7919])
+        for i in range(n_interactions):
+            ka, kb = 4, 6
+            a, b = rng_pairs.integers(0, ka, n_rows), rng_pairs.integers(0, kb, n_rows)
+            table = rng_pairs.normal(size=(ka, kb))
+            table = table - table.mean(axis=1, keepdims=True) - table.mean(axis=0, keepdims=True) + table.mean()
+            table /= table.std() + 1e-12
+            logit += interaction_scale * table[a, b]
+            cols[f"pair_{i}a_c{ka}"] = a.astype(np.int32)
+            cols[f"pair_{i}b_c{kb}"] = b.astype(np.int32)
     noise_cards = np.round(np.geomspace(2, max_cardinality, max(n_noise, 1))).astype(int)[:n_noise]
     for i, k in enumerate(noise_cards):
         skew = None if i % 2 == 0 else 1.1
@@ -118,8 +142,9 @@ def make_click_log(
     p = 1.0 / (1.0 + np.exp(-(logit + intercept)))
     click = (rng.random(n_rows) < p).astype(np.int8)
     df = pl.DataFrame({**cols, **{k: v for k, v in numeric.items()}})
-    df = df.with_columns(pl.col(c).fill_nan(None) for c in numeric)
-    return df.with_columns(pl.Series("click", click))
+    df = df.with_columns(pl.col(c).fill_nan(None) for c in numeric).with_columns(pl.Series("click", click))
+    # the true click probability of every row: the ceiling any model of these features can reach (benchmarks)
+    return (df, p) if return_probability else df
 
 
 def _solve_intercept(logit: np.ndarray, rate: float) -> float:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import chi2
 
 from sparsearch.errors import unknown_choice
 
@@ -81,6 +80,8 @@ class GTest(Ranker):
     description = "-log10 p of the G-test (2n MI ~ chi-square with (|X|-1)(|Y|-1) dof): accounts for chance variance"
 
     def score(self, st):
+        from scipy.stats import chi2  # scipy.stats takes seconds to import: only this method needs it
+
         dof = np.maximum(st.levels - 1, 0) * np.maximum(st.classes - 1, 0)
         stat = 2.0 * st.n * st.mi
         out = np.zeros(len(st.names))
@@ -120,13 +121,13 @@ class GreedyRanker(Ranker):
 
 class MRMR(GreedyRanker):
     name = "mrmr"
-    description = "greedy: relevance x (1 - mean normalised redundancy with the selected features)"
+    description = "greedy mRMR (difference form): relevance - mean MI shared with the selected features (nats)"
 
 
 class ThreeMR(GreedyRanker):
     name = "3mr"
     relational = True
-    description = "greedy: relevance x (1 - max redundancy) + mean positive pairwise synergy (OutRank's 3MR idea)"
+    description = "greedy: relevance x (1 - max redundancy) + mean positive interaction information (OutRank's 3MR idea)"
 
 
 METHODS: dict[str, Ranker] = {

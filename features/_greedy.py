@@ -8,10 +8,18 @@ merged exactly across batches like the marginal counts. From it:
 - ``redundancy`` = (I(a;b) - E) / (min(H(a), H(b)) - E) clipped to [0, 1], with E the Poisson chance MI of the
   two margins: 1 for a (re-coded) copy, about 0 for independent features of any cardinality.
 
-Greedy selection (our take on OutRank's 3MR, with every term chance-corrected and on the relevance scale):
-``mrmr`` picks next the feature maximising rel * (1 - mean redundancy with the selected set); ``3mr`` uses the
-maximum redundancy instead of the mean (an exact copy scores 0 once its original is in) and adds the mean positive
-synergy with the selected features. Relevance is the adjusted MI; negative relevance is kept as is.
+Greedy selection, every term chance-corrected, on the pool's pairs counted with capped codes (``_pairs``):
+
+- ``mrmr`` is Peng, Long & Ding's (2005) mRMR in its difference form (MID): the next feature maximises
+  relevance - mean over the selected features s of I(f; s), all in nats (relevance = adjusted MI with the
+  target, I(f; s) chance-adjusted). An exact copy of a selected feature X loses H(X) / |selected|, which exceeds
+  its relevance, so it falls below independent informative features.
+- ``3mr`` (our take on OutRank's 3MR) picks the feature maximising rel * (1 - max redundancy with the selected
+  set) + the mean positive interaction information with them: an exact copy scores about 0 once its original is
+  in, and a feature that only works jointly with a selected one (XOR) is lifted.
+
+Negative relevance is kept as is. The pair pass of :func:`pair_stats` (uncapped levels) serves the quality
+report's duplicate checks.
 """
 
 from __future__ import annotations
@@ -22,11 +30,24 @@ from itertools import combinations
 import numpy as np
 import polars as pl
 
+from sparsearch.errors import SpecError
+
 from ._chance import ExpectedMI, col_sums, entropy, expected_mi_poisson, row_sums, table_mi
 from ._counts import Counts, TargetSpec
 from ._estimators import FeatureStats
-from ._io import _Source
-from ._rank import Finalized, iter_level_batches, tie_key
+from ._io import Source
+from ._pairs import PairScore, count_pairs, plan_pairs, score_pairs
+from ._tables import (
+    Finalized,
+    RankOptions,
+    count,
+    feature_stats,
+    finalize,
+    iter_level_batches,
+    order_by_score,
+    prepare,
+    tie_key,
+)
 
 
 @dataclass
@@ -67,7 +88,7 @@ def _group_sorted(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pair_stats(
-    src: _Source,
+    src: Source,
     finals: list[Finalized],
     tspec: TargetSpec,
     counts: Counts,
@@ -130,25 +151,27 @@ def pair_stats(
 
 
 def greedy_order(
-    src: _Source,
+    src: Source,
     finals: list[Finalized],
     counts: Counts,
     tspec: TargetSpec,
-    st: FeatureStats,
     *,
     relevance: np.ndarray,
     relational: bool,
-    pool_size: int,
-    batch_size: int,
-    redundancy_mean: bool,
+    opts: RankOptions,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy order of the pool, then the remaining features by relevance. Returns (order, score)."""
-    by_rel = np.argsort(-tie_key(relevance), kind="stable")
-    pool = [int(i) for i in by_rel[:pool_size]]
-    stats = pair_stats(src, [finals[i] for i in pool], tspec, counts, batch_size)
-    adj = st.mi - st.expected
+    """Greedy order of the pool, then the remaining features by relevance. Returns (order, score).
 
-    def pair(a: int, b: int) -> PairStat:
+    The pool's pairs are counted in one pass of capped codes (``_pairs``: streamed or on Ray like the
+    single-feature counts), so the pass costs about one more count of ``pool_size`` columns.
+    """
+    by_rel = order_by_score(relevance)
+    pool = [int(i) for i in by_rel[: opts.pool_size]]
+    plan = plan_pairs(finals, pool, tspec, counts.classes, opts.pair_levels)
+    pair_counts = count_pairs(src, plan, batch_size=opts.batch_size, use_ray=opts.ray, ray_address=opts.ray_address)
+    stats = dict(zip(plan.pairs, score_pairs(plan, pair_counts, interaction=relational)))
+
+    def pair(a: int, b: int) -> PairScore:
         return stats[(a, b)] if a < b else stats[(b, a)]
 
     selected: list[int] = []
@@ -158,30 +181,24 @@ def greedy_order(
         best, best_val = -1, -np.inf
         for p in remaining:
             rel = float(relevance[pool[p]])
-            if selected:
-                reds = [pair(p, s).redundancy for s in selected]
-                pen = float(np.mean(reds)) if redundancy_mean else float(np.max(reds))
+            if not relational:  # mRMR (MID): relevance minus the mean information shared with the selected
+                val = rel - (float(np.mean([pair(p, s).shared for s in selected])) if selected else 0.0)
             else:
-                pen = 0.0
-            val = max(rel, 0.0) * (1.0 - pen) + min(rel, 0.0)
-            if relational and selected:
-                gains = []
-                for s in selected:
-                    ps = pair(p, s)
-                    g = (ps.mi_pair - ps.chance_pair) - adj[pool[p]] - adj[pool[s]]
-                    gains.append(max(0.0, g))
-                val += float(np.mean(gains))
+                pen = max((pair(p, s).redundancy for s in selected), default=0.0)
+                val = max(rel, 0.0) * (1.0 - pen) + min(rel, 0.0)
+                if selected:
+                    val += float(np.mean([max(0.0, pair(p, s).score) for s in selected]))
             if best < 0 or val > best_val + 1e-12 * max(1.0, abs(best_val)):
                 best, best_val = p, val
         selected.append(best)
         remaining.remove(best)
         score[pool[best]] = best_val
-    order = [pool[p] for p in selected] + [int(i) for i in by_rel[pool_size:]]
+    order = [pool[p] for p in selected] + [int(i) for i in by_rel[opts.pool_size :]]
     return np.asarray(order, dtype=np.int64), score
 
 
 def pairwise_table(
-    src: _Source, finals: list[Finalized], counts: Counts, tspec: TargetSpec, st: FeatureStats, batch_size: int
+    src: Source, finals: list[Finalized], counts: Counts, tspec: TargetSpec, st: FeatureStats, batch_size: int
 ) -> pl.DataFrame:
     stats = pair_stats(src, finals, tspec, counts, batch_size)
     rows = []
@@ -241,20 +258,13 @@ def pairwise_relevance(
         >>> pairwise_relevance(df, "y")["gain"][0] > 0.5
         True
     """
-    from sparsearch.errors import SpecError
-
-    from ._io import _check_batch_size
-    from ._rank import _check_options, _finalize, _prepare, _stats
-    from ._rank import _count as count_all
-
-    _check_options(n_bins, missing)
-    _check_batch_size(batch_size)
+    opts = RankOptions(n_bins=n_bins, missing=missing, batch_size=batch_size)
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 2:
         raise SpecError(f"top must be an integer >= 2, got {top!r}")
-    src, _, feats, tspec = _prepare(data, target, features, n_bins, feature_names)
-    counts = count_all(src, feats, tspec, null_kind=None, seed=0, batch_size=batch_size, use_ray=False, ray_address=None, progress=None)
-    finals = [_finalize(counts.features[f], f, counts.n_rows, n_bins, missing) for f in feats]
-    st = _stats(finals, None, n_bins, missing, counts.n_rows)
+    src, _, feats, tspec = prepare(data, target, features, n_bins, feature_names)
+    counts = count(src, feats, tspec, opts, null_kind=None)
+    finals = [finalize(counts.features[f], f, counts.n_rows, n_bins, missing) for f in feats]
+    st = feature_stats(finals, None, n_bins, missing, counts.n_rows)
     if features is None:
         order = np.argsort(-tie_key(st.mi - st.expected), kind="stable")[:top]
         chosen = [finals[i] for i in sorted(order.tolist())]

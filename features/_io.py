@@ -2,7 +2,7 @@
 
 A *source* is anything :func:`rank_features` accepts: a polars or pandas DataFrame, a 2-D numpy array (columns
 named ``x0, x1, ...``), a scipy sparse CSR matrix (with ``feature_names``), or a path, directory or glob of
-parquet/CSV/TSV files. :func:`_open_source` turns each into a :class:`_Source` that yields polars batches with their
+parquet/CSV/TSV files. :func:`open_source` turns each into a :class:`Source` that yields polars batches with their
 global row offset, so the counting code never sees the input type.
 """
 
@@ -21,7 +21,7 @@ import polars as pl
 
 from sparsearch.errors import DataError, closest
 
-_EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv"}
+EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv"}
 _FULL_HASH_LIMIT = 64 * 1024 * 1024  # files up to this many bytes in total are fingerprinted by full content
 _SAMPLE_BYTES = 1 << 20
 
@@ -42,19 +42,19 @@ def _resolve_files(source: str | os.PathLike) -> list[Path]:
         if not path.exists():
             raise DataError(f"data path {text!r} does not exist; give an existing file, directory or glob")
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _EXTENSIONS)
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS)
             if not files:
                 raise DataError(
                     f"directory {text!r} holds no parquet, csv or tsv files; allowed extensions: "
-                    f"{', '.join(sorted(_EXTENSIONS))}"
+                    f"{', '.join(sorted(EXTENSIONS))}"
                 )
         else:
             files = [path]
     for f in files:
-        if f.suffix.lower() not in _EXTENSIONS:
+        if f.suffix.lower() not in EXTENSIONS:
             raise DataError(
                 f"unsupported file extension {f.suffix or '(none)'!r} for {str(f)!r}; allowed: "
-                f"{', '.join(sorted(_EXTENSIONS))}"
+                f"{', '.join(sorted(EXTENSIONS))}"
             )
         if f.stat().st_size == 0:
             raise DataError(f"file {str(f)!r} is empty (0 bytes); give a file with a header and rows")
@@ -80,7 +80,7 @@ def _check_duplicates(names: Sequence[str], where: str) -> None:
 
 def _file_schema(path: Path) -> tuple[list[str], int | None]:
     """Column names and row count (None when unknown without reading) of one file; validates it."""
-    kind = _EXTENSIONS[path.suffix.lower()]
+    kind = EXTENSIONS[path.suffix.lower()]
     if kind == "parquet":
         import pyarrow.parquet as pq
 
@@ -104,7 +104,7 @@ def _file_schema(path: Path) -> tuple[list[str], int | None]:
     return names, None
 
 
-def _iter_parquet(pf: Any, columns: list[str] | None, batch_size: int, row_groups: list[int] | None = None) -> Iterator[pl.DataFrame]:
+def iter_parquet(pf: Any, columns: list[str] | None, batch_size: int, row_groups: list[int] | None = None) -> Iterator[pl.DataFrame]:
     """Batches of about ``batch_size`` rows made of whole row groups.
 
     Consecutive row groups are read together up to ``batch_size`` rows (pyarrow's ``iter_batches`` pre-buffers
@@ -138,13 +138,13 @@ def _iter_parquet(pf: Any, columns: list[str] | None, batch_size: int, row_group
         yield from flush(pending)
 
 
-def _iter_file(path: Path, columns: list[str] | None, batch_size: int) -> Iterator[pl.DataFrame]:
-    kind = _EXTENSIONS[path.suffix.lower()]
+def iter_file(path: Path, columns: list[str] | None, batch_size: int) -> Iterator[pl.DataFrame]:
+    kind = EXTENSIONS[path.suffix.lower()]
     if kind == "parquet":
         import pyarrow.parquet as pq
 
         try:
-            yield from _iter_parquet(pq.ParquetFile(path), columns, batch_size)
+            yield from iter_parquet(pq.ParquetFile(path), columns, batch_size)
         except (OSError, ValueError) as exc:
             if isinstance(exc, DataError):
                 raise
@@ -176,7 +176,7 @@ def _check_columns(columns: Sequence[str] | None, available: Sequence[str], wher
 
 
 @dataclass
-class _Source:
+class Source:
     """A uniform view of the input: column names, optional row count, and a batch iterator."""
 
     columns: list[str]
@@ -237,7 +237,7 @@ def _names(feature_names: Sequence[str] | None, n_cols: int) -> list[str]:
     return names
 
 
-def _open_source(data: Any, *, feature_names: Sequence[str] | None = None) -> _Source:
+def open_source(data: Any, *, feature_names: Sequence[str] | None = None) -> Source:
     if _is_path_like(data):
         files = _resolve_files(data)
         columns: list[str] | None = None
@@ -258,11 +258,11 @@ def _open_source(data: Any, *, feature_names: Sequence[str] | None = None) -> _S
         def batches(cols: list[str] | None, batch_size: int) -> Iterator[tuple[int, pl.DataFrame]]:
             offset = 0
             for f in files:
-                for df in _iter_file(f, cols, batch_size):
+                for df in iter_file(f, cols, batch_size):
                     yield offset, df
                     offset += df.height
 
-        return _Source(columns=list(columns or []), n_rows=total, batches=batches, files=files)
+        return Source(columns=list(columns or []), n_rows=total, batches=batches, files=files)
     frame = _to_polars(data, feature_names)
     if frame.width == 0:
         raise DataError("data has no columns")
@@ -274,10 +274,10 @@ def _open_source(data: Any, *, feature_names: Sequence[str] | None = None) -> _S
         for start in range(0, view.height, batch_size):
             yield start, view.slice(start, batch_size)
 
-    return _Source(columns=list(frame.columns), n_rows=frame.height, batches=mem_batches, frame=frame)
+    return Source(columns=list(frame.columns), n_rows=frame.height, batches=mem_batches, frame=frame)
 
 
-def _check_batch_size(batch_size: int) -> None:
+def check_batch_size(batch_size: int) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
 
@@ -298,8 +298,8 @@ def iter_batches(
         >>> [b.height for b in iter_batches(pl.DataFrame({"a": range(5)}), batch_size=2)]
         [2, 2, 1]
     """
-    _check_batch_size(batch_size)
-    src = _open_source(source)
+    check_batch_size(batch_size)
+    src = open_source(source)
     _check_columns(columns, src.columns, "the data")
     for _, df in src.batches(columns, batch_size):
         yield df

@@ -12,7 +12,8 @@ from sparsearch.errors import SpecError
 
 from ._chance import row_sums
 from ._greedy import pair_stats
-from ._rank import _check_options, _prepare, _rank_counts
+from ._rank import RankState, rank_counts
+from ._tables import RankOptions, check_options, prepare
 
 ISSUES = (
     "constant",
@@ -43,6 +44,7 @@ def quality_report(
     near_duplicate: float = 0.9,
     max_pairs: int = 50,
     feature_names=None,
+    pairs: bool = True,
 ) -> pl.DataFrame:
     """One row per finding: ``feature, issue, detail, value`` (``issue`` is one of :data:`ISSUES`).
 
@@ -55,7 +57,8 @@ def quality_report(
     - ``duplicate`` / ``near-duplicate``: chance-adjusted MI between two features over the larger of their
       entropies is 1 / at least ``near_duplicate`` (re-coded copies are found too). Only pairs whose entropies
       differ by at most 15% are checked (pairs with identical per-value class-count multisets first, then
-      the closest entropies; at most ``max_pairs``), in one extra pass.
+      the closest entropies; at most ``max_pairs``), in one extra pass over the rows, skipped when ``pairs`` is
+      False (every other finding comes from the ranking's counts).
 
     Example:
         >>> import polars as pl
@@ -63,18 +66,36 @@ def quality_report(
         >>> sorted(quality_report(df, "y")["issue"].to_list())
         ['constant', 'id-like']
     """
-    _check_options(n_bins, missing)
+    check_options(n_bins, missing)
     for name, v in [("near_constant", near_constant), ("mostly_missing", mostly_missing), ("id_like", id_like),
                     ("rare_share", rare_share), ("leakage", leakage), ("near_duplicate", near_duplicate)]:
         if not (isinstance(v, (int, float)) and 0.0 < float(v) <= 1.0):
             raise SpecError(f"{name} must be a fraction in (0, 1], got {v!r}")
     if isinstance(max_pairs, bool) or not isinstance(max_pairs, int) or max_pairs < 0:
         raise SpecError(f"max_pairs must be a non-negative integer, got {max_pairs!r}")
-    src, _, feats, tspec = _prepare(data, target, features, n_bins, feature_names)
-    ranking, finals, counts = _rank_counts(
-        src, feats, tspec, method="adjusted-mi", n_bins=n_bins, missing=missing, seed=0, batch_size=batch_size,
-        use_ray=False, ray_address=None, progress=None, pool_size=20,
-    )
+    src, _, feats, tspec = prepare(data, target, features, n_bins, feature_names)
+    state = rank_counts(src, feats, tspec, RankOptions(n_bins=n_bins, missing=missing, batch_size=batch_size))
+    return findings(state, near_constant=near_constant, mostly_missing=mostly_missing, id_like=id_like,
+                    rare_count=rare_count, rare_share=rare_share, leakage=leakage, near_duplicate=near_duplicate,
+                    max_pairs=max_pairs if pairs else 0)
+
+
+def findings(
+    state: RankState,
+    *,
+    near_constant: float = 0.99,
+    mostly_missing: float = 0.5,
+    id_like: float = 0.5,
+    rare_count: int = 10,
+    rare_share: float = 0.5,
+    leakage: float = 0.9,
+    near_duplicate: float = 0.9,
+    max_pairs: int = 50,
+) -> pl.DataFrame:
+    """The findings of :func:`quality_report` from an existing ranking's counts (``max_pairs=0``: no extra pass)."""
+    src, tspec, finals, counts = state.src, state.tspec, state.finals, state.counts
+    batch_size = state.options.batch_size
+    ranking = state.table
     info = {r["feature"]: r for r in ranking.iter_rows(named=True)}
     rows: list[dict[str, Any]] = []
 
@@ -108,6 +129,9 @@ def quality_report(
         adj = r["adjusted_mi"]
         if hy > 0 and adj >= leakage * hy:
             add(f.name, "leakage-suspect", f"adjusted MI {adj:.4g} nats is {adj / hy:.0%} of the target entropy {hy:.4g}", adj / hy)
+    schema = {"feature": pl.String, "issue": pl.String, "detail": pl.String, "value": pl.Float64}
+    if max_pairs == 0:  # no duplicate checks: everything above came from the counts
+        return pl.DataFrame(rows, schema=schema)
     # duplicate pairs: only among features of similar entropy, which any (near) copy must have
     ent = {f.name: info[f.name]["entropy"] for f in finals}
     ordered = sorted((f for f in finals if ent[f.name] > 0), key=lambda f: -ent[f.name])
@@ -136,5 +160,4 @@ def quality_report(
                 add(a, "duplicate", f"carries the same information as {b!r} (re-coded copy)", sym)
             elif sym >= near_duplicate:
                 add(a, "near-duplicate", f"{sym:.0%} of the information of {a!r} and {b!r} is shared", sym)
-    schema = {"feature": pl.String, "issue": pl.String, "detail": pl.String, "value": pl.Float64}
     return pl.DataFrame(rows, schema=schema)

@@ -13,7 +13,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from sparsearch.errors import SpecError
 
 from ._estimators import get_method
-from ._rank import _check_options, _prepare, _rank_counts
+from ._rank import rank_counts
+from ._tables import RankOptions, check_options, prepare
 
 
 class CardinalityAwareSelector(SelectorMixin, BaseEstimator):
@@ -50,7 +51,7 @@ class CardinalityAwareSelector(SelectorMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> CardinalityAwareSelector:
         get_method(self.method)
-        _check_options(self.n_bins, self.missing)
+        check_options(self.n_bins, self.missing)
         if not (self.k == "all" or (isinstance(self.k, (int, np.integer)) and not isinstance(self.k, bool) and self.k >= 0)):
             raise SpecError(f"k must be a non-negative integer or 'all', got {self.k!r}")
         if isinstance(X, pl.DataFrame):
@@ -66,10 +67,9 @@ class CardinalityAwareSelector(SelectorMixin, BaseEstimator):
         y_arr = np.asarray(y_arr)
         if y_arr.ndim != 1:
             y_arr = y_arr.ravel()
-        src, _, feats, tspec = _prepare(data, y_arr, None, self.n_bins, None)
-        ranking, _, _ = _rank_counts(src, feats, tspec, method=self.method, n_bins=self.n_bins, missing=self.missing,
-                                     seed=self.seed, batch_size=1_000_000, use_ray=False, ray_address=None,
-                                     progress=None, pool_size=20)
+        src, _, feats, tspec = prepare(data, y_arr, None, self.n_bins, None)
+        opts = RankOptions(method=self.method, n_bins=self.n_bins, missing=self.missing, seed=self.seed)
+        ranking = rank_counts(src, feats, tspec, opts).table
         order = {name: i for i, name in enumerate(feats)}
         self.scores_ = np.zeros(len(feats))
         self.ranks_ = np.zeros(len(feats), dtype=np.int64)

@@ -33,12 +33,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sparsearch._ray import check_ray_reachable
 from sparsearch.errors import ConnectionProblem, SpecError
-from sparsearch.search.data import PreparedData, prepare_data
+from sparsearch.search import _liveness
+from sparsearch.search.data import PreparedData, prepare_data, trial_features
 from sparsearch.search.progress import ProgressPrinter
 from sparsearch.search.registry import make_pruner, make_sampler
 from sparsearch.search.spec import StudySpec, load_study
 from sparsearch.search.storage import (
     RayStorageProxy,
+    absolute_storage_url,
     batched_writes,
     default_storage_url,
     env_storage_url,
@@ -57,6 +59,9 @@ log = logging.getLogger("sparsearch")
 
 HEARTBEAT_ATTR = "sparsearch:heartbeat"
 DRIVER_ATTR = "sparsearch:driver"
+DRIVER_PROC_PREFIX = "sparsearch:driver-proc:"
+"""Study system attribute per driver id: its host, process id and process start time, refreshed with its
+heartbeats (see :mod:`sparsearch.search._liveness`)."""
 DONE_PREFIX = "sparsearch:driver-done:"
 """Study system attribute per driver id: set when that driver finished (its unlogged trials may be synced)."""
 HEADLINE_ATTRS = ("realized_sparsity", "nnz_params", "flops_sparse")
@@ -227,7 +232,8 @@ def _check_same_cluster(address: str | None, current: str | None) -> None:
 
 
 def _resolve_urls(spec: StudySpec, results_dir: Path) -> tuple[str, str]:
-    storage = spec.storage.url or env_storage_url() or default_storage_url(results_dir)
+    # absolute: the storage actor and workers open a journal or SQLite file from Ray's working folder
+    storage = absolute_storage_url(spec.storage.url or env_storage_url() or default_storage_url(results_dir))
     tracking = spec.tracking.uri or default_tracking_uri(results_dir)
     return storage, tracking
 
@@ -262,6 +268,7 @@ class _Execution:
         self.objectives = list(spec.study.objectives)
         self.directions = spec.study.resolved_directions()
         self.driver_id = uuid.uuid4().hex[:12]
+        self.identity = _liveness.driver_identity()
         self.storage_url, self.tracking_uri = _resolve_urls(spec, results_dir)
         experiment = spec.tracking.experiment or spec.study.name
         self.tracker = Tracker(self.tracking_uri, experiment, results_dir / "artifacts",
@@ -303,27 +310,62 @@ class _Execution:
         self.models[frozen.number] = (values, model, features)
 
     # -- trial bookkeeping ------------------------------------------------------------------------------------------
+    def record_driver(self, study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
+        """Write this driver's host, process id and process start time (and the time) into the study."""
+        storage.set_study_system_attr(study._study_id, f"{DRIVER_PROC_PREFIX}{self.driver_id}",
+                                      {**self.identity, "beat": time.time()})
+
+    def _stale_reason(self, t: FrozenTrial, drivers: dict[str, Any], now: float) -> str | None:
+        """Why RUNNING trial ``t`` (not this driver's) is stale, or ``None`` while its driver may be alive.
+
+        A driver on the owner's own host sees at once whether the owner's process is gone; elsewhere, a trial is
+        stale after ``stale_after`` seconds without a heartbeat (until the first one, its start time stands in).
+        """
+        execution = self.spec.execution
+        started = t.datetime_start.timestamp() if t.datetime_start else 0.0
+        owner = t.system_attrs.get(DRIVER_ATTR)
+        record = drivers.get(owner) if owner else None
+        if owner == self.driver_id:
+            return None
+        if record is not None and _liveness.process_gone(record):
+            return (f"stale: its driver (pid {record.get('pid')} on {record.get('host')}) is gone "
+                    f"(the process no longer exists)")
+        if owner is None and now - started > execution.heartbeat_interval and t.system_attrs.get(
+                HEARTBEAT_ATTR) is None:
+            # the owner is written right after study.ask(): a driver killed in between left no name. It is one of
+            # the drivers of this host that are gone if one of them was running when the trial started
+            for other in drivers.values():
+                if _liveness.process_gone(other) and float(other.get("started", 0.0)) <= started + 1.0:
+                    return "stale: started by a driver of this host that is gone (before it recorded its name)"
+        beat = float(t.system_attrs.get(HEARTBEAT_ATTR, started))
+        if now - beat > execution.stale_after:
+            return f"stale: no heartbeat for {now - beat:.0f}s (its driver stopped)"
+        return None
+
     def fail_stale(self, study: optuna.Study, storage: optuna.storages.BaseStorage,
                    in_flight: set[int]) -> tuple[int, int]:
-        """Fail RUNNING trials whose driver stopped sending heartbeats; re-queue them (up to ``max_retries``).
+        """Fail RUNNING trials whose driver is gone or stopped sending heartbeats; re-queue them (up to
+        ``max_retries``).
 
         Returns ``(failed, requeued)``.
         """
         now = time.time()
         stale = requeued = 0
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t._trial_id in in_flight:
-                continue
-            beat = t.system_attrs.get(HEARTBEAT_ATTR)
-            if beat is None:
-                beat = t.datetime_start.timestamp() if t.datetime_start else 0.0
-            if now - float(beat) <= self.spec.execution.stale_after:
+        running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                   if t._trial_id not in in_flight]
+        if not running:
+            return 0, 0
+        attrs = storage.get_study_system_attrs(study._study_id)
+        drivers = {key.removeprefix(DRIVER_PROC_PREFIX): value for key, value in attrs.items()
+                   if key.startswith(DRIVER_PROC_PREFIX) and isinstance(value, dict)}
+        for t in running:
+            reason = self._stale_reason(t, drivers, now)
+            if reason is None:
                 continue
             try:
-                storage.set_trial_user_attr(t._trial_id, "fail_reason",
-                                            f"stale: no heartbeat for {now - float(beat):.0f}s (its driver stopped)")
+                storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
                 storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            except Exception:  # another driver got there first
+            except UpdateFinishedTrialError:  # another driver (or its own, late) finished it first
                 continue
             stale += 1
             requeued += self.requeue(study, t)
@@ -391,6 +433,8 @@ class _Execution:
         storage.set_trial_user_attr(tid, "duration_s", round(report.duration_s, 3))
         if report.node:
             storage.set_trial_user_attr(tid, "ray_node", report.node[:16])
+        if report.device:
+            storage.set_trial_user_attr(tid, "device", report.device)
 
 
 def run_study(
@@ -466,7 +510,7 @@ def run_study(
     try:
         # Workers on the driver's node open a journal file themselves; the storage actor serves every other case
         # (other nodes, databases, memory). It starts in the background: the driver has opened the storage already.
-        if not (is_journal(ex.storage_url) and len([n for n in ray.nodes() if n.get("Alive")]) == 1):
+        if not (is_journal(ex.storage_url) and _single_node(spec.execution.ray_address)):
             actor = start_storage_server(ex.storage_url, wait=_is_memory(ex.storage_url))
         result = _drive(ex, prepared, actor, start)
         status = "FINISHED"
@@ -493,6 +537,16 @@ def run_study(
             ray.kill(actor)
         if started_ray:
             ray.shutdown()
+
+
+def _single_node(address: str | None) -> bool:
+    """Whether every trial runs on the driver's node: a one-node Ray that was not joined by address (a cluster
+    joined by address may gain nodes while the study runs, e.g. by autoscaling)."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    joined = address not in (None, "local")
+    return not joined and len([n for n in ray.nodes() if n.get("Alive")]) == 1
 
 
 def _is_storage_failure(exc: BaseException) -> bool:
@@ -535,9 +589,11 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
     from sparsearch.spaces import suggest_config
 
     spec = ex.spec
+    gpus = spec.execution.gpus_per_trial
+    gpu_slots = _check_gpus(gpus)  # before the study is touched: nothing runs if no trial can be scheduled
     # The driver opens the storage itself (journal files and databases take several clients; in-process calls
     # are ~100x cheaper than actor round trips); only an in-memory storage lives in the actor alone.
-    storage = RayStorageProxy(actor) if _is_memory(ex.storage_url) else open_storage(ex.storage_url)
+    storage = RayStorageProxy(actor, retries=0) if _is_memory(ex.storage_url) else open_storage(ex.storage_url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _open_study(ex, storage)
     n_before = len(study.get_trials(deepcopy=False))
@@ -546,7 +602,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
     cpus = spec.execution.cpus_per_trial
     if cpus > cluster_cpus:
         raise SpecError(f"[execution] cpus_per_trial = {cpus} but the Ray cluster has only {cluster_cpus:g} CPUs")
-    workers = spec.execution.workers or max(1, int(cluster_cpus // cpus))
+    workers = spec.execution.workers or max(1, min(int(cluster_cpus // cpus), gpu_slots))
 
     params = {"study": spec.study.model_dump(mode="json"), "data": spec.data.model_dump(mode="json"),
               "space": spec.space.model_dump(mode="json"), "train": spec.train.model_dump(mode="json"),
@@ -570,19 +626,26 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
         ex.say(f"study {spec.study.name!r}: {spec.study.n_trials} trials, sampler {spec.study.sampler}, "
                f"{workers} workers x {cpus:g} CPU, data {prepared.n_rows} rows, "
                f"{len(prepared.candidates) or '-'} features after prefilter"
+               f"{f' + {len(prepared.crosses)} crosses' if prepared.crosses else ''}"
                f"{' (cached ranking)' if prepared.ranking_cached else ''}; storage {redact(ex.storage_url)}")
     if prepared.split and study.user_attrs.get("split") != prepared.split:
         study.set_user_attr("split", prepared.split)  # how the rows were split (read back by `show`)
     ex.trial_log.attach(storage, study._study_id)
+    ex.record_driver(study, storage)
     stale, requeued_at_start = ex.fail_stale(study, storage, set())
     if stale:
         ex.say(f"failed {stale} stale RUNNING trial(s) left by a stopped driver; {requeued_at_start} re-queued")
 
     data_refs = [ray.put(prepared.train), ray.put(prepared.val)]  # once per study; workers keep them
     driver_node = ray.get_runtime_context().get_node_id()
-    task = ray.remote(execute_trial).options(num_cpus=cpus, max_retries=0)
+    # a trial that reserves GPUs gets a fresh worker process (Ray's max_calls=1 for GPU tasks): CUDA is set up
+    # once per process, for the CUDA_VISIBLE_DEVICES Ray gave that process's first task
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(execute_trial)
     top_k = spec.data.top_k
     searched_k = top_k is not None and top_k[0] < top_k[1]
+    crosses = spec.data.crosses
+    # a searched number of crosses; fewer pairs than asked may have a positive score, so the range is capped
+    searched_c = crosses is not None and crosses[0] < crosses[1] and len(prepared.crosses) > crosses[0]
     n_features_for_space = len(prepared.candidates) or None
 
     in_flight: dict[Any, dict[str, Any]] = {}
@@ -605,13 +668,20 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             pending_retries -= 1
         else:
             budget_used += 1
-        # no first heartbeat: until the first one, the trial's start time stands for it (see fail_stale); the
-        # driver's id is stored with the result (see _Execution.tell)
+        # the trial's owner, at once: a later driver on this host fails it as soon as this process is gone (see
+        # fail_stale); until the first heartbeat, the trial's start time stands for one
+        try:
+            storage.set_trial_system_attr(trial._trial_id, DRIVER_ATTR, ex.driver_id)
+        except UpdateFinishedTrialError:  # this driver stalled and another one failed the trial as stale
+            log.warning("trial %d was failed as stale by another driver before it started here", trial.number)
+            return
         try:
             features = None
-            if searched_k:
-                k = trial.suggest_int("data.top_k", top_k[0], top_k[1])
-                features = tuple(prepared.candidates[:k])
+            k = trial.suggest_int("data.top_k", top_k[0], top_k[1]) if searched_k else None
+            c = (trial.suggest_int("data.crosses", crosses[0], min(crosses[1], len(prepared.crosses)))
+                 if searched_c else None)
+            if k is not None or c is not None:
+                features = trial_features(prepared, k, c)
             config = suggest_config(trial, spec.space, spec.train, n_features=n_features_for_space)
         except Exception as exc:  # an invalid combination of parameters fails this trial only
             storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"{type(exc).__name__}: {exc}"[:500])
@@ -636,6 +706,8 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             proposals=_propose(study, trial, worker_space) if worker_space else {},
             user_attrs={**trial.user_attrs, **attrs}, datetime_start=trial.datetime_start,
             local_storage=ex.storage_url if is_journal(ex.storage_url) else None, driver_node=driver_node,
+            gpus=gpus, mixed_precision=spec.execution.mixed_precision,
+            storage_retries=0 if _is_memory(ex.storage_url) else 3,
         )
         ref = task.remote(payload, actor, data_refs)
         in_flight[ref] = {"trial": trial, "started": time.monotonic(), "reason": None, "attrs": attrs,
@@ -648,15 +720,23 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
         trial: optuna.Trial = info["trial"]
         try:
             report: TrialReport = ray.get(ref)
-        except (ray.exceptions.RayError, Exception) as exc:
+        except Exception as exc:
             reason = info["reason"] or storage.get_trial_user_attrs(trial._trial_id).get(MEMORY_REASON_ATTR)
-            retryable = reason is None
-            reason = reason or f"worker died: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+            lost = _worker_lost(exc)
+            retryable = reason is None and lost
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            reason = reason or (f"worker died: {type(exc).__name__}: {first}" if lost else
+                                f"task error: {type(exc).__name__}: {first}")
             report = TrialReport("FAIL", error=reason, duration_s=time.monotonic() - info["started"])
             frozen_before = storage.get_trial(trial._trial_id)
             if retryable and ex.requeue(study, frozen_before):
                 pending_retries += 1
                 report.error = reason + " (re-queued)"
+        else:
+            if report.retryable and ex.requeue(study, storage.get_trial(trial._trial_id)):
+                pending_retries += 1
+                first, _, rest = (report.error or "storage outage").partition("\n")
+                report.error = f"{first} (re-queued)\n{rest}"
         frozen = ex.tell(study, trial, report, info["attrs"])
         for name, dist in frozen.distributions.items():  # learn the parameters objectives suggest in workers
             if name not in info["driver_params"]:
@@ -665,7 +745,8 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
                           for layer in report.accounting.get("layers", []) if layer.get("prunable")}
         ex.trial_log.finish(frozen.number, state=frozen.state.name, history=report.history,
                             metrics={**report.metrics, **layer_sparsity}, accounting=report.accounting,
-                            error=report.error if frozen.state == TrialState.FAIL else None)
+                            error=report.error if frozen.state == TrialState.FAIL else None,
+                            tags={"device": report.device} if report.device else None)
         if frozen.state == TrialState.COMPLETE and report.model is not None:
             v = frozen.values[0]
             better = ex.best_value is None or (v > ex.best_value if ex.directions[0] == "maximize"
@@ -691,6 +772,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             now = time.monotonic()
             if now - last_beat >= spec.execution.heartbeat_interval:
                 last_beat = now
+                ex.record_driver(study, storage)
                 for info in in_flight.values():
                     try:
                         storage.set_trial_system_attr(info["trial"]._trial_id, HEARTBEAT_ATTR, time.time())
@@ -730,10 +812,40 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
         mlflow_parent_run_id=ex.tracker.parent_run_id, study=final_study, objectives=ex.objectives,
         directions=ex.directions, elapsed_s=elapsed, n_trials_run=ex.n_run, model_uri=ex.model_uri,
         info={"workers": workers, "cpus_per_trial": cpus, "data_fingerprint": prepared.fingerprint,
-              "n_rows": prepared.n_rows, "split": prepared.split, "ranking_rows": prepared.ranking_rows, "features": list(prepared.candidates), "timings": prepared.timings,
+              "n_rows": prepared.n_rows, "split": prepared.split, "ranking_rows": prepared.ranking_rows, "features": list(prepared.candidates), "crosses": list(prepared.crosses), "timings": prepared.timings,
               "ranking_cached": prepared.ranking_cached, "mlflow_failures": len(ex.tracker.failures),
               "mlflow_logging": ex.trial_log.mode},
     )
+
+
+def _worker_lost(exc: BaseException) -> bool:
+    """Whether a trial's task failed because its worker process or node was lost (so running it again may work),
+    not because of the task itself (an exception, a value that cannot be deserialised, a cancelled task)."""
+    import ray
+
+    lost = (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError,
+            ray.exceptions.ObjectLostError, ray.exceptions.LocalRayletDiedError)
+    return isinstance(exc, lost)
+
+
+def _check_gpus(gpus: float) -> int:
+    """Check that a trial asking ``gpus`` GPUs fits on some node; return how many such trials fit at once.
+
+    A task asking for resources no node has would wait forever (and with an autoscaler, for a node type that may
+    never come): stop before any trial instead, naming the resource.
+    """
+    import ray
+
+    if gpus <= 0:
+        return 1 << 30
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    per_node = [float(n.get("Resources", {}).get("GPU", 0.0)) for n in nodes]
+    total = float(ray.cluster_resources().get("GPU", 0.0))
+    if not per_node or max(per_node) + 1e-9 < gpus:
+        most = max(per_node, default=0.0)
+        raise SpecError(f"[execution] gpus_per_trial = {gpus:g} but no node of the Ray cluster has that many GPUs "
+                        f"(resource 'GPU': {total:g} in the cluster, at most {most:g} on one node)")
+    return max(1, sum(int(g // gpus + 1e-9) for g in per_node))
 
 
 def _propose(study: optuna.Study, trial: optuna.Trial, worker_space: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -761,6 +873,8 @@ def _propose(study: optuna.Study, trial: optuna.Trial, worker_space: dict[str, A
                 frozen = study._storage.get_trial(trial._trial_id)
             out[name] = (study.sampler.sample_independent(study, frozen, name, dist), dist)
     except Exception as exc:  # the worker then asks the study itself
+        if _is_storage_failure(exc):  # an outage, not a sampler's limit: never hidden
+            raise
         log.debug("no proposals for trial %d: %s", trial.number, exc)
     return out
 
@@ -824,9 +938,9 @@ def _best_complete(study: optuna.Study, n_objectives: int) -> list[FrozenTrial]:
 
 def _trial_features(spec: StudySpec, prepared: PreparedData, params: dict[str, Any]) -> tuple[str, ...] | None:
     top_k = spec.data.top_k
-    if top_k is not None and top_k[0] < top_k[1] and "data.top_k" in params:
-        return tuple(prepared.candidates[: int(params["data.top_k"])])
-    return None
+    k = int(params["data.top_k"]) if top_k is not None and top_k[0] < top_k[1] and "data.top_k" in params else None
+    c = int(params["data.crosses"]) if "data.crosses" in params else None
+    return trial_features(prepared, k, c)
 
 
 def _evaluate_test(ex: _Execution, study: optuna.Study, prepared: PreparedData, task: Any,
@@ -938,7 +1052,7 @@ def _log_best_model(ex: _Execution, study: optuna.Study, prepared: PreparedData,
 
         package = build_model_package(network, prepared.encoder, features)
         registered = ex.spec.study.name if ex.spec.tracking.register_model else None
-        example = prepared.example.select(list(package.encoder.features))  # raw rows, as the model reads them
+        example = prepared.example.select(list(package.encoder.raw_features))  # raw rows, as the model reads them
         ex.model_uri = ex.tracker.log_pyfunc_model(parent, package, example, registered_name=registered)
     if ex.model_uri is not None:
         study.set_user_attr("model_uri", ex.model_uri)

@@ -26,7 +26,8 @@ import numpy as np
 from sparsearch.errors import DataError
 from sparsearch.search.spec import StudySpec
 
-__all__ = ["PreparedData", "prepare_data", "rank_training_rows", "select_features"]
+__all__ = ["PreparedData", "add_crosses", "prepare_data", "rank_training_pairs", "rank_training_rows",
+           "select_features", "trial_features"]
 
 log = logging.getLogger("sparsearch")
 
@@ -47,6 +48,10 @@ class PreparedData:
     """Row indices of ``train``, ``val`` and ``test`` in the loaded data (driver only; never shipped to workers)."""
     candidates: tuple[str, ...] = ()
     """Features after the prefilter, best first (empty for image data)."""
+    crosses: tuple[str, ...] = ()
+    """Crossed pair features (``[data] crosses``), best pair first; encoded after the candidates."""
+    pairs: Any = None
+    """The ranked pairs the crosses came from (polars DataFrame) or ``None``."""
     ranking: Any = None
     """The full ranking (polars DataFrame) or ``None``."""
     ranking_cached: bool = False
@@ -202,16 +207,29 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
     if spec.data.top_k is not None:
         candidates = candidates[: spec.data.top_k[1]]
 
+    raw = df.select(columns).head(5)  # the packaged model's input example
+    crosses: list[str] = []
+    pairs = None
+    recipes: list[Any] = []
+    if spec.data.crosses is not None and spec.data.crosses[1] > 0:
+        t0 = time.perf_counter()
+        pairs = rank_training_pairs(df, columns, target, tr, spec.data.crosses[1])
+        recipes = cross_recipes(df, pairs)
+        df, crosses = add_crosses(df, pairs)
+        timings["pairs_s"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
-    encoder = TabularEncoder.fit(df, target, features=list(candidates))  # what encode_tabular does, kept
+    encoder = TabularEncoder.fit(df, target, features=[*candidates, *crosses])  # encode_tabular's, kept
     encoded = encoder.encode(df)
+    encoder = encoder.with_crosses(recipes)
     train, val = encoded.subset(tr), encoded.subset(va)
     test = encoded.subset(te) if te.size else None
     timings["encode_s"] = time.perf_counter() - t0
     return PreparedData(train=train, val=val, test=test, split=split, fingerprint=fingerprint, n_rows=df.height,
-                        candidates=tuple(candidates), ranking=ranking, ranking_cached=cached,
+                        candidates=tuple(candidates), crosses=tuple(crosses), pairs=pairs,
+                        ranking=ranking, ranking_cached=cached,
                         ranking_rows=ranking_rows, timings=timings, indices={"train": tr, "val": va, "test": te},
-                        encoder=encoder, example=df.select(candidates).head(5))
+                        encoder=encoder, example=raw.head(5))
 
 
 def rank_training_rows(df: Any, columns: list[str], target: str, train_rows: np.ndarray, spec: StudySpec) -> Any:
@@ -221,6 +239,57 @@ def rank_training_rows(df: Any, columns: list[str], target: str, train_rows: np.
 
     return rank_features(df.select([*columns, target])[train_rows], target, method=spec.data.prefilter,
                          seed=spec.study.seed)
+
+
+def rank_training_pairs(df: Any, columns: list[str], target: str, train_rows: np.ndarray, k: int) -> Any:
+    """The ``k`` best pairs by chance-corrected interaction information, on the training rows only, among all
+    ``columns`` (a pair whose features carry no signal alone is cut by a single-feature prefilter)."""
+    from sparsearch.features import rank_interactions
+
+    return rank_interactions(df.select([*columns, target])[train_rows], target, top=k)
+
+
+def cross_name(a: str, b: str) -> str:
+    return f"{a}*{b}"
+
+
+def add_crosses(df: Any, pairs: Any) -> tuple[Any, list[str]]:
+    """Add one categorical column per ranked pair with a positive score: the two values joined (floats by 16
+    quantile bins first, labels unused); a missing value on either side is a missing cross."""
+    import polars as pl
+
+    def part(name: str) -> pl.Expr:
+        col = pl.col(name)
+        if df.schema[name].is_float():
+            col = col.fill_nan(None)
+            col = (col.rank("min") * 16 // (col.count() + 1)).cast(pl.Int64)  # 16 equal-frequency bins
+        return col.cast(pl.String)
+
+    names, exprs = [], []
+    for a, b, score in pairs.select("feature_a", "feature_b", "score").iter_rows():
+        if score <= 0:  # a pair that adds nothing over its two features is not crossed
+            continue
+        name = cross_name(a, b)
+        names.append(name)
+        exprs.append(pl.concat_str([part(a), part(b)], separator="\x1f").alias(name))
+    return (df.with_columns(exprs) if exprs else df), names
+
+
+def cross_recipes(df: Any, pairs: Any) -> list[Any]:
+    """What a packaged model needs to compute :func:`add_crosses`' columns on new rows (same pairs, same order)."""
+    from sparsearch.spaces.encoder import Cross
+
+    return [Cross.fit(df, cross_name(a, b), a, b)
+            for a, b, score in pairs.select("feature_a", "feature_b", "score").iter_rows() if score > 0]
+
+
+def trial_features(prepared: PreparedData, k: int | None, c: int | None) -> tuple[str, ...] | None:
+    """The features a trial keeps: the first ``k`` candidates (all when None) and the first ``c`` crosses (all when
+    None); ``None`` when that is everything."""
+    if k is None and c is None:
+        return None
+    base = prepared.candidates if k is None else prepared.candidates[:k]
+    return tuple(base) + tuple(prepared.crosses if c is None else prepared.crosses[:c])
 
 
 def select_features(data: Any, keep: list[str] | tuple[str, ...] | None) -> Any:

@@ -2,8 +2,8 @@
 
 A trained :class:`~sparsearch.spaces.SparseMLP` expects integer codes and standardised numbers for the features the
 prefilter kept. :class:`SparsearchModel` holds that module together with the study's fitted
-:class:`~sparsearch.spaces.encoder.TabularEncoder` restricted to the trial's features (vocabularies, hash buckets,
-medians, missing-value indicators, class labels), so that::
+:class:`~sparsearch.spaces.encoder.TabularEncoder` restricted to the trial's features (the recipes of its crossed
+features, vocabularies, hash buckets, medians, missing-value indicators, class labels), so that::
 
     mlflow.pyfunc.load_model(model_uri).predict(raw_pandas_frame)
 
@@ -126,8 +126,11 @@ def model_signature(model: SparsearchModel, example: Any) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
-    cols = [ColSpec("string" if c.raw_dtype == pl.String else AnyType(), c.name, required=True)
-            for c in model.encoder.columns]
+    dtypes = {c.name: c.raw_dtype for c in model.encoder.columns}
+    for cross in model.encoder.crosses:  # a cross is computed from its two raw columns
+        dtypes.update(zip(cross.parts, cross.dtypes, strict=True))
+    cols = [ColSpec("string" if dtypes[name] == pl.String else AnyType(), name, required=True)
+            for name in model.encoder.raw_features]
     outputs = Schema([ColSpec("double", str(c)) for c in model.classes])
     params = ParamSchema([ParamSpec("format", "string", model.default_format),
                           ParamSpec("output", "string", "proba")])

@@ -182,6 +182,11 @@ class DataSpec(_Section):
     top_k: IntRange | None = Field(
         None, description="Keep the k best-ranked features: a number, or [low, high] to search k. Default: all."
     )
+    crosses: IntRange | None = Field(
+        None, description="Add the K best feature pairs by chance-corrected interaction information (ranked on "
+        "the training rows, among all candidate columns) as crossed categorical features: a number, or [low, high] "
+        "to search K. Default: none."
+    )
     max_rows: int | None = Field(None, ge=10, description="Use at most this many rows (a seeded sample).")
     sql: str | None = Field(
         None, description="A polars SQL query over the table `data`, applied after loading: derive a target, filter "
@@ -224,6 +229,13 @@ class DataSpec(_Section):
         """An in-memory frame cannot go into a study file or MLflow params: its description does."""
         return None if v is None else describe_frame(v)
 
+    @field_validator("crosses")
+    @classmethod
+    def _crosses_ok(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and v[0] < 0:
+            raise ValueError(f"must be >= 0, got {v[0]}")
+        return v
+
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
         if sum(x is not None for x in (self.generator, self.path, self.frame)) != 1:
@@ -245,17 +257,30 @@ class ExecutionSpec(_Section):
     workers: int = Field(0, ge=0, le=4096, description="Trials in flight at once. 0: one per CPU share.")
     cpus_per_trial: float = Field(1.0, gt=0, le=1024, description="CPUs each trial reserves; torch threads = this.")
     ray_address: str | None = Field(
-        None, description="Ray cluster to join ('auto', 'ray://host:port', 'host:port'). Default: RAY_ADDRESS, "
-        "else a local Ray started and stopped by the run."
+        None, description="Ray cluster to join ('auto' or 'host:port'; the driver runs on a node of the cluster, "
+        "Ray Client 'ray://' addresses are refused). Default: RAY_ADDRESS, else a local Ray started and stopped "
+        "by the run."
     )
+    gpus_per_trial: float = Field(0.0, ge=0, le=64, description="GPUs each trial reserves (Ray's num_gpus; "
+                                  "fractions share a GPU). A trial trains on the GPU Ray assigned it.")
+    mixed_precision: bool = Field(False, description="Train in bfloat16 autocast (float16 with loss scaling where "
+                                  "the GPU lacks bfloat16) when a trial runs on CUDA; no effect on CPU.")
     max_retries: int = Field(1, ge=0, le=100, description="Re-runs of a trial whose worker died (crash, OOM, node).")
     trial_timeout: float | None = Field(None, gt=0, description="Seconds a trial may run before it is stopped (FAIL).")
     trial_memory_mb: int | None = Field(None, gt=0, description="Resident memory a trial may use before it is "
                                         "stopped (FAIL).")
     heartbeat_interval: float = Field(5.0, gt=0, description="Seconds between heartbeats of running trials.")
     stale_after: float = Field(60.0, gt=0, description="A RUNNING trial without a heartbeat for this long is failed "
-                               "(its driver died) and re-queued.")
+                               "(its driver died) and re-queued; must be greater than heartbeat_interval. A driver "
+                               "on the dead driver's own host does not wait: it sees the process is gone.")
 
+    @model_validator(mode="after")
+    def _stale_after_heartbeat(self) -> ExecutionSpec:
+        # a live driver's trials would be failed between two of its own heartbeats
+        if self.stale_after <= self.heartbeat_interval:
+            raise ValueError(f"stale_after ({self.stale_after:g}) must be greater than heartbeat_interval "
+                             f"({self.heartbeat_interval:g})")
+        return self
 
     @field_validator("ray_address")
     @classmethod

@@ -38,7 +38,8 @@ except ImportError:  # pragma: no cover - Windows
 
 from sparsearch.errors import ConnectionProblem, SpecError
 
-__all__ = ["RayStorageProxy", "StorageServer", "batched_writes", "default_storage_url", "open_storage", "redact"]
+__all__ = ["IDEMPOTENT", "RayStorageProxy", "StorageActorLost", "StorageServer", "absolute_storage_url", "batched_writes",
+           "default_storage_url", "is_storage_outage", "open_storage", "redact"]
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
 
@@ -115,6 +116,33 @@ def batched_writes(storage: BaseStorage) -> Iterator[None]:
                 storage._sync_with_backend()
 
 
+def is_memory_url(url: str) -> bool:
+    """Whether ``url`` names an in-memory storage (the study lives in one process only)."""
+    return url in ("memory", "inmemory", ":memory:")
+
+
+def absolute_storage_url(url: str) -> str:
+    """``url`` with a relative journal or SQLite path made absolute (against the driver's working folder).
+
+    The storage actor and the workers on the driver's node open the same file from processes whose working
+    folder is Ray's, not the driver's.
+
+    Example:
+        >>> absolute_storage_url("postgresql://u:p@db/x")
+        'postgresql://u:p@db/x'
+    """
+    if is_memory_url(url):
+        return url
+    if is_journal(url):
+        path = journal_path(url)
+        return f"journal:{path.expanduser().absolute()}" if str(path).strip() else url
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:" and not path.startswith("/"):
+            return f"sqlite:///{Path(path).expanduser().absolute()}"
+    return url
+
+
 def is_journal(url: str) -> bool:
     """Whether ``url`` names a journal file (``journal:PATH`` or a path ending in ``.journal``/``.log``)."""
     return url.startswith("journal:") or url.endswith((".journal", ".log"))
@@ -131,7 +159,7 @@ def open_storage(url: str) -> BaseStorage:
     Accepted: ``journal:PATH`` (or a path ending in ``.journal``/``.log``), ``sqlite:///PATH``,
     ``postgresql://...``, ``mysql://...`` (any SQLAlchemy URL Optuna accepts), and ``memory``.
     """
-    if url in ("memory", "inmemory", ":memory:"):
+    if is_memory_url(url):
         return optuna.storages.InMemoryStorage()
     if is_journal(url):
         path = journal_path(url)
@@ -284,12 +312,18 @@ def start_storage_server(url: str, *, wait: bool = True) -> Any:
     Without ``wait`` the actor's process starts in the background (about a second here) while trials run; its
     first caller waits for it. The driver uses that when it has opened the same storage itself already (so the
     URL is known to work) and workers need the actor only for what they cannot do locally.
+
+    Restarts: an actor over a file or a database is restarted by Ray when its process dies (it reopens the same
+    storage); an in-memory study lives in the actor alone, so that actor is never restarted (a restart would
+    silently start an empty study). Ray never re-sends a call itself (``max_task_retries=0``): the proxy retries
+    only calls that are safe to repeat (see :data:`IDEMPOTENT`).
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     node = ray.get_runtime_context().get_node_id()
-    actor_cls = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3)(StorageServer)
+    restarts = 0 if is_memory_url(url) else -1
+    actor_cls = ray.remote(num_cpus=0, max_restarts=restarts, max_task_retries=0)(StorageServer)
     actor = actor_cls.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False),
         runtime_env={"env_vars": {"OPTUNA_DISABLE_PROGRESS": "1"}},
@@ -307,22 +341,78 @@ def start_storage_server(url: str, *, wait: bool = True) -> Any:
     return actor
 
 
-class RayStorageProxy(BaseStorage):
-    """A :class:`BaseStorage` that forwards every call to a :class:`StorageServer` actor."""
+IDEMPOTENT = frozenset({
+    "get_all_studies", "get_all_trials", "get_best_trial", "get_n_trials", "get_study_directions",
+    "get_study_id_from_name", "get_study_name_from_id", "get_study_system_attrs", "get_study_user_attrs",
+    "get_trial", "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id", "get_trial_param",
+    "get_trial_params", "get_trial_system_attrs", "get_trial_user_attrs", "check_trial_is_updatable",
+    "set_study_system_attr", "set_study_user_attr", "set_trial_intermediate_value", "set_trial_param",
+    "set_trial_system_attr", "set_trial_user_attr",
+})
+"""Storage calls that give the same study when made twice (reads, and writes of a value under a key). Everything
+else (``create_new_trial``, ``create_new_study``, ``set_trial_state_values``, deletions) is sent at most once: if
+the actor died during the call, it may or may not have been applied."""
 
-    def __init__(self, actor: Any) -> None:
+
+class StorageActorLost(ConnectionProblem):
+    """The storage actor died during a call that cannot be repeated safely, or with the only copy of the study."""
+
+
+def is_storage_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the study's storage could not be reached (not that a call was wrong): the storage
+    actor died, a worker cannot reach the storage, or the database backend failed."""
+    from optuna.exceptions import StorageInternalError
+
+    return isinstance(exc, (StorageActorLost, ConnectionProblem, StorageInternalError)) or type(
+        exc).__module__.startswith(("sqlalchemy", "psycopg"))
+
+
+class RayStorageProxy(BaseStorage):
+    """A :class:`BaseStorage` that forwards every call to a :class:`StorageServer` actor.
+
+    When the actor's process dies (its node's OOM killer, a crash), Ray restarts it over the same storage, and a
+    call in :data:`IDEMPOTENT` is sent again (up to ``retries`` times); any other call, and every call to an
+    in-memory study's actor (never restarted: the study died with it), raises :class:`StorageActorLost`. Errors
+    the storage itself raises (a finished trial, a database outage) come back with their own type, never retried.
+    """
+
+    def __init__(self, actor: Any, *, retries: int = 3) -> None:
         self._actor = actor
+        self._retries = retries
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        import time
+
         import ray
 
-        ok, value = ray.get(self._actor.call.remote(method, args, kwargs))
+        attempt = 0
+        while True:
+            try:
+                ok, value = ray.get(self._actor.call.remote(method, args, kwargs))
+                break
+            except ray.exceptions.RayActorError as exc:  # ActorDiedError, ActorUnavailableError (restarting)
+                if method not in IDEMPOTENT or attempt >= self._retries:
+                    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                    if not self._retries:
+                        what = "the in-memory study was lost with it"
+                    elif method not in IDEMPOTENT:
+                        what = "the call was not repeated: it may or may not have been applied"
+                    else:
+                        what = f"it did not come back after {attempt} retries"
+                    raise StorageActorLost(f"the study's storage actor died during {method}: {what} "
+                                           f"({type(exc).__name__}: {first})") from None
+                attempt += 1
+                time.sleep(min(2.0, 0.2 * 2 ** attempt))  # Ray restarts the actor's process meanwhile
         if not ok:
             raise value
         return value
 
     def __reduce__(self) -> tuple:
-        return (RayStorageProxy, (self._actor,))
+        return (_proxy, (self._actor, self._retries))
+
+
+def _proxy(actor: Any, retries: int) -> RayStorageProxy:
+    return RayStorageProxy(actor, retries=retries)
 
 
 def _forwarder(name: str) -> Any:

@@ -58,12 +58,13 @@ class TrialRunLogger:
 
     def finish(self, number: int, *, state: str, history: Sequence[Mapping[str, float]] = (),
                metrics: Mapping[str, Any] | None = None, accounting: Mapping[str, Any] | None = None,
-               error: str | None = None, run_id: str | None = None) -> tuple[str | None, bool, str | None]:
+               error: str | None = None, run_id: str | None = None,
+               tags: Mapping[str, str] | None = None) -> tuple[str | None, bool, str | None]:
         """End trial ``number``'s run (``run_id`` when another execution created it): ``(run_id, logged, failure)``."""
         run_id = run_id or self.runs.pop(number, None)
         seen = len(self.tracker.failures)
         ok = self.tracker.finish_trial(run_id, state=state, history=history, metrics=metrics, accounting=accounting,
-                                       error=error)
+                                       error=error, tags=tags)
         failure = self.tracker.failures[-1] if len(self.tracker.failures) > seen else None
         return run_id, ok, failure
 

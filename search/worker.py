@@ -11,6 +11,7 @@ bad trial cannot bring down the study. A worker that dies (crash, OOM kill, node
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import traceback
@@ -55,6 +56,11 @@ class TrialPayload:
     local_storage: str | None = None
     """A journal-file storage URL that workers on ``driver_node`` open themselves instead of using the actor."""
     driver_node: str | None = None
+    gpus: float = 0.0
+    """GPUs Ray reserved for the trial (``[execution] gpus_per_trial``)."""
+    mixed_precision: bool = False
+    storage_retries: int = 3
+    """How often a call safe to repeat is sent again when the storage actor restarts (0: in-memory study)."""
 
 
 @dataclass
@@ -77,6 +83,10 @@ class TrialReport:
     """Values reported with ``trial.report`` and not yet in storage (no trial pruner): step -> value."""
     user_attrs: dict[str, Any] = field(default_factory=dict)
     """``trial.set_user_attr`` calls not yet in storage."""
+    retryable: bool = False
+    """A FAIL that is not the trial's own (the study's storage was unreachable from the worker): re-queued."""
+    device: str | None = None
+    """Where the trial trained: ``cpu`` or ``cuda:N (name)``, with the GPU ids Ray assigned."""
 
 
 def _memory_watchdog(limit_mb: int, on_exceed: Callable[[float], None]) -> threading.Event:
@@ -146,7 +156,8 @@ class _LazyStorage:
     def get(self) -> Any:
         if self._storage is None:
             url = self._payload.local_storage
-            if url is not None and self._node == self._payload.driver_node:
+            if url is not None and self._node == self._payload.driver_node and (
+                    self._actor is None or _journal_visible(url)):
                 self._storage = _local_journal(url)
             elif self._actor is None:
                 from sparsearch.errors import ConnectionProblem
@@ -157,8 +168,15 @@ class _LazyStorage:
             else:
                 from sparsearch.search.storage import RayStorageProxy
 
-                self._storage = RayStorageProxy(self._actor)
+                self._storage = RayStorageProxy(self._actor, retries=self._payload.storage_retries)
         return self._storage
+
+
+def _journal_visible(url: str) -> bool:
+    """Whether this process sees the driver's journal file (a container on the driver's node may not)."""
+    from sparsearch.search.storage import journal_path
+
+    return journal_path(url).is_file()
 
 
 def _single_value(distribution: Any) -> Any:
@@ -371,6 +389,27 @@ def _study_data(refs: list[Any]) -> list[Any]:
     return [_DATA[key] for key in keys]
 
 
+def _trial_device(gpus: float) -> tuple[str, str]:
+    """The torch device a trial trains on, and how it is described in the trial's records.
+
+    Ray gives a task that reserves GPUs a fresh worker process (``max_calls=1``) whose ``CUDA_VISIBLE_DEVICES``
+    lists only the GPUs it assigned, so the first visible one, ``cuda:0``, is the trial's. Where torch cannot use
+    CUDA (a CPU build of torch, logical GPUs), the trial trains on the CPU and the record says why.
+    """
+    if gpus <= 0:
+        return "cpu", "cpu"
+    import ray
+    import torch
+
+    ids = ",".join(str(i) for i in ray.get_gpu_ids()) or "-"
+    if not torch.cuda.is_available():
+        print(f"sparsearch: Ray assigned GPU {ids} but torch cannot use CUDA here "
+              f"(torch {torch.__version__}); training on the CPU", file=sys.stderr, flush=True)
+        return "cpu", f"cpu (Ray assigned GPU {ids}; torch has no CUDA here)"
+    torch.cuda.set_device(0)
+    return "cuda:0", f"cuda:0 (Ray GPU {ids}: {torch.cuda.get_device_name(0)})"
+
+
 def execute_trial(payload: TrialPayload, storage_actor: Any, data_refs: list[Any]) -> TrialReport:
     """Train and evaluate one trial; report epochs to the study; never raise for a trial's own failure.
 
@@ -393,19 +432,24 @@ def execute_trial(payload: TrialPayload, storage_actor: Any, data_refs: list[Any
     if payload.memory_mb is not None:
         def exceeded(rss_mb: float) -> None:
             reason = f"memory budget exceeded: resident {rss_mb:.0f} MB > trial_memory_mb {payload.memory_mb}"
-            try:
+            try:  # the driver reads it when the worker is gone, and fails the trial without retrying it
                 storage.get().set_trial_user_attr(payload.trial_id, MEMORY_REASON_ATTR, reason)
-            except Exception:
-                pass
+            except Exception as exc:  # the process exits next: say so in the worker's log, never silently
+                print(f"sparsearch: trial {payload.number}: {reason}; the reason could not be stored "
+                      f"({type(exc).__name__}: {exc}), so the driver sees a worker death", file=sys.stderr,
+                      flush=True)
 
         watchdog = _memory_watchdog(payload.memory_mb, exceeded)
 
     history: list[dict[str, float]] = []
     trial: WorkerTrial | None = None
 
+    device, device_note = _trial_device(payload.gpus)
+
     def done(report: TrialReport) -> TrialReport:
         report.duration_s = time.perf_counter() - started
         report.node = node
+        report.device = device_note
         return trial.collect(report) if trial is not None else report
 
     try:
@@ -437,7 +481,7 @@ def execute_trial(payload: TrialPayload, storage_actor: Any, data_refs: list[Any
 
             outcome = train_and_evaluate(
                 payload.config, train_k, val_k, seed=trial_seed, threads=threads, callback=on_epoch,
-                return_model=payload.return_model,
+                return_model=payload.return_model, device=device, mixed_precision=payload.mixed_precision,
             )
             metrics = dict(outcome.metrics)
             outcome_accounting = dict(outcome.accounting)
@@ -454,6 +498,11 @@ def execute_trial(payload: TrialPayload, storage_actor: Any, data_refs: list[Any
         return done(TrialReport("PRUNED", history=history, error=str(exc)))
     except Exception as exc:
         tb = traceback.format_exc(limit=8)
+        from sparsearch.search.storage import is_storage_outage
+
+        if is_storage_outage(exc):  # not the trial's fault: the driver re-queues it, as for a lost worker
+            return done(TrialReport("FAIL", history=history, retryable=True,
+                                    error=f"storage outage in the worker: {type(exc).__name__}: {exc}\n{tb}"))
         return done(TrialReport("FAIL", history=history, error=f"{type(exc).__name__}: {exc}\n{tb}"))
     finally:
         if watchdog is not None:

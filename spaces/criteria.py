@@ -36,7 +36,7 @@ class Random(Criterion):
     name = "random"
 
     def score(self, weight, grad, generator):
-        return torch.rand(weight.shape, generator=generator)
+        return torch.rand(weight.shape, generator=generator).to(weight.device)  # CPU generator: same on any device
 
 
 @CRITERIA.register("saliency")

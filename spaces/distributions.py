@@ -182,7 +182,7 @@ class GlobalMagnitude(Distribution):
             return Uniform().densities(layers, sparsity)
         budget = int(round((1.0 - sparsity) * n.sum()))
         floor = np.maximum(1, np.ceil(GLOBAL_MIN_DENSITY_FRACTION * (1.0 - sparsity) * n)).astype(np.int64)
-        sorted_scores = [torch.sort(s.detach().reshape(-1).double(), descending=True).values.numpy() for s in scores]
+        sorted_scores = [torch.sort(s.detach().reshape(-1).double(), descending=True).values.cpu().numpy() for s in scores]
         fixed = np.zeros(len(layers), dtype=bool)
         counts = floor.copy()
         for _ in range(len(layers) + 1):

@@ -18,7 +18,7 @@ from sparsearch.errors import DataError
 
 from .data import _FIRST_CODE, MISSING_CODE, OOV_CODE, TabularData
 
-__all__ = ["ColumnEncoding", "TabularEncoder"]
+__all__ = ["ColumnEncoding", "Cross", "TabularEncoder"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +48,67 @@ class ColumnEncoding:
         if self.n_buckets is not None:
             return self.n_buckets + _FIRST_CODE
         return len(self.vocabulary) + _FIRST_CODE
+
+
+CROSS_SEPARATOR = "\x1f"
+"""Between the two parts of a crossed value (``search.data.add_crosses``)."""
+CROSS_BINS = 16
+"""Equal-frequency bins of a float part of a cross."""
+
+
+@dataclass(frozen=True, eq=False)
+class Cross:
+    """The recipe of a crossed feature: the two raw columns' values joined (a float part by its equal-frequency
+    bin on the fitted rows), so that new rows get the cross the model was trained on.
+
+    A float part's bin is ``(rank_min * 16) // (n + 1)`` over the ``n`` fitted non-missing values; ``edges`` keeps
+    the 15 values where it steps, so a new value gets the bin it would have had among the fitted rows (beyond
+    the fitted range: the first or last bin).
+
+    Attributes:
+        name: the crossed column.
+        parts: the two raw columns.
+        dtypes: their fitted polars dtypes.
+        edges: per part, the float bin edges, or ``None`` for a part used as text.
+    """
+
+    name: str
+    parts: tuple[str, str]
+    dtypes: tuple[Any, Any]
+    edges: tuple[Any, Any]
+
+    @classmethod
+    def fit(cls, df: Any, name: str, a: str, b: str) -> Cross:
+        return cls(name, (a, b), (df[a].dtype, df[b].dtype), (_bin_edges(df[a]), _bin_edges(df[b])))
+
+    def compute(self, df: Any) -> Any:
+        """The crossed column of ``df`` (a polars frame holding both parts); missing when either part is."""
+        import polars as pl
+
+        texts = []
+        for part, dtype, edges in zip(self.parts, self.dtypes, self.edges, strict=True):
+            s = _cast(df[part], dtype)
+            if edges is None:
+                texts.append(s.cast(pl.String))
+                continue
+            v = s.cast(pl.Float64).fill_nan(None)
+            bins = np.searchsorted(edges, v.fill_null(0.0).to_numpy(), side="left")
+            texts.append(pl.Series(part, bins, dtype=pl.Int64).set(v.is_null(), None).cast(pl.String))
+        return pl.DataFrame(texts).select(pl.concat_str(pl.all(), separator=CROSS_SEPARATOR)).to_series()\
+            .rename(self.name)
+
+
+def _bin_edges(s: Any) -> Any:
+    """The values after which a float column's equal-frequency bin steps up (``None`` for a non-float column)."""
+    if not s.dtype.is_float():
+        return None
+    v = np.sort(s.cast(_float64()).fill_nan(None).drop_nulls().to_numpy())
+    n = v.size
+    edges = []
+    for b in range(1, CROSS_BINS):
+        t = -(-b * (n + 1) // CROSS_BINS) - 1  # bin >= b  <=>  at least t fitted values lie below
+        edges.append(-np.inf if t <= 0 else v[min(t, n) - 1])
+    return np.asarray(edges, dtype=np.float64)
 
 
 def _categorical_view(s: Any) -> Any:
@@ -86,6 +147,23 @@ class TabularEncoder:
     columns: tuple[ColumnEncoding, ...]
     classes: tuple = ()
     notes: tuple[str, ...] = field(default=())
+    crosses: tuple[Cross, ...] = ()
+    """Recipes of the crossed columns among :attr:`columns` (computed from their raw parts before encoding)."""
+
+    @property
+    def raw_features(self) -> tuple[str, ...]:
+        """The raw columns new rows must hold: the features, a cross replaced by its two parts."""
+        made = {c.name: c for c in self.crosses}
+        out: list[str] = []
+        for name in self.features:
+            for raw in (made[name].parts if name in made else (name,)):
+                if raw not in out:
+                    out.append(raw)
+        return tuple(out)
+
+    def with_crosses(self, crosses: list[Cross] | tuple[Cross, ...]) -> TabularEncoder:
+        """This encoder, computing the given crossed columns from their raw parts in :meth:`transform`."""
+        return TabularEncoder(self.target, self.columns, self.classes, self.notes, tuple(crosses))
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -114,7 +192,7 @@ class TabularEncoder:
             return self
         keep = set(features)
         return TabularEncoder(self.target, tuple(c for c in self.columns if c.name in keep), self.classes,
-                              self.notes)
+                              self.notes, tuple(c for c in self.crosses if c.name in keep))
 
     # -- fitting ---------------------------------------------------------------------------------------------------
     @classmethod
@@ -188,11 +266,13 @@ class TabularEncoder:
         Raises:
             DataError: a feature column is absent.
         """
-        df = _as_polars(df, "TabularEncoder.transform", columns=self.features)
-        absent = [c for c in self.features if c not in df.columns]
+        df = _as_polars(df, "TabularEncoder.transform", columns=self.raw_features)
+        absent = [c for c in self.raw_features if c not in df.columns]
         if absent:
             raise DataError(f"the rows lack feature column(s) {', '.join(absent)}; the model reads "
-                            f"{', '.join(self.features)}")
+                            f"{', '.join(self.raw_features)}")
+        if self.crosses:
+            df = df.with_columns([cross.compute(df) for cross in self.crosses])
         cat_cols, num_cols = [], []
         for col in self.columns:
             s = df[col.name]

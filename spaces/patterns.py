@@ -77,7 +77,7 @@ def _block_mask(scores: torch.Tensor, k: float, size: int) -> torch.Tensor:
     pad = n_blocks * size - cols
     finite = torch.where(torch.isfinite(scores), scores, torch.full_like(scores, -1e30))
     padded = torch.nn.functional.pad(finite, (0, pad), value=0.0)
-    counts = torch.full((n_blocks,), float(size))
+    counts = torch.full((n_blocks,), float(size), device=scores.device)
     if pad:
         counts[-1] = size - pad
     block_scores = (padded.reshape(rows, n_blocks, size).sum(-1) / counts).reshape(-1)
@@ -85,7 +85,7 @@ def _block_mask(scores: torch.Tensor, k: float, size: int) -> torch.Tensor:
     order = torch.sort(block_scores, descending=True, stable=True).indices
     cum = torch.cumsum(sizes[order].double(), 0)
     g = int(torch.argmin((cum - float(k)).abs())) + 1
-    block_mask = torch.zeros(rows * n_blocks, dtype=torch.bool)
+    block_mask = torch.zeros(rows * n_blocks, dtype=torch.bool, device=scores.device)
     block_mask[order[:g]] = True
     return block_mask.reshape(rows, n_blocks).repeat_interleave(size, dim=1)[:, :cols]
 
@@ -144,7 +144,7 @@ class NM(Pattern):
             t = max(0 if n_full else 1, min(tail, keep, t))
             if t:
                 idx = torch.topk(finite[:, n_full * m :], t, dim=-1, sorted=False).indices
-                mask[:, n_full * m :] = torch.zeros(rows, tail, dtype=torch.bool).scatter_(-1, idx, True)
+                mask[:, n_full * m :] = torch.zeros(rows, tail, dtype=torch.bool, device=mask.device).scatter_(-1, idx, True)
         return mask
 
 

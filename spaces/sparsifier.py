@@ -117,7 +117,8 @@ class Sparsifier:
                 g = self._grad(i)
                 gs = g.abs() if g is not None else torch.zeros_like(mag)
             else:
-                gs = torch.rand(active.shape, generator=self.generator)
+                # drawn on the CPU (the generator's device: the same masks on any device), used where the weights are
+                gs = torch.rand(active.shape, generator=self.generator).to(mag.device)
             gs = gs / (gs.max() + 1e-12)
             combined = torch.where(survivors, 2.0 + m.weight.detach().abs(), gs)
             new_mask = self.pattern.mask(m.matrix_view(combined), n_active, head=head).reshape(active.shape)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,7 +94,14 @@ def _predict(model: nn.Module, inputs: tuple[torch.Tensor, ...], batch: int = 81
         for i in range(0, inputs[0].shape[0], batch):
             outs.append(model(*(t[i : i + batch] for t in inputs)))
     model.train()
-    return torch.cat(outs).numpy()
+    return torch.cat(outs).float().cpu().numpy()
+
+
+def _autocast_dtype(device: torch.device, mixed_precision: bool) -> torch.dtype | None:
+    """bfloat16 on a CUDA device that has it, else float16 (with loss scaling); ``None``: full precision."""
+    if not mixed_precision or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def evaluate_model(model: nn.Module, data: TabularData | ImageData, *, prefix: str = "test_") -> dict[str, float]:
@@ -137,6 +145,8 @@ def train_and_evaluate(
     callback: Callable[[int, dict[str, float]], None] | None = None,
     return_model: bool = True,
     measure_latency: bool = True,
+    device: str | torch.device = "cpu",
+    mixed_precision: bool = False,
 ) -> TrialOutcome:
     """Build the config's model for ``train``, train it sparsely, evaluate on ``val`` after every epoch.
 
@@ -153,6 +163,11 @@ def train_and_evaluate(
         return_model: include the trained model in the outcome.
         measure_latency: measure CPU inference latency of the masked, compacted and CSR models (a few runs on a
             small batch); otherwise the latency metrics are absent.
+        device: where to train and evaluate (``"cpu"``, ``"cuda:0"``, ...). Masks, random regrowth and the batch
+            order are drawn from CPU generators, so a seed gives the same masks on any device. The returned model,
+            the accounting and the latencies are on the CPU.
+        mixed_precision: on CUDA, run forward passes under ``torch.autocast`` (bfloat16, or float16 with a gradient
+            scaler where bfloat16 is missing); ignored on the CPU. Recorded in ``accounting["device"]``.
     """
     if type(train) is not type(val):
         raise DataError(f"train and val must be the same kind, got {type(train).__name__} and {type(val).__name__}")
@@ -166,26 +181,35 @@ def train_and_evaluate(
             if seed is not None:
                 torch.manual_seed(seed)
             return _run(config, train, val, seed=seed, callback=callback, return_model=return_model,
-                        measure=measure_latency)
+                        measure=measure_latency, device=torch.device(device), mixed_precision=mixed_precision)
     finally:
         if threads is not None:
             torch.set_num_threads(old_threads)
 
 
-def _run(config, train, val, *, seed, callback, return_model, measure) -> TrialOutcome:
+def _run(config, train, val, *, seed, callback, return_model, measure, device, mixed_precision) -> TrialOutcome:
     t_start = time.perf_counter()
     model = build_model(config, train)
     n_out = model.head.out_features
     loss_fn = _loss_fn(n_out)
     x_train, x_val = _inputs(train), _inputs(val)
     y_train = torch.from_numpy(train.y.astype(np.int64))
-    optimizer = _optimizer(config, model)
     n = train.n_rows
     batch = min(config.batch_size, n)
     steps_per_epoch = math.ceil(n / batch)
     total_steps = steps_per_epoch * config.epochs
-    positions = acc.output_positions(model, x_train)
+    positions = acc.output_positions(model, x_train)  # on the CPU, before the model moves
     dense_macs = acc.dense_macs(model, positions)
+    x_val_cpu = x_val
+    if device.type != "cpu":
+        model.to(device)
+        x_train = tuple(t.to(device) for t in x_train)
+        x_val = tuple(t.to(device) for t in x_val)
+        y_train = y_train.to(device)
+    amp_dtype = _autocast_dtype(device, mixed_precision)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else nullcontext
+    optimizer = _optimizer(config, model)  # after the move: its state lives with the parameters
 
     sparse = config.is_sparse
     sparsifier = Sparsifier(
@@ -216,7 +240,7 @@ def _run(config, train, val, *, seed, callback, return_model, measure) -> TrialO
     rows = getattr(config, "report_rows", None)
     if report_after and rows is not None and rows < val.n_rows:
         pick = np.sort(np.random.default_rng(0).choice(val.n_rows, rows, replace=False))  # same for every trial
-        y_rep, x_rep = val.y[pick], tuple(t[torch.from_numpy(pick)] for t in x_val)
+        y_rep, x_rep = val.y[pick], tuple(t[torch.from_numpy(pick).to(t.device)] for t in x_val)
     n_reports = 0
     model.train()
     for epoch in range(1, total_epochs + 1):
@@ -227,17 +251,19 @@ def _run(config, train, val, *, seed, callback, return_model, measure) -> TrialO
         perm = torch.randperm(n, generator=gen)
         for b in range(steps_per_epoch):
             idx = perm[b * batch : (b + 1) * batch]
-            logits = model(*(t[idx] for t in x_train))
-            loss = loss_fn(logits, y_train[idx])
+            idx_d = idx.to(device, non_blocking=True)
+            with autocast():
+                logits = model(*(t[idx_d] for t in x_train))
+            loss = loss_fn(logits.float(), y_train[idx_d])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (scaler.scale(loss) if scaler is not None else loss).backward()
             train_flops += 6.0 * macs_now * idx.numel()
             if sparse and not finetune:
                 if method.wants_dense_grad(step + 1):
                     sparsifier.capture_dense_grads()
                     train_flops += 2.0 * (dense_macs - macs_now) * idx.numel()
                 sparsifier.mask_gradients()
-                optimizer.step()
+                _step(optimizer, scaler)
                 sparsifier.apply_masks()
                 step += 1
                 method.after_step(step)
@@ -245,7 +271,7 @@ def _run(config, train, val, *, seed, callback, return_model, measure) -> TrialO
                     updates_seen = method.n_updates
                     macs_now = acc.sparse_macs(model, positions)
             else:
-                optimizer.step()
+                _step(optimizer, scaler)
                 step += 1
             if callback is not None and (b + 1) in report_after:
                 n_reports += 1
@@ -258,7 +284,10 @@ def _run(config, train, val, *, seed, callback, return_model, measure) -> TrialO
             callback(n_reports, {"epoch": float(epoch), **last_metrics})
     train_seconds = time.perf_counter() - t_start
     model.eval()
-    metrics, accounting = _account(model, config, x_val, positions, measure=measure)
+    model.to("cpu")  # exports, latencies and the returned model are on the CPU
+    metrics, accounting = _account(model, config, x_val_cpu, positions, measure=measure)
+    accounting["device"] = {"device": str(device), "mixed_precision": str(amp_dtype).removeprefix("torch.")
+                            if amp_dtype is not None else "off"}
     metrics.update(last_metrics)
     metrics["train_flops"] = float(train_flops)
     metrics["train_seconds"] = float(train_seconds)
@@ -266,6 +295,14 @@ def _run(config, train, val, *, seed, callback, return_model, measure) -> TrialO
                               "mask_updates_done": method.n_updates, "method": method.name}
     return TrialOutcome(metrics=metrics, history=history, accounting=accounting,
                         model=model if return_model else None)
+
+
+def _step(optimizer: torch.optim.Optimizer, scaler: Any) -> None:
+    if scaler is None:
+        optimizer.step()
+    else:  # float16: unscale, skip the step on inf/nan gradients, adapt the scale
+        scaler.step(optimizer)
+        scaler.update()
 
 
 def _scales(config: TrialConfig, model: nn.Module) -> list[float] | None:

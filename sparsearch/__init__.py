@@ -16,6 +16,7 @@ __all__ = [
     "StudySpec",
     "load_study",
     "rank_features",
+    "rank_interactions",
     "run_study",
 ]
 
@@ -25,10 +26,11 @@ _LAZY = {
     "StudySpec": "sparsearch.search.spec",
     "load_study": "sparsearch.search.spec",
     "rank_features": "sparsearch.features",
+    "rank_interactions": "sparsearch.features",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sparsearch.features import rank_features
+    from sparsearch.features import rank_features, rank_interactions
     from sparsearch.search.controller import StudyResult, run_study
     from sparsearch.search.spec import StudySpec, load_study
 

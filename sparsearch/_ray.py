@@ -13,17 +13,24 @@ __all__ = ["check_ray_reachable", "validate_ray_address"]
 def validate_ray_address(address: str) -> tuple[str, int] | None:
     """Check the syntax of a Ray address; return ``(host, port)``, or ``None`` for ``auto`` and ``local``.
 
+    Ray Client addresses (``ray://``) are refused: in client mode the driver runs off the cluster, where the
+    storage actor and the workers cannot reach what it opens (the journal file, the ranking shards' source, the
+    MLflow writer); the driver must run on a node of the cluster (``ray job submit``, or ``HOST:PORT`` there).
+
     Example:
-        >>> validate_ray_address("ray://127.0.0.1:10001")
-        ('127.0.0.1', 10001)
+        >>> validate_ray_address("127.0.0.1:6379")
+        ('127.0.0.1', 6379)
     """
     if address in ("auto", "local"):
         return None
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if address.startswith("ray://"):
+        raise SpecError(f"Ray address {address!r}: Ray Client (ray://) is not supported, the driver must run on a "
+                        "node of the cluster; submit the run with `ray job submit -- sparsearch run ...`, or give "
+                        "the head's HOST:PORT from a cluster node")
+    host, sep, port = address.rpartition(":")
     host = host.strip("[]")
     if not sep or not port.isdigit() or not host or "/" in host or any(c.isspace() for c in host):
-        raise SpecError(f"Ray address {address!r} is not understood; allowed: auto, local, HOST:PORT, "
-                        "ray://HOST:PORT")
+        raise SpecError(f"Ray address {address!r} is not understood; allowed: auto, local, HOST:PORT")
     return host, int(port)
 
 

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -92,7 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE", help="write a chart of the top features (.png or .html)")
     p.add_argument("--features", metavar="A,B,...", help="rank only these columns")
     p.add_argument("--n-bins", type=int, default=16, metavar="N", help="quantile bins of numeric features")
-    p.add_argument("--no-report", action="store_true", help="skip the data-quality report")
+    p.add_argument("--report", choices=("none", "basic", "full"), default="basic", metavar="R",
+                   help="data-quality report: basic (from the ranking's counts, no extra pass), full (adds the "
+                   "duplicate checks: one more pass), or none (default: %(default)s)")
+    p.add_argument("--no-report", action="store_true", help="skip the data-quality report (= --report none)")
+    p.add_argument("--interactions", type=int, default=0, metavar="K",
+                   help="also rank pairs of features by chance-corrected interaction information; print the K best")
     p.add_argument("--ray-address", metavar="ADDR", help="count row shards on this Ray cluster")
     _add_common(p)
 
@@ -239,12 +245,42 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+class RankProgress:
+    """Rows per second and ETA on one terminal line; silent on pipes and with --json."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.start = time.perf_counter()
+        self.last = -1
+        self.shown = False
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if done < self.last:  # a new pass over the rows (the pair pass) starts its own clock
+            self.start = now
+        self.last = done
+        rate = done / max(now - self.start, 1e-9)
+        text = f"counted {done:,}" + (f" of {total:,}" if total else "") + f" rows ({rate:,.0f} rows/s"
+        if total and rate > 0:
+            text += f", ETA {max(total - done, 0) / rate:.0f}s"
+        print(f"\r{text})\033[K", end="", file=sys.stderr, flush=True)
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            print(file=sys.stderr, flush=True)
+
+
 def _cmd_rank(args: argparse.Namespace) -> int:
     from sparsearch.errors import SpecError
-    from sparsearch.features import quality_report, rank_features
+    from sparsearch.features import RankOptions, rank
 
     if args.top < 1:
         raise SpecError(f"--top must be >= 1, got {args.top}")
+    if args.interactions < 0:
+        raise SpecError(f"--interactions must be >= 0 (pairs to print), got {args.interactions}")
     features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix.lower() not in (".tsv", ".csv", ".json", ".parquet"):
@@ -256,13 +292,15 @@ def _cmd_rank(args: argparse.Namespace) -> int:
         if path is not None:
             _check_writable(flag, path)  # before any work, and so that a failure leaves nothing behind
 
-    def progress(done: int, total: int | None) -> None:
-        if not args.json:
-            print(f"counted {done:,} rows" + (f" of {total:,}" if total else ""), file=sys.stderr, flush=True)
-
-    ranking = rank_features(args.data, args.target, method=args.method, features=features, n_bins=args.n_bins,
-                            ray_address=args.ray_address, use_ray=bool(args.ray_address), progress=progress)
-    report = None if args.no_report else quality_report(args.data, args.target)
+    progress = RankProgress(enabled=not args.json and sys.stderr.isatty())
+    opts = RankOptions(method=args.method, n_bins=args.n_bins, ray_address=args.ray_address,
+                       use_ray=bool(args.ray_address), progress=progress, interactions=args.interactions)
+    try:
+        result = rank(args.data, args.target, opts, features=features,
+                      report="none" if args.no_report else args.report)
+    finally:
+        progress.close()
+    ranking, pairs, report = result.features, result.pairs, result.quality
     if out is not None:
         suffix = out.suffix.lower()
         # written to a temporary name and renamed: a failed write never leaves a file that looks complete
@@ -284,16 +322,25 @@ def _cmd_rank(args: argparse.Namespace) -> int:
 
         plot_ranking(ranking, plot)
     if args.json:
-        _emit(args, ranking.to_dicts(), "")
+        # {"target", "method", "features": [ranking rows], "pairs": [pair rows] (empty without --interactions),
+        #  "quality": [findings] (empty with --report none), "seconds": {stage: seconds}}
+        _emit(args, {"target": args.target, "method": args.method, "features": ranking.to_dicts(),
+                     "pairs": pairs.to_dicts() if pairs is not None else [],
+                     "quality": report.to_dicts() if report is not None else [], "seconds": result.seconds}, "")
         return 0
     cols = [c for c in ("rank", "feature", "score", "mi", "chance_mi", "cardinality", "missing_rate")
             if c in ranking.columns]
     shown = ranking.head(args.top).select(cols)
     text = [f"ranking of {ranking.height} features by {args.method} (target {args.target!r})",
             table(cols, shown.rows())]
+    if pairs is not None:
+        pcols = ["rank", "feature_a", "feature_b", "score", "adjusted_joint_mi", "adjusted_mi_a", "adjusted_mi_b",
+                 "redundancy"]
+        text += ["", f"best {pairs.height} pairs by chance-corrected interaction information (nats):",
+                 table(pcols, pairs.select(pcols).rows()) if pairs.height else "fewer than 2 features: no pairs"]
     if report is not None:
-        text += ["", "data-quality report:",
-                 table(report.columns, report.rows()) if report.height else "no issues found"]
+        text += ["", "data-quality report" + (" (duplicate checks: --report full)" if args.report == "basic" else "")
+                 + ":", table(report.columns, report.rows()) if report.height else "no issues found"]
     if out is not None:
         text.append(f"\nwrote {out}")
     print("\n".join(text))

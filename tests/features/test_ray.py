@@ -28,11 +28,11 @@ def test_unreachable_ray_address_fails_fast():
     import pytest
 
     from sparsearch.errors import ConnectionProblem
-    from sparsearch.features._distributed import _check_reachable
+    from sparsearch.features._distributed import check_ray_reachable
 
     t = time.perf_counter()
     with pytest.raises(ConnectionProblem, match="cannot connect to Ray at '127.0.0.1:1'"):
-        _check_reachable("127.0.0.1:1")
+        check_ray_reachable("127.0.0.1:1")
     assert time.perf_counter() - t < 10
-    _check_reachable("auto")  # left to ray.init
-    _check_reachable("local")
+    check_ray_reachable("auto")  # left to ray.init
+    check_ray_reachable("local")

@@ -98,7 +98,8 @@ def test_quality_report_flags_an_all_null_feature_and_ranking_still_works(bad_da
     import json
 
     doc = json.loads(capsys.readouterr().out)
-    assert {r["feature"] for r in doc} == {"a", "b"}
+    assert {r["feature"] for r in doc["features"]} == {"a", "b"}
+    assert ("a", "constant") in {(r["feature"], r["issue"]) for r in doc["quality"]}
     from sparsearch.features import quality_report
 
     report = quality_report(bad_data / "null_feature.csv", "y")
@@ -129,7 +130,7 @@ def test_a_million_distinct_values_rank_fast_and_score_as_noise(million_distinct
     elapsed = time.perf_counter() - start
     import json
 
-    rows = {r["feature"]: r for r in json.loads(capsys.readouterr().out)}
+    rows = {r["feature"]: r for r in json.loads(capsys.readouterr().out)["features"]}
     assert code == 0
     assert rows["id"]["cardinality"] == 1_000_000
     assert rows["a"]["rank"] == 1 and rows["id"]["score"] < rows["a"]["score"]  # the ID column is not informative

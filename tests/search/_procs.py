@@ -68,14 +68,14 @@ def wait_http(url: str, timeout: float = 90.0) -> None:
 
 
 @contextlib.contextmanager
-def ray_head(tmp: Path) -> Iterator[dict[str, int]]:
+def ray_head(tmp: Path, num_cpus: int = 2) -> Iterator[dict[str, int]]:
     """A Ray head on 127.0.0.1 with every port chosen free (6379 may be taken), stopped at exit."""
     gcs, dash, agent, agent_grpc, rt_env, metrics = free_ports(6)
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
            "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1",
            f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={agent}",
            f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={rt_env}",
-           f"--metrics-export-port={metrics}", "--num-cpus=2", "--include-dashboard=true"]
+           f"--metrics-export-port={metrics}", f"--num-cpus={num_cpus}", "--include-dashboard=true"]
     log = open(tmp / "ray-head.log", "w")
     # several drivers share this 2-CPU head: Ray kills a worker idle for 1 s once a node has more workers than
     # CPUs, so each driver's trial workers were killed and restarted between trials (90+ worker processes, 3-5x

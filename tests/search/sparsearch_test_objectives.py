@@ -68,3 +68,26 @@ def conditional(trial, config, train, val, on_epoch):
         trial.report(1.0 - (x - 1.0) ** 2 - 0.1 * (2 - epoch), epoch)
     trial.set_user_attr("remote_calls", trial.remote_calls)
     return {"val_auc": 1.0 - (x - 1.0) ** 2}
+
+
+def gpu_probe(trial, config, train, val, on_epoch):
+    """Records the GPUs Ray made visible to the trial and when it ran (tests with logical GPUs)."""
+    import ray
+
+    start = time.time()
+    time.sleep(1.0)
+    trial.set_user_attr("cuda_visible_devices", os.environ.get("CUDA_VISIBLE_DEVICES"))
+    trial.set_user_attr("gpu_ids", [str(i) for i in ray.get_gpu_ids()])
+    trial.set_user_attr("ran", [start, time.time()])
+    return {"val_auc": 0.5 + 0.01 * trial.number}
+
+
+def storage_down_once(trial, config, train, val, on_epoch):
+    """The study's storage is unreachable from the worker the first time (marker file in a study attribute)."""
+    from sparsearch.search.storage import StorageActorLost
+
+    marker = Path(trial.study.user_attrs["marker"])
+    if not marker.exists():
+        marker.write_text("down")
+        raise StorageActorLost("the study's storage actor died during set_trial_user_attr (simulated)")
+    return {"val_auc": 0.7}

@@ -132,6 +132,55 @@ def test_killed_driver_resumes_and_loses_nothing(tmp_path):
     assert len({t["number"] for t in doc["trials"]}) == len(doc["trials"])
 
 
+def test_a_sigkilled_driver_is_seen_dead_at_once_by_the_next_driver_on_its_host(tmp_path):
+    """With stale_after far longer than the test, only the dead driver's process record can free its trials."""
+    import os
+    import signal
+
+    import optuna
+
+    from sparsearch.search.storage import open_storage
+
+    path = study_file(tmp_path, name="sigkill", n_trials=12, objective="slow_quadratic", stale_after=600)
+    results = tmp_path / "res"
+    proc = subprocess.Popen([sys.executable, "-m", "sparsearch", "run", str(path), "--results", str(results)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(),
+                            start_new_session=True)
+    journal = results / "optuna.journal"
+    deadline = time.monotonic() + 180
+    running_at_kill: set[int] = set()
+    try:
+        while time.monotonic() < deadline and not running_at_kill:
+            time.sleep(0.3)
+            if not journal.exists():
+                continue
+            try:
+                study = optuna.load_study(study_name="sigkill", storage=open_storage(f"journal:{journal}"))
+            except KeyError:
+                continue
+            trials = study.trials
+            if any(t.state == TrialState.COMPLETE for t in trials):
+                running_at_kill = {t.number for t in trials if t.state == TrialState.RUNNING}
+        assert running_at_kill, "the driver never had a trial complete and others running"
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray, no clean-up at all
+        proc.wait(30)
+    finally:
+        stop_group(proc, grace=0)
+    start = time.monotonic()
+    resumed = subprocess.run([sys.executable, "-m", "sparsearch", "run", str(path), "--results", str(results),
+                              "--n-trials", "1", "--json"], capture_output=True, text=True, env=env(), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert time.monotonic() - start < 300
+    doc = json.loads(resumed.stdout)
+    assert not [t for t in doc["trials"] if t["state"] == "RUNNING"], doc["trials"]
+    gone = {t["number"] for t in doc["trials"] if "is gone" in str(t["user_attrs"].get("fail_reason", ""))}
+    assert running_at_kill <= gone | {t["number"] for t in doc["trials"] if t["state"] == "COMPLETE"}
+    assert gone, "the dead driver's trials were not failed by its process record"
+    retried = {t["user_attrs"].get("retry_of") for t in doc["trials"]} - {None}
+    assert gone <= retried  # and re-queued, then run by the resumed driver
+    assert {t["state"] for t in doc["trials"] if t["user_attrs"].get("retry_of") in gone} <= {"COMPLETE", "PRUNED"}
+
+
 @pytest.mark.usefixtures("ray_session")
 def test_mlflow_server_rest_api_and_an_outage_mid_study(tmp_path):
     """Runs are browsable through the server's REST API; when the server dies mid-study, trials go on, and the

@@ -171,7 +171,7 @@ def test_model_uri_signature_example_and_registry(study, model):
     assert result.study.user_attrs["model_uri"] == result.model_uri
     package = model.unwrap_python_model()
     signature = model.metadata.signature
-    assert signature.inputs.input_names() == list(package.encoder.features)
+    assert signature.inputs.input_names() == list(package.encoder.raw_features)
     assert {p.name for p in signature.params.params} == {"format", "output"}
     assert model.metadata.saved_input_example_info is not None
     client = MlflowClient(tracking_uri=study["tracking"])

@@ -1,0 +1,154 @@
+"""Full-size studies (issue 11, item 3), each run as a new user runs it, measured in full on this machine.
+
+    python bench/bench_fullsize.py clicklog   # clicklog_large, 2,000,000 rows; ceiling = AUC of the true p on test rows
+    python bench/bench_fullsize.py fashion    # fashion_cnn, 60,000 images, t10k test; + the dense reference
+    python bench/bench_fullsize.py flights    # flights, all rows; + HistGradientBoostingClassifier on the same split
+    python bench/bench_fullsize.py clicklog --pruner none    # the same study without multi-fidelity
+
+Each run is the bundled study through ``run_study`` (a fresh results folder under ``bench/out/fullsize/``), timed end
+to end; the figures are the incumbent's metrics on the held-out test rows (evaluated once, by the controller). Each
+run's JSON goes to ``bench/results/fullsize-<name>[-<variant>].json`` as soon as it finishes; a done run is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+OUT = BENCH / "out" / "fullsize"
+RESULTS = BENCH / "results"
+for _k, _v in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+               "RAY_enable_metrics_collection": "0", "MLFLOW_DISABLE_TELEMETRY": "true",
+               "RAY_AUTH_MODE": "disabled"}.items():
+    os.environ.setdefault(_k, _v)
+
+
+def _study(name: str, label: str, **overrides: Any) -> dict[str, Any]:
+    from sparsearch.search.controller import run_study
+
+    folder = OUT / label
+    shutil.rmtree(folder, ignore_errors=True)
+    t0 = time.perf_counter()
+    result = run_study(name, results_dir=folder, **overrides)
+    wall = time.perf_counter() - t0
+    doc = result.to_json()
+    best = result.best_trial
+    return {"study": name, "label": label, "overrides": {k: str(v) for k, v in overrides.items()}, "wall_s": wall,
+            "n_complete": doc["n_complete"], "n_pruned": doc["n_pruned"], "n_failed": doc["n_failed"],
+            "best_values": doc["best_values"], "test_metrics": doc["test_metrics"], "split": doc["split"],
+            "best_params": doc["best_params"],
+            "best_realized_sparsity": best.user_attrs.get("realized_sparsity") if best else None,
+            "trials": [{"number": t["number"], "state": t["state"], "values": t["values"],
+                        "duration_s": t["duration_s"],
+                        "realized_sparsity": t["user_attrs"].get("realized_sparsity")} for t in doc["trials"]]}
+
+
+def _save(name: str, doc: dict[str, Any]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    doc["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+    (RESULTS / f"fullsize-{name}.json").write_text(json.dumps(doc, indent=1, default=str))
+    print(json.dumps({k: v for k, v in doc.items() if k != "trials"}, default=str))
+
+
+def clicklog(variant: dict[str, Any]) -> dict[str, Any]:
+    doc = _study("clicklog_large", "clicklog" + _suffix(variant), **variant)
+    # the ceiling: the generator's true click probability, scored on the same test rows
+    import numpy as np
+
+    from sparsearch.features import DATASETS
+    from sparsearch.search.spec import load_study
+    from sparsearch.spaces import split_indices
+    from sparsearch.spaces.metrics import binary_auc
+
+    spec = load_study("clicklog_large")
+    df, p = DATASETS["click_log"](**spec.data.params, return_probability=True)
+    y = df["click"].to_numpy().astype(np.int64)
+    _, _, te = split_indices(y, spec.train.val_fraction, spec.train.test_fraction, spec.study.seed or 0)
+    doc["ceiling_test_auc"] = float(binary_auc(y[te], p[te]))
+    doc["gap_to_ceiling"] = doc["ceiling_test_auc"] - (doc["test_metrics"] or {}).get("test_auc", float("nan"))
+    doc["targets"] = {"wall_s_max": 1800, "gap_max": 0.01}
+    return doc
+
+
+def fashion(variant: dict[str, Any]) -> dict[str, Any]:
+    doc = _study("fashion_cnn", "fashion" + _suffix(variant), **variant)
+    # the dense reference: the same space at sparsity 0, in the same run
+    dense = _study("fashion_cnn", "fashion-dense" + _suffix(variant), study_name="fashion_cnn-dense",
+                   **{"space.methods": ["dense"], **variant})
+    doc["dense_reference"] = {k: dense[k] for k in ("wall_s", "test_metrics", "best_values", "n_complete")}
+    sparse_ok = [t for t in doc["trials"] if (t["realized_sparsity"] or 0) >= 0.90]
+    doc["targets"] = {"test_accuracy_min": 0.90, "realized_sparsity_min": 0.90, "wall_s_max": 3600,
+                      "n_trials_at_90pct": len(sparse_ok)}
+    return doc
+
+
+def flights(variant: dict[str, Any]) -> dict[str, Any]:
+    doc = _study("flights", "flights" + _suffix(variant), **{"data.max_rows": None, **variant})
+    # the peer a tabular user reaches for first, on the same split (fitted on training rows, scored on test rows)
+    import numpy as np
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from sparsearch.search.data import prepare_data
+    from sparsearch.search.spec import load_study
+    from sparsearch.spaces.metrics import binary_auc
+
+    same_rows = {k: v for k, v in variant.items() if k.startswith(("data.", "train.", "seed"))}
+    spec = load_study("flights", **{"data.max_rows": None, **same_rows, "data.prefilter": "none", "data.top_k": None})
+    prepared = prepare_data(spec, OUT / "flights-hgb")
+    if prepared.split["digest"] != doc["split"]["digest"]:
+        raise SystemExit("the peer would see another split than the study: refusing to compare")
+
+    def xy(d: Any) -> tuple[Any, Any]:
+        return np.hstack([d.categorical.astype(np.float64), d.numeric.astype(np.float64)]), d.y
+
+    xtr, ytr = xy(prepared.train)
+    xte, yte = xy(prepared.test)
+    t0 = time.perf_counter()
+    # native categorical splits where a column has at most 255 codes; higher-cardinality codes go in as ordinals
+    cats = np.array([c <= 255 for c in prepared.train.cardinalities] + [False] * prepared.train.numeric.shape[1])
+    hgb = HistGradientBoostingClassifier(categorical_features=cats, random_state=0, max_iter=300,
+                                         early_stopping=True, validation_fraction=0.1)
+    hgb.fit(xtr, ytr)
+    doc["hgb"] = {"test_auc": float(binary_auc(yte, hgb.predict_proba(xte)[:, 1])),
+                  "fit_s": time.perf_counter() - t0, "n_features": int(xtr.shape[1]),
+                  "split_digest": prepared.split["digest"]}
+    return doc
+
+
+def _suffix(variant: dict[str, Any]) -> str:
+    return "".join(f"-{k.split('.')[-1]}={v}" for k, v in sorted(variant.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("name", choices=["clicklog", "fashion", "flights"])
+    ap.add_argument("--pruner", default=None, help="override [study] pruner (e.g. none: without multi-fidelity)")
+    ap.add_argument("--force", action="store_true", help="re-run even when the JSON exists")
+    ap.add_argument("--smoke", action="append", default=[], metavar="KEY=VALUE",
+                    help="shrink the study to check the script (results go to bench/out, never bench/results)")
+    args = ap.parse_args(argv)
+    variant: dict[str, Any] = {"pruner": args.pruner} if args.pruner else {}
+    if args.smoke:
+        import tomllib
+
+        global RESULTS
+        RESULTS = OUT / "smoke"
+        variant.update({k: tomllib.loads(f"v = {v}")["v"] for k, _, v in (x.partition("=") for x in args.smoke)})
+    label = args.name + _suffix(variant)
+    if (RESULTS / f"fullsize-{label}.json").exists() and not args.force:
+        print(f"done already: bench/results/fullsize-{label}.json (--force to re-run)")
+        return 0
+    doc = {"clicklog": clicklog, "fashion": fashion, "flights": flights}[args.name](variant)
+    _save(label, doc)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

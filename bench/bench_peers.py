@@ -1,0 +1,321 @@
+"""Side by side with what users would pick instead (issue 11, item 4): equal wall-clock budgets, same training
+function, same space, same split, same machine, several seeds, interleaved.
+
+    python bench/bench_peers.py clicklog_large --budget-s 600 --seeds 5
+    python bench/bench_peers.py fashion_cnn --budget-s 900 --seeds 5
+    python bench/bench_peers.py quickstart --budget-s 60 --seeds 2 --set train.epochs=1     # smoke run
+
+Contenders (each run in a subprocess of its own, 2 trials in flight x 1 CPU, the study's search space):
+
+- ``ours``: sparsearch's controller with the study's sampler and trial pruner (TPE + Hyperband on the bundled
+  full-size studies), ``[study] timeout`` = the budget;
+- ``random``: the same controller with ``sampler = "random"`` (and the same pruner);
+- ``optuna``: plain ``optuna`` ``study.optimize`` in 2 processes on one journal file, TPE + ``HyperbandPruner``;
+- ``tune``: Ray Tune ``Tuner`` + ``OptunaSearch`` (TPE over the same define-by-run space) + ``ASHAScheduler``,
+  ``max_concurrent_trials = 2``, 1 CPU per trial, ``time_budget_s`` = the budget.
+
+Every contender trains with :mod:`bench.peers_objective` (one function) and reports at the study's
+``reports_per_epoch``; each completed trial is also evaluated on the held-out test rows, which no contender selects
+on: the anytime curve is the test metric of the incumbent (best by validation) against wall time. Each run's JSON is
+saved as soon as it finishes (``bench/out/peers/<study>/<contender>-s<seed>.json``) and done runs are skipped, so an
+interrupted benchmark resumes. ``summary`` prints the table (time to reach each peer's final test metric, as a
+fraction of the peer's budget) and writes ``bench/results/peers-<study>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pickle
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+OUT = BENCH / "out" / "peers"
+CONTENDERS = ("ours", "random", "optuna", "tune")
+ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_enable_metrics_collection": "0",
+       "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    import tomllib
+
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        out[key] = tomllib.loads(f"v = {value}")["v"]
+    return out
+
+
+def _spec(study: str, overrides: dict[str, Any], **more: Any) -> Any:
+    from sparsearch.search.spec import load_study
+
+    return load_study(study, **{**overrides, **more})
+
+
+def _objective(spec: Any) -> str:
+    obj = spec.study.objectives[0]
+    if len(spec.study.objectives) != 1 or not obj.startswith("val_"):
+        raise SystemExit(f"bench_peers compares single-objective studies on a val_* metric, got {spec.study.objectives}")
+    return obj
+
+
+# -- one run per subprocess -------------------------------------------------------------------------------------
+def run_one(contender: str, seed: int, study: str, overrides: dict[str, Any], budget: float, folder: Path) -> dict:
+    spec = _spec(study, overrides, seed=seed)
+    objective = _objective(spec)
+    hidden = "hidden_test_" + objective.removeprefix("val_")
+    direction = spec.study.resolved_directions()[0]
+    started = time.time()
+    if contender in ("ours", "random"):
+        rows = _run_ours(spec, contender, seed, budget, folder, objective, hidden)
+    elif contender == "optuna":
+        rows = _run_optuna(spec, seed, budget, folder, objective, hidden)
+    elif contender == "tune":
+        rows = _run_tune(spec, seed, budget, folder, objective, hidden)
+    else:
+        raise SystemExit(f"unknown contender {contender!r}; choose from {', '.join(CONTENDERS)}")
+    rows.sort(key=lambda r: r["t"])
+    return {"contender": contender, "seed": seed, "study": study, "overrides": overrides, "budget_s": budget,
+            "objective": objective, "direction": direction, "wall_s": time.time() - started, "trials": rows,
+            "curve": anytime(rows, direction == "maximize")}
+
+
+def _run_ours(spec, contender, seed, budget, folder, objective, hidden) -> list[dict]:
+    from sparsearch.search.controller import run_study
+
+    sampler = "random" if contender == "random" else spec.study.sampler
+    t0 = time.time()
+    result = run_study(spec, results_dir=folder / f"{contender}-s{seed}", progress=False, sampler=sampler,
+                       n_trials=100_000, timeout=budget, study_name=f"{spec.study.name}-{contender}-s{seed}",
+                       **{"study.objective": "peers_objective:ours", "tracking.enabled": False})
+    rows = []
+    for t in result.trials:
+        if t.state.name != "COMPLETE" or t.datetime_complete is None:
+            continue
+        metrics = t.user_attrs.get("metrics", {})
+        rows.append({"t": t.datetime_complete.timestamp() - t0, "val": t.values[0], "test": metrics.get(hidden)})
+    return rows
+
+
+def _run_optuna(spec, seed, budget, folder, objective, hidden) -> list[dict]:
+    import optuna
+
+    folder.mkdir(parents=True, exist_ok=True)
+    journal = folder / f"optuna-s{seed}.journal"
+    journal.unlink(missing_ok=True)
+    t0 = time.time()
+    procs = [subprocess.Popen([sys.executable, __file__, "_optuna_worker", str(journal), str(seed), str(k),
+                               str(budget), json.dumps(spec.to_toml_dict())], env={**os.environ, **ENV})
+             for k in range(2)]
+    for p in procs:
+        p.wait()
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    study = optuna.load_study(study_name="peer", storage=storage)
+    return [{"t": t.datetime_complete.timestamp() - t0, "val": t.value, "test": t.user_attrs.get(hidden)}
+            for t in study.trials if t.state.name == "COMPLETE"]
+
+
+def _optuna_worker(journal: str, seed: int, k: int, budget: float, raw: str) -> None:
+    import optuna
+    import peers_objective
+
+    from sparsearch.search.spec import parse_study
+    from sparsearch.spaces import suggest_config
+
+    spec = parse_study(json.loads(raw))
+    objective = _objective(spec)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(journal))
+    study = optuna.create_study(study_name="peer", storage=storage, load_if_exists=True,
+                                direction=spec.study.resolved_directions()[0],
+                                sampler=optuna.samplers.TPESampler(seed=seed * 10 + k, constant_liar=True),
+                                pruner=optuna.pruners.HyperbandPruner(
+                                    min_resource=1, max_resource=spec.train.epochs * spec.train.reports_per_epoch))
+    data = peers_objective.prepared()
+    top_k = spec.data.top_k
+
+    def fn(trial):
+        features = None
+        if top_k is not None and top_k[0] < top_k[1]:
+            features = tuple(data.candidates[: trial.suggest_int("data.top_k", top_k[0], top_k[1])])
+        config = suggest_config(trial, spec.space, spec.train, n_features=len(data.candidates) or None)
+
+        def report(step, metrics):
+            trial.report(metrics[objective], step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        metrics = peers_objective.train_config(config, features, seed=trial.number, report=report)
+        for key, value in metrics.items():
+            if key.startswith("hidden_test_"):
+                trial.set_user_attr(key, value)
+        return metrics[objective]
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(fn, timeout=budget)
+
+
+def _run_tune(spec, seed, budget, folder, objective, hidden) -> list[dict]:
+    import peers_objective
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from sparsearch.spaces import config_from_params
+
+    data = peers_objective.prepared()
+    n_features = len(data.candidates) or None
+    direction = spec.study.resolved_directions()[0]
+
+    space = peers_objective.DefineByRunSpace(spec.to_toml_dict(), n_features)
+
+    def trainable(params):
+        import peers_objective as po
+
+        d = po.prepared()
+        features = tuple(d.candidates[: int(params["data.top_k"])]) if "data.top_k" in params else None
+        config = config_from_params(params, spec.space, spec.train, n_features=n_features)
+        number = zlib.crc32(json.dumps(params, sort_keys=True, default=str).encode()) % 100_000  # per config
+        metrics = po.train_config(config, features, seed=number,
+                                  report=lambda step, m: tune.report({objective: m[objective], "step": step}))
+        tune.report({objective: metrics[objective], hidden: metrics[hidden], "done_trial": 1})
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=300_000_000,
+             log_to_driver=False, runtime_env={"env_vars": {**ENV, "PYTHONPATH": str(BENCH),
+                                                            "SPARSEARCH_PEERS_DATA": os.environ["SPARSEARCH_PEERS_DATA"]}})
+    t0 = time.time()
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        tune_config=tune.TuneConfig(
+            search_alg=OptunaSearch(space=space, metric=objective, mode=direction[:3], seed=seed),
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=spec.train.epochs *
+                                    spec.train.reports_per_epoch + 1, grace_period=1, reduction_factor=3),
+            metric=objective, mode=direction[:3], num_samples=-1, max_concurrent_trials=2, time_budget_s=budget),
+        run_config=tune.RunConfig(storage_path=str(folder / f"tune-s{seed}"), verbose=0),
+    )
+    grid = tuner.fit()
+    rows = []
+    for res in grid:
+        m = res.metrics or {}
+        if m.get("done_trial") and hidden in m:
+            rows.append({"t": float(m["timestamp"]) - t0, "val": m[objective], "test": m[hidden]})
+    ray.shutdown()
+    return rows
+
+
+# -- figures ------------------------------------------------------------------------------------------------------
+def anytime(rows: list[dict], maximize: bool) -> list[list[float]]:
+    """``[t, incumbent val, incumbent test]`` each time the incumbent (best by validation) changes."""
+    curve, best = [], None
+    for r in rows:
+        if r["val"] is None or r["test"] is None or not math.isfinite(r["val"]):
+            continue
+        if best is None or (r["val"] > best if maximize else r["val"] < best):
+            best = r["val"]
+            curve.append([r["t"], r["val"], r["test"]])
+    return curve
+
+
+def time_to_reach(curve: list[list[float]], target: float, maximize: bool) -> float | None:
+    for t, _, test in curve:
+        if (test >= target) if maximize else (test <= target):
+            return t
+    return None
+
+
+def summary(study: str, folder: Path) -> dict[str, Any]:
+    runs: dict[str, list[dict]] = {}
+    for path in sorted(folder.glob("*-s*.json")):
+        doc = json.loads(path.read_text())
+        runs.setdefault(doc["contender"], []).append(doc)
+    if not runs:
+        raise SystemExit(f"no finished runs under {folder}")
+    maximize = next(iter(runs.values()))[0]["direction"] == "maximize"
+    finals = {c: [d["curve"][-1][2] if d["curve"] else math.nan for d in docs] for c, docs in runs.items()}
+    table = []
+    for c, docs in runs.items():
+        row = {"contender": c, "seeds": len(docs), "final_test_median": float(np.nanmedian(finals[c])),
+               "final_test_min": float(np.nanmin(finals[c])), "final_test_max": float(np.nanmax(finals[c])),
+               "trials_median": float(np.median([len(d["trials"]) for d in docs]))}
+        for peer, peer_docs in runs.items():
+            if peer == c:
+                continue
+            target = float(np.nanmedian(finals[peer]))
+            budget = float(np.median([d["budget_s"] for d in peer_docs]))
+            times = [time_to_reach(d["curve"], target, maximize) for d in docs]
+            reached = [t / budget for t in times if t is not None]
+            row[f"time_to_{peer}_final_over_its_budget"] = float(np.median(reached)) if len(reached) == len(times) \
+                else None
+            row[f"reached_{peer}_final"] = f"{len(reached)}/{len(times)}"
+        table.append(row)
+    doc = {"study": study, "command": " ".join(sys.argv), "table": table,
+           "runs": {c: [{"seed": d["seed"], "final": d["curve"][-1] if d["curve"] else None,
+                         "n_trials": len(d["trials"]), "curve": d["curve"]} for d in docs] for c, docs in runs.items()}}
+    results = BENCH / "results"
+    results.mkdir(exist_ok=True)
+    (results / f"peers-{study}.json").write_text(json.dumps(doc, indent=1))
+    for row in table:
+        print(json.dumps(row))
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_optuna_worker":
+        _optuna_worker(argv[1], int(argv[2]), int(argv[3]), float(argv[4]), argv[5])
+        return 0
+    if argv and argv[0] == "_run":
+        contender, seed, study, budget, folder, raw = argv[1], int(argv[2]), argv[3], float(argv[4]), Path(argv[5]), \
+            argv[6]
+        doc = run_one(contender, seed, study, json.loads(raw), budget, folder)
+        (folder / f"{contender}-s{seed}.json").write_text(json.dumps(doc))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("study")
+    ap.add_argument("--budget-s", type=float, required=True, help="wall-clock budget of every run")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--contenders", default=",".join(CONTENDERS))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="study override (TOML value)")
+    ap.add_argument("--summary", action="store_true", help="only summarise the finished runs")
+    args = ap.parse_args(argv)
+    overrides = _parse_set(args.set)
+    folder = OUT / args.study
+    folder.mkdir(parents=True, exist_ok=True)
+    if args.summary:
+        summary(args.study, folder)
+        return 0
+    data_path = folder / "prepared.pkl"
+    if not data_path.exists():  # one split and one training-rows ranking for every contender
+        from sparsearch.search.data import prepare_data
+
+        spec = _spec(args.study, overrides)
+        prepared = prepare_data(spec, folder / "prep")
+        with open(data_path, "wb") as fh:
+            pickle.dump(prepared, fh, protocol=5)
+    env = {**os.environ, **ENV, "SPARSEARCH_PEERS_DATA": str(data_path),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(BENCH), os.environ.get("PYTHONPATH")) if p)}
+    contenders = args.contenders.split(",")
+    for seed in range(args.seeds):
+        order = contenders[seed % len(contenders):] + contenders[: seed % len(contenders)]  # interleaved, rotated
+        for c in order:
+            out = folder / f"{c}-s{seed}.json"
+            if out.exists():
+                continue
+            print(f"[peers] {args.study} {c} seed {seed} ({args.budget_s:.0f} s)", flush=True)
+            subprocess.run([sys.executable, __file__, "_run", c, str(seed), args.study, str(args.budget_s),
+                            str(folder), json.dumps(overrides)], env=env, check=True)
+    summary(args.study, folder)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""The one training function every contender of bench/bench_peers.py runs (ours, random, plain Optuna, Ray Tune).
+
+It trains a trial's config with :func:`sparsearch.spaces.train_and_evaluate` (reporting each validation report
+through ``report``), and, once the trial is complete, evaluates the trained model on the held-out test rows. That
+test figure is recorded for the anytime curves only: no contender selects on it (they all select on ``val_*``).
+The prepared data (our train / validation / test split, the prefilter fitted on training rows) is read from the
+pickle that ``SPARSEARCH_PEERS_DATA`` names, once per process.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any
+
+_CACHE: dict[str, Any] = {}
+
+
+def prepared() -> Any:
+    path = os.environ["SPARSEARCH_PEERS_DATA"]
+    if path not in _CACHE:
+        with open(path, "rb") as fh:
+            _CACHE.clear()
+            _CACHE[path] = pickle.load(fh)
+    return _CACHE[path]
+
+
+def train_config(config: Any, features: tuple[str, ...] | None, seed: int, report: Any) -> dict[str, float]:
+    """Train ``config`` on the training rows, report on validation rows, return val metrics plus hidden test ones."""
+    from sparsearch.search.data import select_features
+    from sparsearch.spaces import evaluate_model, train_and_evaluate
+
+    data = prepared()
+    outcome = train_and_evaluate(config, select_features(data.train, features), select_features(data.val, features),
+                                 seed=seed, threads=1, callback=report, measure_latency=False)
+    metrics = {k: float(v) for k, v in outcome.metrics.items() if isinstance(v, (int, float))}
+    hidden = evaluate_model(outcome.model, select_features(data.test, features), prefix="hidden_test_")
+    return {**metrics, **hidden}
+
+
+def ours(trial: Any, config: Any, train: Any, val: Any, report: Any) -> dict[str, float]:
+    """sparsearch's custom-objective form (the controller sampled ``config`` in the driver)."""
+    features = None
+    if "data.top_k" in trial.params:
+        features = tuple(prepared().candidates[: int(trial.params["data.top_k"])])
+    return train_config(config, features, seed=trial.number, report=report)
+
+
+class DefineByRunSpace:
+    """The study's define-by-run space as a picklable callable (Ray Tune's OptunaSearch checkpoints its searcher)."""
+
+    def __init__(self, raw_spec: dict[str, Any], n_features: int | None) -> None:
+        self.raw_spec = raw_spec
+        self.n_features = n_features
+
+    def __call__(self, trial: Any) -> None:
+        from sparsearch.search.spec import parse_study
+        from sparsearch.spaces import suggest_config
+
+        spec = parse_study(self.raw_spec)
+        top_k = spec.data.top_k
+        if top_k is not None and top_k[0] < top_k[1]:
+            trial.suggest_int("data.top_k", top_k[0], top_k[1])
+        suggest_config(trial, spec.space, spec.train, n_features=self.n_features)

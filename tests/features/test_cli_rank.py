@@ -1,0 +1,69 @@
+"""`sparsearch rank`: one count for ranking, pairs and the basic report; quiet on pipes; progress on a terminal."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from sparsearch.cli import RankProgress, main
+
+
+@pytest.fixture()
+def xor_file(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 6_000
+    a, b = rng.integers(0, 4, n), rng.integers(0, 2, n)
+    y = ((a % 2) ^ b) ^ (rng.random(n) < 0.1)
+    df = pl.DataFrame({"xa": a, "xb": b, "n1": rng.integers(0, 30, n), "n2": rng.integers(0, 500, n),
+                       "copy": (b * 7 + 1).astype(np.int64), "y": y.astype(np.int64)})
+    path = tmp_path / "d.parquet"
+    df.write_parquet(path)
+    return path
+
+
+def test_json_holds_features_pairs_and_quality_and_stderr_stays_quiet(xor_file, capsys):
+    assert main(["rank", str(xor_file), "--target", "y", "--interactions", "3", "--json"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert captured.err == ""
+    assert set(doc) == {"target", "method", "features", "pairs", "quality", "seconds"}
+    assert len(doc["features"]) == 5 and len(doc["pairs"]) == 3
+    assert (doc["pairs"][0]["feature_a"], doc["pairs"][0]["feature_b"]) == ("xa", "xb")
+    assert doc["pairs"][0]["score"] > 0.3 and doc["pairs"][0]["rank"] == 1
+    assert set(doc["seconds"]) == {"count", "pairs", "report"}
+    # the basic report needs no extra pass, so it has no duplicate findings; --report full finds the copy of xb
+    assert not any(r["issue"] == "duplicate" for r in doc["quality"])
+    assert main(["rank", str(xor_file), "--target", "y", "--report", "full", "--json"]) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert full["pairs"] == [] and any(r["issue"] == "duplicate" for r in full["quality"])
+    assert main(["rank", str(xor_file), "--target", "y", "--no-report", "--report", "full", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["quality"] == []
+
+
+def test_text_output_lists_pairs_and_names_the_full_report(xor_file, capsys):
+    assert main(["rank", str(xor_file), "--target", "y", "--interactions", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "best 2 pairs by chance-corrected interaction information" in captured.out
+    assert "duplicate checks: --report full" in captured.out
+    assert captured.err == ""  # not a terminal: no progress lines
+
+
+def test_progress_shows_rate_and_eta_on_a_terminal(capsys):
+    progress = RankProgress(enabled=True)
+    progress(500_000, 2_000_000)
+    progress(1_000_000, 2_000_000)
+    progress.close()
+    err = capsys.readouterr().err
+    assert "counted 1,000,000 of 2,000,000 rows (" in err and "rows/s, ETA " in err and err.endswith("\n")
+    quiet = RankProgress(enabled=False)
+    quiet(1, 2)
+    quiet.close()
+    assert capsys.readouterr().err == ""
+
+
+def test_bad_interactions_flag(xor_file, capsys):
+    assert main(["rank", str(xor_file), "--target", "y", "--interactions", "-1"]) == 2
+    assert "--interactions must be >= 0" in capsys.readouterr().err
