@@ -28,8 +28,9 @@ def raw_frame(n: int = 3000, seed: int = 5) -> pl.DataFrame:
     shop = rng.integers(0, 30, n)
     promo = rng.random(n) < 0.4
     price = rng.normal(10.0, 3.0, n)
-    logit = (np.isin(city, ["c1", "c3", "c5", "c8"]) * 1.5 + (shop % 3 == 0) * 1.2
-             + promo * 1.0 - 0.3 * (price - 10.0) - 1.0)
+    # an interaction (shop parity with promo, price with promo) for the crosses to find
+    logit = (np.isin(city, ["c1", "c3", "c5", "c8"]) * 1.5 + (shop % 3 == 0) * 1.2 - 0.3 * (price - 10.0)
+             + 2.0 * (((shop % 2 == 0) == promo) - 0.5) + 1.5 * (promo * (price > 10.0) - 0.2) - 1.0)
     y = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
     frame = pl.DataFrame({"city": city, "shop": shop, "promo": promo, "price": price,
                           "noise": rng.integers(0, 5, n), "label": y})
@@ -46,7 +47,7 @@ def study(tmp_path_factory, ray_session):
     frame = raw_frame()
     spec = StudySpec(
         study=StudySection(name=NAME, n_trials=3, sampler="random", seed=1),
-        data=DataSpec(frame=frame, target="label", top_k=[3, 4]),
+        data=DataSpec(frame=frame, target="label", top_k=[3, 4], crosses=2),
         space={"depth": [1, 2], "width": [16, 32], "target_sparsity": 0.9, "methods": ["gmp"]},
         train={"epochs": 3}, tracking=TrackingSpec(register_model=True),
     )
@@ -115,8 +116,12 @@ def test_the_model_on_raw_rows_reproduces_the_trials_own_predictions(study, mode
     kept = select_features(evaluated["encoded"], package.encoder.features)
     direct = network_proba(package.network("dense"), kept.categorical, kept.numeric)
     np.testing.assert_allclose(model.predict(evaluated["raw"].to_pandas())["1"].to_numpy(), direct, atol=1e-6)
-    # the features are the best trial's (top_k is searched)
-    assert package.encoder.features == tuple(result.info["features"][:best.params["data.top_k"]])
+    # the features are the best trial's (top_k is searched) and the crosses, computed from their raw parts
+    crosses = tuple(result.info["crosses"])
+    assert crosses and package.encoder.features[-len(crosses):] == crosses
+    assert [c.name for c in package.encoder.crosses] == list(crosses)
+    kept = {*result.info["features"][:best.params["data.top_k"]], *crosses}
+    assert set(package.encoder.features) == kept
 
 
 def test_unseen_categories_and_missing_values(study, model, evaluated):
@@ -147,6 +152,24 @@ def test_unseen_categories_and_missing_values(study, model, evaluated):
         num[40:60, kept.numeric_names.index("price_missing")] = 1.0
         changes += 1
     assert changes >= 2, features
+    # a cross with a missing part is missing; with an unseen part (and no missing one), unseen
+    changed = {"city": ("unseen", np.arange(0, 20)), "shop": ("missing", np.arange(20, 40)),
+               "promo": ("missing", np.arange(20, 40)), "price": ("missing", np.arange(40, 60))}
+    assert package.encoder.crosses
+    for cross in package.encoder.crosses:
+        j = kept.categorical_names.index(cross.name)
+        for part in cross.parts:
+            if part in changed and part in raw.columns:
+                kind, where = changed[part]
+                if part not in features:  # a part the model reads only for the cross: change it here
+                    raw[part] = raw[part].astype(object)
+                    raw.loc[where, part] = None if kind == "missing" else "atlantis"
+                if kind == "missing":
+                    cat[where, j] = MISSING_CODE
+                else:  # unseen, unless the other part was missing in that row already
+                    other = evaluated["raw"][[p for p in cross.parts if p != part][0]]
+                    was_missing = (other.is_null() | (other.is_nan() if other.dtype.is_float() else False))
+                    cat[where, j] = np.where(was_missing.to_numpy()[where], MISSING_CODE, OOV_CODE)
     expected = network_proba(package.network("dense"), cat, num)
     np.testing.assert_allclose(model.predict(raw)["1"].to_numpy(), expected, atol=1e-6)
     labels = model.predict(raw, params={"output": "class"})["class"]
@@ -252,3 +275,28 @@ def test_a_multiclass_package_round_trips_and_names_its_columns_by_label():
         loaded.predict(None, frame.to_pandas(), params={"output": "logits"})
     with pytest.raises(ValueError, match="the network reads 2 categorical features"):
         build_model_package(SparseMLP([4, 4], 1, [8], 3), enc, None)
+
+
+def test_cross_recipes_reproduce_the_crossed_columns_on_new_rows():
+    from sparsearch.search.data import add_crosses, cross_recipes
+
+    rng = np.random.default_rng(3)
+    n = 500
+    frame = pl.DataFrame({
+        "city": rng.choice(["a", "b", None], n).tolist(), "shop": pl.Series(rng.integers(0, 9, n)).set(
+            pl.Series(rng.random(n) < 0.1), None),
+        "promo": pl.Series(rng.random(n) < 0.5).set(pl.Series(rng.random(n) < 0.1), None),
+        "price": np.r_[np.nan, np.inf, -np.inf, rng.normal(size=n - 3)],
+        "day": pl.Series(rng.integers(1, 28, n)).cast(pl.String).str.zfill(2)})
+    pairs = pl.DataFrame({"feature_a": ["city", "price", "promo", "day", "shop"],
+                          "feature_b": ["shop", "promo", "price", "price", "day"], "score": [0.1, 0.2, 0.3, 0.1, 0.0]})
+    recipes = cross_recipes(frame, pairs)
+    crossed, names = add_crosses(frame, pairs)
+    assert [r.name for r in recipes] == names == ["city*shop", "price*promo", "promo*price", "day*price"]
+    for recipe in recipes:  # on the fitted rows, as polars or as pandas (ints with nulls arrive as floats)
+        for rows in (frame, pl.from_pandas(frame.to_pandas())):
+            assert recipe.compute(rows).to_list() == crossed[recipe.name].to_list(), recipe.name
+    # new values: a price beyond the fitted range falls in the last bin, a missing part makes a missing cross
+    price = recipes[1]
+    new = price.compute(pl.DataFrame({"price": [1e9, -1e9, None], "promo": [True, True, True]})).to_list()
+    assert new == ["15\x1ftrue", "0\x1ftrue", None]
