@@ -87,6 +87,7 @@ def best_so_far_points(trials: Sequence[Any], directions: Sequence[str]) -> list
 
     best: list[float | None] = [None] * len(directions)
     out = []
+    stamp = 0
     for t in sorted(trials, key=lambda t: t.number):
         if not t.state.is_finished():
             continue
@@ -94,10 +95,16 @@ def best_so_far_points(trials: Sequence[Any], directions: Sequence[str]) -> list
             for i, (v, d) in enumerate(zip(t.values, directions)):
                 if _finite(v) and (best[i] is None or (v > best[i] if d == "maximize" else v < best[i])):
                     best[i] = float(v)
+        # the time a trial finished, kept non-decreasing in trial-number order (trials finish out of order; MLflow
+        # lists a metric's history by time, and a chart over time should not run backwards)
+        stamp = max(stamp, _millis(t.datetime_complete or t.datetime_start))
         if any(b is not None for b in best):
-            when = t.datetime_complete or t.datetime_start
-            out.append((t.number, int(when.timestamp() * 1000) if when else int(time.time() * 1000), list(best)))
+            out.append((t.number, stamp, list(best)))
     return out
+
+
+def _millis(when: Any) -> int:
+    return int(when.timestamp() * 1000) if when is not None else int(time.time() * 1000)
 
 
 def default_tracking_uri(results_dir: Path) -> str:
@@ -373,13 +380,14 @@ class Tracker:
         from mlflow.entities import Metric
 
         metrics: list[Any] = []
+        stamps: dict[int, int] = {}
         for number, when, values in best_so_far_points(trials, directions):
+            stamps[number] = when
             metrics += [Metric(f"best_so_far_{name}", v, when, number) for name, v in zip(objectives, values)
                         if v is not None]
-        for t in trials:
+        for t in sorted(trials, key=lambda t: t.number):
             if t.state.name == "COMPLETE" and t.values is not None:
-                when = t.datetime_complete or t.datetime_start
-                stamp = int(when.timestamp() * 1000) if when else int(time.time() * 1000)
+                stamp = stamps.get(t.number) or _millis(t.datetime_complete)
                 metrics += [Metric(f"trial_{name}", float(v), stamp, t.number)
                             for name, v in zip(objectives, t.values) if _finite(v)]
         listed = list(best)[:MAX_BEST_LISTED]
