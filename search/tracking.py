@@ -418,7 +418,11 @@ class Tracker:
                 elif kind == "object":
                     table[col] = table[col].map(lambda v: v if v is None or isinstance(v, (str, int, float, bool))
                                                 else json.dumps(v, default=str))
-            self._client.log_table(run_id, data=table, artifact_file=name)
+            import warnings
+
+            with warnings.catch_warnings():  # pandas 3 deprecation notices from inside MLflow's log_table
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._client.log_table(run_id, data=table, artifact_file=name)
 
         self._guard(f"log table {name}", go)
 
