@@ -346,6 +346,8 @@ def _experiment_links(uri: str, base: str) -> dict[str, str]:
     """Experiment name -> a link that opens it in MLflow's model-training view (most recent first)."""
     from sparsearch.search.tracking import experiment_ui_url
 
+    if uri.startswith(("http://", "https://")):  # a server has its own UI; never wait on its retries here
+        return {}
     try:
         from mlflow.tracking import MlflowClient
 

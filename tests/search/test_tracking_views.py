@@ -88,13 +88,13 @@ def test_parent_run_shows_progress_table_and_best_trials_and_children_link_to_op
         assert tags["optuna.study_name"] == "views" and tags["optuna.trial.state"] == t.state.name
         assert tags["trial_number"] == str(t.number) and tags["state"] == t.state.name  # kept as before
     assert parent.data.tags["optuna.study_name"] == "views"
-
-
-def test_study_names_its_metrics_for_optuna_tools(tmp_path):
-    result = run_study(load_study(tiny("named", n_trials=2)), results_dir=tmp_path, progress=False)
+    # Optuna's tools (optuna-dashboard, plots) name the objective; trials_dataframe names the column after it
     assert result.study.metric_names == ["val_auc"]
-    assert "value_val_auc" in result.trials_dataframe().columns  # Optuna names the column after the metric
-    # a study created before sparsearch named its metrics gets the names when it is resumed
+    assert "value_val_auc" in result.trials_dataframe().columns
+
+
+@pytest.mark.slow
+def test_a_study_made_before_metric_names_gets_them_when_resumed(tmp_path):
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "old.j")))
     optuna.create_study(study_name="old", storage=storage, direction="maximize")
     resumed = run_study(load_study(tiny("old", n_trials=1)), results_dir=tmp_path, progress=False,
@@ -102,6 +102,7 @@ def test_study_names_its_metrics_for_optuna_tools(tmp_path):
     assert resumed.study.metric_names == ["val_auc"]
 
 
+@pytest.mark.slow
 def test_multi_objective_progress_has_one_best_per_objective(tmp_path):
     result = run_study(load_study(tiny("mo-views", n_trials=4, objectives=["val_auc", "nnz_params"])),
                        results_dir=tmp_path, progress=False)
@@ -115,6 +116,7 @@ def test_multi_objective_progress_has_one_best_per_objective(tmp_path):
     assert sorted(int(n) for n in client.get_run(parent_id).data.tags["best_trials"].split(", ")) == front
 
 
+@pytest.mark.slow
 def test_a_kind_chosen_for_an_existing_experiment_is_kept(tmp_path):
     from mlflow.tracking import MlflowClient
 
