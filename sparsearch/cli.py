@@ -363,8 +363,9 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
     board = open_dashboard(args.study_name, storage=args.storage, results_dir=args.results, host=args.host,
                            port=args.port, allow_remote=args.allow_remote)
+    n = len(board.studies)
     _emit(args, board.to_json(), f"optuna-dashboard at {board.study_url or board.url} over {board.storage} "
-          f"({len(board.studies)} studies; Ctrl-C stops it)")
+          f"({n} stud{'y' if n == 1 else 'ies'}; Ctrl-C stops it)")
     sys.stdout.flush()
     try:
         board.serve()
