@@ -14,7 +14,7 @@ import pytest
 from _browser import SPARSEARCH, free_port, serving
 from optuna.trial import TrialState
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.usefixtures("ray_session")]
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 MLFLOW_HARMLESS = ("/ajax-api/2.0/mlflow/users/current",)
 """MLflow's UI asks who is logged in; a server without authentication answers 404."""
@@ -41,8 +41,13 @@ TABLE_JS = """() => {
 }"""
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _browser_first(browser):
+    """Skip (no Chromium) before running a study or starting a server for nothing."""
+
+
 @pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory):
+def tiny_study(tmp_path_factory, ray_session):
     """A finished tiny study (4 real trials) with its journal, MLflow store and artifacts in one folder."""
     from sparsearch.search.controller import run_study
     from sparsearch.search.spec import load_study
@@ -172,7 +177,7 @@ def test_optuna_dashboard_lists_the_trials_under_the_objective_name(tiny_study, 
         assert w.problems() == []
 
 
-def test_compare_report_renders_every_plot_without_errors(watched, tmp_path):
+def test_compare_report_renders_every_plot_without_errors(watched, tmp_path, ray_session):
     from sparsearch.search.compare import compare_samplers
 
     path = tmp_path / "cmp.toml"
