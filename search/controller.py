@@ -268,7 +268,7 @@ class _Execution:
         self.storage_url, self.tracking_uri = _resolve_urls(spec, results_dir)
         experiment = spec.tracking.experiment or spec.study.name
         self.tracker = Tracker(self.tracking_uri, experiment, results_dir / "artifacts",
-                               enabled=spec.tracking.enabled)
+                               enabled=spec.tracking.enabled, study_name=spec.study.name)
         self.progress = progress
         self.printer: ProgressPrinter | None = None
         self.trial_log: TrialLog | None = None
@@ -566,12 +566,27 @@ def _open_study(ex: _Execution, storage: RayStorageProxy) -> optuna.Study:
         if stored is not None and list(stored) != ex.objectives:
             raise SpecError(f"study {spec.study.name!r} already exists with objectives {stored}, but this study "
                             f"asks for {ex.objectives}; use another --study-name")
+        if existing.metric_names is None:  # a study made before sparsearch named its metrics
+            _set_metric_names(existing, ex.objectives)
         return existing
     study = optuna.create_study(study_name=spec.study.name, storage=storage, sampler=sampler, pruner=pruner,
                                 directions=ex.directions, load_if_exists=True)
     study.set_user_attr("objectives", ex.objectives)
     study.set_user_attr("created_by", "sparsearch")
+    _set_metric_names(study, ex.objectives)
     return study
+
+
+def _set_metric_names(study: optuna.Study, objectives: list[str]) -> None:
+    """Name the study's objectives (``val_auc``, not "Objective 0") for optuna-dashboard and Optuna's plots.
+
+    Optuna then also names the value columns of ``trials_dataframe`` after them (``value_val_auc``).
+    """
+    import warnings
+
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, still so in 5.0
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(objectives))
 
 
 def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> StudyResult:
@@ -1010,14 +1025,34 @@ def _finish_parent(ex: _Execution, study: optuna.Study, prepared: PreparedData, 
     try:
         df = study.trials_dataframe(multi_index=False)
         tracker.log_artifact_text(parent, "trials.csv", df.to_csv(index=False))
+        tracker.log_table(parent, df)  # the same trials, as a table MLflow's UI shows
     except Exception as exc:  # pragma: no cover - logging must never lose the study
         log.warning("could not write the trials table: %s", exc)
+    tracker.log_search(parent, trials, ex.objectives, ex.directions, _study_best_trials(study, len(ex.directions)),
+                       _child_runs(study))
     if metrics["n_complete"] >= 1:
         for name, html in _plots(study, ex.objectives).items():
             tracker.log_artifact_text(parent, name, html)
     if ex.spec.tracking.log_model and ex.best_model is not None:
         tracker.log_model(parent, ex.best_model)
     tracker.finish_parent("FINISHED", metrics, {"status": "FINISHED"})
+
+
+def _study_best_trials(study: optuna.Study, n_objectives: int) -> list[FrozenTrial]:
+    """The best trial, or the Pareto front of a multi-objective study (none before a trial completes)."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return []
+    return [study.best_trial] if n_objectives == 1 else list(study.best_trials)
+
+
+def _child_runs(study: optuna.Study) -> dict[int, str]:
+    """Trial number -> MLflow child run id, as recorded in the study (see :mod:`sparsearch.search.trial_log`)."""
+    out: dict[int, str] = {}
+    for key, value in study._storage.get_study_system_attrs(study._study_id).items():
+        for prefix in (RUN_PREFIX, LOGGED_PREFIX):
+            if key.startswith(prefix) and key[len(prefix):].isdigit() and isinstance(value, str):
+                out[int(key[len(prefix):])] = value
+    return out
 
 
 class _SnapshotStudy(optuna.Study):
@@ -1097,7 +1132,8 @@ def load_result(study_name: str, *, storage: str | None = None,
         from sparsearch.errors import unknown_choice
 
         raise unknown_choice(f"study in {redact(url)!r}", study_name, names) from None
-    objectives = list(study.user_attrs.get("objectives", [f"value_{i}" for i in range(len(study.directions))]))
+    objectives = list(study.user_attrs.get("objectives") or study.metric_names
+                      or [f"value_{i}" for i in range(len(study.directions))])
     logged = [k for k in backend.get_study_system_attrs(study._study_id) if k.startswith(LOGGED_PREFIX)]
     return StudyResult(study_name=study_name, storage=redact(url), tracking_uri=None, mlflow_parent_run_id=None,
                        study=study, objectives=objectives, directions=[d.name.lower() for d in study.directions],
