@@ -113,6 +113,7 @@ def test_worker_suggestions_and_trial_pruning_reach_the_study(tmp_path):
     assert best.values[0] == pytest.approx(1 - (best.params["extra.x"] - 1) ** 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("writer", ["process", "thread"])
 def test_exception_fails_only_that_trial_and_is_recorded(tmp_path, writer):
     raw = tiny("errors", objective="bad_even", n_trials=4)
@@ -133,6 +134,7 @@ def test_exception_fails_only_that_trial_and_is_recorded(tmp_path, writer):
     assert_no_loss_or_duplicate(tmp_path, result)
 
 
+@pytest.mark.slow
 def test_killed_worker_is_failed_then_retried(tmp_path):
     storage = open_storage(f"journal:{tmp_path / 'optuna.journal'}")
     study = optuna.create_study(study_name="crash", storage=storage, direction="maximize")
@@ -149,6 +151,7 @@ def test_killed_worker_is_failed_then_retried(tmp_path):
     assert_no_loss_or_duplicate(tmp_path, result)
 
 
+@pytest.mark.slow
 def test_trial_time_budget_fails_the_trial_not_the_study(tmp_path):
     raw = tiny("timeout", objective="sleepy", n_trials=1)
     raw["execution"]["trial_timeout"] = 2
@@ -161,6 +164,7 @@ def test_trial_time_budget_fails_the_trial_not_the_study(tmp_path):
     assert_no_loss_or_duplicate(tmp_path, result)
 
 
+@pytest.mark.slow
 def test_trial_memory_budget_fails_the_trial(tmp_path):
     raw = tiny("memory", objective="hungry", n_trials=1)
     raw["execution"]["trial_memory_mb"] = 900
@@ -171,6 +175,7 @@ def test_trial_memory_budget_fails_the_trial(tmp_path):
     assert_no_loss_or_duplicate(tmp_path, result)
 
 
+@pytest.mark.slow
 def test_stale_running_trial_of_a_dead_driver_is_failed_and_requeued(tmp_path):
     storage = open_storage(f"journal:{tmp_path / 'optuna.journal'}")
     study = optuna.create_study(study_name="stale", storage=storage, direction="maximize")
@@ -188,6 +193,7 @@ def test_stale_running_trial_of_a_dead_driver_is_failed_and_requeued(tmp_path):
     assert_no_loss_or_duplicate(tmp_path, result)
 
 
+@pytest.mark.slow
 def test_a_dead_drivers_unrecorded_child_run_is_finished_not_duplicated(tmp_path):
     """A driver killed after its MLflow writer created a trial's child run, before the run was recorded in the
     study: the next execution finishes that run instead of writing a second one for the same trial number."""
@@ -211,6 +217,7 @@ def test_a_dead_drivers_unrecorded_child_run_is_finished_not_duplicated(tmp_path
     assert finished.info.status == "FAILED" and finished.data.tags["state"] == "FAIL"
 
 
+@pytest.mark.slow
 def test_multi_objective_study_returns_a_pareto_front(tmp_path):
     raw = tiny("mo", n_trials=4, sampler="nsga2", objectives=["val_auc", "nnz_params"])
     result = run(raw, tmp_path)
