@@ -5,8 +5,8 @@
     python bench/bench_spaces.py accuracy   # digits CNN and tabular MLP: GMP / RigL / static ERK / small dense
 
 All timings pin torch to one thread (``--threads``) and report medians; speed figures are ratios against the dense
-peer measured in the same run. Results are also written as JSON under bench/out/; the inference command's raw
-per-round medians go to bench/results/ (committed).
+peer measured in the same run. Results are also written as JSON under bench/out/, and each command's raw results
+(for inference: every round's medians) to bench/results/<command>.json (committed).
 """
 
 from __future__ import annotations
@@ -336,8 +336,7 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     suffix = "" if args.what != "accuracy" or args.tasks == "digits,flights" else "_" + args.tasks.replace(",", "_")
     (OUT / f"spaces_{args.what}{suffix}.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-    if args.what == "inference":  # raw results behind the BENCHMARKS.md table (small): committed
-        _results.save({"args": vars(args), "rows": rows})
+    _results.save({"args": vars(args), "rows": rows})  # raw results behind the BENCHMARKS.md table: committed
 
 
 if __name__ == "__main__":
