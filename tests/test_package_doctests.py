@@ -1,7 +1,7 @@
 """The docstring examples of sparsearch, sparsearch.features and sparsearch.search run (STYLE habit 13).
 
 Every module of those packages is found by walking them, so a new module's examples run without being listed
-here. ``sparsearch.spaces`` has its own (tests/spaces/test_doctests.py). An example that needs a cluster or minutes
+here. ``sparsearch.spaces`` has its own (tests/spaces/test_doctests.py; this file needs another basename). An example that needs a cluster or minutes
 is marked ``# doctest: +SKIP`` where it is written (today: ``run_study``'s, which starts Ray and trains).
 """
 
