@@ -20,14 +20,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MAX_BYTES = 200_000  # small files only: raw timings and summaries, never data
 
 
+_CREDENTIALS = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+
+
 def command() -> str:
-    """The command line as a user would type it from the repository root."""
+    """The command line as a user would type it from the repository root (passwords in URLs as ***)."""
     script = Path(sys.argv[0])
     try:
         script = script.resolve().relative_to(Path(__file__).resolve().parents[1])
     except ValueError:
         pass
-    return " ".join(["python", str(script), *sys.argv[1:]])
+    return _CREDENTIALS.sub(r"\1***@", " ".join(["python", str(script), *sys.argv[1:]]))
 
 
 def _slug(text: str) -> str:
