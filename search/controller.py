@@ -697,7 +697,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             return
         target = getattr(config, "target_sparsity", None)
         attrs = {"target_sparsity": float(target)} if target is not None else {}  # stored with the result
-        run_tags = {"sampler": spec.study.sampler, "seed": str(spec.study.seed),
+        run_tags = {"study": spec.study.name, "sampler": spec.study.sampler, "seed": str(spec.study.seed),
                     "data_fingerprint": prepared.fingerprint,
                     **({"retry_of": str(trial.user_attrs["retry_of"])} if is_retry else {})}
         ex.trial_log.start(trial.number, dict(trial.params), run_tags)  # never blocks the search loop
@@ -902,6 +902,7 @@ def _sync_unlogged(ex: _Execution, study: optuna.Study, storage: optuna.storages
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     logged = study._storage.get_study_system_attrs(study._study_id)
     now = time.time()
+    existing: dict[int, str] | None = None
     for t in study.get_trials(deepcopy=False, states=finished):
         if f"{LOGGED_PREFIX}{t.number}" in logged:
             continue
@@ -910,9 +911,14 @@ def _sync_unlogged(ex: _Execution, study: optuna.Study, storage: optuna.storages
             finished_at = t.datetime_complete.timestamp() if t.datetime_complete else 0.0
             if now - finished_at <= ex.spec.execution.stale_after:
                 continue  # a live driver logs its own trials (syncing them too gave duplicate child runs)
-        # finish the child run created at dispatch when there is one, so a trial never gets two runs
-        run_id = logged.get(f"{RUN_PREFIX}{t.number}") or ex.tracker.start_trial(t.number, t.params,
-                                                                                 {"synced_late": "true"})
+        # finish the child run created at dispatch when there is one, so a trial never gets two runs: the one
+        # recorded in the study, else one in MLflow that a killed driver (or a storage outage) left unrecorded
+        run_id = logged.get(f"{RUN_PREFIX}{t.number}")
+        if run_id is None:
+            if existing is None:
+                existing = ex.tracker.child_runs(study.study_name)
+            run_id = existing.get(t.number) or ex.tracker.start_trial(
+                t.number, t.params, {"study": study.study_name, "synced_late": "true"})
         metrics = dict(t.user_attrs.get("metrics", {}))
         if ex.tracker.finish_trial(run_id, state=t.state.name, metrics=metrics,
                                    error=t.user_attrs.get("fail_reason")):

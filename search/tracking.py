@@ -314,6 +314,32 @@ class Tracker:
             self._guard(f"log parameters of trial {number}", self._log, run_id, params=params)
         return run_id
 
+    def child_runs(self, study: str) -> dict[int, str]:
+        """Trial number -> id of a child run of ``study`` already in the experiment (any driver's, any status).
+
+        A driver killed between creating a trial's run and recording it in the study leaves a run that no study
+        attribute names; the next execution finishes that run instead of creating a second one.
+        """
+        if self.experiment_id is None:
+            return {}
+
+        def go() -> dict[int, str]:
+            found: dict[int, str] = {}
+            query = f"tags.study = '{study}'" if "'" not in study else ""
+            token = None
+            while True:
+                page = self._client.search_runs([self.experiment_id], filter_string=query, max_results=1000,
+                                                page_token=token)
+                for run in page:
+                    tags = run.data.tags
+                    if tags.get("study") == study and "mlflow.parentRunId" in tags and "trial_number" in tags:
+                        found.setdefault(int(tags["trial_number"]), run.info.run_id)
+                token = page.token
+                if not token:
+                    return found
+
+        return self._guard("find trial child runs", go) or {}
+
     def finish_trial(
         self,
         run_id: str | None,
