@@ -100,9 +100,7 @@ class StudyResult:
     @property
     def best_trials(self) -> list[FrozenTrial]:
         """The best trial (single objective) or the Pareto front (several objectives)."""
-        if not any(t.state == TrialState.COMPLETE for t in self.trials):
-            return []
-        return [self.study.best_trial] if len(self.directions) == 1 else list(self.study.best_trials)
+        return _best_complete(self.study, len(self.directions))
 
     @property
     def best_trial(self) -> FrozenTrial | None:
@@ -943,6 +941,7 @@ def get_test_record(study: optuna.Study, number: int) -> dict[str, Any] | None:
 
 
 def _best_complete(study: optuna.Study, n_objectives: int) -> list[FrozenTrial]:
+    """The best trial, or the Pareto front of a multi-objective study (none before a trial completes)."""
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return []
     return [study.best_trial] if n_objectives == 1 else list(study.best_trials)
@@ -1034,7 +1033,7 @@ def _finish_parent(ex: _Execution, study: optuna.Study, prepared: PreparedData, 
         tracker.log_table(parent, df)  # the same trials, as a table MLflow's UI shows
     except Exception as exc:  # pragma: no cover - logging must never lose the study
         log.warning("could not write the trials table: %s", exc)
-    tracker.log_search(parent, trials, ex.objectives, ex.directions, _study_best_trials(study, len(ex.directions)),
+    tracker.log_search(parent, trials, ex.objectives, ex.directions, best_trials,
                        _child_runs(study))
     if metrics["n_complete"] >= 1:
         for name, html in _plots(study, ex.objectives).items():
@@ -1042,13 +1041,6 @@ def _finish_parent(ex: _Execution, study: optuna.Study, prepared: PreparedData, 
     if ex.spec.tracking.log_model and ex.best_model is not None:
         tracker.log_model(parent, ex.best_model)
     tracker.finish_parent("FINISHED", metrics, {"status": "FINISHED"})
-
-
-def _study_best_trials(study: optuna.Study, n_objectives: int) -> list[FrozenTrial]:
-    """The best trial, or the Pareto front of a multi-objective study (none before a trial completes)."""
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        return []
-    return [study.best_trial] if n_objectives == 1 else list(study.best_trials)
 
 
 def _child_runs(study: optuna.Study) -> dict[int, str]:
