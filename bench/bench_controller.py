@@ -287,7 +287,11 @@ def main() -> None:
         return round(v, 4) if isinstance(v, float) else [tidy(x) for x in v] if isinstance(v, list) else v
 
     print(json.dumps({k: tidy(v) for k, v in result.items()}, indent=2))
+    _results.save({k: tidy(v) for k, v in result.items()})  # bench/results/<command>.json, committed
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _results
+
     main()

@@ -142,6 +142,10 @@ def main() -> None:
                 rows.append(row)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _results
+
+    _results.save({"rows": rows})  # bench/results/<command>.json (the URL's password as ***), committed
     print("| storage | processes | trials | trials/s (slowest driver) | wall incl. start (s) | lost (Optuna / MLflow) "
           "| duplicated (Optuna / MLflow) | lock errors |")
     print("|---|---:|---:|---:|---:|---|---|---:|")

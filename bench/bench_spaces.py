@@ -5,7 +5,8 @@
     python bench/bench_spaces.py accuracy   # digits CNN and tabular MLP: GMP / RigL / static ERK / small dense
 
 All timings pin torch to one thread (``--threads``) and report medians; speed figures are ratios against the dense
-peer measured in the same run. Results are also written as JSON under bench/out/.
+peer measured in the same run. Results are also written as JSON under bench/out/, and each command's raw results
+(for inference: every round's medians) to bench/results/<command>.json (committed).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from sparsearch.spaces import (
 )
 from sparsearch.spaces.masked import MaskedLinear
 from sparsearch.spaces.train import make_optimizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402  (bench/ is not a package)
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -136,9 +140,19 @@ def overhead(args) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------ inference
+def _spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
 def inference(args) -> list[dict]:
-    """3x1024 MLP: dense vs compacted vs CSR at 90/95% (unstructured and neuron), batch 1 and 256."""
-    rows = []
+    """3x1024 MLP: dense vs masked vs compacted vs CSR at 90/95% (unstructured and neuron), batch 1 and 256.
+
+    ``--repeats`` rounds; each round visits every configuration once and times its four models interleaved call
+    by call (``--runs`` calls each, x20 at batch 1), so a load spike hits a round of every configuration rather
+    than one row. Each row reports the median over rounds of the per-round medians, their spread (min-max over
+    rounds), and the speed-ups as the median (min-max) of the per-round ratios to the dense model of that round.
+    """
+    configs = []
     for pattern in ("unstructured", "neuron"):
         for sparsity in (0.9, 0.95):
             torch.manual_seed(0)
@@ -146,26 +160,49 @@ def inference(args) -> list[dict]:
             Sparsifier(masked, pattern=pattern, distribution="uniform").prune_to(sparsity)
             dense = _mlp(1024, 3, 1024, 1024, masked=False).eval()
             dense.load_state_dict({k: v for k, v in masked.state_dict().items() if "mask" not in k})
-            csr = to_csr(masked)
-            small = _compact_sequential(masked)
+            models = {"dense": dense, "masked": masked, "compact": _compact_sequential(masked), "csr": to_csr(masked)}
             for batch in (1, 256):
                 x = torch.randn(batch, 1024)
                 with torch.no_grad():
                     ref = dense(x)
-                    assert torch.allclose(csr(x), ref, atol=1e-4) and torch.allclose(small(x), ref, atol=1e-4)
-                    runs = args.runs * (20 if batch == 1 else 1)
-                    res = _interleaved({k: (lambda m=m, x=x: m(x)) for k, m in
-                                        (("dense", dense), ("masked", masked), ("small", small), ("csr", csr))}, runs)
-                    t_dense, t_masked, t_small, t_csr = res["dense"], res["masked"], res["small"], res["csr"]
-                rows.append({"pattern": pattern, "sparsity": sparsity, "batch": batch, "dense_ms": t_dense,
-                             "masked_ms": t_masked, "compact_ms": t_small, "csr_ms": t_csr,
-                             "compact_speedup": t_dense / t_small, "csr_speedup": t_dense / t_csr,
-                             "compact_shapes": [list(m.weight.shape) for m in small if isinstance(m, nn.Linear)]})
-    print("| pattern | sparsity | batch | dense (ms) | masked | compacted | CSR | compacted speed-up | CSR speed-up |")
+                    assert torch.allclose(models["csr"](x), ref, atol=1e-4)
+                    assert torch.allclose(models["compact"](x), ref, atol=1e-4)
+                configs.append({"pattern": pattern, "sparsity": sparsity, "batch": batch, "x": x, "models": models,
+                                "rounds": {k: [] for k in models}})
+    for _ in range(args.repeats):
+        for c in configs:
+            runs = args.runs * (20 if c["batch"] == 1 else 1)
+            with torch.no_grad():
+                res = _interleaved({k: (lambda m=m, x=c["x"]: m(x)) for k, m in c["models"].items()}, runs)
+            for k, v in res.items():
+                c["rounds"][k].append(v)
+    rows = []
+    for c in configs:
+        r = c["rounds"]
+        row = {"pattern": c["pattern"], "sparsity": c["sparsity"], "batch": c["batch"],
+               "rounds": args.repeats, "calls_per_round": args.runs * (20 if c["batch"] == 1 else 1),
+               "round_medians_ms": r,
+               "compact_shapes": [list(m.weight.shape) for m in c["models"]["compact"] if isinstance(m, nn.Linear)]}
+        for k in r:
+            row[f"{k}_ms"] = _spread(r[k])
+        for k in ("masked", "compact", "csr"):
+            row[f"{k}_speedup"] = _spread([d / t for d, t in zip(r["dense"], r[k])])
+        rows.append(row)
+    print(f"{args.repeats} rounds x {args.runs} interleaved calls (x20 at batch 1); median over rounds "
+          "(min-max over rounds)")
+    print("| pattern | sparsity | batch | dense (ms) | masked (ms) | compacted (ms) | CSR (ms) | compacted speed-up | "
+          "CSR speed-up |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+    def ms(v: dict) -> str:
+        return f"{v['median']:.3f} ({v['min']:.3f}-{v['max']:.3f})"
+
+    def x(v: dict) -> str:
+        return f"{v['median']:.2f}x ({v['min']:.2f}-{v['max']:.2f})"
+
     for r in rows:
-        print(f"| {r['pattern']} | {r['sparsity']:.0%} | {r['batch']} | {r['dense_ms']:.3f} | {r['masked_ms']:.3f} | "
-              f"{r['compact_ms']:.3f} | {r['csr_ms']:.3f} | {r['compact_speedup']:.2f}x | {r['csr_speedup']:.2f}x |")
+        print(f"| {r['pattern']} | {r['sparsity']:.0%} | {r['batch']} | {ms(r['dense_ms'])} | {ms(r['masked_ms'])} | "
+              f"{ms(r['compact_ms'])} | {ms(r['csr_ms'])} | {x(r['compact_speedup'])} | {x(r['csr_speedup'])} |")
     return rows
 
 
@@ -285,6 +322,7 @@ def main() -> None:
     ap.add_argument("what", choices=["overhead", "inference", "accuracy"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=7, help="inference: interleaved rounds over all configurations")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--rows", type=int, default=40_000)
     ap.add_argument("--cnn-epochs", type=int, default=15)
@@ -298,6 +336,7 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     suffix = "" if args.what != "accuracy" or args.tasks == "digits,flights" else "_" + args.tasks.replace(",", "_")
     (OUT / f"spaces_{args.what}{suffix}.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    _results.save({"args": vars(args), "rows": rows})  # raw results behind the BENCHMARKS.md table: committed
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ def main() -> int:
     from sparsearch.search.tracking import Tracker
     from sparsearch.search.trial_log import TrialRunLogger
 
-    tracker = Tracker(config["uri"], config["experiment"], Path(config["artifact_root"]))
+    tracker = Tracker(config["uri"], config["experiment"], Path(config["artifact_root"]),
+                      study_name=config.get("study_name"))
     try:
         tracker.connect()  # the store lock makes it wait while the driver creates a new store
     except Exception as exc:  # noqa: BLE001 - reported to the driver, which syncs the runs at the end

@@ -103,9 +103,7 @@ class StudyResult:
     @property
     def best_trials(self) -> list[FrozenTrial]:
         """The best trial (single objective) or the Pareto front (several objectives)."""
-        if not any(t.state == TrialState.COMPLETE for t in self.trials):
-            return []
-        return [self.study.best_trial] if len(self.directions) == 1 else list(self.study.best_trials)
+        return _best_complete(self.study, len(self.directions))
 
     @property
     def best_trial(self) -> FrozenTrial | None:
@@ -272,7 +270,7 @@ class _Execution:
         self.storage_url, self.tracking_uri = _resolve_urls(spec, results_dir)
         experiment = spec.tracking.experiment or spec.study.name
         self.tracker = Tracker(self.tracking_uri, experiment, results_dir / "artifacts",
-                               enabled=spec.tracking.enabled)
+                               enabled=spec.tracking.enabled, study_name=spec.study.name)
         self.progress = progress
         self.printer: ProgressPrinter | None = None
         self.trial_log: TrialLog | None = None
@@ -575,12 +573,27 @@ def _open_study(ex: _Execution, storage: RayStorageProxy) -> optuna.Study:
         if stored is not None and list(stored) != ex.objectives:
             raise SpecError(f"study {spec.study.name!r} already exists with objectives {stored}, but this study "
                             f"asks for {ex.objectives}; use another --study-name")
+        if existing.metric_names is None:  # a study made before sparsearch named its metrics
+            _set_metric_names(existing, ex.objectives)
         return existing
     study = optuna.create_study(study_name=spec.study.name, storage=storage, sampler=sampler, pruner=pruner,
                                 directions=ex.directions, load_if_exists=True)
     study.set_user_attr("objectives", ex.objectives)
     study.set_user_attr("created_by", "sparsearch")
+    _set_metric_names(study, ex.objectives)
     return study
+
+
+def _set_metric_names(study: optuna.Study, objectives: list[str]) -> None:
+    """Name the study's objectives (``val_auc``, not "Objective 0") for optuna-dashboard and Optuna's plots.
+
+    Optuna then also names the value columns of ``trials_dataframe`` after them (``value_val_auc``).
+    """
+    import warnings
+
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, still so in 5.0
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(objectives))
 
 
 def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> StudyResult:
@@ -691,7 +704,7 @@ def _drive(ex: _Execution, prepared: PreparedData, actor: Any, start: float) -> 
             return
         target = getattr(config, "target_sparsity", None)
         attrs = {"target_sparsity": float(target)} if target is not None else {}  # stored with the result
-        run_tags = {"sampler": spec.study.sampler, "seed": str(spec.study.seed),
+        run_tags = {"study": spec.study.name, "sampler": spec.study.sampler, "seed": str(spec.study.seed),
                     "data_fingerprint": prepared.fingerprint,
                     **({"retry_of": str(trial.user_attrs["retry_of"])} if is_retry else {})}
         ex.trial_log.start(trial.number, dict(trial.params), run_tags)  # never blocks the search loop
@@ -896,6 +909,7 @@ def _sync_unlogged(ex: _Execution, study: optuna.Study, storage: optuna.storages
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     logged = study._storage.get_study_system_attrs(study._study_id)
     now = time.time()
+    existing: dict[int, str] | None = None
     for t in study.get_trials(deepcopy=False, states=finished):
         if f"{LOGGED_PREFIX}{t.number}" in logged:
             continue
@@ -904,9 +918,14 @@ def _sync_unlogged(ex: _Execution, study: optuna.Study, storage: optuna.storages
             finished_at = t.datetime_complete.timestamp() if t.datetime_complete else 0.0
             if now - finished_at <= ex.spec.execution.stale_after:
                 continue  # a live driver logs its own trials (syncing them too gave duplicate child runs)
-        # finish the child run created at dispatch when there is one, so a trial never gets two runs
-        run_id = logged.get(f"{RUN_PREFIX}{t.number}") or ex.tracker.start_trial(t.number, t.params,
-                                                                                 {"synced_late": "true"})
+        # finish the child run created at dispatch when there is one, so a trial never gets two runs: the one
+        # recorded in the study, else one in MLflow that a killed driver (or a storage outage) left unrecorded
+        run_id = logged.get(f"{RUN_PREFIX}{t.number}")
+        if run_id is None:
+            if existing is None:
+                existing = ex.tracker.child_runs(study.study_name)
+            run_id = existing.get(t.number) or ex.tracker.start_trial(
+                t.number, t.params, {"study": study.study_name, "synced_late": "true"})
         metrics = dict(t.user_attrs.get("metrics", {}))
         if ex.tracker.finish_trial(run_id, state=t.state.name, metrics=metrics,
                                    error=t.user_attrs.get("fail_reason")):
@@ -931,6 +950,7 @@ def get_test_record(study: optuna.Study, number: int) -> dict[str, Any] | None:
 
 
 def _best_complete(study: optuna.Study, n_objectives: int) -> list[FrozenTrial]:
+    """The best trial, or the Pareto front of a multi-objective study (none before a trial completes)."""
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return []
     return [study.best_trial] if n_objectives == 1 else list(study.best_trials)
@@ -1020,8 +1040,11 @@ def _finish_parent(ex: _Execution, study: optuna.Study, prepared: PreparedData, 
     try:
         df = study.trials_dataframe(multi_index=False)
         tracker.log_artifact_text(parent, "trials.csv", df.to_csv(index=False))
+        tracker.log_table(parent, df)  # the same trials, as a table MLflow's UI shows
     except Exception as exc:  # pragma: no cover - logging must never lose the study
         log.warning("could not write the trials table: %s", exc)
+    tracker.log_search(parent, trials, ex.objectives, ex.directions, best_trials,
+                       _child_runs(study))
     if metrics["n_complete"] >= 1:
         for name, html in _plots(study, ex.objectives).items():
             tracker.log_artifact_text(parent, name, html)
@@ -1058,6 +1081,16 @@ def _log_best_model(ex: _Execution, study: optuna.Study, prepared: PreparedData,
         study.set_user_attr("model_uri", ex.model_uri)
         study.set_user_attr("model_tracking_uri", redact(ex.tracking_uri))
         study.set_user_attr("model_trial", number)  # None: this execution's best, not the study's incumbent
+
+
+def _child_runs(study: optuna.Study) -> dict[int, str]:
+    """Trial number -> MLflow child run id, as recorded in the study (see :mod:`sparsearch.search.trial_log`)."""
+    out: dict[int, str] = {}
+    for key, value in study._storage.get_study_system_attrs(study._study_id).items():
+        for prefix in (RUN_PREFIX, LOGGED_PREFIX):
+            if key.startswith(prefix) and key[len(prefix):].isdigit() and isinstance(value, str):
+                out[int(key[len(prefix):])] = value
+    return out
 
 
 class _SnapshotStudy(optuna.Study):
@@ -1137,7 +1170,8 @@ def load_result(study_name: str, *, storage: str | None = None,
         from sparsearch.errors import unknown_choice
 
         raise unknown_choice(f"study in {redact(url)!r}", study_name, names) from None
-    objectives = list(study.user_attrs.get("objectives", [f"value_{i}" for i in range(len(study.directions))]))
+    objectives = list(study.user_attrs.get("objectives") or study.metric_names
+                      or [f"value_{i}" for i in range(len(study.directions))])
     logged = [k for k in backend.get_study_system_attrs(study._study_id) if k.startswith(LOGGED_PREFIX)]
     return StudyResult(study_name=study_name, storage=redact(url), tracking_uri=None, mlflow_parent_run_id=None,
                        study=study, objectives=objectives, directions=[d.name.lower() for d in study.directions],

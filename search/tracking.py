@@ -26,7 +26,8 @@ from typing import Any
 from sparsearch.errors import ConnectionProblem
 from sparsearch.search.storage import redact
 
-__all__ = ["Tracker", "default_tracking_uri", "warm_up_plots"]
+__all__ = ["EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "Tracker", "best_so_far_points", "default_tracking_uri",
+           "experiment_ui_url", "warm_up_plots"]
 
 log = logging.getLogger("sparsearch")
 
@@ -37,6 +38,73 @@ _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
 }
 _PAUSE_AFTER_FAILURE_S = 30.0
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""The experiment tag MLflow 3 keeps an experiment's type in (what the UI writes when a user picks one)."""
+EXPERIMENT_KIND = "custom_model_development"
+"""Its value for a classic model-training experiment ("Machine learning"), as opposed to ``genai_development``."""
+UI_WORKFLOW = "machine_learning"
+"""The ``workflowType`` of MLflow's UI that shows the model-training view (runs, charts, models)."""
+MAX_BEST_LISTED = 20
+"""Best trials listed on the parent run (a Pareto front can be large; tag values are capped at 5000 characters)."""
+
+
+def experiment_ui_url(base_url: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
+    """A link into MLflow's UI that opens in its model-training view.
+
+    MLflow 3.17's UI picks GenAI or model training from a ``workflowType`` URL parameter, then from the
+    browser's last choice, and defaults to GenAI; it does not read the experiment's ``mlflow.experimentKind`` tag
+    for that (mlflow#24498). So links that sparsearch prints carry the parameter; the tag is set too
+    (:data:`EXPERIMENT_KIND`), which is what MLflow records for the experiment's type.
+
+    Example:
+        >>> experiment_ui_url("http://127.0.0.1:5000", "3")
+        'http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning'
+    """
+    base = base_url.rstrip("/")
+    if experiment_id is None:
+        return f"{base}/#/experiments?workflowType={UI_WORKFLOW}"
+    path = f"/#/experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+    return f"{base}{path}?workflowType={UI_WORKFLOW}"
+
+
+def best_so_far_points(trials: Sequence[Any], directions: Sequence[str]) -> list[tuple[int, int, list[float | None]]]:
+    """The search's progress: ``(trial number, completion time in ms, best value of each objective so far)``.
+
+    One point per finished trial, in trial-number order, from the first complete trial on; pruned and failed
+    trials repeat the best so far (Optuna's best is over complete trials only). Each objective's best is its own
+    (for a multi-objective study, the best of each objective alone, not a point of the Pareto front).
+
+    Example:
+        >>> from optuna.trial import TrialState, create_trial
+        >>> ts = [create_trial(value=v, state=TrialState.COMPLETE) for v in (0.6, 0.5, 0.7)]
+        >>> for n, t in enumerate(ts):
+        ...     t.number = n
+        >>> [(n, b) for n, _, b in best_so_far_points(ts, ["maximize"])]
+        [(0, [0.6]), (1, [0.6]), (2, [0.7])]
+    """
+    from optuna.trial import TrialState
+
+    best: list[float | None] = [None] * len(directions)
+    out = []
+    stamp = 0
+    for t in sorted(trials, key=lambda t: t.number):
+        if not t.state.is_finished():
+            continue
+        if t.state == TrialState.COMPLETE and t.values is not None:
+            for i, (v, d) in enumerate(zip(t.values, directions)):
+                if _finite(v) and (best[i] is None or (v > best[i] if d == "maximize" else v < best[i])):
+                    best[i] = float(v)
+        # the time a trial finished, kept non-decreasing in trial-number order (trials finish out of order; MLflow
+        # lists a metric's history by time, and a chart over time should not run backwards)
+        stamp = max(stamp, _millis(t.datetime_complete or t.datetime_start))
+        if any(b is not None for b in best):
+            out.append((t.number, stamp, list(best)))
+    return out
+
+
+def _millis(when: Any) -> int:
+    return int(when.timestamp() * 1000) if when is not None else int(time.time() * 1000)
 
 
 def default_tracking_uri(results_dir: Path) -> str:
@@ -120,10 +188,13 @@ def _finite(x: Any) -> bool:
 class Tracker:
     """Logs a study execution to MLflow from the driver. Every method is safe to call when tracking is off."""
 
-    def __init__(self, uri: str, experiment: str, artifact_root: Path, *, enabled: bool = True) -> None:
+    def __init__(self, uri: str, experiment: str, artifact_root: Path, *, enabled: bool = True,
+                 study_name: str | None = None) -> None:
         self.uri = uri
         self.experiment = experiment
         self.enabled = enabled
+        self.study_name = study_name
+        """The Optuna study whose trials the child runs are (their ``optuna.study_name`` tag)."""
         self.parent_run_id: str | None = None
         self.experiment_id: str | None = None
         self._artifact_root = artifact_root
@@ -181,9 +252,12 @@ class Tracker:
                     if "://" not in self.uri or self.uri.startswith(("sqlite:", "file:")):
                         path = self._artifact_root / self.experiment
                         location = path.resolve().as_uri()
-                    self.experiment_id = self._client.create_experiment(self.experiment, artifact_location=location)
+                    self.experiment_id = self._client.create_experiment(
+                        self.experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
                 else:
                     self.experiment_id = exp.experiment_id
+                    if EXPERIMENT_KIND_TAG not in exp.tags:  # a kind the user chose in the UI is kept
+                        self._client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         except Exception as exc:
             msg = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
             raise ConnectionProblem(f"cannot reach MLflow tracking store {redact(self.uri)!r}: {msg[:300]}") from None
@@ -214,7 +288,8 @@ class Tracker:
     # -- runs ---------------------------------------------------------------------------------------------------
     def start_parent(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str | None:
         def go() -> str:
-            run = self._client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+            study_tag = {"optuna.study_name": self.study_name} if self.study_name else {}
+            run = self._client.create_run(self.experiment_id, run_name=run_name, tags={**study_tag, **tags})
             self._log(run.info.run_id, params=params)
             return run.info.run_id
 
@@ -227,13 +302,43 @@ class Tracker:
             return None
 
         def create() -> str:
-            all_tags = {"mlflow.parentRunId": self.parent_run_id, "trial_number": str(number), **tags}
+            # the optuna.* tags link the run to its Optuna trial (study, number, state), as Optuna's own MLflow
+            # callback names the study and trial number; ``trial_number`` and ``state`` are kept as they were
+            all_tags = {"mlflow.parentRunId": self.parent_run_id, "trial_number": str(number),
+                        "optuna.trial.number": str(number), "optuna.trial.state": "RUNNING",
+                        **({"optuna.study_name": self.study_name} if self.study_name else {}), **tags}
             return self._client.create_run(self.experiment_id, run_name=f"trial-{number}", tags=all_tags).info.run_id
 
         run_id = self._guard(f"start trial {number}", create)
         if run_id is not None:  # a run that exists is returned even if its parameters could not be written
             self._guard(f"log parameters of trial {number}", self._log, run_id, params=params)
         return run_id
+
+    def child_runs(self, study: str) -> dict[int, str]:
+        """Trial number -> id of a child run of ``study`` already in the experiment (any driver's, any status).
+
+        A driver killed between creating a trial's run and recording it in the study leaves a run that no study
+        attribute names; the next execution finishes that run instead of creating a second one.
+        """
+        if self.experiment_id is None:
+            return {}
+
+        def go() -> dict[int, str]:
+            found: dict[int, str] = {}
+            query = f"tags.study = '{study}'" if "'" not in study else ""
+            token = None
+            while True:
+                page = self._client.search_runs([self.experiment_id], filter_string=query, max_results=1000,
+                                                page_token=token)
+                for run in page:
+                    tags = run.data.tags
+                    if tags.get("study") == study and "mlflow.parentRunId" in tags and "trial_number" in tags:
+                        found.setdefault(int(tags["trial_number"]), run.info.run_id)
+                token = page.token
+                if not token:
+                    return found
+
+        return self._guard("find trial child runs", go) or {}
 
     def finish_trial(
         self,
@@ -262,7 +367,7 @@ class Tracker:
             final = flatten(metrics or {})
             batch += [Metric(k, float(v), now, 0) for k, v in final.items() if _finite(v) and k not in
                       {m.key for m in batch}]
-            all_tags = {"state": state, **(tags or {})}
+            all_tags = {"state": state, "optuna.trial.state": state, **(tags or {})}
             if error:
                 all_tags["error"] = redact(error)[-4000:]
             self._log(run_id, metrics=batch, tags=all_tags)
@@ -294,6 +399,68 @@ class Tracker:
         now = int(time.time() * 1000)
         self._guard("log run metrics", self._log, run_id, metrics=[
             Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)], tags=tags or {})
+
+    def log_search(self, run_id: str | None, trials: Sequence[Any], objectives: Sequence[str],
+                   directions: Sequence[str], best: Sequence[Any], child_runs: Mapping[int, str]) -> None:
+        """The search on the parent run: its progress, its trials as a table, and which trials are best.
+
+        * ``best_so_far_<objective>`` metrics with step = trial number (one per finished trial, timestamped when
+          it finished), and ``trial_<objective>`` (each complete trial's value), so the run's chart shows the
+          search's progress as Optuna's optimization history does;
+        * ``trials_table.json``, the trials as an MLflow table (``log_table``; shown by the UI's artifact view);
+        * tags ``best_trials`` (numbers) and ``best_trial_runs`` (number: child run id), and ``best_trial`` =
+          ``true`` on those child runs, so ``tags.best_trial = "true"`` finds them in the runs table.
+        """
+        if run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        metrics: list[Any] = []
+        stamps: dict[int, int] = {}
+        for number, when, values in best_so_far_points(trials, directions):
+            stamps[number] = when
+            metrics += [Metric(f"best_so_far_{name}", v, when, number) for name, v in zip(objectives, values)
+                        if v is not None]
+        for t in sorted(trials, key=lambda t: t.number):
+            if t.state.name == "COMPLETE" and t.values is not None:
+                stamp = stamps.get(t.number) or _millis(t.datetime_complete)
+                metrics += [Metric(f"trial_{name}", float(v), stamp, t.number)
+                            for name, v in zip(objectives, t.values) if _finite(v)]
+        listed = list(best)[:MAX_BEST_LISTED]
+        tags = {"best_trials": ", ".join(str(t.number) for t in listed)}
+        runs = {t.number: child_runs[t.number] for t in listed if t.number in child_runs}
+        if runs:
+            tags["best_trial_runs"] = ", ".join(f"{n}: {r}" for n, r in runs.items())
+        self._guard("log the search's progress", self._log, run_id, metrics=metrics, tags=tags if listed else {})
+        for number, child in runs.items():
+            self._guard(f"tag best trial {number}", lambda c=child: self._client.set_tag(c, "best_trial", "true"))
+
+    def log_table(self, run_id: str | None, df: Any, name: str = "trials_table.json") -> None:
+        """Log a pandas DataFrame as an MLflow table (``MlflowClient.log_table``) on ``run_id``."""
+        if run_id is None:
+            return
+
+        def go() -> None:
+            # Optuna's own bookkeeping columns stay in trials.csv only; MLflow's table view reads a column name
+            # with dots as a nested path and shows its cells empty: params_arch.depth -> params_arch/depth
+            table = df[[c for c in df.columns if not str(c).startswith("system_attrs_")]].copy()
+            table.columns = [str(c).replace(".", "/") for c in table.columns]
+            for col in table.columns:  # MLflow writes tables as JSON: times as text, durations in seconds
+                kind = str(table[col].dtype)
+                if kind.startswith("datetime"):
+                    table[col] = [None if v is None or v != v else str(v) for v in table[col]]
+                elif kind.startswith("timedelta"):
+                    table[col] = table[col].dt.total_seconds()
+                elif kind == "object":
+                    table[col] = table[col].map(lambda v: v if v is None or isinstance(v, (str, int, float, bool))
+                                                else json.dumps(v, default=str))
+            import warnings
+
+            with warnings.catch_warnings():  # pandas 3 deprecation notices from inside MLflow's log_table
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._client.log_table(run_id, data=table, artifact_file=name)
+
+        self._guard(f"log table {name}", go)
 
     def log_artifact_text(self, run_id: str | None, name: str, text: str) -> None:
         if run_id is None:

@@ -105,7 +105,8 @@ class TrialLog:
     # -- the writer process ----------------------------------------------------------------------------------------
     def _start_process(self, log_file: Path | None) -> None:
         t = self._tracker
-        config = {"uri": t.uri, "experiment": t.experiment, "artifact_root": str(t.artifact_root)}
+        config = {"uri": t.uri, "experiment": t.experiment, "artifact_root": str(t.artifact_root),
+                  "study_name": t.study_name}
         try:
             err: Any = subprocess.DEVNULL
             if log_file is not None:

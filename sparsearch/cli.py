@@ -143,7 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", metavar="URI", help="tracking store (default: the results folder's)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     p.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
+    p.add_argument("--workers", type=int, metavar="N", help="server processes (default: MLflow's)")
     p.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    _add_common(p)
+
+    p = sub.add_parser("dashboard", help="start optuna-dashboard over a study's storage", formatter_class=_formatter,
+                       description="Start optuna-dashboard on 127.0.0.1 over the storage of 'run' (journal file, "
+                       "SQLite or PostgreSQL). Ctrl-C stops it.")
+    p.add_argument("study_name", nargs="?", metavar="STUDY", help="study to open (default: list every study)")
+    p.add_argument("--storage", metavar="URL", help="storage URL (default: the results folder's journal)")
+    p.add_argument("--results", default="sparsearch-results", metavar="DIR", help="results folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8080, help="port, 0 for any free one (default: %(default)s)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a non-loopback --host (the dashboard has no login and can delete studies)")
     _add_common(p)
 
     p = sub.add_parser("studies", help="list the bundled studies", formatter_class=_formatter,
@@ -429,13 +442,53 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         raise SpecError(f"no MLflow store at {uri!r} (run a study first, or pass --results / --tracking-uri)")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
            "--port", str(args.port)]
+    if args.workers is not None:
+        cmd += ["--workers", str(args.workers)]
+    base = f"http://{args.host}:{args.port}"
+    links = _experiment_links(uri, base)
     if args.dry_run or args.json:
-        _emit(args, {"command": cmd, "tracking_uri": uri, "url": f"http://{args.host}:{args.port}"}, " ".join(cmd))
+        _emit(args, {"command": cmd, "tracking_uri": uri, "url": base, "experiments": links}, " ".join(cmd))
         return 0
-    print(f"MLflow UI at http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+    print(f"MLflow UI at {base} (Ctrl-C stops it)", file=sys.stderr)
+    for name, link in list(links.items())[:20]:  # open in the model-training view, not MLflow's GenAI default
+        print(f"  {name}: {link}", file=sys.stderr)
+    sys.stderr.flush()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.execv(sys.executable, cmd)
     return 0  # pragma: no cover
+
+
+def _experiment_links(uri: str, base: str) -> dict[str, str]:
+    """Experiment name -> a link that opens it in MLflow's model-training view (most recent first)."""
+    from sparsearch.search.tracking import experiment_ui_url
+
+    if uri.startswith(("http://", "https://")):  # a server has its own UI; never wait on its retries here
+        return {}
+    try:
+        from mlflow.tracking import MlflowClient
+
+        experiments = MlflowClient(tracking_uri=uri).search_experiments(max_results=100,
+                                                                        order_by=["last_update_time DESC"])
+    except Exception:  # the UI itself reports an unreadable store
+        return {}
+    return {e.name: experiment_ui_url(base, e.experiment_id) for e in experiments if e.name != "Default"}
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from sparsearch.search.dashboard import open_dashboard
+
+    board = open_dashboard(args.study_name, storage=args.storage, results_dir=args.results, host=args.host,
+                           port=args.port, allow_remote=args.allow_remote)
+    n = len(board.studies)
+    _emit(args, board.to_json(), f"optuna-dashboard at {board.study_url or board.url} over {board.storage} "
+          f"({n} stud{'y' if n == 1 else 'ies'}; Ctrl-C stops it)")
+    sys.stdout.flush()
+    try:
+        board.serve()
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see _terminate): a clean stop, not an interrupted run
+        pass
+    print("optuna-dashboard stopped", file=sys.stderr)
+    return 0
 
 
 def _cmd_studies(args: argparse.Namespace) -> int:
@@ -457,7 +510,7 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 COMMANDS = {"run": _cmd_run, "rank": _cmd_rank, "compare": _cmd_compare, "show": _cmd_show, "predict": _cmd_predict,
-            "ui": _cmd_ui, "studies": _cmd_studies}
+            "ui": _cmd_ui, "dashboard": _cmd_dashboard, "studies": _cmd_studies}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -80,6 +80,7 @@ def test_ui_dry_run_binds_loopback(tmp_path):
     assert doc["tracking_uri"].endswith("mlflow.db")
 
 
+@pytest.mark.slow
 def test_quickstart_through_the_cli_on_local_ray(tmp_path):
     """The README's main job at tiny size: a real local Ray, 3 trials, one epoch, --json, then `show`."""
     proc = cli("run", "quickstart", "--n-trials", "3", "--epochs", "1", "--set", "data.params.n_rows=4000",

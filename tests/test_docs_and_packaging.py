@@ -29,6 +29,10 @@ def test_readme_two_commands_are_the_ones_ci_runs():
     assert blocks[0].strip().endswith("sparsearch run quickstart")
     assert blocks[1].strip() == "python -m pytest -q"
     assert "python -m pytest -q" in ci and "torch==2.13.0" in ci
+    # the default run leaves out the slow tests; CI runs the whole suite and lists every skip with its reason
+    full = re.search(r"^python -m pytest -q .*$", ci, re.M).group(0)
+    assert '-m "slow or not slow"' in full and "-rs" in full
+    assert 'python -m pytest -q -m "slow or not slow"' in text  # and the README says how
 
 
 @pytest.mark.usefixtures("ray_session")

@@ -1,7 +1,9 @@
 """Faults not covered in tests/search (issue 7, requirement 3): the PostgreSQL storage restarted mid-study.
 
 The study must finish or stop with a clear one-line error (exit 2), and every trial completed before the fault
-must still be in storage and have its MLflow child run. Needs root and PostgreSQL binaries (as .ci/run has): the
+must still be in storage and have its MLflow child run. After the fault (and, if it stopped, one more execution
+that fails and re-queues what the stopped one left RUNNING), every finished trial is stored once and has exactly
+one MLflow child run, as BENCHMARKS.md's fault table says. Needs root and PostgreSQL binaries (as .ci/run has): the
 test starts its own throwaway server with .ci/postgres.sh so that it can restart it.
 """
 
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _faults import assert_one_child_run_per_trial, assert_stored_once
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -65,10 +68,12 @@ prefilter = "none"
 [execution]
 workers = 1
 heartbeat_interval = 0.5
+stale_after = 3
 [tracking]
 log_model = false
 """)
     results = tmp_path / "res"
+    tracking = f"sqlite:///{results / 'mlflow.db'}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "search"),
                                                            os.environ.get("PYTHONPATH", "")])}
     env.pop("RAY_ADDRESS", None)
@@ -105,14 +110,28 @@ log_model = false
     else:
         doc = json.loads(out)
         assert doc["n_complete"] + doc["n_failed"] >= 10
+        assert_stored_once(doc["trials"])
+        assert_one_child_run_per_trial(tracking, "pgfault", doc["trials"])
     trials = optuna.load_study(study_name="pgfault", storage=open_storage(url)).get_trials()
     stored = {t.number: t for t in trials}
     for number, value in before.items():  # nothing completed before the fault is lost
         assert stored[number].state.name == "COMPLETE" and stored[number].values == [value]
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=tracking)
     exp = client.get_experiment_by_name("pgfault")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     logged = {int(r.data.tags["trial_number"]) for r in runs if "trial_number" in r.data.tags}
     assert set(before) <= logged
+
+    # one more execution settles what the fault left (a stopped driver's RUNNING trial is failed as stale and
+    # re-queued); then nothing is stored twice and each trial number has exactly one child run
+    time.sleep(3.5)  # stale_after
+    again = subprocess.run([sys.executable, "-m", "sparsearch", "run", str(study), "--storage", url, "--results",
+                            str(results), "--n-trials", "1", "--json", "--quiet"], capture_output=True, text=True,
+                           env=env, timeout=240)
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = json.loads(again.stdout)["trials"]
+    assert not [t for t in trials if t["state"] == "RUNNING"]
+    assert_stored_once(trials)
+    assert_one_child_run_per_trial(tracking, "pgfault", trials)

@@ -107,18 +107,15 @@ def secret_postgres_url():
         if os.environ.get("CI"):
             pytest.fail("CI must provide SPARSEARCH_TEST_POSTGRES_URL (see .ci/run)")
         pytest.skip("no PostgreSQL server: set SPARSEARCH_TEST_POSTGRES_URL (bash .ci/postgres.sh start DIR PORT)")
-    import psycopg2
+    import psycopg  # psycopg 3: what the dev and postgres extras install
 
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
+    with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_roles WHERE rolname = 'sparsearch_reltest'")
         if cur.fetchone() is None:
             cur.execute(f"CREATE ROLE sparsearch_reltest LOGIN PASSWORD '{SECRET}'")
         cur.execute("SELECT 1 FROM pg_database WHERE datname = 'sparsearch_reltest'")
         if cur.fetchone() is None:
             cur.execute("CREATE DATABASE sparsearch_reltest OWNER sparsearch_reltest")
-    conn.close()
     parts = urlsplit(url)
     netloc = f"sparsearch_reltest:{SECRET}@{parts.hostname}:{parts.port}"
     return urlunsplit((parts.scheme, netloc, "/sparsearch_reltest", "", ""))

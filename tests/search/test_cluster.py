@@ -10,7 +10,8 @@ import textwrap
 import time
 
 import pytest
-from _procs import env, listening_addresses, mlflow_server, ray_head, stop_group
+from _faults import assert_one_child_run_per_trial, assert_stored_once
+from _procs import env, mlflow_server, ray_head, stop_group
 from optuna.trial import TrialState
 
 pytestmark = pytest.mark.slow
@@ -129,7 +130,10 @@ def test_killed_driver_resumes_and_loses_nothing(tmp_path):
     assert stale, "the dead driver's RUNNING trials were not failed"
     retried = {t["user_attrs"].get("retry_of") for t in doc["trials"]} - {None}
     assert {t["number"] for t in stale} <= retried
-    assert len({t["number"] for t in doc["trials"]}) == len(doc["trials"])
+    # each finished trial stored once, one MLflow child run per trial number (the dead driver's parent run
+    # and the resumed one's together)
+    assert_stored_once(doc["trials"])
+    assert_one_child_run_per_trial(f"sqlite:///{results / 'mlflow.db'}", "killed", doc["trials"])
 
 
 def test_a_sigkilled_driver_is_seen_dead_at_once_by_the_next_driver_on_its_host(tmp_path):
@@ -242,6 +246,12 @@ def test_mlflow_server_rest_api_and_an_outage_mid_study(tmp_path):
         numbers = sorted(int(t["value"]) for r in children for t in r["data"]["tags"] if t["key"] == "trial_number")
         assert numbers == list(range(5))  # exactly one child run per trial after the backfill
         assert all(r["info"]["status"] != "RUNNING" for r in children)
+    from sparsearch.search.controller import load_result
+
+    trials = load_result("srv2", results_dir=tmp_path / "res").trials
+    assert len(trials) == 5
+    assert_stored_once(trials)
+    assert_one_child_run_per_trial(f"sqlite:///{db}", "srv2", trials)
 
 
 def _server_processes(uri: str):
@@ -263,19 +273,24 @@ def _server_processes(uri: str):
 
 
 def test_local_ray_started_by_sparsearch_binds_loopback_only(tmp_path):
+    """Every server of the local Ray listens on 127.0.0.1 only, and none is left listening after shutdown."""
     script = textwrap.dedent("""
-        import json, psutil
-        from pathlib import Path
+        import json, time, psutil
+        from _procs import listening_addresses
         from sparsearch.search.controller import _connect_ray
         assert _connect_ray(None)
         import ray
         pids = {p.pid for p in psutil.Process().children(recursive=True)}
-        print(json.dumps(sorted({c.laddr.ip for c in psutil.net_connections("inet")
-                                 if c.status == psutil.CONN_LISTEN and c.pid in pids})))
+        during = sorted(listening_addresses(pids))
         ray.shutdown()
+        deadline = time.monotonic() + 30
+        while listening_addresses(pids) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        print(json.dumps({"during": during, "after": sorted(listening_addresses(pids))}))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env(), timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    addresses = set(json.loads(proc.stdout.strip().splitlines()[-1]))
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    addresses = set(doc["during"])
     assert addresses and addresses <= {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
-    assert listening_addresses(set()) == set()
+    assert doc["after"] == [], f"servers still listening after ray.shutdown(): {doc['after']}"

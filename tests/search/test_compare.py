@@ -54,6 +54,7 @@ def test_compare_runs_every_sampler_and_seed_and_writes_a_report(tmp_path):
     assert again.runs["tpe"][0]["curve"] == report.runs["tpe"][0]["curve"]  # read back, not re-run
 
 
+@pytest.mark.slow
 def test_multi_objective_comparison_uses_hypervolume_and_draws_pareto_fronts(tmp_path):
     path = tmp_path / "mo.toml"
     path.write_text(

@@ -6,6 +6,7 @@ import time
 
 import optuna
 import pytest
+from _faults import assert_one_child_run_per_trial, assert_stored_once
 from optuna.trial import TrialState
 
 from sparsearch.errors import ConnectionProblem, SpecError
@@ -32,6 +33,12 @@ def tiny(name: str, objective: str | None = None, **study) -> dict:
 
 def run(raw: dict, tmp_path, **overrides):
     return run_study(load_study(raw, **overrides), results_dir=tmp_path, progress=False)
+
+
+def assert_no_loss_or_duplicate(tmp_path, result) -> None:
+    """What the fault table of BENCHMARKS.md claims: each trial stored once, one MLflow child run per trial."""
+    assert_stored_once(result.trials)
+    assert_one_child_run_per_trial(f"sqlite:///{tmp_path / 'mlflow.db'}", result.study_name, result.trials)
 
 
 def mlflow_runs(tmp_path, experiment: str):
@@ -106,6 +113,7 @@ def test_worker_suggestions_and_trial_pruning_reach_the_study(tmp_path):
     assert best.values[0] == pytest.approx(1 - (best.params["extra.x"] - 1) ** 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("writer", ["process", "thread"])
 def test_exception_fails_only_that_trial_and_is_recorded(tmp_path, writer):
     raw = tiny("errors", objective="bad_even", n_trials=4)
@@ -123,8 +131,10 @@ def test_exception_fails_only_that_trial_and_is_recorded(tmp_path, writer):
     failed = [r for r in runs if r.data.tags.get("state") == "FAIL"]
     assert len(failed) == 2 and all(r.info.status == "FAILED" for r in failed)
     assert all("boom" in r.data.tags["error"] for r in failed)
+    assert_no_loss_or_duplicate(tmp_path, result)
 
 
+@pytest.mark.slow
 def test_killed_worker_is_failed_then_retried(tmp_path):
     storage = open_storage(f"journal:{tmp_path / 'optuna.journal'}")
     study = optuna.create_study(study_name="crash", storage=storage, direction="maximize")
@@ -138,8 +148,10 @@ def test_killed_worker_is_failed_then_retried(tmp_path):
     assert "worker died" in result.trials[0].user_attrs["fail_reason"]
     assert result.trials[1].user_attrs["retry_of"] == 0
     assert not [t for t in result.trials if t.state == TrialState.RUNNING]
+    assert_no_loss_or_duplicate(tmp_path, result)
 
 
+@pytest.mark.slow
 def test_trial_time_budget_fails_the_trial_not_the_study(tmp_path):
     raw = tiny("timeout", objective="sleepy", n_trials=1)
     raw["execution"]["trial_timeout"] = 2
@@ -149,8 +161,10 @@ def test_trial_time_budget_fails_the_trial_not_the_study(tmp_path):
     (trial,) = result.trials
     assert trial.state == TrialState.FAIL
     assert "time budget exceeded" in trial.user_attrs["fail_reason"]
+    assert_no_loss_or_duplicate(tmp_path, result)
 
 
+@pytest.mark.slow
 def test_trial_memory_budget_fails_the_trial(tmp_path):
     raw = tiny("memory", objective="hungry", n_trials=1)
     raw["execution"]["trial_memory_mb"] = 900
@@ -158,8 +172,10 @@ def test_trial_memory_budget_fails_the_trial(tmp_path):
     (trial,) = result.trials
     assert trial.state == TrialState.FAIL
     assert "memory budget exceeded" in trial.user_attrs["fail_reason"]
+    assert_no_loss_or_duplicate(tmp_path, result)
 
 
+@pytest.mark.slow
 def test_stale_running_trial_of_a_dead_driver_is_failed_and_requeued(tmp_path):
     storage = open_storage(f"journal:{tmp_path / 'optuna.journal'}")
     study = optuna.create_study(study_name="stale", storage=storage, direction="maximize")
@@ -174,8 +190,34 @@ def test_stale_running_trial_of_a_dead_driver_is_failed_and_requeued(tmp_path):
     retry = [t for t in result.trials if t.user_attrs.get("retry_of") == 0]
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
     assert retry[0].params["extra.x"] == states[0].params["extra.x"]
+    assert_no_loss_or_duplicate(tmp_path, result)
 
 
+@pytest.mark.slow
+def test_a_dead_drivers_unrecorded_child_run_is_finished_not_duplicated(tmp_path):
+    """A driver killed after its MLflow writer created a trial's child run, before the run was recorded in the
+    study: the next execution finishes that run instead of writing a second one for the same trial number."""
+    from mlflow.tracking import MlflowClient
+
+    storage = open_storage(f"journal:{tmp_path / 'optuna.journal'}")
+    study = optuna.create_study(study_name="unrecorded", storage=storage, direction="maximize")
+    study.set_user_attr("objectives", ["val_auc"])
+    orphan = study.ask()
+    orphan.suggest_float("extra.x", -3, 3)
+    storage.set_trial_system_attr(orphan._trial_id, HEARTBEAT_ATTR, time.time() - 3600)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("unrecorded", artifact_location=(tmp_path / "artifacts").as_uri())
+    dead_parent = client.create_run(exp, run_name="dead-driver").info.run_id
+    left = client.create_run(exp, run_name="trial-0", tags={"mlflow.parentRunId": dead_parent, "study": "unrecorded",
+                                                             "trial_number": "0"}).info.run_id
+    result = run(tiny("unrecorded", objective="quadratic", n_trials=1), tmp_path)
+    assert result.trials[0].state == TrialState.FAIL and "stale" in result.trials[0].user_attrs["fail_reason"]
+    assert_no_loss_or_duplicate(tmp_path, result)
+    finished = client.get_run(left)
+    assert finished.info.status == "FAILED" and finished.data.tags["state"] == "FAIL"
+
+
+@pytest.mark.slow
 def test_multi_objective_study_returns_a_pareto_front(tmp_path):
     raw = tiny("mo", n_trials=4, sampler="nsga2", objectives=["val_auc", "nnz_params"])
     result = run(raw, tmp_path)

@@ -124,7 +124,7 @@ def test_study_ranking_and_compare_run_on_a_node_that_cannot_see_the_drivers_fil
             assert all(t.intermediate_values for t in stored.trials), [t.intermediate_values for t in stored.trials]
 
             # the ranking's row shards are counted on the hidden node, and give exactly the local ranking
-            ranked = _cli("rank", str(data), "--target", "click", "--ray-address", address, "--no-report")
+            ranked = _cli("rank", str(data), "--target", "click", "--ray-address", address, "--no-report")["features"]
             local = rank_features(str(data), target="click")
             assert {r["n_rows"] for r in ranked} == {3000}
             assert {r["feature"]: r["score"] for r in ranked} == dict(zip(local["feature"], local["score"]))

@@ -53,6 +53,7 @@ def test_disabled_tracking_makes_trial_log_a_no_op(tmp_path):
     assert not trial_log.enabled and trial_log.mode == "off"
 
 
+@pytest.mark.slow
 def test_a_dead_writer_process_loses_no_trial_and_blocks_nothing(tmp_path):
     url = f"journal:{tmp_path / 'optuna.journal'}"
     study = optuna.create_study(study_name="dead", storage=open_storage(url))

@@ -112,10 +112,19 @@ def test_report_and_user_attrs_are_held_without_a_pruner(setup):
 
 def test_report_goes_to_the_study_under_a_trial_pruner(setup):
     study, trial, make = setup
+    # five finished trials (the median pruner's default start-up) that reached 0.1 at step 1 and 0.01 at step 2;
+    # the study minimises, and the median pruner compares a trial's best value so far with the others' median
+    for _ in range(5):
+        study.add_trial(optuna.trial.create_trial(
+            params={"model.width": 16}, distributions={"model.width": IntDistribution(8, 64)}, value=0.01,
+            intermediate_values={1: 0.1, 2: 0.01}))
     wt, counting = make(pruning=True)
-    wt.report(0.5, 1)
-    assert study._storage.get_trial(trial._trial_id).intermediate_values == {1: 0.5}
-    assert wt.should_prune() in (True, False) and counting.calls > 0
+    wt.report(0.05, 1)
+    assert study._storage.get_trial(trial._trial_id).intermediate_values == {1: 0.05}
+    assert not wt.should_prune() and counting.calls > 0  # better than the other trials at step 1
+    wt.report(0.5, 2)
+    assert study._storage.get_trial(trial._trial_id).intermediate_values == {1: 0.05, 2: 0.5}
+    assert wt.should_prune()  # its best (0.05) is worse than the stored trials' median at step 2 (0.01)
 
 
 def test_multi_objective_trials_cannot_report(setup):
