@@ -53,7 +53,7 @@ class _Section(StrictModel):
             raise _format_error(exc, "study", section=self._section) from None
 
     # pydantic calls an overridden __init__ from model_validate too (a study file's sections): marked as a base
-    # init, it is called only when Python code builds a section (tests/search/test_spec.py fails if that changes)
+    # init, it is called only when Python code builds a section (tests/search/test_python_api.py fails if that changes)
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
 
