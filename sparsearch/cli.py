@@ -243,6 +243,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     lines += ["", "best trials:", _trials_table(doc, top=5), "",
               f"storage:  {doc['storage']}", f"tracking: {doc['tracking_uri']} (parent run "
               f"{doc['mlflow_parent_run_id']})", f"browse:   sparsearch ui --results {args.results}"]
+    if doc.get("model_uri"):
+        lines.append(f"model:    {doc['model_uri']} (sparsearch predict {doc['study_name']} DATA --out FILE)")
     _emit(args, doc, "\n".join(lines))
     return 0
 

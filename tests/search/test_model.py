@@ -221,6 +221,8 @@ def test_predict_command_matches_the_model(study, model, evaluated, tmp_path, ca
         assert doc["model_uri"] == study["result"].model_uri and doc["n_rows"] == raw.height
         outputs[fmt] = pd.read_csv(out)
         np.testing.assert_allclose(outputs[fmt]["1"], expected["1"], atol=1e-6)
+    assert main(["show", NAME, "--results", str(study["results"]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model_uri"] == study["result"].model_uri
     out = tmp_path / "classes.parquet"
     assert main(["predict", NAME, str(data), "--out", str(out), "--results", str(study["results"]),
                  "--output", "class"]) == 0
