@@ -71,7 +71,7 @@ def test_flights_sql_derives_the_target_and_drops_leaks(tmp_path: Path) -> None:
     assert not features & set(LEAKS), "columns known only after departure leak the target"
     assert {"time_hour", "year", "late"}.isdisjoint(features)
     assert {"carrier", "dest", "tailnum", "hour"} <= features
-    late = np.concatenate([prepared.train.y, prepared.val.y])
+    late = np.concatenate([prepared.train.y, prepared.val.y, prepared.test.y])
     assert set(np.unique(late)) == {0, 1}
     assert late.sum() == (known["arr_delay"] > 15).sum()
 
