@@ -1,7 +1,8 @@
 """Benchmarks of issue #13: `sparsearch rank` end to end against the library call, pairs, mrmr/3mr speed.
 
-Usage: python bench/bench_interactions.py [N_ROWS] [N_COLS] [OUT_DIR] [ROUNDS] [outrank]
-       (defaults 200000, 100, a temp folder, 3; the lead's run: 2000000 100 DIR 3 outrank)
+Usage: python bench/bench_interactions.py [N_ROWS] [N_COLS] [OUT_DIR] [ROUNDS] [outrank | outrank-default]
+       (defaults 200000, 100, a temp folder, 3; the lead's run: 2000000 100 DIR 3 outrank-default;
+       ``outrank-default`` times OutRank's default run only, ``outrank`` adds ``--interaction_order 2``)
 
 1. Writes a parquet of N_ROWS x N_COLS categorical columns (cardinalities 2 to 100,000 on a log grid, half
    uniform and half Zipf-skewed, 5% missing in every third column, a quarter strings, a few informative, one XOR pair) and times,
@@ -94,7 +95,10 @@ def main() -> None:
         "library 3mr": lambda: lib("3mr"),
     }
     peers: dict[str, object] = {}
-    if len(sys.argv) > 5 and sys.argv[5] == "outrank":
+    peer_mode = sys.argv[5] if len(sys.argv) > 5 else ""
+    if peer_mode not in ("", "outrank", "outrank-default"):
+        raise SystemExit(f"unknown peer mode {peer_mode!r}: use outrank or outrank-default")
+    if peer_mode:
         exe = Path(__file__).resolve().parent / ".venv-outrank" / "bin" / "outrank"
         csv_dir = out / f"csv_{n_rows}x{n_cols}"
         if not csv_dir.exists():
@@ -115,7 +119,8 @@ def main() -> None:
             return secs
 
         variants["outrank default"] = lambda: outrank(1)
-        variants["outrank --interaction_order 2"] = lambda: outrank(2)
+        if peer_mode == "outrank":
+            variants["outrank --interaction_order 2"] = lambda: outrank(2)
 
         def ours_pairs() -> float:
             t = time.perf_counter()
@@ -133,9 +138,16 @@ def main() -> None:
             times[name].append(fn())
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med["library rank_features"]
-    print(json.dumps({"rows": n_rows, "cols": n_cols, "seconds": med, "runs": times,
-                      "ratio_to_library": {k: v / base for k, v in med.items()}, "peers": peers}, indent=2,
-                     default=str))
+    doc = {"command": " ".join(["python", *sys.argv]), "rows": n_rows, "cols": n_cols,
+           "statistic": "median over interleaved rounds", "seconds": med, "runs": times,
+           "ratio_to_library": {k: v / base for k, v in med.items()}, "peers": peers}
+    if "outrank default" in med:
+        doc["outrank_default_over_cli_rank_default"] = med["outrank default"] / med["cli rank (default)"]
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / f"interactions-{n_rows}x{n_cols}{'-' + peer_mode if peer_mode else ''}.json").write_text(
+        json.dumps(doc, indent=1, default=str))
+    print(json.dumps(doc, indent=2, default=str))
 
 
 if __name__ == "__main__":

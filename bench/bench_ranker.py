@@ -145,6 +145,8 @@ def _run_contender(name: str, hard: bool, run: int) -> dict:
     """One timed run of contender ``name`` in a fresh process: wall time, the child's own timings, its ranking."""
     if name == "ours":
         cmd = [sys.executable, "-c", _OURS_CHILD, str(_parquet(hard))]
+    elif name == "ours_cli":  # `sparsearch rank` as a new user runs it: start-up, default report, printed table
+        cmd = [sys.executable, "-m", "sparsearch", "rank", str(_parquet(hard)), "--target", "click"]
     elif name == "sklearn":
         cmd = [sys.executable, "-c", _SKLEARN_CHILD, str(_parquet(hard)), str(ARGS.threads)]
     else:
@@ -157,6 +159,9 @@ def _run_contender(name: str, hard: bool, run: int) -> dict:
     doc: dict = {"wall_s": wall, "returncode": proc.returncode}
     if proc.returncode != 0:
         doc["stderr_tail"] = proc.stderr[-1500:]
+        return doc
+    if name == "ours_cli":
+        doc["stdout_lines"] = len(proc.stdout.splitlines())
         return doc
     if name == "outrank":
         parsed = _parse_outrank(out)
@@ -209,11 +214,19 @@ def _compare(contenders: list[str], hard: bool = False) -> dict:
                   if p["returncode"] == 0 and o["returncode"] == 0]
         entry["ratio_of_medians_vs_ours"] = entry["wall_s"]["median"] / ours["wall_s"]["median"]
         entry["paired_ratio_vs_ours"] = _summary(paired)
+    cli = doc["contenders"].get("ours_cli", {})
+    for name, entry in doc["contenders"].items():
+        if name in ("ours", "ours_cli") or "wall_s" not in entry or "wall_s" not in cli:
+            continue
+        paired = [p["wall_s"] / o["wall_s"] for p, o in zip(entry["raw"], cli["raw"])
+                  if p["returncode"] == 0 and o["returncode"] == 0]
+        entry["ratio_of_medians_vs_ours_cli"] = entry["wall_s"]["median"] / cli["wall_s"]["median"]
+        entry["paired_ratio_vs_ours_cli"] = _summary(paired)
     return doc
 
 
 def stage_compare() -> None:
-    _save("compare", _compare(["ours", "sklearn", "outrank"]))
+    _save("compare", _compare(["ours", "ours_cli", "sklearn", "outrank"]))
 
 
 def stage_ours() -> None:
