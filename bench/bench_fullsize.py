@@ -30,6 +30,10 @@ for _k, _v in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLE
     os.environ.setdefault(_k, _v)
 
 
+ALL_ROWS = 100_000_000
+"""``[data] max_rows`` above any data set here: every row (the bundled flights study samples 100,000)."""
+
+
 def _study(name: str, label: str, **overrides: Any) -> dict[str, Any]:
     from sparsearch.search.controller import run_study
 
@@ -90,7 +94,7 @@ def fashion(variant: dict[str, Any]) -> dict[str, Any]:
 
 
 def flights(variant: dict[str, Any]) -> dict[str, Any]:
-    doc = _study("flights", "flights" + _suffix(variant), **{"data.max_rows": None, **variant})
+    doc = _study("flights", "flights" + _suffix(variant), **{"data.max_rows": ALL_ROWS, **variant})
     # the peer a tabular user reaches for first, on the same split (fitted on training rows, scored on test rows)
     import numpy as np
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -100,7 +104,7 @@ def flights(variant: dict[str, Any]) -> dict[str, Any]:
     from sparsearch.spaces.metrics import binary_auc
 
     same_rows = {k: v for k, v in variant.items() if k.startswith(("data.", "train.", "seed"))}
-    spec = load_study("flights", **{"data.max_rows": None, **same_rows, "data.prefilter": "none", "data.top_k": None})
+    spec = load_study("flights", **{"data.max_rows": ALL_ROWS, **same_rows, "data.prefilter": "none", "data.top_k": 1000})  # every feature column
     prepared = prepare_data(spec, OUT / "flights-hgb")
     if prepared.split["digest"] != doc["split"]["digest"]:
         raise SystemExit("the peer would see another split than the study: refusing to compare")
