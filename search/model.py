@@ -165,22 +165,13 @@ def load_study_model(study_name: str, *, results_dir: str | os.PathLike[str] = "
 
 def _load_pyfunc(uri: str, store: str | None) -> Any:
     import mlflow
-    from mlflow.tracking._tracking_service import utils as tracking_utils
 
     from sparsearch.errors import ConnectionProblem
+    from sparsearch.search.tracking import fluent_tracking_uri
 
-    # resolve the URI against ``store`` for this call only (as Tracker does when it logs)
-    saved_env, saved_uri = os.environ.get("MLFLOW_TRACKING_URI"), tracking_utils._tracking_uri
-    try:
-        if store:
-            mlflow.set_tracking_uri(store)
-        return mlflow.pyfunc.load_model(uri)
+    try:  # resolve the URI against ``store`` for this call only (as Tracker does when it logs)
+        with fluent_tracking_uri(store):
+            return mlflow.pyfunc.load_model(uri)
     except Exception as exc:  # MlflowException, OSError: the store or the artifacts are not where they were
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConnectionProblem(f"cannot load model {uri!r} from MLflow store {store!r}: {first[:300]}") from None
-    finally:
-        tracking_utils._tracking_uri = saved_uri
-        if saved_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved_env

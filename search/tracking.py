@@ -181,6 +181,26 @@ def warm_up_plots() -> None:
         pass
 
 
+@contextlib.contextmanager
+def fluent_tracking_uri(uri: str | None) -> Iterator[None]:
+    """Point MLflow's global ("fluent") tracking URI at ``uri`` for a block, then restore both the global URI and
+    ``MLFLOW_TRACKING_URI`` (``mlflow.set_tracking_uri`` also sets the variable). ``None`` changes nothing."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved_env, saved_uri = os.environ.get("MLFLOW_TRACKING_URI"), tracking_utils._tracking_uri
+    try:
+        if uri:
+            mlflow.set_tracking_uri(uri)
+        yield
+    finally:
+        tracking_utils._tracking_uri = saved_uri
+        if saved_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env
+
+
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
 
@@ -521,23 +541,10 @@ class Tracker:
             import mlflow.pyfunc
             import mlflow.pytorch
 
-            # MLflow logs models through the global "fluent" API: point it at our store for this call only,
-            # then restore both the global URI and MLFLOW_TRACKING_URI (set_tracking_uri also sets the variable)
-            from mlflow.tracking._tracking_service import utils as tracking_utils
-
-            saved_env = os.environ.get("MLFLOW_TRACKING_URI")
-            saved_uri = tracking_utils._tracking_uri
-            try:
-                mlflow.set_tracking_uri(self.uri)
-                with mlflow.start_run(run_id=run_id):
-                    info = log_fn(mlflow)
-                return info.model_uri
-            finally:
-                tracking_utils._tracking_uri = saved_uri
-                if saved_env is None:
-                    os.environ.pop("MLFLOW_TRACKING_URI", None)
-                else:
-                    os.environ["MLFLOW_TRACKING_URI"] = saved_env
+            # MLflow logs models through the global "fluent" API: point it at our store for this call only
+            with fluent_tracking_uri(self.uri), mlflow.start_run(run_id=run_id):
+                info = log_fn(mlflow)
+            return info.model_uri
 
         return self._guard(what, go)
 

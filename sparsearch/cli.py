@@ -288,6 +288,27 @@ class RankProgress:
             print(file=sys.stderr, flush=True)
 
 
+def _write_frame(out: Path, frame: Any, json_indent: int | None = None) -> None:
+    """Write a polars frame as .parquet, .json, .tsv or .csv (by ``out``'s suffix), to a temporary name renamed at
+    the end: a failed write never leaves a file that looks complete. An OS error is one line naming ``--out``."""
+    from sparsearch.errors import SpecError
+
+    suffix = out.suffix.lower()
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".parquet":
+            frame.write_parquet(tmp)
+        elif suffix == ".json":
+            tmp.write_text(json.dumps(frame.to_dicts(), indent=json_indent, default=str))
+        else:
+            frame.write_csv(tmp, separator="\t" if suffix == ".tsv" else ",")
+        tmp.replace(out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SpecError(f"--out {str(out)!r}: cannot write: {exc.strerror or exc}") from None
+
+
 def _cmd_rank(args: argparse.Namespace) -> int:
     from sparsearch.errors import SpecError
     from sparsearch.features import RankOptions, rank
@@ -317,21 +338,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
         progress.close()
     ranking, pairs, report = result.features, result.pairs, result.quality
     if out is not None:
-        suffix = out.suffix.lower()
-        # written to a temporary name and renamed: a failed write never leaves a file that looks complete
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            if suffix == ".parquet":
-                ranking.write_parquet(tmp)
-            elif suffix == ".json":
-                tmp.write_text(json.dumps(ranking.to_dicts(), indent=2, default=str))
-            else:
-                ranking.write_csv(tmp, separator="\t" if suffix == ".tsv" else ",")
-            tmp.replace(out)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise SpecError(f"--out {str(out)!r}: cannot write: {exc.strerror or exc}") from None
+        _write_frame(out, ranking, json_indent=2)
     if plot is not None:
         from sparsearch.features import plot_ranking
 
@@ -384,19 +391,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                         f"{args.study_name!r} reads ({', '.join(wanted)})")
     rows = rows.select(wanted)
     pred = pl.from_pandas(model.predict(rows.to_pandas(), params={"format": args.format, "output": args.output}))
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if suffix == ".parquet":
-            pred.write_parquet(tmp)
-        elif suffix == ".json":
-            tmp.write_text(json.dumps(pred.to_dicts(), default=str))
-        else:
-            pred.write_csv(tmp, separator="\t" if suffix == ".tsv" else ",")
-        tmp.replace(out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise SpecError(f"--out {str(out)!r}: cannot write: {exc.strerror or exc}") from None
+    _write_frame(out, pred)
     doc = {"study_name": args.study_name, "model_uri": uri, "n_rows": pred.height, "columns": pred.columns,
            "format": args.format, "output": args.output, "out": str(out)}
     _emit(args, doc, f"predicted {pred.height} rows with {uri} ({args.format}); wrote {out}")
