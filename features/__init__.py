@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-from ._cache import cached_rank_features
+from ._cache import RankingCache, cached_rank_features
 from ._datasets import DATASETS, make_click_log
 from ._estimators import METHODS, Ranker, available_methods
 from ._greedy import pairwise_relevance
@@ -45,6 +45,7 @@ __all__ = [
     "RankResult",
     "Ranker",
     "available_methods",
+    "RankingCache",
     "cached_rank_features",
     "data_fingerprint",
     "iter_batches",

@@ -17,8 +17,8 @@ from typing import Any
 
 import polars as pl
 
-from sparsearch._ray import check_ray_reachable
-from sparsearch.errors import ConnectionProblem, DataError
+from sparsearch._ray import connect_ray
+from sparsearch.errors import DataError
 
 from ._counts import Counts, TargetSpec, count_batch
 from ._io import EXTENSIONS, Source, iter_file, iter_parquet
@@ -93,31 +93,6 @@ def _shards(src: Source, batch_size: int) -> list[tuple[str, list[int] | None, i
     return out
 
 
-_check_reachable = check_ray_reachable  # kept under its old name for the tests
-
-
-def _ensure_ray(ray_address: str | None) -> bool:
-    """Initialise Ray if needed; return True when this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if ray_address is not None:
-        _check_reachable(ray_address)
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_enable_metrics_collection", "0")
-    try:
-        if ray_address is None:
-            ray.init(address="local", num_cpus=os.cpu_count() or 2, include_dashboard=False,
-                     object_store_memory=200_000_000, log_to_driver=False)
-        else:
-            ray.init(address=ray_address, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ConnectionProblem(f"cannot connect to Ray at {ray_address!r}: {str(exc).splitlines()[0]}") from None
-    return True
-
-
 def count_with_ray(
     src: Source,
     feats: list[str],
@@ -152,7 +127,7 @@ def map_shards(
     """
     import ray
 
-    started = _ensure_ray(ray_address)
+    started = connect_ray(ray_address or "local", num_cpus=os.cpu_count() or 2, object_store_memory=200_000_000)
     try:
         cpus = int(ray.cluster_resources().get("CPU", 2))
         limit = max_in_flight or max(2, 2 * cpus)

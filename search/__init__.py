@@ -11,7 +11,7 @@ from typing import Any
 __all__ = ["StudyResult", "StudySpec", "compare_samplers", "load_study", "run_study"]
 
 _LAZY = {
-    "StudyResult": "sparsearch.search.controller",
+    "StudyResult": "sparsearch.search.results",
     "run_study": "sparsearch.search.controller",
     "StudySpec": "sparsearch.search.spec",
     "load_study": "sparsearch.search.spec",

@@ -25,9 +25,11 @@ from typing import Any
 import numpy as np
 from optuna.trial import TrialState
 
+from sparsearch._ray import connect_ray
 from sparsearch._table import table
 from sparsearch.errors import SpecError
-from sparsearch.search.controller import StudyResult, _connect_ray, load_result, run_study
+from sparsearch.search.controller import run_study
+from sparsearch.search.results import StudyResult, load_result
 from sparsearch.search.spec import apply_overrides, load_study, parse_study
 
 __all__ = ["CompareReport", "best_so_far", "compare_samplers", "verdict"]
@@ -201,7 +203,7 @@ def hypervolume_so_far(values: list[list[float] | None], directions: list[str], 
         >>> hypervolume_so_far([[1.0, 1.0], None, [2.0, 0.5]], ["maximize", "minimize"], np.array([0.0, 2.0]))
         [1.0, 1.0, 3.0]
     """
-    from optuna._hypervolume import compute_hypervolume
+    from sparsearch.search._internals import hypervolume
 
     sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
     points: list[np.ndarray] = []
@@ -211,7 +213,7 @@ def hypervolume_so_far(values: list[list[float] | None], directions: list[str], 
             p = sign * np.asarray(v, float)
             if np.all(p < reference):
                 points.append(p)
-        out.append(float(compute_hypervolume(np.array(points), reference)) if points else 0.0)
+        out.append(hypervolume(np.array(points), reference) if points else 0.0)
     return out
 
 
@@ -245,7 +247,7 @@ def compare_samplers(
     maximize = direction == "maximize"
     results = Path(results_dir)
     started = time.perf_counter()
-    started_ray = _connect_ray(base.execution.ray_address)
+    started_ray = connect_ray(base.execution.ray_address)
     runs: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in samplers}
     fingerprint = None
     try:
@@ -332,7 +334,7 @@ def _plot_png(report: CompareReport) -> bytes:
     fig, axes = plt.subplots(1, 2 if multi else 1, figsize=(12 if multi else 7, 4.2), dpi=110)
     ax = axes[0] if multi else axes
     if multi:  # every sampler's trials and Pareto front, over all seeds, in the first two objectives
-        from optuna.study._multi_objective import _is_pareto_front
+        from sparsearch.search._internals import pareto_mask
 
         directions = report.extra["directions"]
         sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
@@ -340,7 +342,7 @@ def _plot_png(report: CompareReport) -> bytes:
             pts = np.array([v for r in report.runs[s].values() for v in r["values"] if v is not None], float)
             if not len(pts):
                 continue
-            front = pts[_is_pareto_front(pts * sign, assume_unique_lexsorted=False)]
+            front = pts[pareto_mask(pts * sign)]
             front = front[np.argsort(front[:, 0])]
             axes[1].scatter(pts[:, 0], pts[:, 1], s=8, alpha=0.3)
             axes[1].plot(front[:, 0], front[:, 1], marker="o", label=f"{s} Pareto front")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -62,14 +61,6 @@ class PreparedData:
     """The fitted :class:`~sparsearch.spaces.encoder.TabularEncoder` (driver only: it packages the best model)."""
     example: Any = None
     """A few raw rows of the candidate features (polars; the packaged model's input example)."""
-
-
-def _ranking_cache_path(cache_dir: Path, fingerprint: str, spec: StudySpec, columns: list[str],
-                        split_digest: str) -> Path:
-    key = json.dumps({"fp": fingerprint, "target": spec.data.target, "method": spec.data.prefilter,
-                      "columns": columns, "rows": split_digest}, sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return cache_dir / f"ranking-{spec.data.prefilter}-{digest}.parquet"
 
 
 def _load_frame(spec: StudySpec) -> Any:
@@ -164,7 +155,7 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
 
     import polars as pl
 
-    from sparsearch.features import data_fingerprint, validate_target
+    from sparsearch.features import RankingCache, data_fingerprint, validate_target
     from sparsearch.spaces import split_indices
     from sparsearch.spaces.encoder import TabularEncoder
 
@@ -190,18 +181,17 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
     ranking_rows: dict[str, Any] = {}
     candidates = columns
     if spec.data.prefilter != "none":
-        cache = _ranking_cache_path(results_dir / "cache", fingerprint, spec, columns, split["digest"])
+        # the same cache as `sparsearch rank --cache`; the data's identity includes the rows ranked (the split)
+        cache = RankingCache(results_dir / "cache")
+        key = cache.key(f"{fingerprint}/train-rows-{split['digest']}", target=target, method=spec.data.prefilter,
+                        options={"columns": columns, "seed": spec.study.seed})
         ranking_rows = {"rows": "train", "n_rows": split["n_train"], "split_digest": split["digest"]}
         t0 = time.perf_counter()
-        if cache.exists():
-            ranking = pl.read_parquet(cache)
-            cached = True
-        else:
+        ranking = cache.load(key)
+        cached = ranking is not None
+        if ranking is None:
             ranking = rank_training_rows(df, columns, target, tr, spec)
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
-            ranking.write_parquet(tmp)
-            tmp.replace(cache)
+            cache.store(key, ranking)
         timings["rank_s"] = time.perf_counter() - t0
         candidates = ranking.sort("rank")["feature"].to_list()
     if spec.data.top_k is not None:

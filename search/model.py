@@ -148,7 +148,7 @@ def load_study_model(study_name: str, *, results_dir: str | os.PathLike[str] = "
         SpecError: no such study, or it has no logged model.
     """
     from sparsearch.errors import SpecError
-    from sparsearch.search.controller import load_result
+    from sparsearch.search.results import load_result
     from sparsearch.search.tracking import default_tracking_uri
 
     result = load_result(study_name, storage=storage, results_dir=results_dir)

@@ -29,7 +29,6 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileOpenLock
-from optuna.storages.journal._file import BaseJournalFileLock  # not re-exported by Optuna 5
 
 try:
     import fcntl
@@ -37,9 +36,10 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 from sparsearch.errors import ConnectionProblem, SpecError
+from sparsearch.search._internals import BaseJournalFileLock, journal_parts, set_journal_backend, sync_journal
 
 __all__ = ["IDEMPOTENT", "RayStorageProxy", "StorageActorLost", "StorageServer", "absolute_storage_url", "batched_writes",
-           "default_storage_url", "is_storage_outage", "open_storage", "redact"]
+           "default_storage_url", "is_backend_failure", "is_memory_url", "is_storage_outage", "open_storage", "redact"]
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
 
@@ -93,13 +93,16 @@ def batched_writes(storage: BaseStorage) -> Iterator[None]:
     written as usual. Relies on ``JournalStorage`` writing through its ``_backend`` (Optuna 4 and 5); if that
     changes, writes simply go one by one (``tests/search/test_storage.py`` notices).
     """
-    if not isinstance(storage, optuna.storages.JournalStorage) or not hasattr(storage, "_backend"):
+    parts = journal_parts(storage)
+    if parts is None:
         yield
         return
-    with storage._thread_lock:
-        if not isinstance(storage._backend, _BatchingBackend):
-            storage._backend = _BatchingBackend(storage._backend)
-        backend = storage._backend
+    lock, backend = parts
+    with lock:
+        backend = journal_parts(storage)[1]  # type: ignore[index]
+        if not isinstance(backend, _BatchingBackend):
+            backend = _BatchingBackend(backend)
+            set_journal_backend(storage, backend)  # type: ignore[arg-type]
     batches = _BATCHES.__dict__.setdefault("held", {})
     if id(backend) in batches:  # nested: the outer block appends
         yield
@@ -111,9 +114,9 @@ def batched_writes(storage: BaseStorage) -> Iterator[None]:
     finally:
         del batches[id(backend)]
         if held:
-            with storage._thread_lock:  # as JournalStorage's own writes: append, then read back
+            with lock:  # as JournalStorage's own writes: append, then read back
                 backend.append_logs(held)
-                storage._sync_with_backend()
+                sync_journal(storage)  # type: ignore[arg-type]
 
 
 def is_memory_url(url: str) -> bool:
@@ -358,13 +361,17 @@ class StorageActorLost(ConnectionProblem):
     """The storage actor died during a call that cannot be repeated safely, or with the only copy of the study."""
 
 
+def is_backend_failure(exc: BaseException) -> bool:
+    """An error of the Optuna storage backend itself (its server went away), not of sparsearch's code."""
+    from optuna.exceptions import StorageInternalError
+
+    return isinstance(exc, StorageInternalError) or type(exc).__module__.startswith(("sqlalchemy", "psycopg"))
+
+
 def is_storage_outage(exc: BaseException) -> bool:
     """Whether ``exc`` says the study's storage could not be reached (not that a call was wrong): the storage
     actor died, a worker cannot reach the storage, or the database backend failed."""
-    from optuna.exceptions import StorageInternalError
-
-    return isinstance(exc, (StorageActorLost, ConnectionProblem, StorageInternalError)) or type(
-        exc).__module__.startswith(("sqlalchemy", "psycopg"))
+    return isinstance(exc, (StorageActorLost, ConnectionProblem)) or is_backend_failure(exc)
 
 
 class RayStorageProxy(BaseStorage):

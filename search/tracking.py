@@ -186,15 +186,16 @@ def fluent_tracking_uri(uri: str | None) -> Iterator[None]:
     """Point MLflow's global ("fluent") tracking URI at ``uri`` for a block, then restore both the global URI and
     ``MLFLOW_TRACKING_URI`` (``mlflow.set_tracking_uri`` also sets the variable). ``None`` changes nothing."""
     import mlflow
-    from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    saved_env, saved_uri = os.environ.get("MLFLOW_TRACKING_URI"), tracking_utils._tracking_uri
+    from sparsearch.search._internals import get_fluent_tracking_uri, restore_fluent_tracking_uri
+
+    saved_env, saved_uri = os.environ.get("MLFLOW_TRACKING_URI"), get_fluent_tracking_uri()
     try:
         if uri:
             mlflow.set_tracking_uri(uri)
         yield
     finally:
-        tracking_utils._tracking_uri = saved_uri
+        restore_fluent_tracking_uri(saved_uri)
         if saved_env is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:

@@ -22,6 +22,8 @@ from typing import Any
 import optuna
 from optuna.trial import BaseTrial
 
+from sparsearch.search._internals import trial_handle
+
 __all__ = ["TrialPayload", "TrialReport", "WorkerTrial", "execute_trial"]
 
 MEMORY_REASON_ATTR = "fail_reason"
@@ -257,7 +259,7 @@ class WorkerTrial(BaseTrial):
         if self._remote is None:
             study = self.study
             self._flush_params()
-            self._remote = optuna.Trial(study, self._payload.trial_id)
+            self._remote = trial_handle(study, self._payload.trial_id)
         return self._remote
 
     def _flush_params(self) -> None:

@@ -22,7 +22,7 @@ __all__ = [
 
 _LAZY = {
     "run_study": "sparsearch.search.controller",
-    "StudyResult": "sparsearch.search.controller",
+    "StudyResult": "sparsearch.search.results",
     "StudySpec": "sparsearch.search.spec",
     "load_study": "sparsearch.search.spec",
     "rank_features": "sparsearch.features",
@@ -31,7 +31,8 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from sparsearch.features import rank_features, rank_interactions
-    from sparsearch.search.controller import StudyResult, run_study
+    from sparsearch.search.controller import run_study
+    from sparsearch.search.results import StudyResult
     from sparsearch.search.spec import StudySpec, load_study
 
 

@@ -250,7 +250,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from sparsearch.search.controller import load_result
+    from sparsearch.search.results import load_result
 
     result = load_result(args.study_name, storage=args.storage, results_dir=args.results)
     doc = result.to_json()

@@ -27,8 +27,8 @@ def test_unreachable_ray_address_fails_fast():
 
     import pytest
 
+    from sparsearch._ray import check_ray_reachable
     from sparsearch.errors import ConnectionProblem
-    from sparsearch.features._distributed import check_ray_reachable
 
     t = time.perf_counter()
     with pytest.raises(ConnectionProblem, match="cannot connect to Ray at '127.0.0.1:1'"):

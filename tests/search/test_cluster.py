@@ -277,8 +277,8 @@ def test_local_ray_started_by_sparsearch_binds_loopback_only(tmp_path):
     script = textwrap.dedent("""
         import json, time, psutil
         from _procs import listening_addresses
-        from sparsearch.search.controller import _connect_ray
-        assert _connect_ray(None)
+        from sparsearch._ray import connect_ray
+        assert connect_ray(None)
         import ray
         pids = {p.pid for p in psutil.Process().children(recursive=True)}
         during = sorted(listening_addresses(pids))

@@ -10,7 +10,8 @@ from _faults import assert_one_child_run_per_trial, assert_stored_once
 from optuna.trial import TrialState
 
 from sparsearch.errors import ConnectionProblem, SpecError
-from sparsearch.search.controller import HEARTBEAT_ATTR, run_study
+from sparsearch.search.controller import run_study
+from sparsearch.search.execution import HEARTBEAT_ATTR
 from sparsearch.search.spec import load_study
 from sparsearch.search.storage import open_storage
 

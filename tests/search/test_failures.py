@@ -13,13 +13,8 @@ from optuna.trial import TrialState
 
 from sparsearch.errors import SpecError
 from sparsearch.search import _liveness
-from sparsearch.search.controller import (
-    DRIVER_ATTR,
-    DRIVER_PROC_PREFIX,
-    HEARTBEAT_ATTR,
-    _Execution,
-    _worker_lost,
-)
+from sparsearch.search.execution import DRIVER_ATTR, DRIVER_PROC_PREFIX, HEARTBEAT_ATTR, Execution
+from sparsearch.search.loop import worker_lost
 from sparsearch.search.spec import load_study, parse_study
 from sparsearch.search.storage import IDEMPOTENT, RayStorageProxy, StorageActorLost, open_storage
 
@@ -78,7 +73,7 @@ def _study_with_running_trial(tmp_path, *, owner: str, record: dict | None, beat
 def _execution(tmp_path, stale_after=60.0):
     spec = parse_study({**BASE, "execution": {"heartbeat_interval": 0.5, "stale_after": stale_after},
                         "tracking": {"enabled": False}})
-    return _Execution(spec, tmp_path, progress=False)
+    return Execution(spec, tmp_path, progress=False)
 
 
 def test_a_dead_driver_on_this_host_is_failed_at_once_and_requeued(tmp_path):
@@ -209,11 +204,11 @@ def test_an_in_memory_storage_actor_is_not_restarted_and_a_file_one_is(tmp_path)
 
 # -- task errors against worker deaths ------------------------------------------------------------------------------
 def test_only_a_lost_worker_or_node_counts_as_a_worker_death():
-    assert _worker_lost(ray.exceptions.WorkerCrashedError())
-    assert _worker_lost(ray.exceptions.NodeDiedError("n"))
-    assert not _worker_lost(ray.exceptions.RayTaskError("execute_trial", "tb", ValueError("x")))
-    assert not _worker_lost(ray.exceptions.TaskCancelledError())
-    assert not _worker_lost(TypeError("cannot unpickle"))
+    assert worker_lost(ray.exceptions.WorkerCrashedError())
+    assert worker_lost(ray.exceptions.NodeDiedError("n"))
+    assert not worker_lost(ray.exceptions.RayTaskError("execute_trial", "tb", ValueError("x")))
+    assert not worker_lost(ray.exceptions.TaskCancelledError())
+    assert not worker_lost(TypeError("cannot unpickle"))
 
 
 # -- a storage outage inside a trial ----------------------------------------------------------------------------------

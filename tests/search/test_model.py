@@ -83,8 +83,8 @@ def network_proba(net, categorical, numeric) -> np.ndarray:
 
 
 def test_the_model_on_raw_rows_reproduces_the_trials_own_predictions(study, model, evaluated):
-    from sparsearch.search.controller import get_test_record
     from sparsearch.search.data import select_features
+    from sparsearch.search.results import get_test_record
     from sparsearch.spaces import classification_metrics
 
     result = study["result"]

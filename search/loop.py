@@ -1,0 +1,317 @@
+"""The search loop of one execution: at most ``workers`` trials in flight on Ray, results in completion order.
+
+One trial, followed by reading :class:`SearchLoop` top to bottom:
+
+1. :meth:`SearchLoop.dispatch` asks the study for a trial, records this driver as its owner, samples its config in
+   the driver and submits it as a Ray task; an :class:`InFlight` record keeps what the driver needs of it;
+2. :meth:`SearchLoop.collect` gets its :class:`~sparsearch.search.worker.TrialReport` (or the task's error),
+   re-queues it when its worker or node was lost, stores the report and tells the study
+   (:meth:`~sparsearch.search.execution.Execution.tell`), and finishes its MLflow child run;
+3. between results, :meth:`SearchLoop.heartbeat` refreshes the heartbeats of the trials in flight and fails the
+   trials of stopped drivers, and :meth:`SearchLoop.enforce_timeouts` cancels trials over ``trial_timeout``;
+4. :meth:`SearchLoop.run` repeats until the budget (``n_trials``, ``timeout``, pending retries) is used and nothing
+   is in flight; on Ctrl-C, :meth:`SearchLoop.interrupt` fails and re-queues what was in flight.
+
+Random search is this same loop with ``sampler = "random"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
+
+from sparsearch.search._internals import study_storage, trial_id
+from sparsearch.search.data import PreparedData, trial_features
+from sparsearch.search.execution import DRIVER_ATTR, HEARTBEAT_ATTR, Execution
+from sparsearch.search.storage import is_backend_failure, is_journal, is_memory_url
+from sparsearch.search.worker import MEMORY_REASON_ATTR, TrialPayload, TrialReport
+
+__all__ = ["InFlight", "SearchLoop", "propose", "worker_lost"]
+
+log = logging.getLogger("sparsearch")
+
+
+@dataclass
+class InFlight:
+    """What the driver keeps of a trial while its Ray task runs."""
+
+    trial: optuna.Trial
+    started: float
+    """``time.monotonic()`` at dispatch (for ``trial_timeout`` and a lost task's duration)."""
+    attrs: dict[str, Any]
+    """User attributes the driver stores with the result (``target_sparsity``)."""
+    driver_params: frozenset[str]
+    """Parameters sampled in the driver; any other parameter of the result was suggested in the worker."""
+    features: tuple[str, ...] | None
+    """The trial's feature subset (searched ``top_k`` or ``crosses``), ``None`` for all candidates."""
+    reason: str | None = None
+    """Why the driver cancelled the task (time budget), which then becomes its failure reason."""
+
+
+@dataclass
+class SearchLoop:
+    """Ask, dispatch, collect and tell until the study's budget is used (see the module docstring).
+
+    Args:
+        ex: this execution (spec, driver id, tracker, trial log, kept models).
+        study: the study, over ``storage``.
+        storage: the driver's own handle on the study's storage.
+        prepared: the prepared data (candidates, crosses, fingerprint).
+        task: the Ray remote function that runs one trial (:func:`~sparsearch.search.worker.execute_trial`).
+        actor: the storage actor workers reach the study through, or ``None``.
+        data_refs: object refs of the training and validation data (put once).
+        driver_node: the driver's Ray node id (workers there open a journal file directly).
+        workers: at most this many trials in flight.
+        pending_retries: re-queued trials this execution runs on top of its ``n_trials``.
+    """
+
+    ex: Execution
+    study: optuna.Study
+    storage: optuna.storages.BaseStorage
+    prepared: PreparedData
+    task: Any
+    actor: Any
+    data_refs: list[Any]
+    driver_node: str
+    workers: int
+    pending_retries: int = 0
+    in_flight: dict[Any, InFlight] = field(default_factory=dict)
+    """Object ref of each running task -> its record."""
+    worker_space: dict[str, Any] = field(default_factory=dict)
+    """Parameters that objectives suggest inside workers (name -> latest distribution), learned from results."""
+    budget_used: int = 0
+    interrupted: bool = False
+
+    def __post_init__(self) -> None:
+        spec = self.ex.spec
+        self.deadline = None if spec.study.timeout is None else time.monotonic() + spec.study.timeout
+        self.last_beat = time.monotonic()
+        top_k, crosses = spec.data.top_k, spec.data.crosses
+        self.searched_k = top_k is not None and top_k[0] < top_k[1]
+        # a searched number of crosses; fewer pairs than asked may have a positive score, so the range is capped
+        self.searched_c = crosses is not None and crosses[0] < crosses[1] and len(self.prepared.crosses) > crosses[0]
+
+    # -- the loop ---------------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Run trials until the budget is used and none is in flight."""
+        import ray
+
+        interval = self.ex.spec.execution.heartbeat_interval
+        try:
+            while True:
+                self.fill(time.monotonic())
+                if not self.in_flight:
+                    break
+                ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=interval)
+                for ref in ready:
+                    self.collect(ref)
+                now = time.monotonic()
+                if now - self.last_beat >= interval:
+                    self.heartbeat(now)
+                self.enforce_timeouts(now)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            self.interrupt()
+            raise
+
+    def can_start_new(self, now: float) -> bool:
+        """Whether the budget allows a fresh trial (``n_trials`` not reached, ``timeout`` not passed)."""
+        return self.budget_used < self.ex.spec.study.n_trials and (self.deadline is None or now < self.deadline)
+
+    def fill(self, now: float) -> None:
+        """Dispatch trials until ``workers`` are in flight or the budget (and pending retries) is used."""
+        while len(self.in_flight) < self.workers and (self.can_start_new(now) or self.pending_retries > 0):
+            self.dispatch()
+
+    # -- one trial --------------------------------------------------------------------------------------------------
+    def dispatch(self) -> None:
+        """Ask the study for a trial, sample its config and submit it as a Ray task."""
+        from sparsearch.spaces import suggest_config
+
+        ex, spec, study, storage, prepared = self.ex, self.ex.spec, self.study, self.storage, self.prepared
+        trial = study.ask()
+        is_retry = "retry_of" in trial.user_attrs
+        # A fresh trial uses the budget; a re-queued one uses a pending retry. Another driver on the same study
+        # may pop "our" re-queued trials first: whatever we get then still uses up a slot, so the loop ends.
+        if not is_retry and self.budget_used < spec.study.n_trials:
+            self.budget_used += 1
+        elif self.pending_retries > 0:
+            self.pending_retries -= 1
+        else:
+            self.budget_used += 1
+        # the trial's owner, at once: a later driver on this host fails it as soon as this process is gone (see
+        # Execution.fail_stale); until the first heartbeat, the trial's start time stands for one
+        try:
+            storage.set_trial_system_attr(trial_id(trial), DRIVER_ATTR, ex.driver_id)
+        except UpdateFinishedTrialError:  # this driver stalled and another one failed the trial as stale
+            log.warning("trial %d was failed as stale by another driver before it started here", trial.number)
+            return
+        top_k, crosses = spec.data.top_k, spec.data.crosses
+        try:
+            features = None
+            k = trial.suggest_int("data.top_k", top_k[0], top_k[1]) if self.searched_k else None
+            c = (trial.suggest_int("data.crosses", crosses[0], min(crosses[1], len(prepared.crosses)))
+                 if self.searched_c else None)
+            if k is not None or c is not None:
+                features = trial_features(prepared, k, c)
+            config = suggest_config(trial, spec.space, spec.train, n_features=len(prepared.candidates) or None)
+        except Exception as exc:  # an invalid combination of parameters fails this trial only
+            storage.set_trial_user_attr(trial_id(trial), "fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+            storage.set_trial_system_attr(trial_id(trial), DRIVER_ATTR, ex.driver_id)
+            frozen = study.tell(trial, state=TrialState.FAIL)
+            ex.trial_done(study, frozen, 0.0)
+            return
+        target = getattr(config, "target_sparsity", None)
+        attrs = {"target_sparsity": float(target)} if target is not None else {}  # stored with the result
+        run_tags = {"study": spec.study.name, "sampler": spec.study.sampler, "seed": str(spec.study.seed),
+                    "data_fingerprint": prepared.fingerprint,
+                    **({"retry_of": str(trial.user_attrs["retry_of"])} if is_retry else {})}
+        ex.trial_log.start(trial.number, dict(trial.params), run_tags)  # never blocks the search loop
+        distributions = trial.distributions  # a copy on each access
+        execution = spec.execution
+        payload = TrialPayload(
+            study_name=spec.study.name, trial_id=trial_id(trial), number=trial.number, config=config,
+            objectives=tuple(ex.objectives), sampler=spec.study.sampler, pruner=spec.study.pruner,
+            pruner_params=spec.pruner_params(), seed=spec.study.seed, cpus=execution.cpus_per_trial,
+            features=features, memory_mb=execution.trial_memory_mb, objective=spec.study.objective,
+            return_model=spec.tracking.log_model or prepared.test is not None,
+            params={name: (value, distributions[name]) for name, value in trial.params.items()},
+            proposals=propose(study, trial, self.worker_space) if self.worker_space else {},
+            user_attrs={**trial.user_attrs, **attrs}, datetime_start=trial.datetime_start,
+            local_storage=ex.storage_url if is_journal(ex.storage_url) else None, driver_node=self.driver_node,
+            gpus=execution.gpus_per_trial, mixed_precision=execution.mixed_precision,
+            storage_retries=0 if is_memory_url(ex.storage_url) else 3,
+        )
+        ref = self.task.remote(payload, self.actor, self.data_refs)
+        self.in_flight[ref] = InFlight(trial=trial, started=time.monotonic(), attrs=attrs,
+                                       driver_params=frozenset(payload.params), features=features)
+        ex.n_run += 1
+
+    def collect(self, ref: Any) -> None:
+        """Store the finished task's report (or its error) and tell the study; re-queue a lost worker's trial."""
+        import ray
+
+        ex, study, storage = self.ex, self.study, self.storage
+        info = self.in_flight.pop(ref)
+        trial = info.trial
+        try:
+            report: TrialReport = ray.get(ref)
+        except Exception as exc:
+            reason = info.reason or storage.get_trial_user_attrs(trial_id(trial)).get(MEMORY_REASON_ATTR)
+            lost = worker_lost(exc)
+            retryable = reason is None and lost
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            reason = reason or (f"worker died: {type(exc).__name__}: {first}" if lost else
+                                f"task error: {type(exc).__name__}: {first}")
+            report = TrialReport("FAIL", error=reason, duration_s=time.monotonic() - info.started)
+            if retryable and ex.requeue(study, storage.get_trial(trial_id(trial))):
+                self.pending_retries += 1
+                report.error = reason + " (re-queued)"
+        else:
+            if report.retryable and ex.requeue(study, storage.get_trial(trial_id(trial))):
+                self.pending_retries += 1
+                first, _, rest = (report.error or "storage outage").partition("\n")
+                report.error = f"{first} (re-queued)\n{rest}"
+        frozen = ex.tell(study, trial, report, info.attrs)
+        for name, dist in frozen.distributions.items():  # learn the parameters objectives suggest in workers
+            if name not in info.driver_params:
+                self.worker_space[name] = dist
+        layer_sparsity = {f"layer_sparsity.{layer['name']}": layer["sparsity"]
+                          for layer in report.accounting.get("layers", []) if layer.get("prunable")}
+        ex.trial_log.finish(frozen.number, state=frozen.state.name, history=report.history,
+                            metrics={**report.metrics, **layer_sparsity}, accounting=report.accounting,
+                            error=report.error if frozen.state == TrialState.FAIL else None,
+                            tags={"device": report.device} if report.device else None)
+        if frozen.state == TrialState.COMPLETE and report.model is not None:
+            v = frozen.values[0]
+            better = ex.best_value is None or (v > ex.best_value if ex.directions[0] == "maximize"
+                                               else v < ex.best_value)
+            if better:
+                ex.best_value, ex.best_model, ex.best_features = v, report.model, info.features
+        ex.keep_model(frozen, report.model, info.features)
+        ex.trial_done(study, frozen, report.duration_s)
+
+    # -- between results --------------------------------------------------------------------------------------------
+    def heartbeat(self, now: float) -> None:
+        """Refresh this driver's record and its trials' heartbeats; fail (and run) the trials of stopped drivers."""
+        self.last_beat = now
+        self.ex.record_driver(self.study, self.storage)
+        for info in self.in_flight.values():
+            try:
+                self.storage.set_trial_system_attr(trial_id(info.trial), HEARTBEAT_ATTR, time.time())
+            except UpdateFinishedTrialError:  # failed as stale by another driver: see Execution.tell
+                pass
+        ids = {trial_id(info.trial) for info in self.in_flight.values()}
+        self.pending_retries += self.ex.fail_stale(self.study, self.storage, ids)[1]  # this driver runs them
+
+    def enforce_timeouts(self, now: float) -> None:
+        """Cancel the tasks that ran over ``trial_timeout``; :meth:`collect` then fails them with that reason."""
+        import ray
+
+        timeout = self.ex.spec.execution.trial_timeout
+        if timeout is None:
+            return
+        for ref, info in list(self.in_flight.items()):
+            if info.reason is None and now - info.started > timeout:
+                info.reason = f"time budget exceeded: ran over trial_timeout = {timeout:g}s"
+                ray.cancel(ref, force=True)
+
+    def interrupt(self) -> None:
+        """Ctrl-C: cancel every task in flight, fail its trial and re-queue it for the next run."""
+        import ray
+
+        for ref, info in list(self.in_flight.items()):
+            ray.cancel(ref, force=True)
+            trial = info.trial
+            self.storage.set_trial_user_attr(trial_id(trial), "fail_reason", "interrupted (re-queued for the next run)")
+            self.storage.set_trial_system_attr(trial_id(trial), DRIVER_ATTR, self.ex.driver_id)
+            frozen = self.study.tell(trial, state=TrialState.FAIL)
+            self.ex.requeue(self.study, frozen)
+            self.ex.trial_log.finish(frozen.number, state="FAIL", error="interrupted")
+
+
+def worker_lost(exc: BaseException) -> bool:
+    """Whether a trial's task failed because its worker process or node was lost (so running it again may work),
+    not because of the task itself (an exception, a value that cannot be deserialised, a cancelled task)."""
+    import ray
+
+    lost = (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError,
+            ray.exceptions.ObjectLostError, ray.exceptions.LocalRayletDiedError)
+    return isinstance(exc, lost)
+
+
+def propose(study: optuna.Study, trial: optuna.Trial, worker_space: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Values the study's sampler proposes for the parameters a worker is expected to suggest.
+
+    Taken, as ``Trial._suggest`` would, from the trial's relative sample when the parameter is in the sampler's
+    relative search space with the same distribution, and otherwise from ``sample_independent`` on the study as
+    it stands now. The worker uses a proposal only if its objective suggests that name with that distribution
+    (see :class:`~sparsearch.search.worker.WorkerTrial`); proposing is an optimisation and never fails a trial.
+    """
+    names = [name for name in worker_space if name not in trial.params]
+    if not names:
+        return {}
+    out: dict[str, tuple[Any, Any]] = {}
+    try:
+        relative = trial.relative_params
+        space = trial.relative_search_space or {}
+        frozen = None
+        for name in names:
+            dist = worker_space[name]
+            if name in relative and space.get(name) == dist:
+                out[name] = (relative[name], dist)
+                continue
+            if frozen is None:
+                frozen = study_storage(study).get_trial(trial_id(trial))
+            out[name] = (study.sampler.sample_independent(study, frozen, name, dist), dist)
+    except Exception as exc:  # the worker then asks the study itself
+        if is_backend_failure(exc):  # an outage, not a sampler's limit: never hidden
+            raise
+        log.debug("no proposals for trial %d: %s", trial.number, exc)
+    return out

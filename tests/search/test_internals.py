@@ -1,0 +1,103 @@
+"""The private Optuna and MLflow internals sparsearch relies on (all wrapped in ``search/_internals.py``).
+
+Each test fails when a library release changes what the wrapper relies on, so an upgrade breaks here, by name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+
+from sparsearch.search import _internals as internals
+
+
+@pytest.fixture
+def study():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(directions=["maximize"])
+
+
+def test_study_storage_and_ids_address_the_storage(study):
+    storage = internals.study_storage(study)
+    assert isinstance(storage, optuna.storages.BaseStorage)
+    sid = internals.study_id(study)
+    storage.set_study_system_attr(sid, "k", 1)
+    assert storage.get_study_system_attrs(sid)["k"] == 1
+    trial = study.ask()
+    tid = internals.trial_id(trial)
+    assert storage.get_trial(tid).number == trial.number
+    study.tell(trial, 1.0)
+    frozen = study.trials[0]
+    assert internals.trial_id(frozen) == tid
+
+
+def test_trial_handle_reports_and_prunes_an_existing_trial(study):
+    study.pruner = optuna.pruners.ThresholdPruner(lower=0.5)
+    asked = study.ask()
+    handle = internals.trial_handle(study, internals.trial_id(asked))
+    assert handle.number == asked.number
+    handle.report(0.1, step=0)
+    assert handle.should_prune()
+    assert study.trials[0].intermediate_values == {0: 0.1}
+
+
+def test_journal_parts_batch_appends_and_replay(tmp_path):
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.log")))
+    parts = internals.journal_parts(storage)
+    assert parts is not None, "JournalStorage no longer has _thread_lock/_backend/_sync_with_backend"
+    lock, backend = parts
+    assert hasattr(lock, "__enter__") and callable(backend.append_logs) and callable(backend.read_logs)
+    appended = []
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def append_logs(self, logs):
+            appended.extend(logs)
+            self.inner.append_logs(logs)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    with lock:
+        internals.set_journal_backend(storage, Spy(backend))
+    study = optuna.create_study(storage=storage, study_name="s")
+    assert appended, "the journal storage stopped writing through its _backend"
+    with lock:
+        internals.sync_journal(storage)
+    assert study.study_name == "s"
+    assert internals.journal_parts(optuna.storages.InMemoryStorage()) is None
+
+
+def test_journal_lock_base_is_optunas():
+    assert issubclass(optuna.storages.journal.JournalFileOpenLock, internals.BaseJournalFileLock)
+    assert {"acquire", "release"} <= set(vars(internals.BaseJournalFileLock))
+
+
+def test_hypervolume_and_pareto_mask():
+    points = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0], [3.0, 3.0]])
+    assert internals.hypervolume(points, np.array([4.0, 4.0])) == pytest.approx(6.0)
+    assert internals.pareto_mask(points).tolist() == [True, True, True, False]
+
+
+def test_fluent_tracking_uri_round_trip(tmp_path):
+    import os
+
+    import mlflow
+
+    saved, saved_env = internals.get_fluent_tracking_uri(), os.environ.pop("MLFLOW_TRACKING_URI", None)
+    uri = (tmp_path / "mlruns").as_uri()
+    try:
+        mlflow.set_tracking_uri(uri)
+        assert internals.get_fluent_tracking_uri() == uri
+        internals.restore_fluent_tracking_uri(None)
+        assert internals.get_fluent_tracking_uri() is None
+        os.environ.pop("MLFLOW_TRACKING_URI", None)  # set_tracking_uri also sets the variable
+        assert mlflow.get_tracking_uri() != uri  # "never set": MLflow falls back to its default again
+    finally:
+        internals.restore_fluent_tracking_uri(saved)
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        if saved_env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env
