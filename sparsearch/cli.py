@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interactions", type=int, default=0, metavar="K",
                    help="also rank pairs of features by chance-corrected interaction information; print the K best")
     p.add_argument("--ray-address", metavar="ADDR", help="count row shards on this Ray cluster")
+    p.add_argument("--cache", metavar="DIR", help="reuse a ranking stored in DIR for the same data, target and "
+                   "options, or store this one there (the cache the search's prefilter uses)")
     _add_common(p)
 
     p = sub.add_parser("compare", help="compare samplers (e.g. TPE against random search) over seeds",
@@ -309,6 +311,18 @@ def _write_frame(out: Path, frame: Any, json_indent: int | None = None) -> None:
         raise SpecError(f"--out {str(out)!r}: cannot write: {exc.strerror or exc}") from None
 
 
+def _cached_rank(cache: Any, key: str) -> Any:
+    """The :class:`~sparsearch.features.RankResult` stored under ``key``, or ``None``."""
+    from sparsearch.features import RankResult
+
+    start = time.perf_counter()
+    ranking = cache.load(key)
+    if ranking is None:
+        return None
+    return RankResult(features=ranking, pairs=cache.load(key, "pairs"), quality=cache.load(key, "quality"),
+                      seconds={"cache": time.perf_counter() - start})
+
+
 def _cmd_rank(args: argparse.Namespace) -> int:
     from sparsearch.errors import SpecError
     from sparsearch.features import RankOptions, rank
@@ -328,14 +342,28 @@ def _cmd_rank(args: argparse.Namespace) -> int:
         if path is not None:
             _check_writable(flag, path)  # before any work, and so that a failure leaves nothing behind
 
-    progress = RankProgress(enabled=not args.json and sys.stderr.isatty())
-    opts = RankOptions(method=args.method, n_bins=args.n_bins, ray_address=args.ray_address,
-                       use_ray=bool(args.ray_address), progress=progress, interactions=args.interactions)
-    try:
-        result = rank(args.data, args.target, opts, features=features,
-                      report="none" if args.no_report else args.report)
-    finally:
-        progress.close()
+    report_kind = "none" if args.no_report else args.report
+    cache = key = result = None
+    if args.cache:
+        from sparsearch.features import RankingCache, data_fingerprint
+
+        cache = RankingCache(args.cache)
+        key = cache.key(data_fingerprint(args.data), target=args.target, method=args.method,
+                        options={"n_bins": args.n_bins, "features": features, "interactions": args.interactions,
+                                 "report": report_kind})
+        result = _cached_rank(cache, key)
+    if result is None:
+        progress = RankProgress(enabled=not args.json and sys.stderr.isatty())
+        opts = RankOptions(method=args.method, n_bins=args.n_bins, ray_address=args.ray_address,
+                           use_ray=bool(args.ray_address), progress=progress, interactions=args.interactions)
+        try:
+            result = rank(args.data, args.target, opts, features=features, report=report_kind)
+        finally:
+            progress.close()
+        if cache is not None:
+            for part, frame in (("pairs", result.pairs), ("quality", result.quality), ("ranking", result.features)):
+                if frame is not None:  # the ranking last: its file says the entry is complete
+                    cache.store(key, frame, part)
     ranking, pairs, report = result.features, result.pairs, result.quality
     if out is not None:
         _write_frame(out, ranking, json_indent=2)

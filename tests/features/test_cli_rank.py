@@ -67,3 +67,43 @@ def test_progress_shows_rate_and_eta_on_a_terminal(capsys):
 def test_bad_interactions_flag(xor_file, capsys):
     assert main(["rank", str(xor_file), "--target", "y", "--interactions", "-1"]) == 2
     assert "--interactions must be >= 0" in capsys.readouterr().err
+
+
+def test_cache_reuses_the_same_ranking_and_keys_on_options(xor_file, tmp_path, capsys, monkeypatch):
+    cache = tmp_path / "cache"
+    args = ["rank", str(xor_file), "--target", "y", "--interactions", "2", "--json", "--cache", str(cache)]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert {p.name.split("-")[0] for p in cache.iterdir()} == {"ranking", "pairs", "quality"}
+
+    import sparsearch.features as features
+
+    def fail(*_a, **_k):
+        raise AssertionError("a cached ranking was computed again")
+
+    monkeypatch.setattr(features, "rank", fail)
+    assert main(args) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert set(again["seconds"]) == {"cache"}
+    assert {k: again[k] for k in ("features", "pairs", "quality")} == {k: first[k] for k in ("features", "pairs",
+                                                                                               "quality")}
+    # another option is another entry: computed (here: refused by the stub), never served from the cache
+    assert main([*args[:-2], "--n-bins", "8", "--cache", str(cache)]) != 0
+    assert "computed again" in capsys.readouterr().err
+
+
+def test_prefilter_and_rank_share_one_cache(tmp_path):
+    """The search's prefilter stores its ranking with features.RankingCache, under the results' cache folder."""
+    from sparsearch.features import RankingCache
+    from sparsearch.search.data import prepare_data
+    from sparsearch.search.spec import load_study
+
+    spec = load_study({"study": {"name": "c", "n_trials": 1},
+                       "data": {"generator": "click_log", "params": {"n_rows": 2000, "n_noise": 2},
+                                "prefilter": "adjusted-mi", "top_k": 3}})
+    first = prepare_data(spec, tmp_path)
+    stored = list((tmp_path / "cache").glob("ranking-*.parquet"))
+    assert len(stored) == 1 and not first.ranking_cached
+    key = stored[0].stem.removeprefix("ranking-")
+    assert RankingCache(tmp_path / "cache").load(key).equals(first.ranking)
+    assert prepare_data(spec, tmp_path).ranking_cached
