@@ -80,9 +80,6 @@ class Execution:
         self.progress = progress
         self.printer: ProgressPrinter | None = None
         self.trial_log: TrialLog | None = None
-        self.best_model: Any = None
-        self.best_value: float | None = None
-        self.best_features: tuple[str, ...] | None = None
         self.model_uri: str | None = None
         self.models: dict[int, tuple[list[float], Any, tuple[str, ...] | None]] = {}
         """Trained models that may be evaluated on the test rows at the end: number -> (values, model,
@@ -102,12 +99,24 @@ class Execution:
         self.printer.trial_done(frozen.number, frozen.state.name, list(frozen.values) if frozen.values else None,
                                 best, duration, note)
 
+    def signed(self, values: list[float]) -> list[float]:
+        """``values`` with every objective turned into one to maximise (the order ``models`` keeps)."""
+        return [v if d == "maximize" else -v for d, v in zip(self.directions, values)]
+
+    def best_kept(self) -> tuple[int, Any, tuple[str, ...] | None] | None:
+        """``(number, model, features)`` of the kept model that is best in the first objective (ties: the
+        earlier trial), or ``None`` when no model is kept."""
+        if not self.models:
+            return None
+        number = max(self.models, key=lambda n: (self.models[n][0][0], -n))
+        _, model, features = self.models[number]
+        return number, model, features
+
     def keep_model(self, frozen: FrozenTrial, model: Any, features: tuple[str, ...] | None) -> None:
         """Keep ``model`` if its trial may end up best (for the test evaluation), dropping dominated ones."""
         if model is None or frozen.state != TrialState.COMPLETE or frozen.values is None:
             return
-        sign = [1.0 if d == "maximize" else -1.0 for d in self.directions]
-        values = [s * v for s, v in zip(sign, frozen.values)]
+        values = self.signed(frozen.values)
 
         def dominates(a: list[float], b: list[float]) -> bool:
             return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))

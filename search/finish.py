@@ -120,7 +120,7 @@ def evaluate_test(ex: Execution, study: optuna.Study, prepared: PreparedData, ta
                 if report.state != "COMPLETE" or report.model is None:
                     raise RuntimeError(f"re-training trial {t.number} ended {report.state}: {report.error}")
                 model, retrained = report.model, True
-                ex.models[t.number] = (list(t.values), model, features)  # the model logged for this trial
+                ex.models[t.number] = (ex.signed(list(t.values)), model, features)  # the model logged for this trial
             metrics = evaluate_model(model, select_features(prepared.test, features))
         except Exception as exc:  # a test evaluation must never lose the study
             log.warning("could not evaluate trial %d on the test rows: %s", t.number, exc)
@@ -180,8 +180,8 @@ def _log_best_model(ex: Execution, study: optuna.Study, prepared: PreparedData, 
     kept = ex.models.get(best[0].number) if best else None
     if kept is not None and kept[1] is not None:
         network, features, number = kept[1], kept[2], best[0].number
-    elif ex.best_model is not None:
-        network, features, number = ex.best_model, ex.best_features, None
+    elif (kept_best := ex.best_kept()) is not None:
+        (_, network, features), number = kept_best, None
     else:
         return
     if prepared.encoder is None:

@@ -228,12 +228,6 @@ class SearchLoop:
                             metrics={**report.metrics, **layer_sparsity}, accounting=report.accounting,
                             error=report.error if frozen.state == TrialState.FAIL else None,
                             tags={"device": report.device} if report.device else None)
-        if frozen.state == TrialState.COMPLETE and report.model is not None:
-            v = frozen.values[0]
-            better = ex.best_value is None or (v > ex.best_value if ex.directions[0] == "maximize"
-                                               else v < ex.best_value)
-            if better:
-                ex.best_value, ex.best_model, ex.best_features = v, report.model, info.features
         ex.keep_model(frozen, report.model, info.features)
         ex.trial_done(study, frozen, report.duration_s)
 
