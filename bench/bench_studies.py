@@ -281,7 +281,9 @@ def _run_one(spec: Any, folder: Path, config: dict[str, Any], path: Path, full_s
         "wall_s": wall, "elapsed_s": res.elapsed_s, "n_trials": doc["n_trials"], "n_complete": doc["n_complete"],
         "n_pruned": doc["n_pruned"], "n_failed": doc["n_failed"],
         "best_values": doc["best_values"], "best_trial_number": doc["best_trial_number"],
-        "test_metrics": tests, "test": tests.get(to_test_metric(objectives[0])),
+        # the decision value of a single-objective run; a multi-objective run is decided on its test hypervolume
+        # (test_metrics is then the first Pareto trial's, as in the run JSON)
+        "test_metrics": tests, "test": tests.get(to_test_metric(objectives[0])) if len(objectives) == 1 else None,
         "n_features": len(res.info.get("features") or []) or None, "timings": res.info.get("timings", {}),
         "data_fingerprint": res.info.get("data_fingerprint"),
         "split": {k: (doc["split"] or {}).get(k) for k in ("n_train", "n_val", "n_test", "seed", "test_source",
