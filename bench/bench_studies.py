@@ -14,8 +14,9 @@ Time on the 2-core VM (estimates: the bundled clicklog_large study took 124.7 s 
 289.8 s without, flights on all rows 41 s; smoke runs at 2 seeds x 2 trials take 10-20 s a run, mostly start-up):
 
 - ``prefilter`` clicklog_large: per seed about 2 min (top 10) + 2-3 min (top 30) + the unfiltered run over 316
-  columns, which is not measured at full size: its trials cost many times a top-10 trial, so expect it to run into
-  the study's 27-minute timeout plus the trials still running (30-45 min). Total for 5 seeds: about 3-4 hours.
+  columns, not measured at full size. On 100,000 rows a one-epoch unfiltered trial took 12-13 s against 0.5-1.0 s
+  for top 10 (13-25x), so at 2M rows expect it to run into the study's 27-minute timeout plus the trials still
+  running: 30-45 min. Total for 5 seeds: about 3-4.5 hours, peak memory roughly 8-10 GB.
 - ``prefilter --study flights``: about 1 min per run, 15 runs: about 15-20 minutes.
 - ``samplers`` clicklog_large (single objective): about 2-3 min per run, 10 runs: about 25-40 minutes.
 - ``samplers`` flights: about 1 min per run, 10 runs: about 10-15 minutes.
@@ -68,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _results import machine  # bench/_results.py: cores, load average, versions
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -197,9 +199,8 @@ def _ray_up() -> None:
 
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=300_000_000,
-                 logging_level=logging.WARNING, log_to_driver=False)
+    if not ray.is_initialized():  # Ray's own sizes, as `sparsearch run` starts it (the full-size data needs GBs)
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
 
 
 def _warm_up(base: Any, folder: Path) -> None:
@@ -288,7 +289,7 @@ def _run_one(spec: Any, folder: Path, config: dict[str, Any], path: Path, full_s
         "data_fingerprint": res.info.get("data_fingerprint"),
         "split": {k: (doc["split"] or {}).get(k) for k in ("n_train", "n_val", "n_test", "seed", "test_source",
                                                            "digest")},
-        "best_params": doc["best_params"], "command": _command(),
+        "best_params": doc["best_params"], "command": _command(), "loadavg_at_end": list(os.getloadavg()),
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if len(objectives) > 1:  # what the hypervolume verdict needs: validation values (reference), Pareto test vectors
@@ -411,7 +412,7 @@ def bench_prefilter(args: argparse.Namespace) -> dict[str, Any]:
                    "otherwise 'no difference shown' (not proof of the same)",
            "arms": summary, "claims": claims, "runs": {n: [_slim(r) for r in rs] for n, rs in records.items()},
            "elapsed_s": time.perf_counter() - started, "environment": environment_info(fingerprint),
-           "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+           "machine": machine(), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     _write(paths, doc, _prefilter_page(doc, records, titles))
     for c in claims.values():
         print(c["text"], flush=True)
@@ -489,7 +490,7 @@ def bench_samplers(args: argparse.Namespace) -> list[dict[str, Any]]:
                    **extra_doc, "summary": summary, "verdicts": verdicts,
                    "runs": {s: [_slim(r) for r in rs] for s, rs in records.items()},
                    "elapsed_s": time.perf_counter() - started, "environment": environment_info(fingerprint),
-                   "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                   "machine": machine(), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             _write(paths, doc, _samplers_page(doc, values))
             for v in verdicts:
                 print(f"[samplers] {study} {kind}: {v['text']}", flush=True)
