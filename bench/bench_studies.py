@@ -10,8 +10,9 @@ a quiet machine; each command resumes where it stopped (finished runs are skippe
     python bench/bench_studies.py samplers --studies fashion_cnn
     python bench/bench_studies.py samplers --studies clicklog_large,flights --multi-only   # [val_auc, nnz_params]
 
-Time on the 2-core VM (estimates: the bundled clicklog_large study took 124.7 s end to end with Hyperband and
-289.8 s without, flights on all rows 41 s; smoke runs at 2 seeds x 2 trials take 10-20 s a run, mostly start-up):
+Time on the 2-core VM, estimated from the measured full-size runs (the bundled clicklog_large study took 124.7 s
+end to end with Hyperband and 289.8 s without, flights on all rows 41.0 s; bench/results/fullsize-*.json) and from
+smoke runs (2 seeds x 2 trials on 5,000 rows: 3-5 s a run plus about 15 s of Ray start and warm-up per command):
 
 - ``prefilter`` clicklog_large: per seed about 2 min (top 10) + 2-3 min (top 30) + the unfiltered run over 316
   columns, not measured at full size. On 100,000 rows a one-epoch unfiltered trial took 12-13 s against 0.5-1.0 s
@@ -20,8 +21,9 @@ Time on the 2-core VM (estimates: the bundled clicklog_large study took 124.7 s 
 - ``prefilter --study flights``: about 1 min per run, 15 runs: about 15-20 minutes.
 - ``samplers`` clicklog_large (single objective): about 2-3 min per run, 10 runs: about 25-40 minutes.
 - ``samplers`` flights: about 1 min per run, 10 runs: about 10-15 minutes.
-- ``samplers`` fashion_cnn (all 60,000 images, 4 epochs, Hyperband, 55-minute timeout): up to about an hour per
-  run, 10 runs: 8-10 hours. Not measured at full size yet (``bench_fullsize.py fashion`` times one run).
+- ``samplers`` fashion_cnn (all 60,000 images, 4 epochs, Hyperband, 55-minute timeout): a smoke run of 2
+  one-epoch trials on all 48,000 training images took 75-95 s, so a run reaches the timeout: about an hour per
+  run, 10 runs: about 10 hours. Not measured at full size yet (``bench_fullsize.py fashion`` times one run).
 - ``--multi-only`` (no trial pruner: multi-objective studies cannot prune): clicklog about 5 min per run (289.8 s
   without Hyperband), flights about 2 min; both studies, tpe and random, 5 seeds: about 1.5 hours.
 
@@ -255,7 +257,13 @@ def _load(study: str, overrides: dict[str, Any]) -> Any:
     try:
         return load_study(study, **overrides)
     except SpecError as exc:
-        raise SystemExit(f"bench_studies: {exc}") from None
+        _fail(str(exc))
+
+
+def _fail(message: str) -> None:
+    """Bad input: one line on stderr, exit status 2."""
+    print(f"bench_studies: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _data_missing(spec: Any) -> str | None:
@@ -359,10 +367,10 @@ def bench_prefilter(args: argparse.Namespace) -> dict[str, Any]:
     overrides = _study_overrides(args.study, extra)
     base = _load(args.study, overrides)
     if base.data.is_image:
-        raise SystemExit(f"bench_studies prefilter: {args.study!r} is an image study (no feature prefilter); "
-                         f"choose a tabular study: {', '.join(DEFAULT_K)}")
+        _fail(f"prefilter: {args.study!r} is an image study (no feature prefilter); choose a tabular study: "
+              f"{', '.join(DEFAULT_K)}")
     if (missing := _data_missing(base)) is not None:
-        raise SystemExit(f"bench_studies prefilter: {missing}")
+        _fail(f"prefilter: {missing}")
     k = args.k or DEFAULT_K.get(args.study, 10)
     label = f"prefilter-{args.study}" + ("" if args.method == "adjusted-mi" else f"-{args.method}")
     paths = Paths(label, args.out, full)
