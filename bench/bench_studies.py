@@ -169,7 +169,7 @@ def summarize_arm(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "mean_rank_s": float(np.mean([r["timings"].get("rank_s", 0.0) for r in runs])) if runs else None}
 
 
-def test_hypervolumes(runs: list[dict[str, Any]], directions: list[str]) -> tuple[list[float], list[float]]:
+def pareto_test_hypervolumes(runs: list[dict[str, Any]], directions: list[str]) -> tuple[list[float], list[float]]:
     """Every run's hypervolume of its Pareto trials' test vectors (what the multi-objective verdict is decided
     on), with the reference point ``compare_samplers`` uses: the worst validation value seen over all runs + 10%.
     Returns (reference in the minimised space, one hypervolume per run)."""
@@ -288,6 +288,8 @@ def _run_one(spec: Any, folder: Path, config: dict[str, Any], path: Path, full_s
         "config": config, "full_size": full_size, "seed": config["seed"], "study": spec.study.name,
         "objectives": objectives, "directions": list(res.directions),
         "wall_s": wall, "elapsed_s": res.elapsed_s, "n_trials": doc["n_trials"], "n_complete": doc["n_complete"],
+        # the budget: fewer trials than planned means the study's timeout stopped it
+        "n_trials_planned": spec.study.n_trials, "timeout_s": spec.study.timeout,
         "n_pruned": doc["n_pruned"], "n_failed": doc["n_failed"],
         "best_values": doc["best_values"], "best_trial_number": doc["best_trial_number"],
         # the decision value of a single-objective run; a multi-objective run is decided on its test hypervolume
@@ -352,7 +354,8 @@ def _run_all(paths: Paths, arms: list[tuple[str, Any]], seeds: int, base_config:
 
 def _slim(rec: dict[str, Any]) -> dict[str, Any]:
     """A run as the summary keeps it (no per-trial values, no parameters)."""
-    keep = ("seed", "test", "test_metrics", "best_values", "wall_s", "n_complete", "n_pruned", "n_failed",
+    keep = ("seed", "test", "test_metrics", "best_values", "wall_s", "n_trials", "n_trials_planned", "timeout_s",
+            "n_complete", "n_pruned", "n_failed",
             "n_features", "timings", "data_fingerprint", "split", "test_hypervolume", "pareto_size")
     return {k: rec[k] for k in keep if k in rec}
 
@@ -468,7 +471,7 @@ def bench_samplers(args: argparse.Namespace) -> list[dict[str, Any]]:
                 extra_doc: dict[str, Any] = {}
             else:
                 metric, maximize = "test_hypervolume", True
-                reference, hvs = test_hypervolumes([r for rs in records.values() for r in rs], directions)
+                reference, hvs = pareto_test_hypervolumes([r for rs in records.values() for r in rs], directions)
                 it = iter(hvs)
                 for rs in records.values():
                     for r in rs:

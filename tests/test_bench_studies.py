@@ -85,8 +85,8 @@ def test_test_hypervolume_rewards_a_better_test_front() -> None:
     # the test rows
     a = {"values": [[0.8, 100.0], [0.7, 10.0]], "test_vectors": [[0.8, 100.0], [0.7, 10.0]]}
     b = {"values": [[0.8, 100.0], [0.7, 10.0]], "test_vectors": [[0.75, 100.0], [0.65, 10.0]]}
-    reference, (hv_a, hv_b) = bs.test_hypervolumes([a, b], directions)
+    reference, (hv_a, hv_b) = bs.pareto_test_hypervolumes([a, b], directions)
     assert reference[0] == pytest.approx(-0.7 + 0.07 + 1e-9) and reference[1] == pytest.approx(110.0 + 1e-9)
     assert hv_a > hv_b > 0
     empty = {"values": [[0.8, 100.0]], "test_vectors": []}
-    assert bs.test_hypervolumes([a, empty], directions)[1][1] == 0.0
+    assert bs.pareto_test_hypervolumes([a, empty], directions)[1][1] == 0.0
