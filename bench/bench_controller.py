@@ -227,6 +227,12 @@ def cmd_growth(args: argparse.Namespace) -> dict:
         out["ours_s"] = time.perf_counter() - start
         stamps = [t.datetime_complete.timestamp() for t in result.trials if t.datetime_complete]
         out["ours"] = _window_rates(stamps, w)
+        if args.ours_only:
+            out["ours_trials_per_s"] = n / out["ours_s"]
+            out["profiled"] = bool(prof)
+            ray.shutdown()
+            cluster.shutdown()
+            return out
 
         import optuna
 
@@ -275,7 +281,9 @@ def main() -> None:
         if name == "growth":
             p.add_argument("--window", type=int, default=1000, help="trials in the first and last window")
             p.add_argument("--sampler", default="tpe")
-            p.add_argument("--profile", default=None, help="write a cProfile of our driver to this file")
+            p.add_argument("--profile", default=None, help="write a cProfile of our driver to this file (it slows "
+                           "our driver: use with --ours-only, and compare throughput from a run without it)")
+            p.add_argument("--ours-only", action="store_true", help="run our controller only (no peers)")
             p.add_argument("--tune-trials", type=int, default=500,
                            help="Ray Tune's trials (its throughput, ~0.3-3 trials/s here, makes 10,000 take hours)")
         if name == "overhead":
