@@ -116,9 +116,40 @@ def _is_intlike(dtype: pl.DataType) -> bool:
     return dtype.is_integer() or dtype == pl.Boolean or dtype.is_temporal()
 
 
+def count_enum(s: pl.Series, y: np.ndarray, n_classes: int) -> FeatureCounts:
+    """Count an ``Enum`` column on its codes: one ``bincount`` (nulls as one extra code), keys the present categories.
+
+    The result is exactly what counting the decoded strings gives (same sorted keys, same table).
+    """
+    cats = s.dtype.categories  # type: ignore[attr-defined]
+    n_cat = len(cats)
+    codes = s.to_physical().cast(pl.Int64)
+    x = codes.fill_null(n_cat).to_numpy() if codes.null_count() else codes.to_numpy()
+    if (n_cat + 1) * n_classes <= max(4 * len(x), 1 << 16):
+        table = np.bincount(x * n_classes + y, minlength=(n_cat + 1) * n_classes).reshape(n_cat + 1, n_classes)
+        nulls = table[n_cat].astype(np.int64)
+        table = table[:n_cat]
+        present = np.flatnonzero(table.any(axis=1))
+        table = table[present]
+    else:  # many more categories than rows: count the codes present only
+        present, inv = np.unique(x, return_inverse=True)
+        table = np.bincount(inv * n_classes + y, minlength=len(present) * n_classes).reshape(len(present), n_classes)
+        if len(present) and present[-1] == n_cat:
+            nulls, table, present = table[-1].astype(np.int64), table[:-1], present[:-1]
+        else:
+            nulls = np.zeros(n_classes, dtype=np.int64)
+    keys = cats.gather(present).rename("k")
+    if not keys.is_sorted():  # categories of a user's Enum need not be in sorted order
+        order = keys.arg_sort().to_numpy()
+        keys, table = keys.gather(order), table[order]
+    return FeatureCounts(keys, table.astype(np.int64), nulls, False)
+
+
 def count_feature(s: pl.Series, y: np.ndarray, n_classes: int) -> FeatureCounts:
     """Count one feature column against integer target codes ``y`` in ``[0, n_classes)``."""
     dtype = s.dtype
+    if isinstance(dtype, pl.Enum):
+        return count_enum(s, y, n_classes)
     if dtype.is_float():
         s = s.fill_nan(None)
     if s.null_count():

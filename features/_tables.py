@@ -202,7 +202,8 @@ def count(src: Source, feats: list[str], tspec: TargetSpec, opts: RankOptions, *
         )
     acc: Counts | None = None
     done = 0
-    for offset, df in src.batches([*feats, tspec.name], opts.batch_size):
+    # parquet string columns come dictionary-encoded (Enum): counted on their codes, never decoded per row
+    for offset, df in src.batches([*feats, tspec.name], opts.batch_size, dictionary=True):
         part = count_batch(df, feats, tspec, null_kind=null_kind, seed=opts.seed, offset=offset)
         acc = part if acc is None else acc.merge(part)
         done += df.height
