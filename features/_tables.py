@@ -200,18 +200,18 @@ def count(src: Source, feats: list[str], tspec: TargetSpec, opts: RankOptions, *
             src, feats, tspec, null_kind=null_kind, seed=opts.seed, batch_size=opts.batch_size,
             ray_address=opts.ray_address, progress=opts.progress,
         )
-    acc: Counts | None = None
+    parts: list[Counts] = []
     done = 0
     # parquet string columns come dictionary-encoded (Enum): counted on their codes, never decoded per row
     for offset, df in src.batches([*feats, tspec.name], opts.batch_size, dictionary=True):
-        part = count_batch(df, feats, tspec, null_kind=null_kind, seed=opts.seed, offset=offset)
-        acc = part if acc is None else acc.merge(part)
+        parts.append(count_batch(df, feats, tspec, null_kind=null_kind, seed=opts.seed, offset=offset))
         done += df.height
+        del df  # not held while the next batch is read: one batch in memory at a time
         if opts.progress is not None:
             opts.progress(done, src.n_rows)
-    if acc is None:
+    if not parts:
         raise DataError("data has no rows")
-    return acc
+    return Counts.merge_all(parts)  # one union of keys per feature, not one per batch
 
 
 def finalize(fc: FeatureCounts, name: str, n_rows: int, n_bins: int, missing: str) -> Finalized:
