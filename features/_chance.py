@@ -91,7 +91,13 @@ def _row_contributions(a: np.ndarray, b: int, n: int, approx_above: float | None
     k = lo[row] + (np.arange(total) - starts[row])
     ar = a[row].astype(np.float64)
     kf = k.astype(np.float64)
-    logp = _lnchoose(b, kf) + _lnchoose(n - b, ar - kf) - _lnchoose(n, ar)
+    # log C(b, k) + log C(n - b, a - k) - log C(n, a), each C as in _lnchoose, with the gammaln of what is
+    # constant per window (b, n - b) or per row (C(n, a)) evaluated once: the same floats, 4 gammaln per term not 9
+    gb, gnb = gammaln(np.float64(b) + 1), gammaln(np.float64(n - b) + 1)
+    nb = np.float64(n - b)
+    lnc_b = gb - gammaln(kf + 1) - gammaln(np.float64(b) - kf + 1)
+    lnc_nb = gnb - gammaln(ar - kf + 1) - gammaln(nb - (ar - kf) + 1)
+    logp = lnc_b + lnc_nb - _lnchoose(n, a.astype(np.float64))[row]
     term = np.exp(logp) * kf / n * (np.log(n * kf) - np.log(ar * b))
     return np.bincount(row, weights=term, minlength=len(a))
 
