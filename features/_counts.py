@@ -166,11 +166,55 @@ def count_enum(s: pl.Series, y: np.ndarray, n_classes: int) -> FeatureCounts:
     return FeatureCounts(keys, table.astype(np.int64), nulls, False)
 
 
+def count_ints(s: pl.Series, y: np.ndarray, n_classes: int) -> FeatureCounts:
+    """Count an integer, boolean or temporal column (on its physical integers).
+
+    Missing values are filled with the smallest value and their per-class counts taken back from that value's
+    row afterwards (the smallest value is present, so its row stays), so the column is copied once, not filtered.
+    """
+    if s.dtype == pl.Boolean:
+        s = s.cast(pl.Int8)
+    elif s.dtype.is_temporal():
+        s = s.to_physical()
+    nulls = np.zeros(n_classes, dtype=np.int64)
+    n_null = s.null_count()
+    if n_null == s.len():
+        return FeatureCounts(np.zeros(0, dtype=np.int64), np.zeros((0, n_classes), dtype=np.int64),
+                             np.bincount(y, minlength=n_classes).astype(np.int64), False)
+    if n_null:
+        nulls = np.bincount(y[s.is_null().to_numpy()], minlength=n_classes).astype(np.int64)
+        s = s.fill_null(s.min())
+    x = s.to_numpy()
+    lo, hi = int(x.min()), int(x.max())
+    span = hi - lo + 1
+    if span * n_classes <= max(4 * len(x), 1 << 16):
+        idx = x.astype(np.int64)  # a fresh copy: the index is built in place
+        if lo:
+            idx -= lo
+        idx *= n_classes
+        idx += y
+        table = np.bincount(idx, minlength=span * n_classes).reshape(span, n_classes)
+        table[0] -= nulls
+        present = table.any(axis=1)
+        keys = (np.flatnonzero(present) + lo).astype(np.int64)
+        return FeatureCounts(keys, table[present].astype(np.int64), nulls, False)
+    if span < 1 << 32:  # numpy's unique is several times faster on 4-byte keys
+        offs, inv = np.unique((x.astype(np.int64) - lo).astype(np.uint32), return_inverse=True)
+        keys = offs.astype(np.int64) + lo
+    else:
+        keys, inv = np.unique(x.astype(np.int64), return_inverse=True)
+    table = np.bincount(inv * n_classes + y, minlength=len(keys) * n_classes).reshape(len(keys), n_classes)
+    table[0] -= nulls
+    return FeatureCounts(keys, table.astype(np.int64), nulls, False)
+
+
 def count_feature(s: pl.Series, y: np.ndarray, n_classes: int) -> FeatureCounts:
     """Count one feature column against integer target codes ``y`` in ``[0, n_classes)``."""
     dtype = s.dtype
     if isinstance(dtype, pl.Enum):
         return count_enum(s, y, n_classes)
+    if _is_intlike(dtype):
+        return count_ints(s, y, n_classes)
     if dtype.is_float():
         s = s.fill_nan(None)
     if s.null_count():
@@ -181,35 +225,12 @@ def count_feature(s: pl.Series, y: np.ndarray, n_classes: int) -> FeatureCounts:
     else:
         nulls = np.zeros(n_classes, dtype=np.int64)
     if s.len() == 0:
-        keys: Keys = np.zeros(0, dtype=np.int64) if (_is_intlike(dtype) or dtype.is_float()) else pl.Series("k", [], dtype=pl.String)
+        keys: Keys = np.zeros(0, dtype=np.int64) if dtype.is_float() else pl.Series("k", [], dtype=pl.String)
         return FeatureCounts(keys, np.zeros((0, n_classes), dtype=np.int64), nulls, dtype.is_float())
-    if _is_intlike(dtype) or dtype.is_float():
-        if dtype == pl.Boolean:
-            x = s.cast(pl.Int8).to_numpy()
-        elif dtype.is_temporal():
-            x = s.to_physical().to_numpy()
-        else:
-            x = s.to_numpy()
-        if not dtype.is_float():
-            lo, hi = int(x.min()), int(x.max())
-            span = hi - lo + 1
-            if span * n_classes <= max(4 * len(x), 1 << 16):
-                idx = (x.astype(np.int64) - lo) * n_classes + y if lo else x.astype(np.int64) * n_classes + y
-                table = np.bincount(idx, minlength=span * n_classes).reshape(span, n_classes)
-                present = table.any(axis=1)
-                keys = (np.flatnonzero(present) + lo).astype(np.int64)
-                return FeatureCounts(keys, table[present].astype(np.int64), nulls, False)
-            if span < 1 << 32:  # numpy's unique is several times faster on 4-byte keys
-                offs, inv = np.unique((x.astype(np.int64) - lo).astype(np.uint32), return_inverse=True)
-                keys = offs.astype(np.int64) + lo
-                table = np.bincount(inv * n_classes + y, minlength=len(keys) * n_classes).reshape(len(keys), n_classes)
-                return FeatureCounts(keys, table.astype(np.int64), nulls, False)
-            x = x.astype(np.int64)
-        else:
-            x = float_buckets(x)
-        keys, inv = np.unique(x, return_inverse=True)
+    if dtype.is_float():
+        keys, inv = np.unique(float_buckets(s.to_numpy()), return_inverse=True)
         table = np.bincount(inv * n_classes + y, minlength=len(keys) * n_classes).reshape(len(keys), n_classes)
-        return FeatureCounts(keys, table.astype(np.int64), nulls, dtype.is_float())
+        return FeatureCounts(keys, table.astype(np.int64), nulls, True)
     if dtype in (pl.Categorical, pl.Enum) or isinstance(dtype, (pl.Categorical, pl.Enum)):
         s = s.cast(pl.String)
     elif dtype != pl.String:

@@ -129,3 +129,39 @@ def test_ray_shards_of_a_string_parquet_equal_single_process(features_ray, strin
     frame, path = strings_parquet
     ref = rank_features(frame, "y", batch_size=1_400)
     assert rank_features(path, "y", batch_size=1_400, use_ray=True).equals(ref)
+
+
+def _reference_counts(s: pl.Series, y: np.ndarray, k: int) -> tuple[list, np.ndarray, np.ndarray]:
+    """Counts by a plain group-by of the non-null rows (the definition), for comparison."""
+    valid = s.is_not_null().to_numpy()
+    nulls = np.bincount(y[~valid], minlength=k)
+    grouped = pl.DataFrame({"x": s.filter(pl.Series(valid)), "y": y[valid]}).group_by("x", "y").len().sort("x")
+    keys = grouped["x"].unique().sort()
+    table = np.zeros((len(keys), k), dtype=np.int64)
+    pos = {v: i for i, v in enumerate(keys.to_list())}
+    for x, c, n in grouped.iter_rows():
+        table[pos[x], c] = n
+    return keys.to_list(), table, nulls
+
+
+@pytest.mark.parametrize("kind", ["small", "wide", "huge", "bool", "date", "all_null", "negative"])
+def test_integer_counts_with_missing_values_equal_the_definition(kind):
+    rng = np.random.default_rng(7)
+    n = 4_000
+    values = {
+        "small": pl.Series(rng.integers(3, 40, n)),  # bincount over the span
+        "wide": pl.Series(rng.integers(0, 10**7, n)),  # np.unique on 4-byte offsets
+        "huge": pl.Series(rng.integers(-(2**60), 2**60, n)),  # np.unique on int64
+        "bool": pl.Series(rng.random(n) < 0.3),
+        "date": pl.Series(rng.integers(0, 50, n)).cast(pl.Date),
+        "all_null": pl.Series([None] * n, dtype=pl.Int32),
+        "negative": pl.Series(rng.integers(-20, -5, n), dtype=pl.Int16),
+    }[kind]
+    s = values.scatter(np.flatnonzero(rng.random(n) < 0.15), None)
+    y = rng.integers(0, 3, n)
+    got = count_feature(s, y, 3)
+    phys = s.cast(pl.Int8) if kind == "bool" else s.to_physical()
+    keys, table, nulls = _reference_counts(phys, y, 3)
+    assert got.keys.tolist() == keys
+    np.testing.assert_array_equal(got.counts, table)
+    np.testing.assert_array_equal(got.nulls, nulls)
