@@ -125,7 +125,6 @@ def enum_from_dictionary(name: str, arr: Any) -> pl.Series:
     value listed twice in a dictionary gets one code). The rows read back exactly as the decoded strings.
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     chunks = [c for c in (arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]) if len(c)]
     dicts = [pl.Series(c.dictionary).cast(pl.String) for c in chunks]
@@ -133,12 +132,20 @@ def enum_from_dictionary(name: str, arr: Any) -> pl.Series:
         return pl.Series(name, arr).cast(pl.String)
     allk = pl.concat(dicts) if len(dicts) > 1 else dicts[0]
     dtype = pl.Enum(allk.unique().sort())
-    codes = allk.cast(dtype).to_physical().to_arrow()  # each dictionary entry's code (duplicates share one)
+    codes = allk.cast(dtype).to_physical()  # each dictionary entry's code (duplicates share one)
+    lut, arrow_type = codes.to_numpy(), codes.to_arrow().type
     out, start = [], 0
     for c, d in zip(chunks, dicts):
-        out.append(pc.take(codes.slice(start, len(d)), c.indices))
+        ind = c.indices
+        # numpy's take is ~15x faster than pyarrow's here; the values under null slots are unspecified, hence
+        # mode="clip", and the chunk's validity bitmap is reused as is
+        raw = np.frombuffer(ind.buffers()[1], dtype=ind.type.to_pandas_dtype(), count=ind.offset + len(ind))
+        part = lut[start : start + len(d)]
+        mapped = np.take(part, raw, mode="clip") if len(part) else np.zeros(len(raw), dtype=lut.dtype)  # all null
+        out.append(pa.Array.from_buffers(arrow_type, len(ind), [ind.buffers()[0], pa.py_buffer(mapped)],
+                                         null_count=ind.null_count, offset=ind.offset))
         start += len(d)
-    phys: pl.Series = pl.from_arrow(pa.chunked_array(out, codes.type), rechunk=False)  # type: ignore[assignment]
+    phys: pl.Series = pl.from_arrow(pa.chunked_array(out, arrow_type), rechunk=False)  # type: ignore[assignment]
     return phys.cat.to(dtype).rename(name)
 
 
