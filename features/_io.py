@@ -139,7 +139,8 @@ def enum_from_dictionary(name: str, arr: Any) -> pl.Series:
         ind = c.indices
         # numpy's take is ~15x faster than pyarrow's here; the values under null slots are unspecified, hence
         # mode="clip", and the chunk's validity bitmap is reused as is
-        raw = np.frombuffer(ind.buffers()[1], dtype=ind.type.to_pandas_dtype(), count=ind.offset + len(ind))
+        kind = "i" if pa.types.is_signed_integer(ind.type) else "u"  # (to_pandas_dtype would import pandas)
+        raw = np.frombuffer(ind.buffers()[1], dtype=f"{kind}{ind.type.bit_width // 8}", count=ind.offset + len(ind))
         part = lut[start : start + len(d)]
         mapped = np.take(part, raw, mode="clip") if len(part) else np.zeros(len(raw), dtype=lut.dtype)  # all null
         out.append(pa.Array.from_buffers(arrow_type, len(ind), [ind.buffers()[0], pa.py_buffer(mapped)],
