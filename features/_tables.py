@@ -191,6 +191,22 @@ def prepare(data: Any, target: Any, features, n_bins: int, feature_names) -> tup
     return src, TARGET_COL, feats, target_spec(y, TARGET_COL, n_bins)
 
 
+def prefetch(items: Iterator[Any]) -> Iterator[Any]:
+    """The items of an iterator, the next one produced by a worker thread while the caller uses the current one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsearch-read") as pool:
+        sentinel = object()
+        future = pool.submit(next, items, sentinel)
+        while True:
+            item = future.result()
+            if item is sentinel:
+                return
+            future = pool.submit(next, items, sentinel)
+            yield item
+            del item
+
+
 def count(src: Source, feats: list[str], tspec: TargetSpec, opts: RankOptions, *, null_kind: str | None) -> Counts:
     """Count every feature against the target in one pass: streamed batches, or Ray shards when asked."""
     if opts.ray:
@@ -203,7 +219,7 @@ def count(src: Source, feats: list[str], tspec: TargetSpec, opts: RankOptions, *
     parts: list[Counts] = []
     done = 0
     # parquet string columns come dictionary-encoded (Enum): counted on their codes, never decoded per row
-    for offset, df in src.batches([*feats, tspec.name], opts.batch_size, dictionary=True):
+    for offset, df in prefetch(src.batches([*feats, tspec.name], opts.batch_size, dictionary=True)):
         parts.append(count_batch(df, feats, tspec, null_kind=null_kind, seed=opts.seed, offset=offset))
         done += df.height
         del df  # not held while the next batch is read: one batch in memory at a time
