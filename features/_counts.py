@@ -5,7 +5,8 @@ For each feature a :class:`FeatureCounts` holds the sorted distinct non-null val
 per class. Two tables merge by the union of their keys (and of their target classes), so any split of the rows
 (batches of a file, Ray shards) merges to exactly the unsplit table, in canonical (sorted) order. Integer, boolean
 and temporal columns are counted with one ``numpy.bincount`` over ``(x - min) * n_classes + y`` when their value
-range is small, with ``numpy.unique`` otherwise; strings with a polars hash group-by.
+range is small, with ``numpy.unique`` otherwise; strings with a polars hash group-by, and ``Enum`` columns (how
+parquet string columns arrive, read dictionary-encoded) with one ``bincount`` over their codes.
 
 Float features are not counted by exact value: each value is first rounded toward zero to 8 significant bits
 (:func:`float_buckets`, the bfloat16 grid: relative spacing 2^-8, at most 65,536 keys per feature whatever the

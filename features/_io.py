@@ -174,7 +174,9 @@ def open_parquet(path: Path | str, columns: list[str] | None, dictionary: bool) 
 
     pf = pq.ParquetFile(path, pre_buffer=False)
     names = dictionary_columns(pf.schema_arrow, columns) if dictionary else []
-    return (pq.ParquetFile(path, read_dictionary=names, pre_buffer=False), names) if names else (pf, [])
+    if not names:
+        return pf, []
+    return pq.ParquetFile(path, metadata=pf.metadata, read_dictionary=names, pre_buffer=False), names
 
 
 def row_bytes(schema: Any, columns: list[str] | None, dictionary: list[str]) -> int:
