@@ -85,7 +85,15 @@ def union_keys(key_sets: list[Keys]) -> tuple[Keys, list[np.ndarray]]:
     sizes = [len(k) for k in key_sets]
     if all(isinstance(k, np.ndarray) for k in key_sets):
         allk = np.concatenate(key_sets)  # type: ignore[arg-type]
-        union, inv = np.unique(allk, return_inverse=True)
+        span = int(allk.max()) - int(allk.min()) + 1 if len(allk) and allk.dtype.kind in "iu" else 0
+        if 0 < span <= 4 * len(allk):  # integer keys in a narrow range: mark them instead of sorting
+            off = allk.astype(np.int64) - np.int64(allk.min())
+            mark = np.zeros(span, dtype=bool)
+            mark[off] = True
+            union = (np.flatnonzero(mark) + np.int64(allk.min())).astype(allk.dtype)
+            inv = (np.cumsum(mark) - 1)[off]
+        else:
+            union, inv = np.unique(allk, return_inverse=True)
     else:
         series = [k if isinstance(k, pl.Series) else pl.Series(k) for k in key_sets]
         try:

@@ -165,3 +165,18 @@ def test_integer_counts_with_missing_values_equal_the_definition(kind):
     assert got.keys.tolist() == keys
     np.testing.assert_array_equal(got.counts, table)
     np.testing.assert_array_equal(got.nulls, nulls)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int8, np.uint32, np.float64])
+def test_union_keys_of_narrow_integer_keys_equals_sorting(dtype):
+    from sparsearch.features._counts import union_keys
+
+    rng = np.random.default_rng(3)
+    lo, hi = {np.int8: (-128, 128), np.uint32: (0, 60)}.get(dtype, (-30, 60))
+    for _ in range(200):
+        sets = [np.unique(rng.integers(lo, hi, rng.integers(0, 30))).astype(dtype) for _ in range(rng.integers(1, 5))]
+        union, positions = union_keys(sets)
+        want = np.unique(np.concatenate(sets))
+        assert union.dtype == want.dtype and np.array_equal(union, want)
+        for keys, pos in zip(sets, positions):
+            assert np.array_equal(union[pos], keys)
