@@ -17,7 +17,7 @@ import polars as pl
 
 from sparsearch.errors import DataError, SpecError, closest, unknown_choice
 
-from ._chance import ExpectedMI, asymptotic_mi, col_sums, row_sums, table_mi
+from ._chance import ExpectedMI, asymptotic_mi, col_sums, preload, row_sums, table_mi
 from ._counts import Counts, FeatureCounts, Keys, TargetSpec, count_batch, float_buckets
 from ._estimators import FeatureStats, get_method
 from ._io import Source, check_batch_size, open_source, validate_target
@@ -216,6 +216,7 @@ def count(src: Source, feats: list[str], tspec: TargetSpec, opts: RankOptions, *
             src, feats, tspec, null_kind=null_kind, seed=opts.seed, batch_size=opts.batch_size,
             ray_address=opts.ray_address, progress=opts.progress,
         )
+    preload()  # scipy.special (the chance correction) loads while the first batch is read
     parts: list[Counts] = []
     done = 0
     # parquet string columns come dictionary-encoded (Enum): counted on their codes, never decoded per row
