@@ -109,12 +109,16 @@ def _file_schema(path: Path) -> tuple[list[str], int | None]:
 
 
 def dictionary_columns(schema: Any, columns: list[str] | None) -> list[str]:
-    """The string columns (of ``columns``, or all) of a parquet file's arrow schema: read dictionary-encoded."""
+    """The string columns (of ``columns``, or all; a polars Categorical is stored as a dictionary of strings) of a
+    parquet file's arrow schema: the columns to read dictionary-encoded."""
     import pyarrow as pa
+
+    def is_string(t: Any) -> bool:
+        return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
     wanted = None if columns is None else set(columns)
     return [f.name for f in schema if (wanted is None or f.name in wanted)
-            and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_string_view(f.type))]
+            and (is_string(f.type) or (pa.types.is_dictionary(f.type) and is_string(f.type.value_type)))]
 
 
 def enum_from_dictionary(name: str, arr: Any) -> pl.Series:

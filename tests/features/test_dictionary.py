@@ -180,3 +180,18 @@ def test_union_keys_of_narrow_integer_keys_equals_sorting(dtype):
         assert union.dtype == want.dtype and np.array_equal(union, want)
         for keys, pos in zip(sets, positions):
             assert np.array_equal(union[pos], keys)
+
+
+def test_polars_categorical_columns_and_a_string_target_in_parquet(tmp_path):
+    frame = _frame(3_000, seed=9).with_columns(
+        pl.col("mixed").cast(pl.Categorical).alias("cat"),
+        pl.when(pl.col("y") == 1).then(pl.lit("yes")).otherwise(pl.lit("no")).alias("label"),
+    ).drop("y")
+    path = tmp_path / "c.parquet"
+    frame.write_parquet(path, row_group_size=500)  # polars stores Categorical as a dictionary of strings
+    src = _io.open_source(path)
+    first = next(src.batches(None, 1_000_000, dictionary=True))[1]
+    assert isinstance(first.schema["cat"], pl.Enum) and isinstance(first.schema["label"], pl.Enum)
+    ranked = rank_features(path, "label")
+    assert ranked.equals(rank_features(frame.with_columns(pl.col("cat").cast(pl.String)), "label"))
+    assert ranked.filter(pl.col("feature") == "cat")["score"][0] == ranked.filter(pl.col("feature") == "mixed")["score"][0]
