@@ -2,7 +2,7 @@
 
 Usage: python bench/bench_rank_cli.py DATA [ROUNDS] [NAME=REPO_DIR ...] [-- EXTRA CLI ARGS]
 
-DATA is a parquet/CSV path (the target column must be ``y``), or a row count: then bench_interactions.py's data
+DATA is a parquet/CSV path (target column ``y`` unless ``-- --target NAME``), or a row count: then bench_interactions.py's data
 of that many rows x 100 columns is written to a temp folder. Each variant is a source tree with this repository's
 layout (``sparsearch/``, ``features/``, ``search/``, ``spaces/``, ``studies/``); without any, the tree this script
 lives in is timed alone. The variants run in the same order each round (A B A B ...), each under
@@ -80,7 +80,7 @@ def main() -> None:
     loads = {name: subprocess.run([sys.executable, "-c", "import sparsearch.features as f; print(f.__file__)"],
                                   env={**os.environ, "PYTHONPATH": str(pp)}, cwd=tempfile.gettempdir(), check=True,
                                   capture_output=True, text=True).stdout.strip() for name, pp in variants.items()}
-    args = ["rank", data, "--target", "y", *extra]
+    args = ["rank", data, *([] if "--target" in extra else ["--target", "y"]), *extra]
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in variants}
     for _ in range(rounds):
         for name, pp in variants.items():
