@@ -195,3 +195,19 @@ def test_polars_categorical_columns_and_a_string_target_in_parquet(tmp_path):
     ranked = rank_features(path, "label")
     assert ranked.equals(rank_features(frame.with_columns(pl.col("cat").cast(pl.String)), "label"))
     assert ranked.filter(pl.col("feature") == "cat")["score"][0] == ranked.filter(pl.col("feature") == "mixed")["score"][0]
+
+
+def test_large_row_group_streamed_in_record_batches_counts_the_same(tmp_path):
+    frame = _frame(2_000, seed=11)
+    path = tmp_path / "one_group.parquet"
+    frame.write_parquet(path, row_group_size=2_000)  # one row group, over 4 x batch_size: iter_batches path
+    src = _io.open_source(path)
+    heights = [df.height for _, df in src.batches(None, 300, dictionary=True)]
+    assert max(heights) <= 300 and sum(heights) == 2_000
+    assert rank_features(path, "y", batch_size=300).equals(rank_features(frame, "y", batch_size=300))
+
+
+def test_empty_dictionary_column_reads_as_empty_strings():
+    empty = pa.chunked_array([], type=pa.dictionary(pa.int32(), pa.string()))
+    s = _io.enum_from_dictionary("e", empty)
+    assert s.len() == 0 and s.dtype == pl.String
