@@ -31,7 +31,14 @@ def gammaln(x: np.ndarray | float) -> np.ndarray:
 def preload() -> None:
     """Import scipy.special in a background thread (a ranking calls this while its first batch is being read)."""
     if "scipy.special" not in sys.modules:
-        threading.Thread(target=__import__, args=("scipy.special",), name="sparsearch-preload", daemon=True).start()
+        threading.Thread(target=_import_scipy_special, name="sparsearch-preload", daemon=True).start()
+
+
+def _import_scipy_special() -> None:
+    try:
+        import scipy.special  # noqa: F401
+    except ImportError:  # raised again, where it is used, by gammaln's own import
+        pass
 
 
 def xlogx_sum(c: np.ndarray) -> float:
