@@ -21,7 +21,7 @@ from sparsearch._ray import connect_ray
 from sparsearch.errors import DataError
 
 from ._counts import Counts, TargetSpec, count_batch
-from ._io import EXTENSIONS, Source, iter_file, iter_parquet
+from ._io import EXTENSIONS, Source, iter_file, iter_parquet, open_parquet
 
 
 class BatchCounter:
@@ -39,14 +39,16 @@ def _count_frame_slice(frame: pl.DataFrame, start: int, length: int, counter: Ca
 
 
 def _read_file_shard(path: str, row_groups: list[int] | None, offset: int, columns: list[str],
-                     batch_size: int) -> list[tuple[int, pl.DataFrame]]:
-    """The batches of one file shard, with their global row offsets (read on the driver)."""
-    if row_groups is not None:
-        import pyarrow.parquet as pq
+                     batch_size: int, dictionary: bool = False) -> list[tuple[int, pl.DataFrame]]:
+    """The batches of one file shard, with their global row offsets (read on the driver).
 
-        batches: Iterator[pl.DataFrame] = iter_parquet(pq.ParquetFile(path), columns, batch_size, row_groups)
+    ``dictionary``: parquet string columns come as ``Enum`` (read dictionary-encoded, see ``iter_parquet``).
+    """
+    if row_groups is not None:
+        pf, enc = open_parquet(path, columns, dictionary)
+        batches: Iterator[pl.DataFrame] = iter_parquet(pf, columns, batch_size, row_groups, dictionary=enc)
     else:
-        batches = iter_file(Path(path), columns, batch_size)
+        batches = iter_file(Path(path), columns, batch_size, dictionary)
     out = []
     for df in batches:
         out.append((offset, df))
@@ -107,7 +109,7 @@ def count_with_ray(
 ) -> Counts:
     """Single-feature counts of every shard, merged on the driver."""
     return map_shards(src, [*feats, tspec.name], BatchCounter(feats, tspec, null_kind, seed), batch_size=batch_size,
-                      ray_address=ray_address, progress=progress, max_in_flight=max_in_flight)
+                      ray_address=ray_address, progress=progress, max_in_flight=max_in_flight, dictionary=True)
 
 
 def map_shards(
@@ -119,11 +121,12 @@ def map_shards(
     ray_address: str | None,
     progress: Callable[[int, int | None], None] | None,
     max_in_flight: int | None = None,
+    dictionary: bool = False,
 ) -> Any:
     """Run ``counter(batch, offset)`` on every shard as a Ray task and merge the results (``a.merge(b)``).
 
     The merge must be exact, associative and commutative (integer count tables): the result does not depend on
-    the order in which shards finish.
+    the order in which shards finish. ``dictionary``: the counter takes parquet string columns as ``Enum``.
     """
     import ray
 
@@ -144,7 +147,7 @@ def map_shards(
             for path, groups, offset, rows in _shards(src, batch_size):
                 # read on the driver when submitted: the rows reach the worker through the object store
                 args.append((task, lambda shard=(path, groups, offset): (
-                    _read_file_shard(*shard, columns, batch_size), counter), rows))
+                    _read_file_shard(*shard, columns, batch_size, dictionary), counter), rows))
         pending: dict[Any, int] = {}
         acc: Any = None
         done = 0

@@ -24,6 +24,10 @@ from sparsearch.errors import DataError, closest
 EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv"}
 _FULL_HASH_LIMIT = 64 * 1024 * 1024  # files up to this many bytes in total are fingerprinted by full content
 _SAMPLE_BYTES = 1 << 20
+# decoded bytes one parquet batch may hold (besides its ``batch_size`` rows): the buffers of a batch are freshly
+# allocated, and their page faults grow faster than their size (2M x 100 int columns: 0.4-0.8 s of system time
+# in 500,000-row batches, 2.7-5.6 s in 1,000,000-row ones, for the same 0.2 s more user time)
+BATCH_BYTES = 384 << 20
 
 
 def _is_path_like(data: Any) -> bool:
@@ -104,32 +108,131 @@ def _file_schema(path: Path) -> tuple[list[str], int | None]:
     return names, None
 
 
-def iter_parquet(pf: Any, columns: list[str] | None, batch_size: int, row_groups: list[int] | None = None) -> Iterator[pl.DataFrame]:
-    """Batches of about ``batch_size`` rows made of whole row groups.
+def dictionary_columns(schema: Any, columns: list[str] | None) -> list[str]:
+    """The string columns (of ``columns``, or all; a polars Categorical is stored as a dictionary of strings) of a
+    parquet file's arrow schema: the columns to read dictionary-encoded."""
+    import pyarrow as pa
 
-    Consecutive row groups are read together up to ``batch_size`` rows (pyarrow's ``iter_batches`` pre-buffers
-    and held 1.8 GB on a 20M-row file; reading row groups holds one batch). A row group over 4 x ``batch_size``
-    rows is streamed in record batches instead.
+    def is_string(t: Any) -> bool:
+        return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+    wanted = None if columns is None else set(columns)
+    return [f.name for f in schema if (wanted is None or f.name in wanted)
+            and (is_string(f.type) or (pa.types.is_dictionary(f.type) and is_string(f.type.value_type)))]
+
+
+def enum_from_dictionary(name: str, arr: Any) -> pl.Series:
+    """A polars ``Enum`` series from an arrow dictionary-encoded (chunked) string array, without decoding rows.
+
+    Each chunk (parquet row group) has its own dictionary; the union of the small dictionaries, sorted, becomes
+    the categories, and each chunk's indices are mapped to it through a per-chunk lookup (nulls stay null; a
+    value listed twice in a dictionary gets one code). The rows read back exactly as the decoded strings.
+    """
+    import pyarrow as pa
+
+    chunks = [c for c in (arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]) if len(c)]
+    dicts = [pl.Series(c.dictionary).cast(pl.String) for c in chunks]
+    if not chunks or any(d.null_count() for d in dicts):  # a null in a dictionary: decode instead (rare)
+        return pl.Series(name, arr).cast(pl.String)
+    allk = pl.concat(dicts) if len(dicts) > 1 else dicts[0]
+    dtype = pl.Enum(allk.unique().sort())
+    codes = allk.cast(dtype).to_physical()  # each dictionary entry's code (duplicates share one)
+    lut, arrow_type = codes.to_numpy(), codes.to_arrow().type
+    out, start = [], 0
+    for c, d in zip(chunks, dicts):
+        ind = c.indices
+        # numpy's take is ~15x faster than pyarrow's here; the values under null slots are unspecified, hence
+        # mode="clip", and the chunk's validity bitmap is reused as is
+        kind = "i" if pa.types.is_signed_integer(ind.type) else "u"  # (to_pandas_dtype would import pandas)
+        raw = np.frombuffer(ind.buffers()[1], dtype=f"{kind}{ind.type.bit_width // 8}", count=ind.offset + len(ind))
+        part = lut[start : start + len(d)]
+        mapped = np.take(part, raw, mode="clip") if len(part) else np.zeros(len(raw), dtype=lut.dtype)  # all null
+        out.append(pa.Array.from_buffers(arrow_type, len(ind), [ind.buffers()[0], pa.py_buffer(mapped)],
+                                         null_count=ind.null_count, offset=ind.offset))
+        start += len(d)
+    phys: pl.Series = pl.from_arrow(pa.chunked_array(out, arrow_type), rechunk=False)  # type: ignore[assignment]
+    return phys.cat.to(dtype).rename(name)
+
+
+def arrow_to_polars(table: Any, dictionary: list[str]) -> pl.DataFrame:
+    """A polars frame of an arrow table; the ``dictionary`` columns, if dictionary-encoded, become ``Enum``."""
+    import pyarrow as pa
+
+    enc = {n for n in dictionary if n in table.column_names and pa.types.is_dictionary(table.schema.field(n).type)}
+    if not enc:
+        return pl.from_arrow(table, rechunk=False)  # type: ignore[return-value]
+    # no rechunk: each column keeps its row-group chunks (copying a whole batch at once costs page faults)
+    return pl.DataFrame([enum_from_dictionary(n, table.column(n)) if n in enc
+                         else pl.from_arrow(table.column(n), rechunk=False).rename(n)  # type: ignore[union-attr]
+                         for n in table.column_names])
+
+
+def open_parquet(path: Path | str, columns: list[str] | None, dictionary: bool) -> tuple[Any, list[str]]:
+    """A ``pyarrow.parquet.ParquetFile`` and the columns it reads dictionary-encoded (``dictionary``: strings).
+
+    ``pre_buffer=False``: pre-buffering coalesces each row group's column chunks into large reads, which pays on
+    object stores but not on the local files read here; on a 2M x 100 file its large, short-lived buffers cost
+    1-3 s of system time (page faults on fresh huge pages) against 0.1-0.3 s without.
+    """
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path, pre_buffer=False)
+    names = dictionary_columns(pf.schema_arrow, columns) if dictionary else []
+    if not names:
+        return pf, []
+    return pq.ParquetFile(path, metadata=pf.metadata, read_dictionary=names, pre_buffer=False), names
+
+
+def row_bytes(schema: Any, columns: list[str] | None, dictionary: list[str]) -> int:
+    """Estimated decoded bytes per row of ``columns``: fixed widths, 4 for a dictionary code, 32 for a string."""
+    wanted = None if columns is None else set(columns)
+    total = 0
+    for f in schema:
+        if wanted is not None and f.name not in wanted:
+            continue
+        try:
+            width = max(1, f.type.bit_width // 8)
+        except ValueError:  # variable width
+            width = 4 if f.name in dictionary else 32
+        total += width
+    return max(total, 1)
+
+
+def iter_parquet(pf: Any, columns: list[str] | None, batch_size: int, row_groups: list[int] | None = None,
+                 dictionary: list[str] | None = None) -> Iterator[pl.DataFrame]:
+    """Batches of at most ``batch_size`` rows and about :data:`BATCH_BYTES` decoded bytes, of whole row groups.
+
+    Consecutive row groups are read together up to ``batch_size`` rows and ``BATCH_BYTES`` (estimated by
+    :func:`row_bytes`; pyarrow's ``iter_batches`` pre-buffers and held 1.8 GB on a 20M-row file; reading row
+    groups holds one batch). A row group over 4 x that many rows is streamed in record batches instead.
+    ``dictionary``: the columns ``pf`` reads dictionary-encoded (see :func:`open_parquet`); they come as polars
+    ``Enum`` columns, so their strings are never decoded per row.
     """
     groups = list(range(pf.metadata.num_row_groups) if row_groups is None else row_groups)
+    enc = dictionary or []
+    max_rows = min(batch_size, max(1, BATCH_BYTES // row_bytes(pf.schema_arrow, columns, enc)))
     pending: list[int] = []
     pending_rows = 0
 
     def flush(gs: list[int]) -> Iterator[pl.DataFrame]:
-        table: pl.DataFrame = pl.from_arrow(pf.read_row_groups(gs, columns=columns))  # type: ignore[assignment]
+        # one read per row group: reading several at once concatenates each column into a fresh buffer, and
+        # the page faults of those buffers cost more system time than the decoding itself
+        import pyarrow as pa
+
+        table = arrow_to_polars(pa.concat_tables([pf.read_row_groups([g], columns=columns) for g in gs]), enc)
         for start in range(0, table.height, batch_size):
             yield table.slice(start, batch_size)
 
     for g in groups:
         rows = pf.metadata.row_group(g).num_rows
-        if rows > 4 * batch_size:
+        if rows > 4 * max_rows:
             if pending:
                 yield from flush(pending)
                 pending, pending_rows = [], 0
-            for rb in pf.iter_batches(batch_size=batch_size, row_groups=[g], columns=columns):
-                yield pl.from_arrow(rb)  # type: ignore[misc]
+            for rb in pf.iter_batches(batch_size=max_rows, row_groups=[g], columns=columns):
+                yield arrow_to_polars(rb, enc)
             continue
-        if pending and pending_rows + rows > batch_size:
+        if pending and pending_rows + rows > max_rows:
             yield from flush(pending)
             pending, pending_rows = [], 0
         pending.append(g)
@@ -138,13 +241,13 @@ def iter_parquet(pf: Any, columns: list[str] | None, batch_size: int, row_groups
         yield from flush(pending)
 
 
-def iter_file(path: Path, columns: list[str] | None, batch_size: int) -> Iterator[pl.DataFrame]:
+def iter_file(path: Path, columns: list[str] | None, batch_size: int, dictionary: bool = False) -> Iterator[pl.DataFrame]:
+    """Batches of one file; with ``dictionary``, parquet string columns come dictionary-encoded as ``Enum``."""
     kind = EXTENSIONS[path.suffix.lower()]
     if kind == "parquet":
-        import pyarrow.parquet as pq
-
         try:
-            yield from iter_parquet(pq.ParquetFile(path), columns, batch_size)
+            pf, enc = open_parquet(path, columns, dictionary)
+            yield from iter_parquet(pf, columns, batch_size, dictionary=enc)
         except (OSError, ValueError) as exc:
             if isinstance(exc, DataError):
                 raise
@@ -177,11 +280,15 @@ def _check_columns(columns: Sequence[str] | None, available: Sequence[str], wher
 
 @dataclass
 class Source:
-    """A uniform view of the input: column names, optional row count, and a batch iterator."""
+    """A uniform view of the input: column names, optional row count, and a batch iterator.
+
+    ``batches(columns, batch_size, dictionary=False)`` yields ``(row offset, frame)``; with ``dictionary``, parquet
+    string columns come as polars ``Enum`` columns read dictionary-encoded (for counting code paths that take them).
+    """
 
     columns: list[str]
     n_rows: int | None
-    batches: Callable[[list[str] | None, int], Iterator[tuple[int, pl.DataFrame]]]
+    batches: Callable[..., Iterator[tuple[int, pl.DataFrame]]]
     frame: pl.DataFrame | None = None  # set for in-memory sources
     files: list[Path] | None = None  # set for file sources
 
@@ -255,10 +362,10 @@ def open_source(data: Any, *, feature_names: Sequence[str] | None = None) -> Sou
         if total == 0:
             raise DataError(f"data {os.fspath(data)!r} has a header but no rows")
 
-        def batches(cols: list[str] | None, batch_size: int) -> Iterator[tuple[int, pl.DataFrame]]:
+        def batches(cols: list[str] | None, batch_size: int, dictionary: bool = False) -> Iterator[tuple[int, pl.DataFrame]]:
             offset = 0
             for f in files:
-                for df in iter_file(f, cols, batch_size):
+                for df in iter_file(f, cols, batch_size, dictionary):
                     yield offset, df
                     offset += df.height
 
@@ -269,7 +376,7 @@ def open_source(data: Any, *, feature_names: Sequence[str] | None = None) -> Sou
     if frame.height == 0:
         raise DataError("data has no rows")
 
-    def mem_batches(cols: list[str] | None, batch_size: int) -> Iterator[tuple[int, pl.DataFrame]]:
+    def mem_batches(cols: list[str] | None, batch_size: int, dictionary: bool = False) -> Iterator[tuple[int, pl.DataFrame]]:
         view = frame if cols is None else frame.select(cols)
         for start in range(0, view.height, batch_size):
             yield start, view.slice(start, batch_size)

@@ -17,7 +17,7 @@ import polars as pl
 
 from sparsearch.errors import DataError, SpecError, closest, unknown_choice
 
-from ._chance import ExpectedMI, asymptotic_mi, col_sums, row_sums, table_mi
+from ._chance import ExpectedMI, asymptotic_mi, col_sums, preload, row_sums, table_mi
 from ._counts import Counts, FeatureCounts, Keys, TargetSpec, count_batch, float_buckets
 from ._estimators import FeatureStats, get_method
 from ._io import Source, check_batch_size, open_source, validate_target
@@ -191,6 +191,22 @@ def prepare(data: Any, target: Any, features, n_bins: int, feature_names) -> tup
     return src, TARGET_COL, feats, target_spec(y, TARGET_COL, n_bins)
 
 
+def prefetch(items: Iterator[Any]) -> Iterator[Any]:
+    """The items of an iterator, the next one produced by a worker thread while the caller uses the current one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsearch-read") as pool:
+        sentinel = object()
+        future = pool.submit(next, items, sentinel)
+        while True:
+            item = future.result()
+            if item is sentinel:
+                return
+            future = pool.submit(next, items, sentinel)
+            yield item
+            del item
+
+
 def count(src: Source, feats: list[str], tspec: TargetSpec, opts: RankOptions, *, null_kind: str | None) -> Counts:
     """Count every feature against the target in one pass: streamed batches, or Ray shards when asked."""
     if opts.ray:
@@ -200,17 +216,19 @@ def count(src: Source, feats: list[str], tspec: TargetSpec, opts: RankOptions, *
             src, feats, tspec, null_kind=null_kind, seed=opts.seed, batch_size=opts.batch_size,
             ray_address=opts.ray_address, progress=opts.progress,
         )
-    acc: Counts | None = None
+    preload()  # scipy.special (the chance correction) loads while the first batch is read
+    parts: list[Counts] = []
     done = 0
-    for offset, df in src.batches([*feats, tspec.name], opts.batch_size):
-        part = count_batch(df, feats, tspec, null_kind=null_kind, seed=opts.seed, offset=offset)
-        acc = part if acc is None else acc.merge(part)
+    # parquet string columns come dictionary-encoded (Enum): counted on their codes, never decoded per row
+    for offset, df in prefetch(src.batches([*feats, tspec.name], opts.batch_size, dictionary=True)):
+        parts.append(count_batch(df, feats, tspec, null_kind=null_kind, seed=opts.seed, offset=offset))
         done += df.height
+        del df  # not held while the next batch is read: one batch in memory at a time
         if opts.progress is not None:
             opts.progress(done, src.n_rows)
-    if acc is None:
+    if not parts:
         raise DataError("data has no rows")
-    return acc
+    return Counts.merge_all(parts)  # one union of keys per feature, not one per batch
 
 
 def finalize(fc: FeatureCounts, name: str, n_rows: int, n_bins: int, missing: str) -> Finalized:

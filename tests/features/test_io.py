@@ -104,3 +104,21 @@ def test_fingerprint(tmp_path, frame):
     assert data_fingerprint(tmp_path / "g" / "f.parquet") != f1
     arr = np.arange(12).reshape(4, 3)
     assert data_fingerprint(arr) != data_fingerprint(arr + 1)
+
+
+def test_prefetch_keeps_order_and_raises_where_the_source_fails():
+    from sparsearch.features._tables import prefetch
+
+    assert list(prefetch(iter(range(7)))) == list(range(7))
+    assert list(prefetch(iter([]))) == []
+
+    def failing():
+        yield 1
+        yield 2
+        raise DataError("parquet file 'x' is truncated or corrupt")
+
+    got = []
+    with pytest.raises(DataError, match="truncated"):
+        for item in prefetch(failing()):
+            got.append(item)
+    assert got == [1, 2]
