@@ -1,8 +1,11 @@
 """Benchmarks of issue #13: `sparsearch rank` end to end against the library call, pairs, mrmr/3mr speed.
 
-Usage: python bench/bench_interactions.py [N_ROWS] [N_COLS] [OUT_DIR] [ROUNDS] [outrank | outrank-default]
-       (defaults 200000, 100, a temp folder, 3; the lead's run: 2000000 100 DIR 3 outrank-default;
-       ``outrank-default`` times OutRank's default run only, ``outrank`` adds ``--interaction_order 2``)
+Usage: python bench/bench_interactions.py [N_ROWS] [N_COLS] [OUT_DIR] [ROUNDS] [outrank | outrank-default |
+                                             outrank-pairs] [PEER_LIMIT_S]
+       (defaults 200000, 100, a temp folder, 3; the lead's runs: 2000000 100 DIR 3 outrank-default, and
+       2000000 100 DIR 1 outrank-pairs 3000; ``outrank-default`` times OutRank's default run, ``outrank`` adds
+       ``--interaction_order 2``, ``outrank-pairs`` times only our pairs and OutRank's ``--interaction_order 2``,
+       the peer stopped after PEER_LIMIT_S seconds if given: then its time is reported as "not finished")
 
 1. Writes a parquet of N_ROWS x N_COLS categorical columns (cardinalities 2 to 100,000 on a log grid, half
    uniform and half Zipf-skewed, 5% missing in every third column, a quarter strings, a few informative, one XOR pair) and times,
@@ -96,8 +99,10 @@ def main() -> None:
     }
     peers: dict[str, object] = {}
     peer_mode = sys.argv[5] if len(sys.argv) > 5 else ""
-    if peer_mode not in ("", "outrank", "outrank-default"):
-        raise SystemExit(f"unknown peer mode {peer_mode!r}: use outrank or outrank-default")
+    if peer_mode not in ("", "outrank", "outrank-default", "outrank-pairs"):
+        raise SystemExit(f"unknown peer mode {peer_mode!r}: use outrank, outrank-default or outrank-pairs")
+    limit = float(sys.argv[6]) if len(sys.argv) > 6 else None
+    unfinished: dict[str, float] = {}
     if peer_mode:
         exe = Path(__file__).resolve().parent / ".venv-outrank" / "bin" / "outrank"
         csv_dir = out / f"csv_{n_rows}x{n_cols}"
@@ -111,15 +116,22 @@ def main() -> None:
                    "--heuristic", "MI-numba-randomized", "--target_ranking_only", "True", "--label_column", "y",
                    "--output_folder", str(folder), "--num_threads", "2", "--interaction_order", str(order)]
             t = time.perf_counter()
-            subprocess.run(cmd, check=True, capture_output=True)
+            try:
+                subprocess.run(cmd, check=True, capture_output=True, timeout=limit)
+            except subprocess.TimeoutExpired:
+                unfinished[f"outrank order {order}"] = time.perf_counter() - t
+                return float("nan")
             secs = time.perf_counter() - t
             table = pl.read_csv(folder / "pairwise_ranks.tsv", separator="\t")
             rows = table.filter(pl.col("FeatureA").str.starts_with("y")).sort("Score", descending=True)
             peers[f"outrank order {order} top10"] = rows.head(10).rows()
             return secs
 
-        variants["outrank default"] = lambda: outrank(1)
-        if peer_mode == "outrank":
+        if peer_mode != "outrank-pairs":
+            variants["outrank default"] = lambda: outrank(1)
+        else:
+            variants.clear()
+        if peer_mode in ("outrank", "outrank-pairs"):
             variants["outrank --interaction_order 2"] = lambda: outrank(2)
 
         def ours_pairs() -> float:
@@ -137,10 +149,11 @@ def main() -> None:
         for name, fn in variants.items():
             times[name].append(fn())
     med = {k: statistics.median(v) for k, v in times.items()}
-    base = med["library rank_features"]
+    base = med.get("library rank_features", float("nan"))
     doc = {"command": " ".join(["python", *sys.argv]), "rows": n_rows, "cols": n_cols,
            "statistic": "median over interleaved rounds", "seconds": med, "runs": times,
-           "ratio_to_library": {k: v / base for k, v in med.items()}, "peers": peers}
+           "ratio_to_library": {k: v / base for k, v in med.items()}, "peers": peers,
+           "peer_limit_s": limit, "not_finished_after_s": unfinished}
     if "outrank default" in med:
         doc["outrank_default_over_cli_rank_default"] = med["outrank default"] / med["cli rank (default)"]
     results = Path(__file__).resolve().parent / "results"
