@@ -111,13 +111,13 @@ def main() -> None:
             pl.read_parquet(path).write_csv(csv_dir / "data.csv")
 
         def outrank(order: int) -> float:
-            folder = out / f"outrank_order{order}"
-            cmd = [str(exe), "--task", "ranking", "--data_path", str(csv_dir), "--data_source", "csv-raw",
+            folder = (out / f"outrank_order{order}").resolve()
+            cmd = [str(exe), "--task", "ranking", "--data_path", str(csv_dir.resolve()), "--data_source", "csv-raw",
                    "--heuristic", "MI-numba-randomized", "--target_ranking_only", "True", "--label_column", "y",
                    "--output_folder", str(folder), "--num_threads", "2", "--interaction_order", str(order)]
             t = time.perf_counter()
             try:
-                subprocess.run(cmd, check=True, capture_output=True, timeout=limit)
+                subprocess.run(cmd, check=True, capture_output=True, timeout=limit, cwd=folder.parent)  # OutRank writes a checkpoint TSV into its working folder
             except subprocess.TimeoutExpired:
                 unfinished[f"outrank order {order}"] = time.perf_counter() - t
                 return float("nan")
