@@ -68,6 +68,15 @@ def _objective(spec: Any) -> str:
     return obj
 
 
+def _hyperband(spec: Any) -> dict[str, int]:
+    """The study's multi-fidelity settings, so every peer prunes on the same rungs as ours (same minimum resource,
+    same reduction factor, same maximum: epochs x reports per epoch)."""
+    params = spec.pruner_params()
+    return {"min_resource": int(params.get("min_resource", 1)),
+            "max_resource": int(params.get("max_resource", spec.train.epochs * spec.train.reports_per_epoch)),
+            "reduction_factor": int(params.get("reduction_factor", 3))}
+
+
 # -- one run per subprocess -------------------------------------------------------------------------------------
 def run_one(contender: str, seed: int, study: str, overrides: dict[str, Any], budget: float, folder: Path) -> dict:
     spec = _spec(study, overrides, seed=seed)
@@ -137,8 +146,7 @@ def _optuna_worker(journal: str, seed: int, k: int, budget: float, raw: str) -> 
     study = optuna.create_study(study_name="peer", storage=storage, load_if_exists=True,
                                 direction=spec.study.resolved_directions()[0],
                                 sampler=optuna.samplers.TPESampler(seed=seed * 10 + k, constant_liar=True),
-                                pruner=optuna.pruners.HyperbandPruner(
-                                    min_resource=1, max_resource=spec.train.epochs * spec.train.reports_per_epoch))
+                                pruner=optuna.pruners.HyperbandPruner(**_hyperband(spec)))
     data = peers_objective.prepared()
     top_k = spec.data.top_k
 
@@ -177,6 +185,7 @@ def _run_tune(spec, seed, budget, folder, objective, hidden) -> list[dict]:
     direction = spec.study.resolved_directions()[0]
 
     space = peers_objective.DefineByRunSpace(spec.to_toml_dict(), n_features)
+    hb = _hyperband(spec)
 
     def trainable(params):
         import peers_objective as po
@@ -197,8 +206,8 @@ def _run_tune(spec, seed, budget, folder, objective, hidden) -> list[dict]:
         tune.with_resources(trainable, {"cpu": 1}),
         tune_config=tune.TuneConfig(
             search_alg=OptunaSearch(space=space, metric=objective, mode=direction[:3], seed=seed),
-            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=spec.train.epochs *
-                                    spec.train.reports_per_epoch + 1, grace_period=1, reduction_factor=3),
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=hb["max_resource"] + 1,
+                                    grace_period=hb["min_resource"], reduction_factor=hb["reduction_factor"]),
             metric=objective, mode=direction[:3], num_samples=-1, max_concurrent_trials=2, time_budget_s=budget),
         run_config=tune.RunConfig(storage_path=str(folder / f"tune-s{seed}"), verbose=0),
     )
@@ -232,6 +241,48 @@ def time_to_reach(curve: list[list[float]], target: float, maximize: bool) -> fl
     return None
 
 
+def anytime_band(docs: list[dict], points: int = 25) -> dict[str, list]:
+    """The incumbent's test metric over seeds on a common time grid (0..budget): median, min and max over the seeds
+    that have an incumbent by then, and how many do."""
+    budget = max(d["budget_s"] for d in docs)
+    grid = np.linspace(0, budget, points)
+    values = np.full((len(docs), points), np.nan)
+    for i, d in enumerate(docs):
+        for t, _, test in d["curve"]:
+            values[i, grid >= t] = test
+    have = (~np.isnan(values)).sum(axis=0)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med, lo, hi = np.nanmedian(values, 0), np.nanmin(values, 0), np.nanmax(values, 0)
+    clean = lambda a: [None if not math.isfinite(x) else round(float(x), 6) for x in a]  # noqa: E731
+    return {"t": [round(float(t), 1) for t in grid], "median": clean(med), "min": clean(lo), "max": clean(hi),
+            "seeds_with_incumbent": [int(h) for h in have]}
+
+
+def _plot(doc: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for c, band in doc["anytime"].items():
+        t = np.array(band["t"])
+        f = lambda k, b=band: np.array([np.nan if v is None else v for v in b[k]])  # noqa: E731
+        (line,) = ax.plot(t, f("median"), label=f"{c} (median of {len(doc['runs'][c])} seeds)")
+        ax.fill_between(t, f("min"), f("max"), color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("wall time, s")
+    ax.set_ylabel("test metric of the incumbent (best by validation)")
+    ax.set_title(f"{doc['study']}: anytime curves, min..max over seeds")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def summary(study: str, folder: Path) -> dict[str, Any]:
     runs: dict[str, list[dict]] = {}
     for path in sorted(folder.glob("*-s*.json")):
@@ -240,12 +291,21 @@ def summary(study: str, folder: Path) -> dict[str, Any]:
     if not runs:
         raise SystemExit(f"no finished runs under {folder}")
     maximize = next(iter(runs.values()))[0]["direction"] == "maximize"
+    for docs in runs.values():
+        for d in docs:
+            # every contender is judged on what it had within the budget: our controller and plain Optuna stop
+            # *starting* trials at the budget and let running ones finish, Ray Tune stops them; a trial that
+            # completes after the budget does not count for anyone
+            d["curve"] = anytime([r for r in d["trials"] if r["t"] <= d["budget_s"]], maximize)
+            d["late_trials"] = sum(r["t"] > d["budget_s"] for r in d["trials"])
     finals = {c: [d["curve"][-1][2] if d["curve"] else math.nan for d in docs] for c, docs in runs.items()}
     table = []
     for c, docs in runs.items():
         row = {"contender": c, "seeds": len(docs), "final_test_median": float(np.nanmedian(finals[c])),
                "final_test_min": float(np.nanmin(finals[c])), "final_test_max": float(np.nanmax(finals[c])),
-               "trials_median": float(np.median([len(d["trials"]) for d in docs]))}
+               "trials_median": float(np.median([len(d["trials"]) - d["late_trials"] for d in docs])),
+               "late_trials_total": int(sum(d["late_trials"] for d in docs)),
+               "wall_s_median": float(np.median([d["wall_s"] for d in docs]))}
         for peer, peer_docs in runs.items():
             if peer == c:
                 continue
@@ -259,10 +319,13 @@ def summary(study: str, folder: Path) -> dict[str, Any]:
         table.append(row)
     doc = {"study": study, "command": " ".join(sys.argv), "table": table,
            "runs": {c: [{"seed": d["seed"], "final": d["curve"][-1] if d["curve"] else None,
-                         "n_trials": len(d["trials"]), "curve": d["curve"]} for d in docs] for c, docs in runs.items()}}
+                         "n_trials": len(d["trials"]) - d["late_trials"], "late_trials": d["late_trials"],
+                         "wall_s": d["wall_s"], "curve": d["curve"]} for d in docs] for c, docs in runs.items()}}
+    doc["anytime"] = {c: anytime_band(docs) for c, docs in runs.items()}
     results = BENCH / "results"
     results.mkdir(exist_ok=True)
     (results / f"peers-{study}.json").write_text(json.dumps(doc, indent=1))
+    _plot(doc, folder / "anytime.png")
     for row in table:
         print(json.dumps(row))
     return doc
