@@ -274,7 +274,7 @@ def _data_missing(spec: Any) -> str | None:
 
 def _run_one(spec: Any, folder: Path, config: dict[str, Any], path: Path, full_size: bool) -> dict[str, Any]:
     """Run one study in a fresh folder; save and return its small record."""
-    from sparsearch.search.compare import _test_vectors, to_test_metric
+    from sparsearch.search.compare import incumbent_test_vectors, to_test_metric
     from sparsearch.search.controller import run_study
 
     shutil.rmtree(folder, ignore_errors=True)  # fresh: no cached ranking, no earlier trials
@@ -304,7 +304,7 @@ def _run_one(spec: Any, folder: Path, config: dict[str, Any], path: Path, full_s
     }
     if len(objectives) > 1:  # what the hypervolume verdict needs: validation values (reference), Pareto test vectors
         rec["values"] = [list(t.values) for t in res.trials if t.state.name == "COMPLETE" and t.values]
-        rec["test_vectors"] = _test_vectors(res, objectives)
+        rec["test_vectors"] = incumbent_test_vectors(res, objectives)
         rec["pareto_size"] = len(res.best_trials)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rec, indent=1, default=str) + "\n")

@@ -32,7 +32,7 @@ from sparsearch.search.controller import run_study
 from sparsearch.search.results import StudyResult, load_result
 from sparsearch.search.spec import apply_overrides, load_study, parse_study
 
-__all__ = ["CompareReport", "best_so_far", "compare_samplers", "verdict"]
+__all__ = ["CompareReport", "best_so_far", "compare_samplers", "incumbent_test_vectors", "to_test_metric", "verdict"]
 
 
 def best_so_far(values: list[float | None], maximize: bool) -> list[float]:
@@ -176,7 +176,7 @@ def to_test_metric(objective: str) -> str:
     return "test_" + objective.removeprefix("val_") if objective.startswith("val_") else objective
 
 
-def _test_vectors(result: StudyResult, objectives: list[str]) -> list[list[float]]:
+def incumbent_test_vectors(result: StudyResult, objectives: list[str]) -> list[list[float]]:
     """Each best trial's objective vector on the test rows (validation metrics swapped for test metrics)."""
     tests = result.test_metrics()
     out = []
@@ -266,7 +266,7 @@ def compare_samplers(
                 res = existing
             values = _run_values(res)[: spec.study.n_trials]
             runs[s][seed] = {"study_name": spec.study.name, "values": values,
-                             "test_vectors": _test_vectors(res, list(base.study.objectives)),
+                             "test_vectors": incumbent_test_vectors(res, list(base.study.objectives)),
                              "elapsed_s": time.perf_counter() - t0, "n_complete": sum(v is not None for v in values),
                              "mlflow_parent_run_id": res.mlflow_parent_run_id}
     finally:
