@@ -50,6 +50,7 @@ class TrialConfig:
     batch_size: int = 512
     lr: float = 3e-3
     optimizer: str = "adam"
+    lr_schedule: str = "constant"
     weight_decay: float = 0.0
     val_fraction: float = 0.2
     n_features: int | None = None
@@ -169,6 +170,9 @@ def suggest_config(trial, space: SpaceSpec, train: TrainSpec, *, n_features: int
     p["report_rows"] = train.report_rows
     p["lr"] = _float(trial, "train.lr", train.lr, log=True)
     p["optimizer"] = _cat(trial, "train.optimizer", train.optimizer)
+    # a single schedule is fixed, not a parameter (trials stored before the option existed replay unchanged)
+    p["lr_schedule"] = (_cat(trial, "train.lr_schedule", train.lr_schedule) if len(train.lr_schedule) > 1
+                        else train.lr_schedule[0])
     p["weight_decay"] = _float(trial, "train.weight_decay", train.weight_decay, log=True)
     return TrialConfig(**p)
 

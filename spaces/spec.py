@@ -21,6 +21,7 @@ from .schedules import SCHEDULES
 
 MODELS = ("mlp", "cnn")
 OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def _check_choices(kind: str, values: list[str], registry) -> list[str]:
@@ -167,6 +168,11 @@ class TrainSpec(StrictModel):
     batch_size: int = Field(512, ge=1, le=1_000_000, description="Mini-batch size.")
     lr: FloatRange = Field((1e-3, 1e-2), description="Learning rate, searched on a log scale, in (0, 10].")
     optimizer: list[str] = Field(["adam"], description="Optimizers to search: adam, sgd (momentum 0.9).")
+    lr_schedule: list[str] = Field(
+        ["constant"], description="Learning-rate schedules to search: constant, or cosine (decays the rate to 0 over "
+        "every optimizer step of the trial, as sparse-training papers train; a pruner still compares trials at the "
+        "same step). One choice is fixed, not a searched parameter."
+    )
     weight_decay: FloatRange = Field(
         0.0, description="L2 weight decay (log scale when low > 0); masked weights stay zero regardless."
     )
@@ -192,6 +198,11 @@ class TrainSpec(StrictModel):
     @classmethod
     def _opt_ok(cls, v):
         return _check_choices("optimizer", v, OPTIMIZERS)
+
+    @field_validator("lr_schedule")
+    @classmethod
+    def _lr_schedule_ok(cls, v):
+        return _check_choices("lr_schedule", v, LR_SCHEDULES)
 
     @model_validator(mode="after")
     def _ranges_ok(self) -> TrainSpec:

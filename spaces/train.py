@@ -135,6 +135,23 @@ def _optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
     return make_optimizer(config.optimizer, model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
+def lr_at(config: TrialConfig, step: int, total: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) of ``total`` under ``config.lr_schedule``.
+
+    ``constant`` keeps ``config.lr``; ``cosine`` decays it from ``config.lr`` to 0 over the ``total`` steps.
+
+    Example:
+        >>> c = TrialConfig(lr=0.1, lr_schedule="cosine")
+        >>> [round(lr_at(c, s, 4), 4) for s in range(4)]
+        [0.1, 0.0854, 0.05, 0.0146]
+    """
+    if config.lr_schedule == "constant":
+        return config.lr
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; allowed: constant, cosine")
+
+
 def train_and_evaluate(
     config: TrialConfig,
     train: TabularData | ImageData,
@@ -242,6 +259,8 @@ def _run(config, train, val, *, seed, callback, return_model, measure, device, m
         pick = np.sort(np.random.default_rng(0).choice(val.n_rows, rows, replace=False))  # same for every trial
         y_rep, x_rep = val.y[pick], tuple(t[torch.from_numpy(pick).to(t.device)] for t in x_val)
     n_reports = 0
+    opt_steps, all_steps = 0, steps_per_epoch * total_epochs  # the LR schedule spans every step, fine-tuning too
+    lr_at(config, 0, all_steps)  # an unknown schedule fails before any training
     model.train()
     for epoch in range(1, total_epochs + 1):
         finetune = epoch > config.epochs
@@ -257,6 +276,10 @@ def _run(config, train, val, *, seed, callback, return_model, measure, device, m
             loss = loss_fn(logits.float(), y_train[idx_d])
             optimizer.zero_grad(set_to_none=True)
             (scaler.scale(loss) if scaler is not None else loss).backward()
+            if config.lr_schedule != "constant":
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(config, opt_steps, all_steps)
+            opt_steps += 1
             train_flops += 6.0 * macs_now * idx.numel()
             if sparse and not finetune:
                 if method.wants_dense_grad(step + 1):

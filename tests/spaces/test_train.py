@@ -155,3 +155,48 @@ def test_training_flops_follow_the_schedule(tab_split):
     assert dense["train_flops"] == pytest.approx(3 * dense["flops_dense"] * train.n_rows * 2, rel=1e-6)
     assert static["train_flops"] < gmp["train_flops"] < dense["train_flops"]
     assert static["train_flops"] == pytest.approx(3 * static["flops_sparse"] * train.n_rows * 2, rel=0.01)
+
+
+def test_cosine_lr_schedule_decays_to_zero_and_changes_training(tab_split):
+    from sparsearch.spaces.train import lr_at
+
+    cfg = TrialConfig(method="gmp", target_sparsity=0.8, lr_schedule="cosine", **{**FAST, "epochs": 2})
+    rates = [lr_at(cfg, s, 100) for s in range(101)]
+    assert rates[0] == cfg.lr and rates[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(a > b for a, b in zip(rates, rates[1:]))  # strictly decreasing
+    assert rates[50] == pytest.approx(cfg.lr / 2)
+    assert lr_at(TrialConfig(lr=0.02), 77, 100) == 0.02  # constant is the default
+    with pytest.raises(ValueError, match="unknown lr_schedule 'step'; allowed: constant, cosine"):
+        lr_at(TrialConfig(lr_schedule="step"), 0, 10)
+
+    train, val = tab_split
+    seen = []
+    real_step = torch.optim.Adam.step
+
+    def spy(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.Adam, "step", spy)
+        cos = train_and_evaluate(cfg, train, val, seed=0, measure_latency=False)
+    const = train_and_evaluate(TrialConfig(method="gmp", target_sparsity=0.8, **{**FAST, "epochs": 2}), train, val,
+                               seed=0, measure_latency=False)
+    steps = cos.accounting["schedule"]["total_steps"]
+    assert len(seen) == steps and seen[0] == cfg.lr and seen[-1] < 0.01 * cfg.lr
+    assert seen == [lr_at(cfg, s, steps) for s in range(steps)]
+    assert cos.metrics["val_logloss"] != const.metrics["val_logloss"]  # same seed, other schedule: other model
+    with pytest.raises(ValueError, match="unknown lr_schedule"):
+        train_and_evaluate(TrialConfig(lr_schedule="step", **FAST), train, val, seed=0)
+
+
+def test_lr_schedule_is_searched_only_with_two_choices():
+    space = SpaceSpec()
+    fixed = optuna.create_study().ask()
+    cfg = suggest_config(fixed, space, TrainSpec(lr_schedule=["cosine"]))
+    assert cfg.lr_schedule == "cosine" and "train.lr_schedule" not in fixed.params
+    searched = optuna.create_study().ask()
+    cfg = suggest_config(searched, space, TrainSpec(lr_schedule=["constant", "cosine"]))
+    assert searched.params["train.lr_schedule"] == cfg.lr_schedule
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainSpec(lr_schedule=["step"])
