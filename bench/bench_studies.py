@@ -21,9 +21,9 @@ smoke runs (2 seeds x 2 trials on 5,000 rows: 3-5 s a run plus about 15 s of Ray
 - ``prefilter --study flights``: about 1 min per run, 15 runs: about 15-20 minutes.
 - ``samplers`` clicklog_large (single objective): about 2-3 min per run, 10 runs: about 25-40 minutes.
 - ``samplers`` flights: about 1 min per run, 10 runs: about 10-15 minutes.
-- ``samplers`` fashion_cnn (all 60,000 images, 4 epochs, Hyperband, 55-minute timeout): a smoke run of 2
-  one-epoch trials on all 48,000 training images took 75-95 s, so a run reaches the timeout: about an hour per
-  run, 10 runs: about 10 hours. Not measured at full size yet (``bench_fullsize.py fashion`` times one run).
+- ``samplers`` fashion_cnn (all 60,000 images, 12 epochs with cosine decay, Hyperband, no new trial after 40
+  minutes): one full trial takes 11-18 minutes on one core, so a run lasts about an hour; 10 runs: about 10 hours.
+  (The earlier 4-epoch study finished its 30 trials in 29 minutes: bench/results/fullsize-fashion.json.)
 - ``--multi-only`` (no trial pruner: multi-objective studies cannot prune): clicklog about 5 min per run (289.8 s
   without Hyperband), flights about 2 min; both studies, tpe and random, 5 seeds: about 1.5 hours.
 
