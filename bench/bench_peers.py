@@ -32,6 +32,7 @@ import pickle
 import subprocess
 import sys
 import time
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -251,12 +252,9 @@ def anytime_band(docs: list[dict], points: int = 25) -> dict[str, list]:
         for t, _, test in d["curve"]:
             values[i, grid >= t] = test
     have = (~np.isnan(values)).sum(axis=0)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med, lo, hi = np.nanmedian(values, 0), np.nanmin(values, 0), np.nanmax(values, 0)
+    with warnings.catch_warnings():  # all-NaN columns (no incumbent yet) warn
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med, lo, hi = np.nanmedian(values, 0), np.nanmin(values, 0), np.nanmax(values, 0)
     clean = lambda a: [None if not math.isfinite(x) else round(float(x), 6) for x in a]  # noqa: E731
     return {"t": [round(float(t), 1) for t in grid], "median": clean(med), "min": clean(lo), "max": clean(hi),
             "seeds_with_incumbent": [int(h) for h in have]}

@@ -259,7 +259,7 @@ def _run(config, train, val, *, seed, callback, return_model, measure, device, m
         pick = np.sort(np.random.default_rng(0).choice(val.n_rows, rows, replace=False))  # same for every trial
         y_rep, x_rep = val.y[pick], tuple(t[torch.from_numpy(pick).to(t.device)] for t in x_val)
     n_reports = 0
-    opt_steps, all_steps = 0, steps_per_epoch * total_epochs  # the LR schedule spans every step, fine-tuning too
+    all_steps = steps_per_epoch * total_epochs  # the LR schedule spans every step, fine-tuning too
     lr_at(config, 0, all_steps)  # an unknown schedule fails before any training
     model.train()
     for epoch in range(1, total_epochs + 1):
@@ -278,8 +278,7 @@ def _run(config, train, val, *, seed, callback, return_model, measure, device, m
             (scaler.scale(loss) if scaler is not None else loss).backward()
             if config.lr_schedule != "constant":
                 for group in optimizer.param_groups:
-                    group["lr"] = lr_at(config, opt_steps, all_steps)
-            opt_steps += 1
+                    group["lr"] = lr_at(config, step, all_steps)  # ``step`` counts every batch's optimizer step
             train_flops += 6.0 * macs_now * idx.numel()
             if sparse and not finetune:
                 if method.wants_dense_grad(step + 1):
