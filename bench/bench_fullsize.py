@@ -82,7 +82,16 @@ def clicklog(variant: dict[str, Any]) -> dict[str, Any]:
 
 
 def fashion(variant: dict[str, Any]) -> dict[str, Any]:
-    doc = _study("fashion_cnn", "fashion" + _suffix(variant), **variant)
+    # the sparse study's half is kept as soon as it ends, so a session that ends during the dense reference loses
+    # only that half; a later run picks the saved half up (``--force`` discards it)
+    half = RESULTS / f"fullsize-fashion{_suffix(variant)}.sparse-half.json"
+    if half.exists():
+        doc = json.loads(half.read_text())
+        print(f"sparse study read from {half} (done earlier); running the dense reference")
+    else:
+        doc = _study("fashion_cnn", "fashion" + _suffix(variant), **variant)
+        RESULTS.mkdir(exist_ok=True)
+        half.write_text(json.dumps(doc, indent=1, default=str))
     # the dense reference: the same space at sparsity 0, in the same run
     dense = _study("fashion_cnn", "fashion-dense" + _suffix(variant), study_name="fashion_cnn-dense",
                    **{"space.methods": ["dense"], **variant})
@@ -90,6 +99,7 @@ def fashion(variant: dict[str, Any]) -> dict[str, Any]:
     sparse_ok = [t for t in doc["trials"] if (t["realized_sparsity"] or 0) >= 0.90]
     doc["targets"] = {"test_accuracy_min": 0.90, "realized_sparsity_min": 0.90, "wall_s_max": 3600,
                       "n_trials_at_90pct": len(sparse_ok)}
+    half.unlink()
     return doc
 
 
@@ -146,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS = OUT / "smoke"
         variant.update({k: tomllib.loads(f"v = {v}")["v"] for k, _, v in (x.partition("=") for x in args.smoke)})
     label = args.name + _suffix(variant)
-    if (RESULTS / f"fullsize-{label}.json").exists() and not args.force:
+    if args.force:
+        (RESULTS / f"fullsize-{label}.sparse-half.json").unlink(missing_ok=True)
+    elif (RESULTS / f"fullsize-{label}.json").exists() and not (RESULTS / f"fullsize-{label}.sparse-half.json").exists():
         print(f"done already: bench/results/fullsize-{label}.json (--force to re-run)")
         return 0
     doc = {"clicklog": clicklog, "fashion": fashion, "flights": flights}[args.name](variant)
