@@ -281,7 +281,34 @@ def _plot(doc: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def summary(study: str, folder: Path) -> dict[str, Any]:
+def judge(time_ratio: float | None, reached: str, final_verdict: dict[str, Any], peer: str) -> dict[str, str]:
+    """The issue's target for one peer (ours reaches the peer's final test metric in at most 0.5x the peer's wall
+    time, on every seed), worded beside the verdict on the final test metrics (:func:`compare.verdict`'s one rule).
+
+    When the finals show no difference, reaching the peer's median final is decided by seed noise as much as by the
+    search, and the wording says so rather than calling a time ratio a speed-up.
+    """
+    outcome = final_verdict["outcome"]
+    if time_ratio is None:
+        target = "missed"
+        text = f"ours does not reach {peer}'s median final test metric on every seed within its budget ({reached})"
+    elif time_ratio <= 0.5:
+        target = "met"
+        text = f"ours reaches {peer}'s median final test metric in {time_ratio:.2f}x {peer}'s wall time"
+    else:
+        target = "missed"
+        text = f"ours needs {time_ratio:.2f}x {peer}'s wall time to reach its median final test metric (target 0.5x)"
+    if outcome == "no difference shown":
+        text += "; the final test metrics show no difference, so this time is decided by seed spread as much as " \
+                "by the search"
+    elif outcome == "loses":
+        text += f"; ours' final test metric is worse than {peer}'s"
+    else:
+        text += f"; ours' final test metric beats {peer}'s"
+    return {"target": target, "final_outcome": outcome, "text": text}
+
+
+def summary(study: str, folder: Path, results: Path | None = None, plot: bool = True) -> dict[str, Any]:
     runs: dict[str, list[dict]] = {}
     for path in sorted(folder.glob("*-s*.json")):
         doc = json.loads(path.read_text())
@@ -315,17 +342,35 @@ def summary(study: str, folder: Path) -> dict[str, Any]:
                 else None
             row[f"reached_{peer}_final"] = f"{len(reached)}/{len(times)}"
         table.append(row)
-    doc = {"study": study, "command": " ".join(sys.argv), "table": table,
+    from sparsearch.search.compare import verdict
+
+    verdicts, targets = {}, {}
+    if "ours" in runs:
+        ours_row = next(r for r in table if r["contender"] == "ours")
+        for peer in runs:
+            if peer == "ours":
+                continue
+            # seeds are not paired across contenders (each run is its own search), so the two-sample rule applies
+            v = verdict([x for x in finals["ours"] if math.isfinite(x)], [x for x in finals[peer] if math.isfinite(x)],
+                        maximize=maximize, names=("ours", peer))
+            verdicts[peer] = v
+            targets[peer] = judge(ours_row[f"time_to_{peer}_final_over_its_budget"], ours_row[f"reached_{peer}_final"],
+                                  v, peer)
+    doc = {"study": study, "command": " ".join(sys.argv), "table": table, "final_verdicts": verdicts,
+           "targets": targets,
            "runs": {c: [{"seed": d["seed"], "final": d["curve"][-1] if d["curve"] else None,
                          "n_trials": len(d["trials"]) - d["late_trials"], "late_trials": d["late_trials"],
                          "wall_s": d["wall_s"], "curve": d["curve"]} for d in docs] for c, docs in runs.items()}}
     doc["anytime"] = {c: anytime_band(docs) for c, docs in runs.items()}
-    results = BENCH / "results"
+    results = BENCH / "results" if results is None else results
     results.mkdir(exist_ok=True)
     (results / f"peers-{study}.json").write_text(json.dumps(doc, indent=1))
-    _plot(doc, folder / "anytime.png")
+    if plot:
+        _plot(doc, folder / "anytime.png")
     for row in table:
         print(json.dumps(row))
+    for peer, v in verdicts.items():
+        print(f"vs {peer}: {v['text']}\n    target: {targets[peer]['target']}: {targets[peer]['text']}")
     return doc
 
 
