@@ -51,7 +51,8 @@ def _study(name: str, label: str, **overrides: Any) -> dict[str, Any]:
             "best_realized_sparsity": best.user_attrs.get("realized_sparsity") if best else None,
             "trials": [{"number": t["number"], "state": t["state"], "values": t["values"],
                         "duration_s": t["duration_s"],
-                        "realized_sparsity": t["user_attrs"].get("realized_sparsity")} for t in doc["trials"]]}
+                        "realized_sparsity": t["user_attrs"].get("realized_sparsity"),
+                        "params": t["params"]} for t in doc["trials"]]}
 
 
 def _save(name: str, doc: dict[str, Any]) -> None:
