@@ -85,7 +85,7 @@ def clicklog(variant: dict[str, Any]) -> dict[str, Any]:
 def fashion(variant: dict[str, Any]) -> dict[str, Any]:
     # the sparse study's half is kept as soon as it ends, so a session that ends during the dense reference loses
     # only that half; a later run picks the saved half up (``--force`` discards it)
-    half = RESULTS / f"fullsize-fashion{_suffix(variant)}.sparse-half.json"
+    half = _half(f"fashion{_suffix(variant)}")
     if half.exists():
         doc = json.loads(half.read_text())
         print(f"sparse study read from {half} (done earlier); running the dense reference")
@@ -137,6 +137,12 @@ def flights(variant: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _half(label: str) -> Path:
+    """Where a two-part run (fashion: sparse study, then its dense reference) keeps its first part until the second
+    one ends."""
+    return RESULTS / f"fullsize-{label}.sparse-half.json"
+
+
 def _suffix(variant: dict[str, Any]) -> str:
     return "".join(f"-{k.split('.')[-1]}={v}" for k, v in sorted(variant.items()))
 
@@ -158,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         variant.update({k: tomllib.loads(f"v = {v}")["v"] for k, _, v in (x.partition("=") for x in args.smoke)})
     label = args.name + _suffix(variant)
     if args.force:
-        (RESULTS / f"fullsize-{label}.sparse-half.json").unlink(missing_ok=True)
-    elif (RESULTS / f"fullsize-{label}.json").exists() and not (RESULTS / f"fullsize-{label}.sparse-half.json").exists():
+        _half(label).unlink(missing_ok=True)
+    elif (RESULTS / f"fullsize-{label}.json").exists() and not _half(label).exists():
         print(f"done already: bench/results/fullsize-{label}.json (--force to re-run)")
         return 0
     doc = {"clicklog": clicklog, "fashion": fashion, "flights": flights}[args.name](variant)

@@ -104,10 +104,11 @@ def _run_ours(spec, contender, seed, budget, folder, objective, hidden) -> list[
     from sparsearch.search.controller import run_study
 
     sampler = "random" if contender == "random" else spec.study.sampler
+    run_dir = folder / f"{contender}-s{seed}"
     # a run that was interrupted left its storage behind: start afresh, or its trials would count on a new clock
-    shutil.rmtree(folder / f"{contender}-s{seed}", ignore_errors=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
     t0 = time.time()
-    result = run_study(spec, results_dir=folder / f"{contender}-s{seed}", progress=False, sampler=sampler,
+    result = run_study(spec, results_dir=run_dir, progress=False, sampler=sampler,
                        n_trials=100_000, timeout=budget, study_name=f"{spec.study.name}-{contender}-s{seed}",
                        **{"study.objective": "peers_objective:ours", "tracking.enabled": False})
     rows = []

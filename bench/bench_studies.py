@@ -22,7 +22,8 @@ smoke runs (2 seeds x 2 trials on 5,000 rows: 3-5 s a run plus about 15 s of Ray
 - ``samplers`` clicklog_large (single objective): about 2-3 min per run, 10 runs: about 25-40 minutes.
 - ``samplers`` flights: about 1 min per run, 10 runs: about 10-15 minutes.
 - ``samplers`` fashion_cnn (all 60,000 images, 12 epochs with cosine decay, Hyperband, no new trial after 40
-  minutes): one full trial takes 11-18 minutes on one core, so a run lasts about an hour; 10 runs: about 10 hours.
+  minutes): one full trial takes 8-12 minutes on one core (study v3), so a run lasts about an hour; 10 runs:
+  about 10 hours.
   (The earlier 4-epoch study finished its 30 trials in 29 minutes: bench/results/fullsize-fashion-v1.json.)
 - ``--multi-only`` (no trial pruner: multi-objective studies cannot prune): clicklog about 5 min per run (289.8 s
   without Hyperband), flights about 2 min; both studies, tpe and random, 5 seeds: about 1.5 hours.
