@@ -108,6 +108,7 @@ def _run_ours(spec, contender, seed, budget, folder, objective, hidden) -> list[
     # a run that was interrupted left its storage behind: start afresh, or its trials would count on a new clock
     shutil.rmtree(run_dir, ignore_errors=True)
     t0 = time.time()
+    os.environ["SPARSEARCH_PEERS_DEADLINE"] = str(t0 + budget)  # Ray's workers inherit it (peers_objective)
     result = run_study(spec, results_dir=run_dir, progress=False, sampler=sampler,
                        n_trials=100_000, timeout=budget, study_name=f"{spec.study.name}-{contender}-s{seed}",
                        **{"study.objective": "peers_objective:ours", "tracking.enabled": False})
@@ -127,8 +128,9 @@ def _run_optuna(spec, seed, budget, folder, objective, hidden) -> list[dict]:
     journal = folder / f"optuna-s{seed}.journal"
     journal.unlink(missing_ok=True)
     t0 = time.time()
+    env = {**os.environ, **ENV, "SPARSEARCH_PEERS_DEADLINE": str(t0 + budget)}
     procs = [subprocess.Popen([sys.executable, __file__, "_optuna_worker", str(journal), str(seed), str(k),
-                               str(budget), json.dumps(spec.to_toml_dict())], env={**os.environ, **ENV})
+                               str(budget), json.dumps(spec.to_toml_dict())], env=env)
              for k in range(2)]
     for p in procs:
         p.wait()
@@ -323,8 +325,9 @@ def summary(study: str, folder: Path, results: Path | None = None, plot: bool = 
     for docs in runs.values():
         for d in docs:
             # every contender is judged on what it had within the budget: our controller and plain Optuna stop
-            # *starting* trials at the budget and let running ones finish, Ray Tune stops them; a trial that
-            # completes after the budget does not count for anyone
+            # *starting* trials at the budget and (since the fashion_cnn runs) the shared objective stops running
+            # ones at their first report after it; Ray Tune stops them itself. A trial that completes after the
+            # budget does not count for anyone
             d["curve"] = anytime([r for r in d["trials"] if r["t"] <= d["budget_s"]], maximize)
             d["late_trials"] = sum(r["t"] > d["budget_s"] for r in d["trials"])
     finals = {c: [d["curve"][-1][2] if d["curve"] else math.nan for d in docs] for c, docs in runs.items()}

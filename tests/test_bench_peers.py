@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
@@ -49,3 +52,22 @@ def test_a_time_ratio_on_indistinguishable_finals_is_flagged() -> None:
     assert slow["target"] == "missed" and "0.70x" in slow["text"]
     never = bp.judge(None, "3/5", {"outcome": "loses"}, "optuna")
     assert never["target"] == "missed" and "3/5" in never["text"] and "worse" in never["text"]
+
+
+def test_the_run_deadline_stops_a_trial_after_its_report(monkeypatch) -> None:
+    import optuna
+    import peers_objective as po
+
+    seen = []
+
+    def report(step, metrics):
+        seen.append(step)
+
+    monkeypatch.delenv("SPARSEARCH_PEERS_DEADLINE", raising=False)
+    assert po.until_deadline(report) is report  # no deadline: the contender's own report, unchanged
+    monkeypatch.setenv("SPARSEARCH_PEERS_DEADLINE", str(time.time() + 3600))
+    po.until_deadline(report)(1, {"val_auc": 0.7})
+    monkeypatch.setenv("SPARSEARCH_PEERS_DEADLINE", str(time.time() - 1))
+    with pytest.raises(optuna.TrialPruned, match="budget ended at step 2"):
+        po.until_deadline(report)(2, {"val_auc": 0.7})
+    assert seen == [1, 2]  # the last report still reached the contender before the trial stopped
