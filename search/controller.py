@@ -5,8 +5,9 @@ Flow of one execution (see ARCHITECTURE.md), and where each step lives:
 1. validate the study (:mod:`~sparsearch.search.spec`), open MLflow (fail fast when unreachable) and the storage;
 2. prepare the data once (:mod:`~sparsearch.search.data`): load, split, rank features on the training rows
    (cached), prefilter, add crosses, encode;
-3. start or join Ray (:func:`sparsearch._ray.connect_ray`); ``ray.put`` the data once; start the storage actor
-   when a worker may need it; create or resume the study (:func:`_open_study`);
+3. start or join Ray (:func:`sparsearch._ray.connect_ray`); ``ray.put`` the training and validation rows once
+   (the driver keeps only their refs); start the storage actor when a worker may need it; create or resume the
+   study (:func:`_open_study`);
 4. :func:`_drive`: start the MLflow parent run, fail stale RUNNING trials left by a dead driver and re-queue
    them (:class:`~sparsearch.search.execution.Execution`), then run the search loop
    (:class:`~sparsearch.search.loop.SearchLoop`: dispatch, collect, heartbeat, timeouts);
@@ -19,6 +20,7 @@ Random search is this same code path with ``sampler = "random"``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -126,6 +128,10 @@ def run_study(
     try:
         prepared = prepare_data(spec, results)
         started_ray = connect_ray(spec.execution.ray_address)
+        # the training and validation rows go to the object store once per execution (workers keep them); the
+        # driver keeps only the refs, so the data is in memory once (the store), not twice
+        data_refs = [ray.put(prepared.train), ray.put(prepared.val)]
+        prepared = dataclasses.replace(prepared, train=None, val=None)
         connecting.result()
         # the parent run's plots come at the end; what they need takes ~2 s to set up: do it while trials run
         ex.tracker.submit(warm_up_plots)
@@ -144,7 +150,7 @@ def run_study(
         # (other nodes, databases, memory). It starts in the background: the driver has opened the storage already.
         if not (is_journal(ex.storage_url) and _single_node(spec.execution.ray_address)):
             actor = start_storage_server(ex.storage_url, wait=is_memory_url(ex.storage_url))
-        result = _drive(ex, prepared, actor, start)
+        result = _drive(ex, prepared, data_refs, actor, start)
         status = "FINISHED"
         return result
     except KeyboardInterrupt:
@@ -223,7 +229,8 @@ def _set_metric_names(study: optuna.Study, objectives: list[str]) -> None:
         study.set_metric_names(list(objectives))
 
 
-def _drive(ex: Execution, prepared: PreparedData, actor: Any, start: float) -> StudyResult:
+def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: Any,
+           start: float) -> StudyResult:
     """One execution once Ray, the data and (maybe) the storage actor are up: open the study, start the parent
     run, run the search loop, then the end-of-study work."""
     import ray
@@ -252,7 +259,6 @@ def _drive(ex: Execution, prepared: PreparedData, actor: Any, start: float) -> S
     if stale:
         ex.say(f"failed {stale} stale RUNNING trial(s) left by a stopped driver; {requeued_at_start} re-queued")
 
-    data_refs = [ray.put(prepared.train), ray.put(prepared.val)]  # once per study; workers keep them
     # a trial that reserves GPUs gets a fresh worker process (Ray's max_calls=1 for GPU tasks): CUDA is set up
     # once per process, for the CUDA_VISIBLE_DEVICES Ray gave that process's first task
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(execute_trial)

@@ -9,8 +9,9 @@ category gets the out-of-vocabulary code, a missing one the missing code, a miss
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -267,28 +268,46 @@ class TabularEncoder:
             DataError: a feature column is absent.
         """
         df = _as_polars(df, "TabularEncoder.transform", columns=self.raw_features)
+        return self._fill(self._with_crosses(df), [None])[0]
+
+    def _with_crosses(self, df: Any) -> Any:
         absent = [c for c in self.raw_features if c not in df.columns]
         if absent:
             raise DataError(f"the rows lack feature column(s) {', '.join(absent)}; the model reads "
                             f"{', '.join(self.raw_features)}")
         if self.crosses:
             df = df.with_columns([cross.compute(df) for cross in self.crosses])
-        cat_cols, num_cols = [], []
+        return df
+
+    def _fill(self, df: Any, parts: list[np.ndarray | None]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Encode ``df`` column by column straight into one preallocated pair of arrays per part (``None``: every
+        row), so that memory peaks at the frame + the outputs + one column, never at a second full copy."""
+        n = df.height
+        n_cat = sum(c.kind == "categorical" for c in self.columns)
+        n_num = sum(1 + c.indicator for c in self.columns if c.kind == "numeric")
+        sizes = [n if rows is None else len(rows) for rows in parts]
+        out = [(np.empty((m, n_cat), dtype=np.int64), np.empty((m, n_num), dtype=np.float32)) for m in sizes]
+
+        def put(which: int, j: int, values: np.ndarray) -> None:
+            for (cat_num, rows) in zip(out, parts, strict=True):
+                cat_num[which][:, j] = values if rows is None else values[rows]
+
+        i_cat = i_num = 0
         for col in self.columns:
             s = df[col.name]
             if col.kind == "numeric":
                 v = _cast(s, col.raw_dtype).cast(_float64()).to_numpy().astype(np.float64, copy=True)
                 bad = ~np.isfinite(v)
                 v[bad] = col.fill
-                num_cols.append(v.astype(np.float32))
+                put(1, i_num, v)
+                i_num += 1
                 if col.indicator:
-                    num_cols.append(bad.astype(np.float32))
+                    put(1, i_num, bad)
+                    i_num += 1
             else:
-                cat_cols.append(self._codes(col, s))
-        n = df.height
-        categorical = np.stack(cat_cols, axis=1) if cat_cols else np.zeros((n, 0), dtype=np.int64)
-        numeric = np.stack(num_cols, axis=1) if num_cols else np.zeros((n, 0), dtype=np.float32)
-        return np.ascontiguousarray(categorical), np.ascontiguousarray(numeric)
+                put(0, i_cat, self._codes(col, s))
+                i_cat += 1
+        return out
 
     @staticmethod
     def _codes(col: ColumnEncoding, s: Any) -> np.ndarray:
@@ -307,28 +326,53 @@ class TabularEncoder:
         codes[unreadable] = OOV_CODE
         return codes
 
-    def encode(self, df: Any) -> TabularData:
-        """Encode rows that carry the target (the fitted rows, or new labelled ones) as :class:`TabularData`."""
+    @overload
+    def encode(self, df: Any) -> TabularData: ...
+
+    @overload
+    def encode(self, df: Any, parts: Sequence[np.ndarray]) -> list[TabularData]: ...
+
+    def encode(self, df: Any, parts: Sequence[np.ndarray] | None = None) -> TabularData | list[TabularData]:
+        """Encode rows that carry the target (the fitted rows, or new labelled ones) as :class:`TabularData`.
+
+        With ``parts`` (row indices into the rows that carry a target, e.g. a train / validation / test split),
+        return one :class:`TabularData` per part, in order, each written straight from the frame: the same result
+        as ``[encode(df).subset(rows) for rows in parts]`` without the full encoded copy in between (at 2M rows x
+        300 columns that copy is 5 GB).
+
+        Raises:
+            DataError: the target column is absent, holds a class the encoder was not fitted on, or a part holds
+                a row index outside the frame.
+        """
         import polars as pl
 
         df = _as_polars(df, "TabularEncoder.encode")
         if self.target not in df.columns:
             raise DataError(f"target column {self.target!r} not found; columns: {', '.join(df.columns)}")
-        df = df.filter(pl.col(self.target).is_not_null())
-        categorical, numeric = self.transform(df)
+        if df[self.target].null_count():  # a filter copies the whole frame: only when there is something to drop
+            df = df.filter(pl.col(self.target).is_not_null())
         index = {c: i for i, c in enumerate(self.classes)}
         labels = df[self.target].to_list()
         unknown = [v for v in set(labels) if v not in index]
         if unknown:
             raise DataError(f"target {self.target!r} has classes {unknown[:5]!r} the encoder was not fitted on")
         y = np.array([index[v] for v in labels], dtype=np.int64)
+        del labels
+        rows: list[np.ndarray | None] = [None]
+        if parts is not None:
+            rows = [np.asarray(p, dtype=np.int64) for p in parts]
+            for p in rows:
+                if p.ndim != 1 or (p.size and (p.min() < 0 or p.max() >= df.height)):
+                    raise DataError(f"encode: parts must be 1-d row indices into the {df.height} labelled rows")
+        encoded = self._fill(self._with_crosses(df), rows)
         n_classes = len(self.classes)
-        return TabularData(
-            categorical=categorical, cardinalities=self.cardinalities, numeric=numeric, y=y,
-            categorical_names=self.categorical_names, numeric_names=self.numeric_names,
+        out = [TabularData(
+            categorical=categorical, cardinalities=self.cardinalities, numeric=numeric,
+            y=y if p is None else y[p], categorical_names=self.categorical_names, numeric_names=self.numeric_names,
             task="binary" if n_classes == 2 else "multiclass", n_classes=n_classes, classes=self.classes,
             notes=self.notes,
-        )
+        ) for (categorical, numeric), p in zip(encoded, rows, strict=True)]
+        return out if parts is not None else out[0]
 
 
 def _float64() -> Any:
