@@ -197,7 +197,7 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
     if spec.data.top_k is not None:
         candidates = candidates[: spec.data.top_k[1]]
 
-    raw = df.select(columns).head(5)  # the packaged model's input example
+    raw = _detached(df.select(columns).head(5))  # the packaged model's input example
     crosses: list[str] = []
     pairs = None
     recipes: list[Any] = []
@@ -220,7 +220,22 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
                         candidates=tuple(candidates), crosses=tuple(crosses), pairs=pairs,
                         ranking=ranking, ranking_cached=cached,
                         ranking_rows=ranking_rows, timings=timings, indices={"train": tr, "val": va, "test": te},
-                        encoder=encoder, example=raw.head(5))
+                        encoder=encoder, example=raw)
+
+
+def _detached(frame: Any) -> Any:
+    """A copy of a (small) polars frame that shares no memory with the frame it was sliced from.
+
+    A polars slice (``head``, ``select``) is a view: it keeps the whole source frame's buffers alive. The study's
+    input example is five rows; as a view it held the 2.6 GB clicklog_large frame for the whole study.
+    """
+    import io
+
+    import polars as pl
+
+    buf = io.BytesIO()
+    frame.write_ipc(buf)
+    return pl.read_ipc(buf.getvalue())
 
 
 def rank_training_rows(df: Any, columns: list[str], target: str, train_rows: np.ndarray, spec: StudySpec) -> Any:
