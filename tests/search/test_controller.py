@@ -107,8 +107,10 @@ def test_worker_suggestions_and_trial_pruning_reach_the_study(tmp_path):
     for t in result.trials:
         assert "extra.x" in t.params  # suggested inside the Ray worker
         assert t.intermediate_values  # reported while the trial ran
-        if t.state == TrialState.PRUNED:  # stopped early; Optuna keeps the last reported value
-            assert len(t.intermediate_values) < 3
+        if t.state == TrialState.PRUNED:  # stopped at a report; Optuna keeps the last reported value
+            # at any of the 3 reports, the last included: trials run asynchronously, so the completed trials the
+            # pruner needs (n_startup_trials = 2) can arrive just before a trial's last report (seen in CI)
+            assert 1 <= len(t.intermediate_values) <= 3
             assert t.values == [t.intermediate_values[max(t.intermediate_values)]]
     best = result.best_trial
     assert best.values[0] == pytest.approx(1 - (best.params["extra.x"] - 1) ** 2)
