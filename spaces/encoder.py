@@ -17,7 +17,7 @@ import numpy as np
 
 from sparsearch.errors import DataError
 
-from .data import _FIRST_CODE, MISSING_CODE, OOV_CODE, TabularData
+from .data import _FIRST_CODE, CODE_DTYPE, MISSING_CODE, OOV_CODE, TabularData
 
 __all__ = ["ColumnEncoding", "Cross", "TabularEncoder"]
 
@@ -126,7 +126,7 @@ def _categorical_view(s: Any) -> Any:
 def _hashed(s: Any, n_buckets: int) -> Any:
     import polars as pl
 
-    return ((s.cast(pl.String).hash(seed=0) % n_buckets).cast(pl.Int64) + _FIRST_CODE).fill_null(MISSING_CODE)
+    return ((s.cast(pl.String).hash(seed=0) % n_buckets).cast(pl.Int32) + _FIRST_CODE).fill_null(MISSING_CODE)
 
 
 @dataclass(frozen=True, eq=False)
@@ -207,8 +207,9 @@ class TabularEncoder:
         import polars as pl
 
         df = _as_polars(df, "TabularEncoder.fit")
-        if max_cardinality < 3:
-            raise DataError(f"max_cardinality must be >= 3, got {max_cardinality}")
+        if not 3 <= max_cardinality <= np.iinfo(CODE_DTYPE).max:
+            raise DataError(f"max_cardinality must be in [3, {np.iinfo(CODE_DTYPE).max}] (codes are "
+                            f"{np.dtype(CODE_DTYPE).name}), got {max_cardinality}")
         if target not in df.columns:
             raise DataError(f"target column {target!r} not found; columns: {', '.join(df.columns)}")
         features = [c for c in df.columns if c != target] if features is None else list(features)
@@ -258,7 +259,7 @@ class TabularEncoder:
 
     # -- encoding --------------------------------------------------------------------------------------------------
     def transform(self, df: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Model inputs ``(categorical int64 (n, n_cat), numeric float32 (n, n_num))`` for raw rows.
+        """Model inputs ``(categorical int32 (n, n_cat), numeric float32 (n, n_num))`` for raw rows.
 
         ``df`` is a polars or pandas frame holding (at least) :attr:`features`; other columns are ignored. Values
         are cast to the fitted column types first (a pandas integer column with missing values arrives as floats);
@@ -286,7 +287,7 @@ class TabularEncoder:
         n_cat = sum(c.kind == "categorical" for c in self.columns)
         n_num = sum(1 + c.indicator for c in self.columns if c.kind == "numeric")
         sizes = [n if rows is None else len(rows) for rows in parts]
-        out = [(np.empty((m, n_cat), dtype=np.int64), np.empty((m, n_num), dtype=np.float32)) for m in sizes]
+        out = [(np.empty((m, n_cat), dtype=CODE_DTYPE), np.empty((m, n_num), dtype=np.float32)) for m in sizes]
 
         def put(which: int, j: int, values: np.ndarray) -> None:
             for (cat_num, rows) in zip(out, parts, strict=True):
@@ -317,11 +318,11 @@ class TabularEncoder:
         unreadable = (s.is_not_null() & typed.is_null()).to_numpy()  # e.g. "abc" in an integer column
         view = _categorical_view(typed)
         if col.n_buckets is not None:
-            codes = _hashed(view, col.n_buckets).to_numpy().astype(np.int64)
+            codes = _hashed(view, col.n_buckets).to_numpy().astype(CODE_DTYPE)
         else:
             known = view.replace_strict(col.vocabulary, np.arange(_FIRST_CODE, _FIRST_CODE + len(col.vocabulary)),
-                                        default=OOV_CODE, return_dtype=pl.Int64)
-            codes = known.fill_null(MISSING_CODE).to_numpy().astype(np.int64)
+                                        default=OOV_CODE, return_dtype=pl.Int32)
+            codes = known.fill_null(MISSING_CODE).to_numpy().astype(CODE_DTYPE)  # writable (a view may not be)
             codes[view.is_null().to_numpy()] = MISSING_CODE
         codes[unreadable] = OOV_CODE
         return codes
@@ -338,7 +339,7 @@ class TabularEncoder:
         With ``parts`` (row indices into the rows that carry a target, e.g. a train / validation / test split),
         return one :class:`TabularData` per part, in order, each written straight from the frame: the same result
         as ``[encode(df).subset(rows) for rows in parts]`` without the full encoded copy in between (at 2M rows x
-        300 columns that copy is 5 GB).
+        300 columns that copy is 2.4 GB of int32 codes).
 
         Raises:
             DataError: the target column is absent, holds a class the encoder was not fitted on, or a part holds

@@ -49,7 +49,8 @@ class TrialOutcome:
 
 def _inputs(data: TabularData | ImageData) -> tuple[torch.Tensor, ...]:
     if isinstance(data, TabularData):
-        return (torch.from_numpy(np.ascontiguousarray(data.categorical, dtype=np.int64)),
+        # int32 or int64 codes as they are (embeddings take either): no per-trial int64 copy of the table
+        return (torch.from_numpy(np.ascontiguousarray(data.categorical)),
                 torch.from_numpy(np.ascontiguousarray(data.numeric, dtype=np.float32)))
     return (torch.from_numpy(np.ascontiguousarray(data.x, dtype=np.float32)),)
 

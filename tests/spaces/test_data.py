@@ -29,7 +29,7 @@ def test_encode_types_missing_and_codes():
     })
     d = encode_tabular(df, "y")
     assert d.categorical_names == ("s", "i", "flag") and d.numeric_names == ("f", "f_missing")
-    assert d.categorical.dtype == np.int64 and d.numeric.dtype == np.float32
+    assert d.categorical.dtype == np.int32 and d.numeric.dtype == np.float32
     s = d.categorical[:, 0]
     assert s[2] == MISSING_CODE and s[0] == s[3] and s[1] == s[5] and len(set(s)) == 4
     assert (s[[0, 1, 3, 4, 5]] >= 2).all() and OOV_CODE not in s

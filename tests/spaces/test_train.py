@@ -60,6 +60,23 @@ def test_deterministic_for_a_seed(tab_split):
     assert "latency_ms" not in a.metrics
 
 
+def test_int32_and_int64_codes_train_the_same_model(tab_split):
+    # the encoder writes int32 codes (half the memory); int64 codes (hand-built data) must give the same model
+    import dataclasses
+
+    train, val = tab_split
+    assert train.categorical.dtype == np.int32
+    wide = [dataclasses.replace(d, categorical=d.categorical.astype(np.int64)) for d in (train, val)]
+    cfg = TrialConfig(method="gmp", target_sparsity=0.8, **{**FAST, "epochs": 1})
+    a = train_and_evaluate(cfg, train, val, seed=3, measure_latency=False)
+    b = train_and_evaluate(cfg, *wide, seed=3, measure_latency=False)
+    assert a.metrics["val_logloss"] == b.metrics["val_logloss"]
+    for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    with pytest.raises(DataError, match="categorical codes must be int32 or int64, got float64"):
+        dataclasses.replace(train, categorical=train.categorical.astype(np.float64))
+
+
 def test_callback_exception_propagates_and_stops(tab_split):
     train, val = tab_split
     epochs = []
