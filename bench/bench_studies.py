@@ -332,6 +332,8 @@ def _run_all(paths: Paths, arms: list[tuple[str, Any]], seeds: int, base_config:
         order = arms[seed % len(arms):] + arms[: seed % len(arms)]
         for name, make in order:
             config = {**base_config, "arm": name, "seed": seed}
+            if params := make(seed).study.sampler_params:  # a run saved with other sampler options runs again
+                config["sampler_params"] = params
             path = paths.run_json / f"{name}-s{seed}.json"
             rec = _done(path, config)
             if rec is not None:
@@ -433,8 +435,7 @@ def bench_prefilter(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- samplers ---------------------------------------------------------------------------------------------------------
 def bench_samplers(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from sparsearch.search.compare import environment_info, to_test_metric, verdict
-    from sparsearch.search.spec import apply_overrides, parse_study
+    from sparsearch.search.compare import comparison_run, environment_info, to_test_metric, verdict
 
     extra = parse_set(args.set)
     full = is_full_size(extra)
@@ -455,11 +456,7 @@ def bench_samplers(args: argparse.Namespace) -> list[dict[str, Any]]:
             paths = Paths(label, args.out, full)
 
             def maker(sampler: str, base: Any = base) -> tuple[str, Any]:
-                def make(seed: int) -> Any:
-                    raw = apply_overrides(base.to_raw(), {"sampler": sampler, "seed": seed,
-                                                          "study_name": f"{base.study.name}-{sampler}-s{seed}"})
-                    return parse_study(raw, origin=f"comparison run {sampler}/seed {seed}")
-                return sampler, make
+                return sampler, lambda seed: comparison_run(base, sampler, seed)
 
             config = {"kind": f"samplers-{kind}", "study": study, "overrides": {**more, **overrides}}
             started = time.perf_counter()

@@ -30,9 +30,10 @@ from sparsearch._table import table
 from sparsearch.errors import SpecError
 from sparsearch.search.controller import run_study
 from sparsearch.search.results import StudyResult, load_result
-from sparsearch.search.spec import apply_overrides, load_study, parse_study
+from sparsearch.search.spec import StudySpec, apply_overrides, load_study, parse_study
 
-__all__ = ["CompareReport", "best_so_far", "compare_samplers", "incumbent_test_vectors", "to_test_metric", "verdict"]
+__all__ = ["CompareReport", "best_so_far", "compare_samplers", "comparison_run", "incumbent_test_vectors",
+           "to_test_metric", "verdict"]
 
 
 def best_so_far(values: list[float | None], maximize: bool) -> list[float]:
@@ -217,6 +218,19 @@ def hypervolume_so_far(values: list[list[float] | None], directions: list[str], 
     return out
 
 
+def comparison_run(base: StudySpec, sampler: str, seed: int) -> StudySpec:
+    """The study ``base`` run by ``sampler`` with ``seed`` as its own Optuna study ``<name>-<sampler>-s<seed>``.
+
+    The study's ``sampler_params`` belong to its own sampler: another sampler runs with its defaults (random
+    search takes no options), so a study that tunes TPE (e.g. ``n_startup_trials``) can still be compared
+    against random search.
+    """
+    params = dict(base.study.sampler_params) if sampler == base.study.sampler else {}
+    raw = apply_overrides(base.to_raw(), {"sampler": sampler, "seed": seed, "study.sampler_params": params,
+                                          "study_name": f"{base.study.name}-{sampler}-s{seed}"})
+    return parse_study(raw, origin=f"comparison run {sampler}/seed {seed}")
+
+
 def compare_samplers(
     study: str | os.PathLike[str],
     *,
@@ -236,12 +250,7 @@ def compare_samplers(
         raise SpecError("samplers: give at least one sampler name, e.g. ['tpe', 'random']")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     base = load_study(study, **overrides)
-    specs = {}
-    for s in samplers:
-        for seed in seed_list:
-            raw = apply_overrides(base.to_raw(), {"sampler": s, "seed": seed,
-                                                  "study_name": f"{base.study.name}-{s}-s{seed}"})
-            specs[(s, seed)] = parse_study(raw, origin=f"comparison run {s}/seed {seed}")
+    specs = {(s, seed): comparison_run(base, s, seed) for s in samplers for seed in seed_list}
     objective = base.study.objectives[0]
     direction = base.study.resolved_directions()[0]
     maximize = direction == "maximize"

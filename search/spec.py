@@ -513,6 +513,7 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     memo = {id(v): v for section in raw.values() if isinstance(section, dict) for v in section.values()
             if is_frame(v) or callable(v)}
     raw = copy.deepcopy(raw, memo)
+    _drop_options_of_a_replaced_choice(raw, overrides)
     for name, value in overrides.items():
         if value is None:
             continue
@@ -538,6 +539,20 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
         else:
             raise unknown_choice("override", name, list(OVERRIDES) + ["objective", "<section>.<key>"])
     return raw
+
+
+def _drop_options_of_a_replaced_choice(raw: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """``sampler_params`` / ``pruner_params`` belong to the sampler / pruner the file names: an override that
+    names another one (``--sampler random`` on a study that tunes TPE) runs it with its defaults, unless the
+    overrides give its options too."""
+    study = raw.get("study")
+    if not isinstance(study, dict):
+        return
+    for choice in ("sampler", "pruner"):
+        new = overrides.get(choice, overrides.get(f"study.{choice}"))
+        given = f"study.{choice}_params" in overrides
+        if new is not None and not given and new != study.get(choice, StudySection.model_fields[choice].default):
+            study.pop(f"{choice}_params", None)
 
 
 def _format_error(exc: ValidationError, origin: str, section: str | None = None) -> SpecError:

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from sparsearch.search.compare import best_so_far, compare_samplers, verdict
+from sparsearch.search.compare import best_so_far, compare_samplers, comparison_run, verdict
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -27,15 +27,29 @@ def test_verdict_detects_a_clear_winner_and_a_tie():
     assert lower["text"].startswith("tpe beats random")
 
 
+def test_comparison_run_keeps_sampler_params_for_the_studys_own_sampler_only():
+    from sparsearch.search.spec import StudySection, StudySpec
+
+    base = StudySpec(study=StudySection(name="s", sampler="tpe", sampler_params={"n_startup_trials": 3}),
+                     data={"generator": "click_log"})
+    tpe, rnd = comparison_run(base, "tpe", 1), comparison_run(base, "random", 1)
+    assert (tpe.study.name, tpe.study.seed, tpe.study.sampler_params) == ("s-tpe-s1", 1, {"n_startup_trials": 3})
+    assert (rnd.study.name, rnd.study.sampler, rnd.study.sampler_params) == ("s-random-s1", "random", {})
+
+
 def test_compare_runs_every_sampler_and_seed_and_writes_a_report(tmp_path):
     path = tmp_path / "study.toml"
 
     path.write_text(
         '[study]\nname = "cmp"\nn_trials = 4\nobjective = "sparsearch_test_objectives:quadratic"\n'
+        'sampler_params = { n_startup_trials = 2 }\n'  # TPE's own option: random search runs without it
         '[data]\ngenerator = "click_log"\nparams = { n_rows = 2000, n_noise = 4, max_cardinality = 200 }\n'
         '[train]\nepochs = 1\n'
     )
     report = compare_samplers(path, samplers=["tpe", "random"], seeds=2, results_dir=tmp_path, progress=False)
+    # past its 2 start-up trials TPE samples from its model: not the trials random search draws with the same seed
+    # (with TPE's default 10 start-up trials, a 4-trial study would be random search under both names)
+    assert report.runs["tpe"][0]["values"] != report.runs["random"][0]["values"]
     assert set(report.runs) == {"tpe", "random"}
     for sampler in ("tpe", "random"):
         assert sorted(report.runs[sampler]) == [0, 1]

@@ -33,6 +33,23 @@ def test_overrides_replace_fields_and_keep_the_rest():
     assert spec.data.generator == "click_log"
 
 
+def test_overriding_the_sampler_or_pruner_drops_the_files_options_for_the_old_one():
+    # fashion_cnn tunes TPE (n_startup_trials) and Hyperband (min_resource, reduction_factor): `--sampler random`
+    # and `--pruner median` run those with their defaults instead of failing on options they do not take
+    spec = load_study("fashion_cnn", sampler="random", pruner="median")
+    assert (spec.study.sampler_params, spec.study.pruner_params) == ({}, {})
+    spec = load_study("fashion_cnn", sampler="tpe", pruner="hyperband")  # the same choice keeps them
+    assert spec.study.sampler_params == {"n_startup_trials": 4} and spec.study.pruner_params["reduction_factor"] == 3
+    spec = load_study("fashion_cnn", sampler="random", **{"study.pruner_params": {"min_resource": 2}})
+    assert spec.study.sampler_params == {} and spec.study.pruner_params["min_resource"] == 2
+    raw = with_("study", sampler_params={"n_startup_trials": 2})  # no sampler named: the default, tpe
+    from sparsearch.search.spec import apply_overrides
+
+    assert "sampler_params" not in apply_overrides(raw, {"sampler": "random"})["study"]
+    with pytest.raises(SpecError, match="sampler_params for 'random'"):  # options given with it are checked
+        parse_study(apply_overrides(raw, {"sampler": "random", "study.sampler_params": {"n_startup_trials": 2}}))
+
+
 def test_data_override_switches_from_generator_to_path():
     spec = load_study("quickstart", data="flights.parquet", target="late")
     assert spec.data.path == "flights.parquet" and spec.data.generator is None and spec.data.target == "late"
