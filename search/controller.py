@@ -25,6 +25,7 @@ import logging
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -222,8 +223,6 @@ def _set_metric_names(study: optuna.Study, objectives: list[str]) -> None:
 
     Optuna then also names the value columns of ``trials_dataframe`` after them (``value_val_auc``).
     """
-    import warnings
-
     with warnings.catch_warnings():  # experimental since Optuna 3.2, still so in 5.0
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(objectives))
@@ -272,6 +271,12 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: A
         if not loop.interrupted:
             sync_unlogged(ex, study, storage)
 
+    notes = [note] if (note := startup_note(study)) else []
+    for note in notes:  # on the progress lines, else as a Python warning (the result's info keeps them too)
+        if ex.printer is not None:
+            ex.say(f"note: {note}")
+        else:
+            warnings.warn(note, UserWarning, stacklevel=2)
     evaluate_test(ex, study, prepared, task, data_refs)
     elapsed = time.perf_counter() - start
     finish_parent(ex, study, prepared, elapsed)
@@ -284,8 +289,27 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: A
               "n_rows": prepared.n_rows, "split": prepared.split, "ranking_rows": prepared.ranking_rows,
               "features": list(prepared.candidates), "crosses": list(prepared.crosses), "timings": prepared.timings,
               "ranking_cached": prepared.ranking_cached, "mlflow_failures": len(ex.tracker.failures),
-              "mlflow_logging": ex.trial_log.mode},
+              "mlflow_logging": ex.trial_log.mode, "notes": notes},
     )
+
+
+def startup_note(study: optuna.Study) -> str | None:
+    """A warning when a model-based sampler never left its random start-up phase, else ``None``.
+
+    TPE samples at random until ``n_startup_trials`` trials (default 10) have finished; a study with no more
+    trials than that (e.g. ~8 long CNN trials within a time limit) is random search, whatever its sampler says,
+    and a comparison of it against random search compares random with random.
+    """
+    sampler = study.sampler
+    n_startup = getattr(sampler, "_n_startup_trials", None)  # TPESampler (and GPSampler) keep it here
+    if not isinstance(sampler, optuna.samplers.TPESampler | optuna.samplers.GPSampler) or n_startup is None:
+        return None
+    n = len(study.get_trials(deepcopy=False))
+    if n > n_startup:
+        return None
+    return (f"{type(sampler).__name__} samples its first {n_startup} trials at random (n_startup_trials) and "
+            f"this study has {n}: it ran as random search; give it more trials or time, or a smaller "
+            f"n_startup_trials in [study] sampler_params")
 
 
 def _start_parent(ex: Execution, study: optuna.Study, prepared: PreparedData, workers: int, n_before: int) -> None:

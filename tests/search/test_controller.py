@@ -70,6 +70,7 @@ def test_tiny_quickstart_trains_sparse_models_and_logs_everything(tmp_path):
     assert len(parents) == 1 and parents[0].info.run_id == result.mlflow_parent_run_id
     assert len(children) == 3
     assert result.info["mlflow_logging"] == "process" and result.info["mlflow_failures"] == 0
+    assert len(result.info["notes"]) == 1 and "ran as random search" in result.info["notes"][0]  # 3 < 10 start-up
     history = client.get_metric_history(children[0].info.run_id, "val_auc")
     assert [m.step for m in history] == [1]
     assert "realized_sparsity" in children[0].data.metrics
@@ -81,6 +82,21 @@ def test_tiny_quickstart_trains_sparse_models_and_logs_everything(tmp_path):
     assert [m.source_run_id for m in models] == [result.mlflow_parent_run_id]  # the best model (pyfunc)
     artifacts = {a.path for a in client.list_artifacts(result.mlflow_parent_run_id)}
     assert {"trials.csv", "optimization_history.html", "feature_ranking.csv"} <= artifacts
+
+
+def test_startup_note_flags_a_model_based_sampler_that_never_left_its_random_start():
+    from sparsearch.search.controller import startup_note
+
+    def study(sampler, n):
+        s = optuna.create_study(sampler=sampler)
+        s.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=n)
+        return s
+
+    note = startup_note(study(optuna.samplers.TPESampler(seed=0), 10))
+    assert note is not None and "first 10 trials at random" in note and "has 10" in note
+    assert startup_note(study(optuna.samplers.TPESampler(seed=0), 11)) is None
+    assert startup_note(study(optuna.samplers.TPESampler(seed=0, n_startup_trials=3), 4)) is None
+    assert startup_note(study(optuna.samplers.RandomSampler(seed=0), 2)) is None
 
 
 def test_resume_continues_numbering_without_duplicates(tmp_path):
