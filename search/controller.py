@@ -276,7 +276,7 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: A
         if ex.printer is not None:
             ex.say(f"note: {note}")
         else:
-            warnings.warn(note, UserWarning, stacklevel=2)
+            warnings.warn(note, UserWarning, stacklevel=3)  # at the caller of run_study
     evaluate_test(ex, study, prepared, task, data_refs)
     elapsed = time.perf_counter() - start
     finish_parent(ex, study, prepared, elapsed)
