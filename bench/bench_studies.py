@@ -331,21 +331,21 @@ def _run_all(paths: Paths, arms: list[tuple[str, Any]], seeds: int, base_config:
     for seed in range(seeds):
         order = arms[seed % len(arms):] + arms[: seed % len(arms)]
         for name, make in order:
+            spec = make(seed)
             config = {**base_config, "arm": name, "seed": seed}
-            if params := make(seed).study.sampler_params:  # a run saved with other sampler options runs again
-                config["sampler_params"] = params
+            if spec.study.sampler_params:  # a run saved with other sampler options runs again
+                config["sampler_params"] = spec.study.sampler_params
             path = paths.run_json / f"{name}-s{seed}.json"
             rec = _done(path, config)
             if rec is not None:
                 print(f"[{tag}] {name} seed {seed}: done already ({path.name}), skipped", flush=True)
                 records[name].append(rec)
             else:
-                todo.append((name, make, seed, config, path))
+                todo.append((name, spec, seed, config, path))
     if todo:
         _ray_up()
-        _warm_up(todo[0][1](todo[0][2]), paths.runs / "warmup")
-    for name, make, seed, config, path in todo:
-        spec = make(seed)
+        _warm_up(todo[0][1], paths.runs / "warmup")
+    for name, spec, seed, config, path in todo:
         rec = _run_one(spec, paths.runs / f"{name}-s{seed}", config, path, full_size)
         records[name].append(rec)
         print(f"[{tag}] {name} seed {seed}: test {rec['test']}, val {rec['best_values']}, {rec['wall_s']:.1f} s "

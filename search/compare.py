@@ -222,11 +222,10 @@ def comparison_run(base: StudySpec, sampler: str, seed: int) -> StudySpec:
     """The study ``base`` run by ``sampler`` with ``seed`` as its own Optuna study ``<name>-<sampler>-s<seed>``.
 
     The study's ``sampler_params`` belong to its own sampler: another sampler runs with its defaults (random
-    search takes no options), so a study that tunes TPE (e.g. ``n_startup_trials``) can still be compared
-    against random search.
+    search takes no options; :func:`~sparsearch.search.spec.apply_overrides` drops them), so a study that tunes
+    TPE (e.g. ``n_startup_trials``) can still be compared against random search.
     """
-    params = dict(base.study.sampler_params) if sampler == base.study.sampler else {}
-    raw = apply_overrides(base.to_raw(), {"sampler": sampler, "seed": seed, "study.sampler_params": params,
+    raw = apply_overrides(base.to_raw(), {"sampler": sampler, "seed": seed,
                                           "study_name": f"{base.study.name}-{sampler}-s{seed}"})
     return parse_study(raw, origin=f"comparison run {sampler}/seed {seed}")
 

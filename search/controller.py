@@ -271,12 +271,11 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: A
         if not loop.interrupted:
             sync_unlogged(ex, study, storage)
 
-    notes = [note] if (note := startup_note(study)) else []
-    for note in notes:  # on the progress lines, else as a Python warning (the result's info keeps them too)
-        if ex.printer is not None:
-            ex.say(f"note: {note}")
-        else:
-            warnings.warn(note, UserWarning, stacklevel=3)  # at the caller of run_study
+    note = startup_note(study)  # on the progress lines, else as a Python warning; the result's info keeps it
+    if note and ex.printer is not None:
+        ex.say(f"note: {note}")
+    elif note:
+        warnings.warn(note, UserWarning, stacklevel=3)  # at the caller of run_study
     evaluate_test(ex, study, prepared, task, data_refs)
     elapsed = time.perf_counter() - start
     finish_parent(ex, study, prepared, elapsed)
@@ -289,7 +288,7 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: A
               "n_rows": prepared.n_rows, "split": prepared.split, "ranking_rows": prepared.ranking_rows,
               "features": list(prepared.candidates), "crosses": list(prepared.crosses), "timings": prepared.timings,
               "ranking_cached": prepared.ranking_cached, "mlflow_failures": len(ex.tracker.failures),
-              "mlflow_logging": ex.trial_log.mode, "notes": notes},
+              "mlflow_logging": ex.trial_log.mode, "notes": [note] if note else []},
     )
 
 
