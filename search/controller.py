@@ -42,7 +42,7 @@ from sparsearch.search.loop import SearchLoop
 from sparsearch.search.progress import ProgressPrinter
 from sparsearch.search.registry import make_pruner, make_sampler
 from sparsearch.search.results import StudyResult, load_result
-from sparsearch.search.spec import StudySpec, load_study
+from sparsearch.search.spec import StudySpec, load_study, pruning_window_note
 from sparsearch.search.storage import (
     RayStorageProxy,
     is_backend_failure,
@@ -261,6 +261,7 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: A
     # a trial that reserves GPUs gets a fresh worker process (Ray's max_calls=1 for GPU tasks): CUDA is set up
     # once per process, for the CUDA_VISIBLE_DEVICES Ray gave that process's first task
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(execute_trial)
+    notes = [_note(ex, pruning_window_note(spec))]  # before any trial runs: the user can still stop and fix it
     loop = SearchLoop(ex, study, storage, prepared, task, actor, data_refs,
                       driver_node=ray.get_runtime_context().get_node_id(), workers=workers,
                       pending_retries=requeued_at_start)  # re-queued trials run on top of this execution's budget
@@ -271,11 +272,7 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: A
         if not loop.interrupted:
             sync_unlogged(ex, study, storage)
 
-    note = startup_note(study)  # on the progress lines, else as a Python warning; the result's info keeps it
-    if note and ex.printer is not None:
-        ex.say(f"note: {note}")
-    elif note:
-        warnings.warn(note, UserWarning, stacklevel=3)  # at the caller of run_study
+    notes.append(_note(ex, startup_note(study)))
     evaluate_test(ex, study, prepared, task, data_refs)
     elapsed = time.perf_counter() - start
     finish_parent(ex, study, prepared, elapsed)
@@ -288,8 +285,17 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: A
               "n_rows": prepared.n_rows, "split": prepared.split, "ranking_rows": prepared.ranking_rows,
               "features": list(prepared.candidates), "crosses": list(prepared.crosses), "timings": prepared.timings,
               "ranking_cached": prepared.ranking_cached, "mlflow_failures": len(ex.tracker.failures),
-              "mlflow_logging": ex.trial_log.mode, "notes": [note] if note else []},
+              "mlflow_logging": ex.trial_log.mode, "notes": [n for n in notes if n]},
     )
+
+
+def _note(ex: Execution, note: str | None) -> str | None:
+    """Show a study-level warning on the progress lines, else as a Python warning; the result's info keeps it."""
+    if note and ex.printer is not None:
+        ex.say(f"note: {note}")
+    elif note:
+        warnings.warn(note, UserWarning, stacklevel=4)  # at the caller of run_study
+    return note
 
 
 def startup_note(study: optuna.Study) -> str | None:

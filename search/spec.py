@@ -86,7 +86,8 @@ class StudySection(_Section):
     seed: int | None = Field(0, description="Seed of the sampler and of every trial's training.")
     pruner: str = Field(
         "none", description="Trial pruner (early stopping of bad trials): none, median, successive_halving, "
-        "hyperband, percentile, threshold, or an Optuna pruner class. Single-objective studies only."
+        "hyperband, percentile, threshold, or an Optuna pruner class. Single-objective studies only. A run warns "
+        "when the pruner compares trials inside GMP's pruning window while other trials show no such dip."
     )
     pruner_params: dict[str, Any] = Field({}, description="Keyword arguments of the trial pruner.")
     objective: str | Callable[..., Any] | None = Field(
@@ -402,6 +403,81 @@ class StudySpec(StrictModel):
         if self.study.objective is not None and not isinstance(self.study.objective, str):
             raw["study"]["objective"] = self.study.objective
         return raw
+
+
+_PRUNER_CLASSES = {"median": "MedianPruner", "percentile": "PercentilePruner", "threshold": "ThresholdPruner",
+                   "successive_halving": "SuccessiveHalvingPruner", "hyperband": "HyperbandPruner"}
+_NO_DIP_METHODS = ("dense", "static", "set", "rigl")  # fixed sparsity from the start: no gradual-pruning dip
+
+
+def pruner_comparison_steps(spec: StudySpec) -> list[int] | None:
+    """The report steps (1-based, as trials report them) at which the study's trial pruner compares a trial with
+    the others, or ``None`` for no pruner or a pruner whose steps are not known here.
+
+    Successive halving and Hyperband compare at their rungs, ``min_resource * reduction_factor**k`` reports
+    (Hyperband: the union over its brackets); the median, percentile and threshold pruners at every
+    ``interval_steps``-th report from ``n_warmup_steps`` on. Steps past a trial's last report are left out.
+    """
+    import inspect
+
+    import optuna
+
+    name = _PRUNER_CLASSES.get(spec.study.pruner, spec.study.pruner)
+    if name not in _PRUNER_CLASSES.values():
+        return None
+    signature = inspect.signature(getattr(optuna.pruners, name))
+    params = {key: p.default for key, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+    params.update(spec.pruner_params())
+    last = (spec.train.epochs + spec.space.dense_finetune_epochs) * spec.train.reports_per_epoch
+    if name in ("MedianPruner", "PercentilePruner", "ThresholdPruner"):
+        first, every = max(1, int(params["n_warmup_steps"])), max(1, int(params["interval_steps"]))
+        return list(range(first, last + 1, every))
+    rf = int(params["reduction_factor"])
+    low = params["min_resource"]
+    if low == "auto":  # Optuna: ceil(1% of the first finished trial's steps)
+        low = max(1, -(-last // 100))
+    low = int(low)
+    if name == "SuccessiveHalvingPruner":
+        low *= rf ** int(params["min_early_stopping_rate"])
+    steps = []
+    while low <= last and rf > 1:
+        steps.append(low)
+        low *= rf
+    return steps
+
+
+def pruning_window_note(spec: StudySpec) -> str | None:
+    """A warning when the trial pruner compares trials inside gradual magnitude pruning's window, else ``None``.
+
+    While GMP prunes, a trial's accuracy dips and recovers only after the window ends; a trial of a method that
+    holds its sparsity from the start (dense, static, set, rigl), or a GMP trial whose window ends sooner, shows no
+    such dip at the same step. A pruner that compares them there stops GMP trials for their dip, not for their
+    result (BENCHMARKS.md, ``fashion_cnn`` study v2: every GMP trial that reached the 9-epoch rung, at the end of
+    its window, was stopped). Nothing to warn about when every trial prunes in the same window, or none prunes.
+    """
+    space, train = spec.space, spec.train
+    if spec.study.objective is not None or "gmp" not in space.methods:
+        return None
+    others = [m for m in space.methods if m in _NO_DIP_METHODS]
+    searched_window = space.prune_start_frac[0] < space.prune_start_frac[1] or (
+        space.prune_end_frac[0] < space.prune_end_frac[1])
+    if not others and not searched_window:
+        return None
+    steps = pruner_comparison_steps(spec)
+    if not steps:
+        return None
+    per_epoch = train.reports_per_epoch
+    sparse_reports = train.epochs * per_epoch
+    start, end = space.prune_start_frac[0] * sparse_reports, space.prune_end_frac[1] * sparse_reports
+    inside = [s for s in steps if start < s <= end]
+    if not inside:
+        return None
+    rival = f"{', '.join(others)} trials" if others else "GMP trials with another pruning window"
+    shown = ", ".join(f"{s / per_epoch:g}" for s in inside[:5]) + (", ..." if len(inside) > 5 else "")
+    return (f"the {spec.study.pruner} pruner compares trials at epoch(s) {shown}, inside GMP's pruning window "
+            f"(epochs {start / per_epoch:g}-{end / per_epoch:g}), where a GMP trial's accuracy dips and {rival} "
+            f"show no such dip: it may stop GMP trials for the dip; end the window before the pruner's first "
+            f"comparison ([space] prune_end_frac) or start comparing after it ([study] pruner_params)")
 
 
 def _raw_sections(sections: dict[str, Any]) -> dict[str, Any]:

@@ -84,6 +84,20 @@ def test_tiny_quickstart_trains_sparse_models_and_logs_everything(tmp_path):
     assert {"trials.csv", "optimization_history.html", "feature_ranking.csv"} <= artifacts
 
 
+def test_study_warnings_reach_the_caller_and_the_result(tmp_path):
+    # gmp against dense trials, compared by the median pruner inside gmp's window (reports 2-3 of 4): warned before
+    # the first trial; 2 TPE trials never leave the start-up phase: warned at the end. Both point at this file.
+    raw = tiny("notes", pruner="median", n_trials=2)
+    raw["space"]["methods"] = ["gmp", "dense"]
+    raw["train"]["reports_per_epoch"] = 4
+    with pytest.warns(UserWarning) as caught:
+        result = run(raw, tmp_path)
+    notes = result.info["notes"]
+    assert len(notes) == 2 and "inside GMP's pruning window" in notes[0] and "ran as random search" in notes[1]
+    ours = [w for w in caught if str(w.message) in notes]
+    assert [str(w.message) for w in ours] == notes and {w.filename for w in ours} == {__file__}
+
+
 def test_startup_note_flags_a_model_based_sampler_that_never_left_its_random_start():
     from sparsearch.search.controller import startup_note
 

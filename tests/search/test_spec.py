@@ -126,3 +126,47 @@ def test_unknown_keys_with_control_characters_give_a_one_line_error(raw):
     with pytest.raises(SpecError) as err:
         parse_study(raw)
     assert "\n" not in str(err.value) and "\t" not in str(err.value)
+
+
+def test_pruner_comparison_steps_follow_optunas_rungs_and_warmup():
+    from sparsearch.search.spec import pruner_comparison_steps
+
+    # fashion_cnn: 12 epochs x 4 reports, Hyperband min_resource 4, reduction_factor 3 -> rungs at 1, 3, 9 epochs
+    assert pruner_comparison_steps(load_study("fashion_cnn")) == [4, 12, 36]
+    spec = load_study(with_("train", epochs=10), pruner="successive_halving",
+                      **{"study.pruner_params": {"min_resource": 1, "min_early_stopping_rate": 1}})
+    assert pruner_comparison_steps(spec) == [4]  # rungs 1 * 4**(1 + k) <= 10 reports
+    spec = load_study(with_("train", epochs=10), pruner="successive_halving")  # 'auto': ceil(1% of 10) = 1
+    assert pruner_comparison_steps(spec) == [1, 4]
+    spec = load_study(with_("train", epochs=6), pruner="median",
+                      **{"study.pruner_params": {"n_warmup_steps": 2, "interval_steps": 2}})
+    assert pruner_comparison_steps(spec) == [2, 4, 6]
+    assert pruner_comparison_steps(load_study(BASE)) is None  # no pruner
+    assert pruner_comparison_steps(load_study(BASE, pruner="NopPruner")) is None
+
+
+def test_pruning_window_note_flags_rungs_inside_gmps_window_when_other_trials_have_no_dip():
+    from sparsearch.search.spec import pruning_window_note
+
+    # study v2 of BENCHMARKS.md: window 0.25-0.75 of 12 epochs; the 9-epoch rung sat at its very end
+    v2 = load_study("fashion_cnn", **{"space.prune_start_frac": 0.25, "space.prune_end_frac": 0.75})
+    note = pruning_window_note(v2)
+    assert note is not None and "epoch(s) 9," in note and "epochs 3-9" in note and "rigl trials" in note  # 3: start
+    # the bundled study (window 0.1-0.5) still meets Hyperband's 3-epoch rung inside the window
+    note = pruning_window_note(load_study("fashion_cnn"))
+    assert note is not None and "epoch(s) 3," in note and "epochs 1.2-6" in note
+    # nothing to flag: every trial prunes in the same window; or the pruner starts comparing after the window
+    assert pruning_window_note(load_study("fashion_cnn", **{"space.methods": ["gmp"]})) is None
+    assert pruning_window_note(load_study("fashion_cnn", **{"study.pruner_params": {"min_resource": 36}})) is None
+    assert pruning_window_note(load_study("fashion_cnn", pruner="none")) is None
+    # a searched window is a rival even among GMP trials only
+    searched = load_study("fashion_cnn", **{"space.methods": ["gmp"], "space.prune_end_frac": [0.5, 0.75]})
+    note = pruning_window_note(searched)
+    assert note is not None and "another pruning window" in note and "epochs 1.2-9" in note
+    # the median pruner compares at every report from n_warmup_steps on
+    raw = with_("space", methods=["gmp", "dense"])
+    raw["train"] = {"epochs": 4}
+    note = pruning_window_note(load_study(raw, pruner="median", **{"study.pruner_params": {"n_warmup_steps": 1}}))
+    assert note is not None and "epoch(s) 2, 3" in note and "dense trials" in note
+    assert pruning_window_note(load_study(raw, pruner="median", **{"study.pruner_params": {"n_warmup_steps": 4}})) \
+        is None
