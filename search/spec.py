@@ -405,8 +405,6 @@ class StudySpec(StrictModel):
         return raw
 
 
-_PRUNER_CLASSES = {"median": "MedianPruner", "percentile": "PercentilePruner", "threshold": "ThresholdPruner",
-                   "successive_halving": "SuccessiveHalvingPruner", "hyperband": "HyperbandPruner"}
 _NO_DIP_METHODS = ("dense", "static", "set", "rigl")  # fixed sparsity from the start: no gradual-pruning dip
 
 
@@ -420,12 +418,12 @@ def pruner_comparison_steps(spec: StudySpec) -> list[int] | None:
     """
     import inspect
 
-    import optuna
-
-    name = _PRUNER_CLASSES.get(spec.study.pruner, spec.study.pruner)
-    if name not in _PRUNER_CLASSES.values():
+    kind = type(registry.make_pruner(spec.study.pruner, **spec.pruner_params()))  # the registry resolves names
+    name = kind.__name__
+    if name not in ("MedianPruner", "PercentilePruner", "ThresholdPruner", "SuccessiveHalvingPruner",
+                    "HyperbandPruner"):
         return None
-    signature = inspect.signature(getattr(optuna.pruners, name))
+    signature = inspect.signature(kind)
     params = {key: p.default for key, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
     params.update(spec.pruner_params())
     last = (spec.train.epochs + spec.space.dense_finetune_epochs) * spec.train.reports_per_epoch
