@@ -405,9 +405,6 @@ class StudySpec(StrictModel):
         return raw
 
 
-_NO_DIP_METHODS = ("dense", "static", "set", "rigl")  # fixed sparsity from the start: no gradual-pruning dip
-
-
 def pruner_comparison_steps(spec: StudySpec) -> list[int] | None:
     """The report steps (1-based, as trials report them) at which the study's trial pruner compares a trial with
     the others, or ``None`` for no pruner or a pruner whose steps are not known here.
@@ -418,14 +415,15 @@ def pruner_comparison_steps(spec: StudySpec) -> list[int] | None:
     """
     import inspect
 
-    kind = type(registry.make_pruner(spec.study.pruner, **spec.pruner_params()))  # the registry resolves names
+    given = spec.pruner_params()
+    kind = type(registry.make_pruner(spec.study.pruner, **given))  # the registry resolves names
     name = kind.__name__
     if name not in ("MedianPruner", "PercentilePruner", "ThresholdPruner", "SuccessiveHalvingPruner",
                     "HyperbandPruner"):
         return None
     signature = inspect.signature(kind)
     params = {key: p.default for key, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
-    params.update(spec.pruner_params())
+    params.update(given)
     last = (spec.train.epochs + spec.space.dense_finetune_epochs) * spec.train.reports_per_epoch
     if name in ("MedianPruner", "PercentilePruner", "ThresholdPruner"):
         first, every = max(1, int(params["n_warmup_steps"])), max(1, int(params["interval_steps"]))
@@ -453,10 +451,12 @@ def pruning_window_note(spec: StudySpec) -> str | None:
     result (BENCHMARKS.md, ``fashion_cnn`` study v2: every GMP trial that reached the 9-epoch rung, at the end of
     its window, was stopped). Nothing to warn about when every trial prunes in the same window, or none prunes.
     """
+    from sparsearch.spaces import METHODS
+
     space, train = spec.space, spec.train
     if spec.study.objective is not None or "gmp" not in space.methods:
         return None
-    others = [m for m in space.methods if m in _NO_DIP_METHODS]
+    others = [m for m in space.methods if not METHODS.get(m).gradual]  # fixed sparsity from the start: no dip
     searched_window = space.prune_start_frac[0] < space.prune_start_frac[1] or (
         space.prune_end_frac[0] < space.prune_end_frac[1])
     if not others and not searched_window:

@@ -28,10 +28,12 @@ METHODS: Registry[type[Method]] = Registry("method")
 
 
 class Method:
-    """Base class. ``sparse`` is False only for the dense baseline."""
+    """Base class. ``sparse`` is False only for the dense baseline; ``gradual`` is True for a method whose sparsity
+    grows during training (its accuracy dips while it prunes), False for one that holds its sparsity from the start."""
 
     name = "base"
     sparse = True
+    gradual = False
 
     def __init__(
         self, *, target_sparsity: float, schedule: str = "cubic", start_frac: float = 0.25, end_frac: float = 0.75,
@@ -79,6 +81,7 @@ class Static(Method):
 @METHODS.register("gmp")
 class GMP(Method):
     name = "gmp"
+    gradual = True
 
     def setup(self, sparsifier: Sparsifier, total_steps: int) -> None:
         super().setup(sparsifier, total_steps)
