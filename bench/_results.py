@@ -1,11 +1,20 @@
-"""Raw results of a benchmark run, committed under bench/results/ (small JSON files, one per command).
+"""The one results writer of bench/: every script saves what it measured through this module.
 
-Each file is named after the command that wrote it and holds that command, when and where it ran (cores, load
-average, versions), the method (runs, statistic), and the raw numbers behind the BENCHMARKS.md figures.
+Two kinds of files, both small JSON (timings and summaries, never data; over :data:`MAX_BYTES` is refused):
+
+- :func:`save`: a command's result, ``bench/results/<name>.json`` (committed behind the BENCHMARKS.md figures),
+  with the command, when it finished and the machine (cores, load average, versions) before the numbers. The name
+  is the command line's slug unless the script names it (``key``), as the committed files were named.
+- :func:`save_run` / :func:`load_run`: one run of a multi-run benchmark, written as soon as that run finishes, so an
+  interrupted benchmark resumes: a later call finds the run done (and made with the same settings) and skips it.
+
+Where data lives is :func:`data_root` (``--data-root``, else ``$SPARSEARCH_DATA_ROOT``, else ``../shared/data``
+beside the repository); no script hard-codes a machine path.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -16,9 +25,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+"""Committed results: the figures of BENCHMARKS.md."""
+OUT = BENCH / "out"
+"""Scratch (not committed): study folders, generated data, smoke runs."""
 MAX_BYTES = 200_000  # small files only: raw timings and summaries, never data
-
+DATA_ROOT_ENV = "SPARSEARCH_DATA_ROOT"
+DEFAULT_DATA_ROOT = ROOT.parent / "shared" / "data"
+"""``../shared/data`` relative to the repository root (where the bundled flights study looks too)."""
 
 _CREDENTIALS = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 
@@ -27,7 +43,7 @@ def command() -> str:
     """The command line as a user would type it from the repository root (passwords in URLs as ***)."""
     script = Path(sys.argv[0])
     try:
-        script = script.resolve().relative_to(Path(__file__).resolve().parents[1])
+        script = script.resolve().relative_to(ROOT)
     except ValueError:
         pass
     return _CREDENTIALS.sub(r"\1***@", " ".join(["python", str(script), *sys.argv[1:]]))
@@ -50,16 +66,90 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform(), "versions": versions}
 
 
-def save(doc: dict[str, Any], *, key: str | None = None) -> Path:
-    """Write ``doc`` with the command and machine to bench/results/<command slug>.json; return the path."""
+def _jsonable(value: Any) -> Any:
+    """numpy scalars as numbers; anything else JSON cannot write (paths, dates) as its text."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _text(doc: Any, what: str, indent: int = 1) -> str:
+    text = json.dumps(doc, indent=indent, default=_jsonable)
+    if len(text) > MAX_BYTES:
+        raise ValueError(f"{what} is {len(text)} bytes; bench/results/ keeps files under {MAX_BYTES}")
+    return text
+
+
+def _write(path: Path, text: str) -> None:
+    """Write whole or not at all: a run interrupted while writing must not look done."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save(doc: dict[str, Any], *, key: str | None = None, results: Path | None = None) -> Path:
+    """Write ``doc`` with the command and machine to ``<results>/<slug of key or command>.json``; return the path.
+
+    ``results`` defaults to bench/results (committed); smoke runs pass a folder under bench/out. Keys of ``doc``
+    win over the header's (a document that names its own ``command`` keeps it).
+    """
     cmd = command()
     out = {"command": cmd, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "machine": machine(), **doc}
-    text = json.dumps(out, indent=1, default=float)
-    if len(text) > MAX_BYTES:
-        raise ValueError(f"result of {cmd!r} is {len(text)} bytes; bench/results/ keeps files under {MAX_BYTES}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{_slug(key or cmd)}.json"
-    path.write_text(text + "\n")
-    print(f"# raw results: {path.relative_to(RESULTS.parent.parent)}", file=sys.stderr)
+    path = (RESULTS if results is None else Path(results)) / f"{_slug(key or cmd)}.json"
+    _write(path, _text(out, f"result of {cmd!r}"))
+    try:
+        shown: Path | str = path.relative_to(ROOT)
+    except ValueError:
+        shown = path
+    print(f"# raw results: {shown}", file=sys.stderr)
+    return path
+
+
+def save_run(path: Path, doc: dict[str, Any], *, indent: int | None = 1) -> Path:
+    """Save one finished run's record at ``path`` (as soon as it finishes: the benchmark resumes from here)."""
+    _write(Path(path), _text(doc, f"run record {Path(path).name}", indent=indent))
+    return Path(path)
+
+
+def load_run(path: Path, config: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The saved record of a finished run, or ``None`` when it must run (again).
+
+    With ``config``, a record saved with other settings (its ``"config"`` differs) does not count as done.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if config is None:
+        return doc
+    same = json.loads(json.dumps(doc.get("config"), default=str)) == json.loads(json.dumps(config, default=str))
+    if not same:
+        print(f"[bench] {path.name}: saved with other settings, running it again", file=sys.stderr, flush=True)
+        return None
+    return doc
+
+
+def data_root(given: str | Path | None = None) -> Path:
+    """Where the shared data sets are: ``given`` (``--data-root``), else ``$SPARSEARCH_DATA_ROOT``, else
+    ``../shared/data`` beside the repository."""
+    return Path(given or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT).expanduser()
+
+
+def add_data_root(parser: argparse.ArgumentParser) -> None:
+    """The ``--data-root`` option, documented the same way in every script."""
+    parser.add_argument("--data-root", default=None, metavar="DIR",
+                        help=f"folder of the shared data sets (default: ${DATA_ROOT_ENV}, else ../shared/data "
+                             "beside the repository)")
+
+
+def data_file(root: Path, relative: str) -> Path:
+    """``root / relative``, or a one-line exit 2 naming the file and how to point elsewhere."""
+    path = Path(root) / relative
+    if not path.exists():
+        print(f"{Path(sys.argv[0]).name}: data file {path} does not exist; give the folder that holds "
+              f"{relative} with --data-root DIR or ${DATA_ROOT_ENV}", file=sys.stderr)
+        raise SystemExit(2)
     return path
