@@ -18,14 +18,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from sparsearch._ray import connect_ray, set_ray_env
+
 HERE = Path(__file__).resolve().parent
-for key, value in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-                   "RAY_enable_metrics_collection": "0", "RAY_AUTH_MODE": "disabled",
-                   "MLFLOW_DISABLE_TELEMETRY": "true"}.items():
-    os.environ.setdefault(key, value)
+# the package's Ray settings before any Ray start: the simulated clusters below start Ray's processes themselves
+set_ray_env(private=True)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
 sys.path.insert(0, str(HERE))
+REPO = str(HERE.parent)
+"""This checkout: its files count as sparsearch's in the profile."""
 
+import _results  # noqa: E402  (bench/ is not a package)
 
 SAMPLER = "tpe"
 """The sampler of the overhead benchmark (--sampler); both contenders use it."""
@@ -102,8 +105,7 @@ def cmd_overhead(args: argparse.Namespace) -> dict:
     import bench_objectives as objs
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200_000_000,
-             log_to_driver=False)
+    connect_ray("local", num_cpus=2, object_store_memory=200_000_000)
     global SAMPLER
     SAMPLER = args.sampler
     n = args.trials
@@ -141,8 +143,7 @@ def cmd_overhead(args: argparse.Namespace) -> dict:
 def cmd_scaling(args: argparse.Namespace) -> dict:
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200_000_000,
-             log_to_driver=False)
+    connect_ray("local", num_cpus=2, object_store_memory=200_000_000)
     out = {"trials": args.trials, "cores": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -161,7 +162,7 @@ def cmd_nodes(args: argparse.Namespace) -> dict:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)
     cluster.add_node(num_cpus=1)
-    ray.init(address=cluster.address, log_to_driver=False)
+    connect_ray(cluster.address)
     out = {"trials": args.trials, "nodes": len(ray.nodes()), "cores": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -199,7 +200,7 @@ def cmd_growth(args: argparse.Namespace) -> dict:
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
     cluster.add_node(num_cpus=2)
-    ray.init(address=cluster.address, log_to_driver=False)
+    connect_ray(cluster.address)
     n, w = args.trials, args.window
     out: dict = {"trials": n, "nodes": len(ray.nodes()), "workers": 4, "sampler": args.sampler,
                  "cores": os.cpu_count()}
@@ -220,7 +221,7 @@ def cmd_growth(args: argparse.Namespace) -> dict:
             stats = pstats.Stats(prof)
             by_package: dict[str, float] = {}
             for (filename, _, _), (_, _, tottime, _, _) in stats.stats.items():
-                key = "optuna" if "/optuna/" in filename else "sparsearch" if "/work/" in filename or \
+                key = "optuna" if "/optuna/" in filename else "sparsearch" if filename.startswith(REPO) or \
                     "sparsearch" in filename else "ray" if "/ray/" in filename else "other"
                 by_package[key] = by_package.get(key, 0.0) + tottime
             out["ours_profile_self_seconds_by_package"] = {k: round(v, 1) for k, v in by_package.items()}
@@ -299,7 +300,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import _results
-
     main()

@@ -13,16 +13,10 @@ rows; the paired test-AUC differences are summarised by their mean and a 95% t i
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import tempfile
 from pathlib import Path
-
-for _k, _v in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-               "RAY_enable_metrics_collection": "0", "MLFLOW_DISABLE_TELEMETRY": "true",
-               "RAY_AUTH_MODE": "disabled"}.items():
-    os.environ.setdefault(_k, _v)
 
 
 def main() -> None:
@@ -30,10 +24,10 @@ def main() -> None:
     import ray
     from scipy import stats
 
-    from sparsearch.search.controller import run_study
-    from sparsearch.search.spec import load_study
+    from sparsearch import load_study, run_study
+    from sparsearch._ray import connect_ray
 
-    ray.init(address="local", num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False)
+    connect_ray("local")  # Ray's own size: one trial per core
     out: dict = {"rows": n_rows, "seeds": seeds, "n_trials": n_trials, "epochs": epochs, "crosses": crosses, "runs": []}
     try:
         for seed in range(seeds):

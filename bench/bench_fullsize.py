@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -24,10 +23,6 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out" / "fullsize"
 RESULTS = BENCH / "results"
-for _k, _v in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-               "RAY_enable_metrics_collection": "0", "MLFLOW_DISABLE_TELEMETRY": "true",
-               "RAY_AUTH_MODE": "disabled"}.items():
-    os.environ.setdefault(_k, _v)
 
 
 ALL_ROWS = 100_000_000

@@ -28,17 +28,11 @@ from typing import Any
 OUT = Path(__file__).resolve().parent / "out" / "gpu"
 
 
-def _ray_up(gpus: int) -> None:
-    for key, value in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-                       "RAY_enable_metrics_collection": "0", "MLFLOW_DISABLE_TELEMETRY": "true",
-                       "RAY_AUTH_MODE": "disabled"}.items():
-        os.environ.setdefault(key, value)
-    import logging
+def _ray_up() -> None:
+    """The package's private local Ray; Ray counts the GPUs itself (every visible one, none without CUDA)."""
+    from sparsearch._ray import connect_ray
 
-    import ray
-
-    ray.init(address="local", num_gpus=gpus, include_dashboard=False, logging_level=logging.ERROR,
-             log_to_driver=False)
+    connect_ray("local")
 
 
 def _variant(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -90,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cuda and not args.cpu_only:
         doc["status"] = "not run: no GPU (torch.cuda.is_available() is False)"
     else:
-        _ray_up(torch.cuda.device_count() if cuda else 0)
+        _ray_up()
         # workers = 0: as many trials at once as the resources allow (CPU variant: one per core; GPU: one per GPU)
         common = {"train.batch_size": args.batch_size, "execution.workers": 0}
         doc["variants"].append(_variant("cpu", {**common, "execution.gpus_per_trial": 0.0}, args))

@@ -43,8 +43,16 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out" / "peers"
 CONTENDERS = ("ours", "random", "optuna", "tune")
-ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_enable_metrics_collection": "0",
-       "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+ENV = {"OMP_NUM_THREADS": "1"}
+"""Every contender's processes, besides the package's Ray settings (``sparsearch._ray.set_ray_env``)."""
+
+
+def _env(**more: str) -> dict[str, str]:
+    """The environment of a contender's subprocess: this one's, the package's Ray settings and :data:`ENV`."""
+    from sparsearch._ray import set_ray_env
+
+    set_ray_env(private=True)  # every contender's Ray is private and local
+    return {**os.environ, **ENV, **more}
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -128,7 +136,7 @@ def _run_optuna(spec, seed, budget, folder, objective, hidden) -> list[dict]:
     journal = folder / f"optuna-s{seed}.journal"
     journal.unlink(missing_ok=True)
     t0 = time.time()
-    env = {**os.environ, **ENV, "SPARSEARCH_PEERS_DEADLINE": str(t0 + budget)}
+    env = _env(SPARSEARCH_PEERS_DEADLINE=str(t0 + budget))
     procs = [subprocess.Popen([sys.executable, __file__, "_optuna_worker", str(journal), str(seed), str(k),
                                str(budget), json.dumps(spec.to_toml_dict())], env=env)
              for k in range(2)]
@@ -185,6 +193,7 @@ def _run_tune(spec, seed, budget, folder, objective, hidden) -> list[dict]:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from sparsearch._ray import connect_ray
     from sparsearch.spaces import config_from_params
 
     data = peers_objective.prepared()
@@ -205,9 +214,9 @@ def _run_tune(spec, seed, budget, folder, objective, hidden) -> list[dict]:
                                   report=lambda step, m: tune.report({objective: m[objective], "step": step}))
         tune.report({objective: metrics[objective], hidden: metrics[hidden], "done_trial": 1})
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=300_000_000,
-             log_to_driver=False, runtime_env={"env_vars": {**ENV, "PYTHONPATH": str(BENCH),
-                                                            "SPARSEARCH_PEERS_DATA": os.environ["SPARSEARCH_PEERS_DATA"]}})
+    # this process was started by main() with _env(): its Ray workers inherit OMP_NUM_THREADS, PYTHONPATH (bench/)
+    # and SPARSEARCH_PEERS_DATA from it
+    connect_ray("local", num_cpus=2, object_store_memory=300_000_000)
     t0 = time.time()
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),
@@ -414,8 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         prepared = prepare_data(spec, folder / "prep")
         with open(data_path, "wb") as fh:
             pickle.dump(prepared, fh, protocol=5)
-    env = {**os.environ, **ENV, "SPARSEARCH_PEERS_DATA": str(data_path),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(BENCH), os.environ.get("PYTHONPATH")) if p)}
+    env = _env(SPARSEARCH_PEERS_DATA=str(data_path),
+               PYTHONPATH=os.pathsep.join(p for p in (str(BENCH), os.environ.get("PYTHONPATH")) if p))
     contenders = args.contenders.split(",")
     for seed in range(args.seeds):
         order = contenders[seed % len(contenders):] + contenders[: seed % len(contenders)]  # interleaved, rotated

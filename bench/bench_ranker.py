@@ -132,7 +132,7 @@ def _thread_env() -> dict[str, str]:
     """The same thread caps for every contender's process."""
     n = str(ARGS.threads)
     return {**os.environ, "POLARS_MAX_THREADS": n, "NUMBA_NUM_THREADS": n, "OMP_NUM_THREADS": n,
-            "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n, "RAY_USAGE_STATS_ENABLED": "0"}
+            "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n}  # Ray's settings: set_ray_env() in main
 
 
 def _outrank_cmd(csv_dir: Path, out: Path) -> list[str]:
@@ -464,7 +464,9 @@ def main() -> None:
     if args.rows < 1000 or args.runs < 1 or args.threads < 1:
         ap.error("--rows must be >= 1000, --runs and --threads >= 1")
     ARGS.rows, ARGS.runs, ARGS.threads = args.rows, args.runs, args.threads
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from sparsearch._ray import set_ray_env
+
+    set_ray_env()  # the package's Ray settings, inherited by every contender's process
     for name in args.stages or ["gen", "compare", "ours", "stream", "flights", "report"]:
         t0 = time.perf_counter()
         STAGES[name]()

@@ -193,17 +193,11 @@ def _command() -> str:
 
 
 def _ray_up() -> None:
-    """One local Ray for the whole benchmark, with the project's settings (run_study joins it, never stops it)."""
-    for key, value in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-                       "RAY_enable_metrics_collection": "0", "MLFLOW_DISABLE_TELEMETRY": "true",
-                       "RAY_AUTH_MODE": "disabled"}.items():
-        os.environ.setdefault(key, value)
-    import logging
+    """One local Ray for the whole benchmark, with the project's settings (run_study joins it, never stops it);
+    Ray's own sizes, as `sparsearch run` starts it (the full-size data needs GBs). Joins one already started."""
+    from sparsearch._ray import connect_ray
 
-    import ray
-
-    if not ray.is_initialized():  # Ray's own sizes, as `sparsearch run` starts it (the full-size data needs GBs)
-        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    connect_ray("local")
 
 
 def _warm_up(base: Any, folder: Path) -> None:

@@ -13,7 +13,8 @@ import socket
 
 from sparsearch.errors import ConnectionProblem, SpecError
 
-__all__ = ["RAY_ENV", "check_ray_reachable", "connect_ray", "validate_ray_address"]
+__all__ = ["PRIVATE_RAY_ENV", "RAY_ENV", "check_ray_reachable", "connect_ray", "set_ray_env",
+           "validate_ray_address"]
 
 RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -24,9 +25,17 @@ RAY_ENV = {
 """Set (unless already set) before any Ray start: Ray binds 127.0.0.1 and phones nowhere."""
 
 
-def set_ray_env() -> None:
-    """Apply :data:`RAY_ENV` (values the user set win). Call before Ray's first import: it reads them once."""
-    for key, value in RAY_ENV.items():
+PRIVATE_RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
+"""Also set for a private, loopback-only Ray (no token is needed, and none can leak)."""
+
+
+def set_ray_env(*, private: bool = False) -> None:
+    """Apply :data:`RAY_ENV` (values the user set win). Call before Ray's first import: it reads them once.
+
+    ``private=True`` also applies :data:`PRIVATE_RAY_ENV`, for a program that starts its own local Ray processes
+    (``ray.cluster_utils.Cluster`` in the benchmarks, or subprocesses that start one).
+    """
+    for key, value in {**RAY_ENV, **(PRIVATE_RAY_ENV if private else {})}.items():
         os.environ.setdefault(key, value)
 
 
@@ -103,7 +112,7 @@ def connect_ray(address: str | None, *, num_cpus: int | None = None,
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         else:
             # a private, loopback-only Ray: no token is needed (and none can leak)
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            set_ray_env(private=True)
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=False, object_store_memory=object_store_memory)
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError from a malformed address
