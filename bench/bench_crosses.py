@@ -1,63 +1,101 @@
 """Does `[data] crosses` pay? Test AUC with and without crosses, same budget, paired by seed (issue #13, item 3).
 
-Usage: python bench/bench_crosses.py [N_ROWS] [SEEDS] [N_TRIALS] [EPOCHS] [CROSSES]
-       (defaults 40000, 5, 8, 2, 2; smoke: python bench/bench_crosses.py 8000 2 2 1 2)
+    python bench/bench_crosses.py                   # the default size: 40,000 rows, 5 seeds, 8 trials, 2 epochs
+    python bench/bench_crosses.py --rows 8000 --seeds 2 --n-trials 2 --epochs 1     # a smoke run
 
-Data: `make_click_log(N_ROWS, n_interactions=2, interaction_scale=1.5, seed=s)`: two planted pairs whose signal
+Data: `make_click_log(ROWS, n_interactions=2, interaction_scale=1.5, seed=s)`: two planted pairs whose signal
 exists only jointly, besides the usual informative, redundant and noise features. Each seed runs the same study
 twice (TPE, N_TRIALS trials, the prefilter keeps the top 6 single features): with `crosses = 0` and with
 `crosses = CROSSES`. The study's incumbent (chosen on validation rows) is evaluated once on the held-out test
-rows; the paired test-AUC differences are summarised by their mean and a 95% t interval. Prints one JSON document.
+rows; the paired test-AUC differences are summarised by their mean and a 95% t interval. Each seed's pair is
+saved as soon as it finishes (bench/out/crosses/) and skipped when the command runs again with the same settings;
+the summary goes to bench/results/crosses-<rows>x<seeds>seeds.json (and stdout).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402  (bench/ is not a package)
 
-def main() -> None:
-    n_rows, seeds, n_trials, epochs, crosses = (int(a) for a in (sys.argv[1:] + ["40000", "5", "8", "2", "2"][len(sys.argv) - 1:])[:5])
-    import ray
-    from scipy import stats
+RUNS = _results.OUT / "crosses"
 
-    from sparsearch import load_study, run_study
-    from sparsearch._ray import connect_ray
 
-    connect_ray("local")  # Ray's own size: one trial per core
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=_positive, default=40_000, help="rows of the click log (default 40000)")
+    ap.add_argument("--seeds", type=_positive, default=5, help="paired seeds (default 5)")
+    ap.add_argument("--n-trials", type=_positive, default=8, help="trials per study (default 8)")
+    ap.add_argument("--epochs", type=_positive, default=2, help="epochs per trial (default 2)")
+    ap.add_argument("--crosses", type=_positive, default=2, help="[data] crosses of the second arm (default 2)")
+    args = ap.parse_args(argv)
+    n_rows, seeds, n_trials, epochs, crosses = args.rows, args.seeds, args.n_trials, args.epochs, args.crosses
     out: dict = {"rows": n_rows, "seeds": seeds, "n_trials": n_trials, "epochs": epochs, "crosses": crosses, "runs": []}
-    try:
-        for seed in range(seeds):
-            row = {"seed": seed}
-            for k in (0, crosses):
-                raw = {
-                    "study": {"name": f"crosses{k}-s{seed}", "n_trials": n_trials, "seed": seed},
-                    "data": {"generator": "click_log", "target": "click", "top_k": 6, "crosses": k,
-                             "params": {"n_rows": n_rows, "n_interactions": 2, "interaction_scale": 1.5,
-                                        "n_noise": 20, "seed": seed}},
-                    "train": {"epochs": epochs, "test_fraction": 0.2, "val_fraction": 0.2},
-                    "tracking": {"enabled": False},
-                }
-                with tempfile.TemporaryDirectory() as tmp:
-                    doc = run_study(load_study(raw), results_dir=Path(tmp), progress=False).to_json()
-                row[f"test_auc_crosses_{k}"] = doc["test_metrics"]["test_auc"]
-            row["diff"] = row[f"test_auc_crosses_{crosses}"] - row["test_auc_crosses_0"]
-            out["runs"].append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
-    finally:
-        ray.shutdown()
+    todo = []
+    for seed in range(seeds):
+        config = {"rows": n_rows, "n_trials": n_trials, "epochs": epochs, "crosses": crosses, "seed": seed}
+        path = RUNS / f"{n_rows}x{n_trials}x{epochs}-crosses{crosses}-s{seed}.json"
+        row = _results.load_run(path, config)
+        if row is None:
+            todo.append((seed, config, path))
+        else:
+            print(f"[crosses] seed {seed}: done already ({path.name}), skipped", file=sys.stderr, flush=True)
+            out["runs"].append(row["row"])
+    if todo:
+        import ray
+
+        from sparsearch import load_study, run_study
+        from sparsearch._ray import connect_ray
+
+        connect_ray("local")  # Ray's own size: one trial per core
+        try:
+            for seed, config, path in todo:
+                row = {"seed": seed}
+                for k in (0, crosses):
+                    raw = {
+                        "study": {"name": f"crosses{k}-s{seed}", "n_trials": n_trials, "seed": seed},
+                        "data": {"generator": "click_log", "target": "click", "top_k": 6, "crosses": k,
+                                 "params": {"n_rows": n_rows, "n_interactions": 2, "interaction_scale": 1.5,
+                                            "n_noise": 20, "seed": seed}},
+                        "train": {"epochs": epochs, "test_fraction": 0.2, "val_fraction": 0.2},
+                        "tracking": {"enabled": False},
+                    }
+                    with tempfile.TemporaryDirectory() as tmp:
+                        doc = run_study(load_study(raw), results_dir=Path(tmp), progress=False).to_json()
+                    row[f"test_auc_crosses_{k}"] = doc["test_metrics"]["test_auc"]
+                row["diff"] = row[f"test_auc_crosses_{crosses}"] - row["test_auc_crosses_0"]
+                _results.save_run(path, {"config": config, "row": row})
+                out["runs"].append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+        finally:
+            ray.shutdown()
+    out["runs"].sort(key=lambda r: r["seed"])
     diffs = [r["diff"] for r in out["runs"]]
     mean = statistics.fmean(diffs)
     if len(diffs) > 1:
+        from scipy import stats
+
         half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
         out["mean_test_auc_gain"], out["ci95"] = mean, [mean - half, mean + half]
     else:
         out["mean_test_auc_gain"] = mean
     print(json.dumps(out, indent=2))
+    _results.save(out, key=f"crosses-{n_rows}x{seeds}seeds")  # the name of the committed crosses-40000x5seeds.json
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

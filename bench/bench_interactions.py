@@ -1,15 +1,17 @@
-"""Benchmarks of issue #13: `sparsearch rank` end to end against the library call, pairs, mrmr/3mr speed.
+r"""Benchmarks of issue #13: `sparsearch rank` end to end against the library call, pairs, mrmr/3mr speed.
 
-Usage: python bench/bench_interactions.py [N_ROWS] [N_COLS] [OUT_DIR] [ROUNDS] [outrank | outrank-default |
-                                             outrank-pairs] [PEER_LIMIT_S]
-       (defaults 200000, 100, a temp folder, 3; the lead's runs: 2000000 100 DIR 3 outrank-default, and
-       2000000 100 DIR 1 outrank-pairs 3000; ``outrank-default`` times OutRank's default run, ``outrank`` adds
-       ``--interaction_order 2``, ``outrank-pairs`` times only our pairs and OutRank's ``--interaction_order 2``,
-       the peer stopped after PEER_LIMIT_S seconds if given: then its time is reported as "not finished")
+    python bench/bench_interactions.py                  # 200,000 x 100, a temp folder, 3 rounds
+    python bench/bench_interactions.py --rows 2000000 --out bench/out/interactions --peer outrank-default
+    python bench/bench_interactions.py --rows 2000000 --out bench/out/interactions --rounds 1 \
+        --peer outrank-pairs --peer-limit-s 3000        # the lead's runs
 
-1. Writes a parquet of N_ROWS x N_COLS categorical columns (cardinalities 2 to 100,000 on a log grid, half
+``--peer outrank-default`` times OutRank's default run, ``outrank`` adds ``--interaction_order 2``,
+``outrank-pairs`` times only our pairs and OutRank's ``--interaction_order 2``, the peer stopped after
+``--peer-limit-s`` seconds if given: then its time is reported as "not finished".
+
+1. Writes a parquet of ROWS x COLS categorical columns (cardinalities 2 to 100,000 on a log grid, half
    uniform and half Zipf-skewed, 5% missing in every third column, a quarter strings, a few informative, one XOR pair) and times,
-   in one run, in the same process order each round (interleaved, 3 rounds, median):
+   in one run, in the same process order each round (interleaved, ``--rounds`` rounds, median):
    - a new process that only imports sparsearch.features and pyarrow (the CLI's fixed start-up cost),
    - `rank_features(path, target)` (the library call, in this process),
    - `sparsearch rank path --target y` as a new user runs it (a subprocess: start-up, default report, printing),
@@ -18,11 +20,13 @@ Usage: python bench/bench_interactions.py [N_ROWS] [N_COLS] [OUT_DIR] [ROUNDS] [
    With ``outrank`` (the peer, installed as in bench_ranker.py: ``bench/.venv-outrank``), the same rows as CSV
    also go through OutRank's default run and OutRank with ``--interaction_order 2``, in the same rounds; the top
    of OutRank's target rows and ours (``pairs``) are saved beside the timings.
-2. Prints one JSON document: seconds per variant, the ratios to the library call, and the peers' top rows.
+2. Prints one JSON document: seconds per variant, the ratios to the library call, and the peers' top rows; the
+   same goes to bench/results/interactions-<rows>x<cols>[-<peer>].json.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
@@ -33,6 +37,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402  (bench/ is not a package)
+
+PEER_MODES = ("outrank", "outrank-default", "outrank-pairs")
 
 
 def make_data(n_rows: int, n_cols: int, seed: int = 0) -> pl.DataFrame:
@@ -69,10 +78,27 @@ def cli(*args: str) -> float:
     return time.perf_counter() - t
 
 
-def main() -> None:
-    n_rows = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
-    n_cols = int(sys.argv[2]) if len(sys.argv) > 2 else 100
-    out = Path(sys.argv[3]) if len(sys.argv) > 3 else Path(tempfile.mkdtemp())
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=_positive, default=200_000, help="rows of the generated data (default 200000)")
+    ap.add_argument("--cols", type=_positive, default=100, help="columns of the generated data (default 100)")
+    ap.add_argument("--out", type=Path, default=None, metavar="DIR",
+                    help="folder for the data and the peer's files, reused when the data is there (default: a "
+                         "new temp folder)")
+    ap.add_argument("--rounds", type=_positive, default=3, help="interleaved rounds; medians (default 3)")
+    ap.add_argument("--peer", choices=PEER_MODES, default=None, help="time OutRank too (bench/.venv-outrank)")
+    ap.add_argument("--peer-limit-s", type=float, default=None, metavar="S",
+                    help="stop the peer after S seconds and report it as not finished")
+    args = ap.parse_args(argv)
+    n_rows, n_cols = args.rows, args.cols
+    out = args.out if args.out is not None else Path(tempfile.mkdtemp())
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench_{n_rows}x{n_cols}.parquet"
     if not path.exists():
@@ -98,10 +124,8 @@ def main() -> None:
         "library 3mr": lambda: lib("3mr"),
     }
     peers: dict[str, object] = {}
-    peer_mode = sys.argv[5] if len(sys.argv) > 5 else ""
-    if peer_mode not in ("", "outrank", "outrank-default", "outrank-pairs"):
-        raise SystemExit(f"unknown peer mode {peer_mode!r}: use outrank, outrank-default or outrank-pairs")
-    limit = float(sys.argv[6]) if len(sys.argv) > 6 else None
+    peer_mode = args.peer or ""
+    limit = args.peer_limit_s
     unfinished: dict[str, float] = {}
     if peer_mode:
         exe = Path(__file__).resolve().parent / ".venv-outrank" / "bin" / "outrank"
@@ -145,23 +169,20 @@ def main() -> None:
 
         variants["cli rank --interactions 10 --json"] = ours_pairs
     times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(int(sys.argv[4]) if len(sys.argv) > 4 else 3):
+    for _ in range(args.rounds):
         for name, fn in variants.items():
             times[name].append(fn())
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med.get("library rank_features", float("nan"))
-    doc = {"command": " ".join(["python", *sys.argv]), "rows": n_rows, "cols": n_cols,
+    doc = {"rows": n_rows, "cols": n_cols,
            "statistic": "median over interleaved rounds", "seconds": med, "runs": times,
            "ratio_to_library": {k: v / base for k, v in med.items()}, "peers": peers,
            "peer_limit_s": limit, "not_finished_after_s": unfinished}
     if "outrank default" in med:
         doc["outrank_default_over_cli_rank_default"] = med["outrank default"] / med["cli rank (default)"]
-    results = Path(__file__).resolve().parent / "results"
-    results.mkdir(exist_ok=True)
-    (results / f"interactions-{n_rows}x{n_cols}{'-' + peer_mode if peer_mode else ''}.json").write_text(
-        json.dumps(doc, indent=1, default=str))
     print(json.dumps(doc, indent=2, default=str))
-
+    _results.save(doc, key=f"interactions-{n_rows}x{n_cols}{'-' + peer_mode if peer_mode else ''}")
+    return 0
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -17,9 +17,11 @@ Contenders (each run in a subprocess of its own, 2 trials in flight x 1 CPU, the
 Every contender trains with :mod:`bench.peers_objective` (one function) and reports at the study's
 ``reports_per_epoch``; each completed trial is also evaluated on the held-out test rows, which no contender selects
 on: the anytime curve is the test metric of the incumbent (best by validation) against wall time. Each run's JSON is
-saved as soon as it finishes (``bench/out/peers/<study>/<contender>-s<seed>.json``) and done runs are skipped, so an
-interrupted benchmark resumes. ``summary`` prints the table (time to reach each peer's final test metric, as a
-fraction of the peer's budget) and writes ``bench/results/peers-<study>.json``.
+saved as soon as it finishes (``bench/results/peers/<study>/<contender>-s<seed>.json``) and done runs are skipped,
+so an interrupted benchmark resumes; scratch (the prepared data, journals, Ray Tune's folders, the plot) goes to
+``bench/out/peers/<study>/``. ``summary`` prints the table (time to reach each peer's final test metric, as a
+fraction of the peer's budget) and writes ``bench/results/peers-<study>.json``. A run with ``--set`` overrides is
+not the bundled study: its records and summary go under ``bench/out/peers/shrunk/`` instead.
 """
 
 from __future__ import annotations
@@ -40,8 +42,11 @@ from typing import Any
 
 import numpy as np
 
-BENCH = Path(__file__).resolve().parent
-OUT = BENCH / "out" / "peers"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402  (bench/ is not a package)
+
+BENCH = _results.BENCH
+OUT = _results.OUT / "peers"
 CONTENDERS = ("ours", "random", "optuna", "tune")
 ENV = {"OMP_NUM_THREADS": "1"}
 """Every contender's processes, besides the package's Ray settings (``sparsearch._ray.set_ray_env``)."""
@@ -137,8 +142,9 @@ def _run_optuna(spec, seed, budget, folder, objective, hidden) -> list[dict]:
     journal.unlink(missing_ok=True)
     t0 = time.time()
     env = _env(SPARSEARCH_PEERS_DEADLINE=str(t0 + budget))
-    procs = [subprocess.Popen([sys.executable, __file__, "_optuna_worker", str(journal), str(seed), str(k),
-                               str(budget), json.dumps(spec.to_toml_dict())], env=env)
+    procs = [subprocess.Popen([sys.executable, __file__, "_optuna_worker", "--journal", str(journal),
+                               "--seed", str(seed), "--worker", str(k), "--budget-s", str(budget),
+                               "--spec", json.dumps(spec.to_toml_dict())], env=env)
              for k in range(2)]
     for p in procs:
         p.wait()
@@ -323,7 +329,10 @@ def judge(time_ratio: float | None, reached: str, final_verdict: dict[str, Any],
     return {"target": target, "final_outcome": outcome, "text": text}
 
 
-def summary(study: str, folder: Path, results: Path | None = None, plot: bool = True) -> dict[str, Any]:
+def summary(study: str, folder: Path, results: Path | None = None, plot: bool = True,
+            plot_to: Path | None = None) -> dict[str, Any]:
+    """Judge the run records under ``folder``; save ``<results>/peers-<study>.json`` (default bench/results) and
+    the anytime plot at ``plot_to`` (default ``folder/anytime.png``)."""
     runs: dict[str, list[dict]] = {}
     for path in sorted(folder.glob("*-s*.json")):
         doc = json.loads(path.read_text())
@@ -372,17 +381,17 @@ def summary(study: str, folder: Path, results: Path | None = None, plot: bool = 
             verdicts[peer] = v
             targets[peer] = judge(ours_row[f"time_to_{peer}_final_over_its_budget"], ours_row[f"reached_{peer}_final"],
                                   v, peer)
-    doc = {"study": study, "command": " ".join(sys.argv), "table": table, "final_verdicts": verdicts,
+    doc = {"study": study, "table": table, "final_verdicts": verdicts,
            "targets": targets,
            "runs": {c: [{"seed": d["seed"], "final": d["curve"][-1] if d["curve"] else None,
                          "n_trials": len(d["trials"]) - d["late_trials"], "late_trials": d["late_trials"],
                          "wall_s": d["wall_s"], "curve": d["curve"]} for d in docs] for c, docs in runs.items()}}
     doc["anytime"] = {c: anytime_band(docs) for c, docs in runs.items()}
-    results = BENCH / "results" if results is None else results
-    results.mkdir(exist_ok=True)
-    (results / f"peers-{study}.json").write_text(json.dumps(doc, indent=1))
+    _results.save(doc, key=f"peers-{study}", results=results)
     if plot:
-        _plot(doc, folder / "anytime.png")
+        plot_to = folder / "anytime.png" if plot_to is None else plot_to
+        plot_to.parent.mkdir(parents=True, exist_ok=True)
+        _plot(doc, plot_to)
     for row in table:
         print(json.dumps(row))
     for peer, v in verdicts.items():
@@ -390,17 +399,34 @@ def summary(study: str, folder: Path, results: Path | None = None, plot: bool = 
     return doc
 
 
+def _internal(argv: list[str]) -> int:
+    """The processes this script starts: ``_run`` (one contender, one seed) and ``_optuna_worker``."""
+    ap = argparse.ArgumentParser(prog=f"{Path(__file__).name} {argv[0]}",
+                                 description="internal: started by bench_peers.py itself")
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--budget-s", type=float, required=True)
+    if argv[0] == "_optuna_worker":
+        ap.add_argument("--journal", required=True)
+        ap.add_argument("--worker", type=int, required=True)
+        ap.add_argument("--spec", required=True, help="the study as JSON (StudySpec.to_toml_dict)")
+        args = ap.parse_args(argv[1:])
+        _optuna_worker(args.journal, args.seed, args.worker, args.budget_s, args.spec)
+        return 0
+    ap.add_argument("--contender", choices=CONTENDERS, required=True)
+    ap.add_argument("--study", required=True)
+    ap.add_argument("--work", type=Path, required=True, help="the contender's scratch folder")
+    ap.add_argument("--record", type=Path, required=True, help="where the run's JSON goes")
+    ap.add_argument("--overrides", default="{}", help="study overrides as JSON")
+    args = ap.parse_args(argv[1:])
+    doc = run_one(args.contender, args.seed, args.study, json.loads(args.overrides), args.budget_s, args.work)
+    _results.save_run(args.record, doc, indent=None)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "_optuna_worker":
-        _optuna_worker(argv[1], int(argv[2]), int(argv[3]), float(argv[4]), argv[5])
-        return 0
-    if argv and argv[0] == "_run":
-        contender, seed, study, budget, folder, raw = argv[1], int(argv[2]), argv[3], float(argv[4]), Path(argv[5]), \
-            argv[6]
-        doc = run_one(contender, seed, study, json.loads(raw), budget, folder)
-        (folder / f"{contender}-s{seed}.json").write_text(json.dumps(doc))
-        return 0
+    if argv and argv[0] in ("_optuna_worker", "_run"):  # one contender's process, started by this script
+        return _internal(argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("study")
     ap.add_argument("--budget-s", type=float, required=True, help="wall-clock budget of every run")
@@ -409,18 +435,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="study override (TOML value)")
     ap.add_argument("--summary", action="store_true", help="only summarise the finished runs")
     args = ap.parse_args(argv)
+    unknown = sorted(set(args.contenders.split(",")) - set(CONTENDERS))
+    if unknown:
+        ap.error(f"--contenders: unknown {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
     overrides = _parse_set(args.set)
-    folder = OUT / args.study
-    folder.mkdir(parents=True, exist_ok=True)
+    results, work = _places(args.study, shrunk=bool(overrides))
     if args.summary:
-        summary(args.study, folder)
+        summary(args.study, results / "peers" / args.study, results=results, plot_to=work / "anytime.png")
         return 0
-    data_path = folder / "prepared.pkl"
+    work.mkdir(parents=True, exist_ok=True)
+    data_path = work / "prepared.pkl"
     if not data_path.exists():  # one split and one training-rows ranking for every contender
         from sparsearch.search.data import prepare_data
 
         spec = _spec(args.study, overrides)
-        prepared = prepare_data(spec, folder / "prep")
+        prepared = prepare_data(spec, work / "prep")
         with open(data_path, "wb") as fh:
             pickle.dump(prepared, fh, protocol=5)
     env = _env(SPARSEARCH_PEERS_DATA=str(data_path),
@@ -429,15 +458,25 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(args.seeds):
         order = contenders[seed % len(contenders):] + contenders[: seed % len(contenders)]  # interleaved, rotated
         for c in order:
-            out = folder / f"{c}-s{seed}.json"
-            if out.exists():
+            record = results / "peers" / args.study / f"{c}-s{seed}.json"
+            if _results.load_run(record) is not None:
+                print(f"[peers] {args.study} {c} seed {seed}: done already ({record.name}), skipped", flush=True)
                 continue
             print(f"[peers] {args.study} {c} seed {seed} ({args.budget_s:.0f} s)", flush=True)
-            subprocess.run([sys.executable, __file__, "_run", c, str(seed), args.study, str(args.budget_s),
-                            str(folder), json.dumps(overrides)], env=env, check=True)
-    summary(args.study, folder)
+            subprocess.run([sys.executable, __file__, "_run", "--contender", c, "--seed", str(seed),
+                            "--study", args.study, "--budget-s", str(args.budget_s), "--work", str(work),
+                            "--record", str(record), "--overrides", json.dumps(overrides)], env=env, check=True)
+    summary(args.study, results / "peers" / args.study, results=results, plot_to=work / "anytime.png")
     return 0
 
+
+def _places(study: str, *, shrunk: bool) -> tuple[Path, Path]:
+    """Where the run records and summary go, and the scratch folder of a study's contenders. A run with study
+    overrides (``--set``) is not the bundled study: it goes under bench/out/peers/shrunk, never bench/results."""
+    if shrunk:
+        root = OUT / "shrunk"
+        return root, root / study
+    return _results.RESULTS, OUT / study
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,10 +1,14 @@
 """What every bench/ script keeps to (issue 32, item 6): the package's Ray set-up rather than its own copy of the
-Ray environment. Fast: the scripts are read, not run."""
+Ray environment, argparse with a working --help, no positional sys.argv. Fast: the scripts are read, or asked for
+help only."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,3 +41,42 @@ def test_private_ray_env_adds_the_token_setting_and_user_values_win(monkeypatch)
     assert "RAY_AUTH_MODE" not in os.environ and os.environ["RAY_enable_metrics_collection"] == "0"
     set_ray_env(private=True)
     assert os.environ["RAY_AUTH_MODE"] == "disabled" and os.environ["RAY_USAGE_STATS_ENABLED"] == "1"
+
+
+def _argv_by_position(tree: ast.AST) -> list[int]:
+    """Lines that read ``sys.argv[<n>]`` (n > 0) or ``len(sys.argv)``; the program's name ``sys.argv[0]``, slices
+    and child programs inside strings do not count."""
+    def is_argv(node: ast.AST) -> bool:
+        return isinstance(node, ast.Attribute) and node.attr == "argv" and isinstance(node.value, ast.Name) \
+            and node.value.id == "sys"
+
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and is_argv(node.value) and not isinstance(node.slice, ast.Slice) \
+                and not (isinstance(node.slice, ast.Constant) and node.slice.value == 0):
+            lines.append(node.lineno)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "len" and node.args \
+                and is_argv(node.args[0]):
+            lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
+def test_no_script_reads_its_arguments_by_position(path: Path) -> None:
+    assert _argv_by_position(ast.parse(path.read_text())) == [], f"{path.name}: use argparse"
+
+
+def test_the_position_check_finds_a_positional_read() -> None:
+    assert _argv_by_position(ast.parse("import sys\nn = int(sys.argv[1]) if len(sys.argv) > 1 else 3")) == [2, 2]
+    assert _argv_by_position(ast.parse("import sys\nrest = sys.argv[1:]\ncode = 'sys.argv[1]'\nme = sys.argv[0]")) == []
+
+
+MAINS = [p for p in SCRIPTS if '__name__ == "__main__"' in p.read_text()]
+
+
+@pytest.mark.parametrize("path", MAINS, ids=lambda p: p.name)
+def test_help_works(path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=300,
+                          cwd=path.parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("usage: ") and "--help" in proc.stdout
