@@ -20,9 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-OUT = BENCH / "out" / "fullsize"
-RESULTS = BENCH / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402  (bench/ is not a package)
+
+OUT = _results.OUT / "fullsize"
+RESULTS = _results.RESULTS
 
 
 ALL_ROWS = 100_000_000
@@ -51,9 +53,7 @@ def _study(name: str, label: str, **overrides: Any) -> dict[str, Any]:
 
 
 def _save(name: str, doc: dict[str, Any]) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    doc["command"] = " ".join([Path(sys.executable).name, *sys.argv])
-    (RESULTS / f"fullsize-{name}.json").write_text(json.dumps(doc, indent=1, default=str))
+    _results.save(doc, key=f"fullsize-{name}", results=RESULTS)
     print(json.dumps({k: v for k, v in doc.items() if k != "trials"}, default=str))
 
 
@@ -81,13 +81,12 @@ def fashion(variant: dict[str, Any]) -> dict[str, Any]:
     # the sparse study's half is kept as soon as it ends, so a session that ends during the dense reference loses
     # only that half; a later run picks the saved half up (``--force`` discards it)
     half = _half(f"fashion{_suffix(variant)}")
-    if half.exists():
-        doc = json.loads(half.read_text())
+    doc = _results.load_run(half)
+    if doc is not None:
         print(f"sparse study read from {half} (done earlier); running the dense reference")
     else:
         doc = _study("fashion_cnn", "fashion" + _suffix(variant), **variant)
-        RESULTS.mkdir(exist_ok=True)
-        half.write_text(json.dumps(doc, indent=1, default=str))
+        _results.save_run(half, doc)
     # the dense reference: the same space at sparsity 0, in the same run
     dense = _study("fashion_cnn", "fashion-dense" + _suffix(variant), study_name="fashion_cnn-dense",
                    **{"space.methods": ["dense"], **variant})
@@ -160,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     label = args.name + _suffix(variant)
     if args.force:
         _half(label).unlink(missing_ok=True)
-    elif (RESULTS / f"fullsize-{label}.json").exists() and not _half(label).exists():
-        print(f"done already: bench/results/fullsize-{label}.json (--force to re-run)")
+    elif _results.load_run(RESULTS / f"fullsize-{label}.json") is not None and not _half(label).exists():
+        print(f"done already: {RESULTS / f'fullsize-{label}.json'} (--force to re-run)")
         return 0
     doc = {"clicklog": clicklog, "fashion": fashion, "flights": flights}[args.name](variant)
     _save(label, doc)

@@ -25,7 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-OUT = Path(__file__).resolve().parent / "out" / "gpu"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402  (bench/ is not a package)
+
+OUT = _results.OUT / "gpu"
 
 
 def _ray_up() -> None:
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per trial (default 3)")
     parser.add_argument("--batch-size", type=int, default=4096, help="mini-batch size (default 4096)")
     parser.add_argument("--cpu-only", action="store_true", help="measure the CPU variant even without a GPU")
-    parser.add_argument("--out", type=Path, default=OUT / "bench_gpu.json")
+    parser.add_argument("--out", type=Path, default=OUT / "bench_gpu.json",
+                        help="the JSON written (default bench/out/gpu/bench_gpu.json)")
     args = parser.parse_args(argv)
 
     import torch
@@ -97,9 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             doc["status"] = "run"
         else:
             doc["status"] = "cpu only: no GPU (torch.cuda.is_available() is False), GPU variants not run"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2))
     print(json.dumps(doc, indent=2))
+    _results.save(doc, key=args.out.stem, results=args.out.parent)
     return 0
 
 

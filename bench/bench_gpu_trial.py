@@ -35,7 +35,10 @@ from typing import Any
 
 import numpy as np
 
-OUT = Path(__file__).resolve().parent / "out" / "gpu" / "bench_gpu_trial.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402  (bench/ is not a package)
+
+OUT = _results.OUT / "gpu" / "bench_gpu_trial.json"
 
 
 def tabular(rows: int) -> tuple[Any, Any]:
@@ -97,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cnn-images", type=int, default=60_000)
     parser.add_argument("--cnn-epochs", type=int, default=1)
     parser.add_argument("--workloads", default="tabular,cnn")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=OUT, help="the JSON written (default "
+                        "bench/out/gpu/bench_gpu_trial.json; the committed H200 run is bench/results/gpu/)")
     args = parser.parse_args(argv)
     import torch
 
@@ -135,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         doc["workloads"][name] = {"config": config.to_dict(), "n_train": train.n_rows, "n_val": val.n_rows,
                                   "runs": runs, "summary": summary}
         print(json.dumps({"workload": name, **summary}), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    _results.save(doc, key=args.out.stem, results=args.out.parent)
     return 0
 
 

@@ -124,7 +124,6 @@ def main() -> None:
     parser.add_argument("--postgres", metavar="URL", help="also run against this PostgreSQL storage URL")
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--processes", type=int, default=4)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "load.json"))
     args = parser.parse_args()
     import tempfile
 
@@ -140,8 +139,6 @@ def main() -> None:
                 row = run_load(sub, storage=storage, n_procs=args.processes, n_trials=args.trials, gcs=head["gcs"])
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(rows, indent=2))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import _results
 

@@ -53,8 +53,7 @@ RAW: dict = {}
 
 
 def _save(stage: str, doc: dict) -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"ranker_{stage}_{ARGS.rows}.json").write_text(json.dumps(doc, indent=2, default=float))
+    _results.save_run(OUT / f"ranker_{stage}_{ARGS.rows}.json", doc, indent=2)  # what ``report`` reads
     RAW[stage] = doc
     print(json.dumps(doc, indent=2, default=float))
 
@@ -382,8 +381,7 @@ def stage_report() -> None:
     """Print the markdown section for BENCHMARKS.md from the stage results."""
 
     def load(stage):
-        p = OUT / f"ranker_{stage}_{ARGS.rows}.json"
-        return json.loads(p.read_text()) if p.exists() else None
+        return _results.load_run(OUT / f"ranker_{stage}_{ARGS.rows}.json")
 
     cmp, ours, stream, flights, hard = (load(s) for s in ["compare", "ours", "stream", "flights", "hard"])
     rows = f"{ARGS.rows:,}"

@@ -5,14 +5,13 @@
     python bench/bench_spaces.py accuracy   # digits CNN and tabular MLP: GMP / RigL / static ERK / small dense
 
 All timings pin torch to one thread (``--threads``) and report medians; speed figures are ratios against the dense
-peer measured in the same run. Results are also written as JSON under bench/out/, and each command's raw results
-(for inference: every round's medians) to bench/results/<command>.json (committed).
+peer measured in the same run. Each command's raw results (for inference: every round's medians) go to
+bench/results/<command>.json (committed).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -37,8 +36,6 @@ from sparsearch.spaces.train import make_optimizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _results  # noqa: E402  (bench/ is not a package)
-
-OUT = Path(__file__).resolve().parent / "out"
 
 
 def _median_ms(fn, runs: int, warmup: int = 3) -> float:
@@ -333,9 +330,6 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = {"overhead": overhead, "inference": inference, "accuracy": accuracy}[args.what](args)
-    OUT.mkdir(exist_ok=True)
-    suffix = "" if args.what != "accuracy" or args.tasks == "digits,flights" else "_" + args.tasks.replace(",", "_")
-    (OUT / f"spaces_{args.what}{suffix}.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
     _results.save({"args": vars(args), "rows": rows})  # raw results behind the BENCHMARKS.md table: committed
 
 

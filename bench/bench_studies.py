@@ -71,8 +71,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _results  # bench/_results.py: the results writer (bench/ is not a package)
 import numpy as np
-from _results import machine  # bench/_results.py: cores, load average, versions
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -301,20 +301,8 @@ def _run_one(spec: Any, folder: Path, config: dict[str, Any], path: Path, full_s
         rec["values"] = [list(t.values) for t in res.trials if t.state.name == "COMPLETE" and t.values]
         rec["test_vectors"] = incumbent_test_vectors(res, objectives)
         rec["pareto_size"] = len(res.best_trials)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rec, indent=1, default=str) + "\n")
+    _results.save_run(path, rec)
     return rec
-
-
-def _done(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The saved record of a finished run with the same settings, or None (then it runs again)."""
-    if not path.exists():
-        return None
-    rec = json.loads(path.read_text())
-    if json.loads(json.dumps(rec.get("config"), default=str)) == json.loads(json.dumps(config, default=str)):
-        return rec
-    print(f"[studies] {path.name}: saved with other settings, running it again", flush=True)
-    return None
 
 
 def _run_all(paths: Paths, arms: list[tuple[str, Any]], seeds: int, base_config: dict[str, Any], full_size: bool,
@@ -330,7 +318,7 @@ def _run_all(paths: Paths, arms: list[tuple[str, Any]], seeds: int, base_config:
             if spec.study.sampler_params:  # a run saved with other sampler options runs again
                 config["sampler_params"] = spec.study.sampler_params
             path = paths.run_json / f"{name}-s{seed}.json"
-            rec = _done(path, config)
+            rec = _results.load_run(path, config)
             if rec is not None:
                 print(f"[{tag}] {name} seed {seed}: done already ({path.name}), skipped", flush=True)
                 records[name].append(rec)
@@ -420,7 +408,7 @@ def bench_prefilter(args: argparse.Namespace) -> dict[str, Any]:
                    "otherwise 'no difference shown' (not proof of the same)",
            "arms": summary, "claims": claims, "runs": {n: [_slim(r) for r in rs] for n, rs in records.items()},
            "elapsed_s": time.perf_counter() - started, "environment": environment_info(fingerprint),
-           "machine": machine(), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+           "machine": _results.machine(), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     _write(paths, doc, _prefilter_page(doc, records, titles))
     for c in claims.values():
         print(c["text"], flush=True)
@@ -493,7 +481,7 @@ def bench_samplers(args: argparse.Namespace) -> list[dict[str, Any]]:
                    **extra_doc, "summary": summary, "verdicts": verdicts,
                    "runs": {s: [_slim(r) for r in rs] for s, rs in records.items()},
                    "elapsed_s": time.perf_counter() - started, "environment": environment_info(fingerprint),
-                   "machine": machine(), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                   "machine": _results.machine(), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             _write(paths, doc, _samplers_page(doc, values))
             for v in verdicts:
                 print(f"[samplers] {study} {kind}: {v['text']}", flush=True)
@@ -576,11 +564,7 @@ def _samplers_page(doc: dict[str, Any], values: dict[str, list[float]]) -> str:
 
 
 def _write(paths: Paths, doc: dict[str, Any], page: str) -> None:
-    text = json.dumps(doc, indent=1, default=str)
-    if len(text) > 200_000:
-        raise SystemExit(f"summary of {paths.label} is {len(text)} bytes; bench/results keeps files under 200 kB")
-    paths.summary.parent.mkdir(parents=True, exist_ok=True)
-    paths.summary.write_text(text + "\n")
+    _results.save(doc, key=paths.summary.stem, results=paths.summary.parent)
     paths.page.parent.mkdir(parents=True, exist_ok=True)
     paths.page.write_text(page, encoding="utf-8")
     print(f"[studies] summary: {paths.summary}\n[studies] page: {paths.page}", flush=True)
@@ -618,7 +602,7 @@ def bench_repro(args: argparse.Namespace) -> dict[str, Any]:
         print(f"[repro] {sampler}: {same_params}/{len(a)} trials with identical parameters; max |metric diff| "
               f"among them {row['max_abs_metric_diff_same_params']}", flush=True)
     out["environment"] = environment_info(fingerprint)
-    (OUT / f"repro-{args.study}.json").write_text(json.dumps(out, indent=2, default=str))
+    _results.save(out, key=f"repro-{args.study}", results=OUT)
     return out
 
 

@@ -1,6 +1,6 @@
 """What every bench/ script keeps to (issue 32, item 6): the package's Ray set-up rather than its own copy of the
-Ray environment, argparse with a working --help, no positional sys.argv. Fast: the scripts are read, or asked for
-help only."""
+Ray environment, argparse with a working --help, no positional sys.argv, results written by bench/_results.py only.
+Fast: the scripts are read, or asked for help only."""
 
 from __future__ import annotations
 
@@ -80,3 +80,9 @@ def test_help_works(path: Path) -> None:
                           cwd=path.parents[1])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("usage: ") and "--help" in proc.stdout
+
+
+@pytest.mark.parametrize("path", [p for p in SCRIPTS if p.name != "_results.py"], ids=lambda p: p.name)
+def test_results_are_written_by_the_one_writer(path: Path) -> None:
+    text = path.read_text()
+    assert not re.search(r"write_text\(\s*json\.dumps|json\.dump\(", text), f"{path.name}: use bench/_results.py"
