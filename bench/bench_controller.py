@@ -47,8 +47,7 @@ def study(name: str, objective: str, n_trials: int, workers: int, tracking: bool
 
 
 def ours(raw: dict, results: Path) -> float:
-    from sparsearch.search.controller import run_study
-    from sparsearch.search.spec import load_study
+    from sparsearch import load_study, run_study
 
     spec = load_study(raw)
     start = time.perf_counter()
@@ -206,8 +205,7 @@ def cmd_growth(args: argparse.Namespace) -> dict:
                  "cores": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        from sparsearch.search.controller import run_study
-        from sparsearch.search.spec import load_study
+        from sparsearch import load_study, run_study
 
         raw = study("growth", "trivial", n, 4, False, sampler=args.sampler)
         prof = cProfile.Profile() if args.profile else None

@@ -32,7 +32,7 @@ ALL_ROWS = 100_000_000
 
 
 def _study(name: str, label: str, **overrides: Any) -> dict[str, Any]:
-    from sparsearch.search.controller import run_study
+    from sparsearch import run_study
 
     folder = OUT / label
     shutil.rmtree(folder, ignore_errors=True)
@@ -62,8 +62,8 @@ def clicklog(variant: dict[str, Any]) -> dict[str, Any]:
     # the ceiling: the generator's true click probability, scored on the same test rows
     import numpy as np
 
+    from sparsearch import load_study
     from sparsearch.features import DATASETS
-    from sparsearch.search.spec import load_study
     from sparsearch.spaces import split_indices
     from sparsearch.spaces.metrics import binary_auc
 
@@ -104,8 +104,8 @@ def flights(variant: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    from sparsearch import load_study
     from sparsearch.search.data import prepare_data
-    from sparsearch.search.spec import load_study
     from sparsearch.spaces.metrics import binary_auc
 
     same_rows = {k: v for k, v in variant.items() if k.startswith(("data.", "train.", "seed"))}

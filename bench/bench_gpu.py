@@ -39,7 +39,7 @@ def _ray_up() -> None:
 
 
 def _variant(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    from sparsearch.search.controller import run_study
+    from sparsearch import run_study
 
     with tempfile.TemporaryDirectory(prefix=f"bench-gpu-{name}-") as tmp:
         start = time.perf_counter()

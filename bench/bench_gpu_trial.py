@@ -52,7 +52,7 @@ def tabular(rows: int) -> tuple[Any, Any]:
 
 
 def images(n: int) -> tuple[Any, Any]:
-    from sparsearch.spaces.data import ImageData
+    from sparsearch.spaces import ImageData
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, n)

@@ -71,7 +71,7 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def _spec(study: str, overrides: dict[str, Any], **more: Any) -> Any:
-    from sparsearch.search.spec import load_study
+    from sparsearch import load_study
 
     return load_study(study, **{**overrides, **more})
 
@@ -114,7 +114,7 @@ def run_one(contender: str, seed: int, study: str, overrides: dict[str, Any], bu
 
 
 def _run_ours(spec, contender, seed, budget, folder, objective, hidden) -> list[dict]:
-    from sparsearch.search.controller import run_study
+    from sparsearch import run_study
 
     sampler = "random" if contender == "random" else spec.study.sampler
     run_dir = folder / f"{contender}-s{seed}"

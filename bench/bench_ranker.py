@@ -7,7 +7,7 @@ to bench/results/<command>.json, committed behind the BENCHMARKS.md figures):
     python bench/bench_ranker.py compare    # ours, scikit-learn and OutRank end to end: same runs, interleaved
     python bench/bench_ranker.py ours       # memory-bandwidth ratio, in-memory time, every method's quality
     python bench/bench_ranker.py stream     # 20,000,000 x 50 parquet ranked in a subprocess: peak RSS
-    python bench/bench_ranker.py flights    # ../shared/data/nycflights13: where ID-like tailnum/flight land
+    python bench/bench_ranker.py flights    # <data root>/nycflights13: where ID-like tailnum/flight land
     python bench/bench_ranker.py hard       # weak signal: every chance correction, and ours vs OutRank (compare)
     python bench/bench_ranker.py report
 
@@ -48,7 +48,7 @@ OUT = HERE / "out"
 OUTRANK = HERE / ".venv-outrank" / "bin" / "outrank"
 ROWS = 2_000_000
 GEN = dict(n_informative=6, n_redundant=2, n_noise=92, n_numeric=0, max_cardinality=100_000, positive_rate=0.1, seed=0)
-ARGS = argparse.Namespace(rows=ROWS, runs=3, threads=os.cpu_count() or 1)
+ARGS = argparse.Namespace(rows=ROWS, runs=3, threads=os.cpu_count() or 1, data_root=None)
 RAW: dict = {}
 
 
@@ -334,9 +334,7 @@ def stage_stream() -> None:
 def stage_flights() -> None:
     from sparsearch.features import rank_features
 
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "nycflights13" / "flights.parquet"
-    if not path.exists():
-        path = Path("/work/shared/data/nycflights13/flights.parquet")
+    path = _results.data_file(_results.data_root(ARGS.data_root), "nycflights13/flights.parquet")
     df = pl.read_parquet(path)
     df = df.filter(pl.col("arr_delay").is_not_null()).with_columns((pl.col("arr_delay") > 15).cast(pl.Int8).alias("late"))
     feats = ["year", "month", "day", "hour", "minute", "carrier", "flight", "tailnum", "origin", "dest", "distance"]
@@ -455,13 +453,14 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=ROWS, help="rows of the generated click logs (default 2,000,000)")
     ap.add_argument("--runs", type=int, default=3, help="runs of every contender in compare/hard (default 3)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="cores given to every contender")
+    _results.add_data_root(ap)  # flights: nycflights13/flights.parquet under it
     args = ap.parse_args()
     unknown = [s for s in args.stages if s not in STAGES]
     if unknown:
         ap.error(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
     if args.rows < 1000 or args.runs < 1 or args.threads < 1:
         ap.error("--rows must be >= 1000, --runs and --threads >= 1")
-    ARGS.rows, ARGS.runs, ARGS.threads = args.rows, args.runs, args.threads
+    ARGS.rows, ARGS.runs, ARGS.threads, ARGS.data_root = args.rows, args.runs, args.threads, args.data_root
     from sparsearch._ray import set_ray_env
 
     set_ray_env()  # the package's Ray settings, inherited by every contender's process

@@ -202,7 +202,7 @@ def _ray_up() -> None:
 
 def _warm_up(base: Any, folder: Path) -> None:
     """Two tiny untimed trials: start both Ray workers and import torch in them, so no timed run pays start-up."""
-    from sparsearch.search.controller import run_study
+    from sparsearch import run_study
     from sparsearch.search.spec import parse_study
 
     warm = base.to_toml_dict()
@@ -246,8 +246,8 @@ def _study_overrides(study: str, extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load(study: str, overrides: dict[str, Any]) -> Any:
+    from sparsearch import load_study
     from sparsearch.errors import SpecError
-    from sparsearch.search.spec import load_study
 
     try:
         return load_study(study, **overrides)
@@ -269,8 +269,8 @@ def _data_missing(spec: Any) -> str | None:
 
 def _run_one(spec: Any, folder: Path, config: dict[str, Any], path: Path, full_size: bool) -> dict[str, Any]:
     """Run one study in a fresh folder; save and return its small record."""
+    from sparsearch import run_study
     from sparsearch.search.compare import incumbent_test_vectors, to_test_metric
-    from sparsearch.search.controller import run_study
 
     shutil.rmtree(folder, ignore_errors=True)  # fresh: no cached ranking, no earlier trials
     t0 = time.perf_counter()
@@ -573,8 +573,8 @@ def _write(paths: Paths, doc: dict[str, Any], page: str) -> None:
 # -- repro ------------------------------------------------------------------------------------------------------------
 def bench_repro(args: argparse.Namespace) -> dict[str, Any]:
     """Run the same study and seed twice per sampler; compare trial parameters and metrics trial by trial."""
+    from sparsearch import run_study
     from sparsearch.search.compare import environment_info
-    from sparsearch.search.controller import run_study
 
     overrides = {**_study_overrides(args.study, parse_set(args.set)), "n_trials": args.n_trials}
     base = _load(args.study, overrides)
