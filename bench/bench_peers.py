@@ -48,6 +48,10 @@ import _results  # noqa: E402  (bench/ is not a package)
 BENCH = _results.BENCH
 OUT = _results.OUT / "peers"
 CONTENDERS = ("ours", "random", "optuna", "tune")
+# Every contender trains on the one prepared split (``prepared.pkl``). These also seed their sampler with the run's
+# seed (ours' and random's controller, Tune's ``OptunaSearch(seed=seed)``), so their runs of one seed share split and
+# seed and are compared paired by seed; plain Optuna's two workers draw with seeds ``10 * seed + k``: unpaired
+SEEDED_BY_RUN_SEED = frozenset({"ours", "random", "tune"})
 ENV = {"OMP_NUM_THREADS": "1"}
 """Every contender's processes, besides the package's Ray settings (``sparsearch._ray.set_ray_env``)."""
 
@@ -304,7 +308,7 @@ def _plot(doc: dict[str, Any], path: Path) -> None:
 
 def judge(time_ratio: float | None, reached: str, final_verdict: dict[str, Any], peer: str) -> dict[str, str]:
     """The issue's target for one peer (ours reaches the peer's final test metric in at most 0.5x the peer's wall
-    time, on every seed), worded beside the verdict on the final test metrics (:func:`compare.verdict`'s one rule).
+    time, on every seed), worded beside the verdict on the final test metrics (:func:`final_verdict`).
 
     When the finals show no difference, reaching the peer's median final is decided by seed noise as much as by the
     search, and the wording says so rather than calling a time ratio a speed-up.
@@ -327,6 +331,28 @@ def judge(time_ratio: float | None, reached: str, final_verdict: dict[str, Any],
     else:
         text += f"; ours' final test metric beats {peer}'s"
     return {"target": target, "final_outcome": outcome, "text": text}
+
+
+def final_verdict(finals: dict[str, dict[int, float | None]], peer: str, maximize: bool) -> dict[str, Any]:
+    """Ours against ``peer`` on the final test metrics (``{contender: {seed: final or None}}``), by
+    :func:`compare.verdict`'s one rule: paired by seed when both contenders seed their sampler with the run's
+    seed (:data:`SEEDED_BY_RUN_SEED`) and ran the same seeds, unpaired otherwise. A run with no final (no trial
+    completed within its budget) stops the summary with its name: it is never dropped."""
+    from sparsearch.search.compare import verdict
+
+    for c in ("ours", peer):
+        for seed, x in sorted(finals[c].items()):
+            if x is None or not math.isfinite(x):
+                raise SystemExit(f"summary: run {c}-s{seed} has no final test metric (no trial completed within its "
+                                 f"budget); every run of a comparison needs one: re-run it or leave the seed out")
+    seeds_a, seeds_b = sorted(finals["ours"]), sorted(finals[peer])
+    paired = peer in SEEDED_BY_RUN_SEED and seeds_a == seeds_b
+    design = ("paired: same split and sampler seed on every seed" if paired else
+              f"unpaired: {peer} " + ("ran other seeds" if peer in SEEDED_BY_RUN_SEED
+                                      else "seeds its samplers otherwise (10 * seed + k)"))
+    v = verdict([finals["ours"][s] for s in seeds_a], [finals[peer][s] for s in seeds_b], maximize=maximize,
+                names=("ours", peer), paired=paired)
+    return {**v, "design": design, "seeds": seeds_a}
 
 
 def summary(study: str, folder: Path, results: Path | None = None, plot: bool = True,
@@ -367,17 +393,15 @@ def summary(study: str, folder: Path, results: Path | None = None, plot: bool = 
                 else None
             row[f"reached_{peer}_final"] = f"{len(reached)}/{len(times)}"
         table.append(row)
-    from sparsearch.search.compare import verdict
-
     verdicts, targets = {}, {}
     if "ours" in runs:
         ours_row = next(r for r in table if r["contender"] == "ours")
         for peer in runs:
             if peer == "ours":
                 continue
-            # seeds are not paired across contenders (each run is its own search), so the two-sample rule applies
-            v = verdict([x for x in finals["ours"] if math.isfinite(x)], [x for x in finals[peer] if math.isfinite(x)],
-                        maximize=maximize, names=("ours", peer))
+            by_seed = {c: {d["seed"]: (d["curve"][-1][2] if d["curve"] else None) for d in runs[c]}
+                       for c in ("ours", peer)}
+            v = final_verdict(by_seed, peer, maximize)
             verdicts[peer] = v
             targets[peer] = judge(ours_row[f"time_to_{peer}_final_over_its_budget"], ours_row[f"reached_{peer}_final"],
                                   v, peer)

@@ -31,9 +31,10 @@ smoke runs (2 seeds x 2 trials on 5,000 rows: 3-5 s a run plus about 15 s of Ray
 The protocol (README, "The run JSON"; search/compare.py): every run is ``run_study`` on the study with its own
 seed, which also seeds the stratified train / validation / test split; the prefilter ranks the training rows only;
 the incumbent (best by validation) is evaluated once on the test rows. Every verdict is decided on those **test**
-metrics with :func:`sparsearch.search.compare.verdict`: "wins" needs a bootstrap 95% interval of the difference that
-excludes 0 and a one-sided Mann-Whitney p < 0.05; anything else is "no difference shown", which is not proof that
-the two are the same.
+metrics with :func:`sparsearch.search.compare.decide` (``verdict``'s one rule): "wins" needs a bootstrap 95% interval
+of the difference that excludes 0 and a one-sided permutation p < 0.05; anything else is "no difference shown",
+which is not proof that the two are the same. The arms of a seed share its split (and, for samplers, the seed), so
+they are compared paired by seed (exact sign-flip test on the per-seed differences).
 
 - ``prefilter``: three arms per seed, rotated seed by seed: the prefilter keeping the top k features, no prefilter
   (every column), and the prefilter keeping 3k. Each run has its own fresh results folder, so a prefiltered run pays
@@ -149,6 +150,13 @@ def prefilter_claim(arm: str, v: dict[str, Any], ratio: float, metric: str) -> d
             f"(geometric mean of {v['n_a']} per-seed ratios; {'<=' if fast else '>'} 0.5x) -> {status}")
     return {"arm": arm, "metric": metric, "quality_outcome": outcome, "wall_ratio": ratio,
             "wall_ratio_le_half": fast, "claim": status.split(":")[0], "text": text, "verdict": v}
+
+
+def by_seed(runs: list[dict[str, Any]], key: str = "test") -> dict[int, dict[str, Any]]:
+    """One arm's run records as :func:`sparsearch.search.compare.decide` takes them: ``{seed: run}`` with the
+    decision value under ``key``, the run's name and its split digest (what pairs it with the other arm's run)."""
+    return {r["seed"]: {"study_name": r.get("study", f"seed {r['seed']}"), key: r.get(key),
+                        "split_digest": (r.get("split") or {}).get("digest")} for r in runs}
 
 
 def summarize_arm(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -339,7 +347,7 @@ def _run_all(paths: Paths, arms: list[tuple[str, Any]], seeds: int, base_config:
 
 def _slim(rec: dict[str, Any]) -> dict[str, Any]:
     """A run as the summary keeps it (no per-trial values, no parameters)."""
-    keep = ("seed", "test", "test_metrics", "best_values", "wall_s", "n_trials", "n_trials_planned", "timeout_s",
+    keep = ("seed", "study", "test", "test_metrics", "best_values", "wall_s", "n_trials", "n_trials_planned", "timeout_s",
             "n_complete", "n_pruned", "n_failed",
             "n_features", "timings", "data_fingerprint", "split", "test_hypervolume", "pareto_size")
     return {k: rec[k] for k in keep if k in rec}
@@ -347,7 +355,7 @@ def _slim(rec: dict[str, Any]) -> dict[str, Any]:
 
 # -- prefilter --------------------------------------------------------------------------------------------------------
 def bench_prefilter(args: argparse.Namespace) -> dict[str, Any]:
-    from sparsearch.search.compare import environment_info, to_test_metric, verdict
+    from sparsearch.search.compare import RULE, decide, environment_info, to_test_metric
     from sparsearch.search.spec import parse_study
 
     extra = parse_set(args.set)
@@ -394,18 +402,14 @@ def bench_prefilter(args: argparse.Namespace) -> dict[str, Any]:
                          "wall_ratio_vs_no_prefilter": geo_mean(ratios), "per_seed_wall_ratios": ratios}
     claims = {}
     for name in (names["top"], names["top3"]):
-        a = [r["test"] for r in records[name] if r.get("test") is not None]
-        b = [r["test"] for r in records[names["all"]] if r.get("test") is not None]
-        if not (a and b):
-            continue
-        v = verdict(a, b, maximize=maximize, names=(titles[name], titles[names["all"]]))
+        v = decide(by_seed(records[name]), by_seed(records[names["all"]]), names=(titles[name], titles[names["all"]]),
+                   maximize=maximize, metric=metric)
         claims[name] = prefilter_claim(titles[name], v, summary[name]["wall_ratio_vs_no_prefilter"], metric)
     fingerprint = next((r["data_fingerprint"] for rs in records.values() for r in rs), None)
     doc = {"benchmark": "prefilter", "command": _command(), "full_size": full, "study": args.study,
            "overrides": overrides, "size_overrides": {k2: v2 for k2, v2 in extra.items() if k2 not in NOT_SIZE},
            "k": k, "method": args.method, "seeds": args.seeds, "objective": objective, "decided_on": metric,
-           "rule": "wins/loses: bootstrap 95% CI of the difference excludes 0 and one-sided Mann-Whitney p < 0.05; "
-                   "otherwise 'no difference shown' (not proof of the same)",
+           "rule": RULE,
            "arms": summary, "claims": claims, "runs": {n: [_slim(r) for r in rs] for n, rs in records.items()},
            "elapsed_s": time.perf_counter() - started, "environment": environment_info(fingerprint),
            "machine": _results.machine(), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -417,7 +421,7 @@ def bench_prefilter(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- samplers ---------------------------------------------------------------------------------------------------------
 def bench_samplers(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from sparsearch.search.compare import comparison_run, environment_info, to_test_metric, verdict
+    from sparsearch.search.compare import RULE, comparison_run, decide, environment_info, to_test_metric
 
     extra = parse_set(args.set)
     full = is_full_size(extra)
@@ -446,11 +450,11 @@ def bench_samplers(args: argparse.Namespace) -> list[dict[str, Any]]:
             directions = base.study.resolved_directions()
             objectives = list(base.study.objectives)
             if kind == "single":
-                metric, maximize = to_test_metric(objectives[0]), directions[0] == "maximize"
+                metric, maximize, key = to_test_metric(objectives[0]), directions[0] == "maximize", "test"
                 values = {s: [r["test"] for r in rs if r.get("test") is not None] for s, rs in records.items()}
                 extra_doc: dict[str, Any] = {}
             else:
-                metric, maximize = "test_hypervolume", True
+                metric, maximize, key = "test_hypervolume", True, "test_hypervolume"
                 reference, hvs = pareto_test_hypervolumes([r for rs in records.values() for r in rs], directions)
                 it = iter(hvs)
                 for rs in records.values():
@@ -463,8 +467,9 @@ def bench_samplers(args: argparse.Namespace) -> list[dict[str, Any]]:
                                                "seen over all runs + 10% (as compare_samplers)"}
             verdicts = []
             for s in samplers:
-                if s != baseline and values[s] and values[baseline]:
-                    v = verdict(values[s], values[baseline], maximize=maximize, names=(s, baseline))
+                if s != baseline:
+                    v = decide(by_seed(records[s], key), by_seed(records[baseline], key), names=(s, baseline),
+                               maximize=maximize, metric=metric)
                     verdicts.append({**v, "metric": metric, "text": f"on {metric}: {v['text']}"})
             summary = {}
             for s, rs in records.items():
@@ -476,8 +481,7 @@ def bench_samplers(args: argparse.Namespace) -> list[dict[str, Any]]:
                    "overrides": {**more, **overrides},
                    "size_overrides": {k2: v2 for k2, v2 in extra.items() if k2 not in NOT_SIZE},
                    "samplers": samplers, "baseline": baseline, "seeds": args.seeds, "decided_on": metric,
-                   "rule": "wins/loses: bootstrap 95% CI of the difference excludes 0 and one-sided Mann-Whitney "
-                           "p < 0.05; otherwise 'no difference shown' (not proof of the same)",
+                   "rule": RULE,
                    **extra_doc, "summary": summary, "verdicts": verdicts,
                    "runs": {s: [_slim(r) for r in rs] for s, rs in records.items()},
                    "elapsed_s": time.perf_counter() - started, "environment": environment_info(fingerprint),

@@ -3,7 +3,10 @@
 Random search is a first-class baseline (DOMAIN.md section 3): ``compare_samplers(study, samplers=["tpe",
 "random"], seeds=5)`` runs every (sampler, seed) pair through the same controller code path, then reports
 best-so-far curves with spread over seeds, final best values, and whether the guided sampler beats random search,
-by how much and with what confidence (bootstrap interval of the difference of means, one-sided Mann-Whitney U).
+by how much and with what confidence. Runs of the same seed share the split and the sampler seed, so two arms are
+compared paired by seed (exact sign-flip permutation test on the per-seed differences, bootstrap interval of their
+mean); arms that do not share them are compared unpaired (exact permutation test of the difference of means,
+bootstrap interval of that difference). :func:`verdict` states the one rule; every verdict names the test it used.
 The report is one self-contained HTML page (the plot is embedded), also logged to MLflow.
 """
 
@@ -27,12 +30,12 @@ from optuna.trial import TrialState
 
 from sparsearch._ray import connect_ray
 from sparsearch._table import table
-from sparsearch.errors import SpecError
+from sparsearch.errors import DataError, SpecError
 from sparsearch.search.controller import run_study
 from sparsearch.search.results import StudyResult, load_result
 from sparsearch.search.spec import StudySpec, apply_overrides, load_study, parse_study
 
-__all__ = ["CompareReport", "best_so_far", "compare_samplers", "comparison_run", "incumbent_test_vectors",
+__all__ = ["CompareReport", "best_so_far", "compare_samplers", "comparison_run", "decide", "incumbent_test_vectors",
            "to_test_metric", "verdict"]
 
 
@@ -51,13 +54,73 @@ def best_so_far(values: list[float | None], maximize: bool) -> list[float]:
     return out
 
 
-def verdict(a: list[float], b: list[float], *, maximize: bool, names: tuple[str, str], seed: int = 0,
-            n_boot: int = 5000) -> dict[str, Any]:
-    """Does ``a`` beat ``b``? Difference of means, bootstrap 95% CI, one-sided Mann-Whitney U.
+#: above this many sign flips (paired) or splits of the pooled values (unpaired) the permutation p-value is
+#: estimated from random permutations instead of enumerated; 2**16 covers 16 pairs, C(16, 8) 8 seeds a side
+EXACT_LIMIT = 2**16
+ALPHA = 0.05
+RULE = ("wins/loses: the bootstrap 95% interval of the difference excludes 0 on that side and the one-sided "
+        "permutation p < 0.05 (paired by seed when both arms share the split and seed: sign-flip test on the per-seed "
+        "differences; otherwise unpaired: test of the difference of means); otherwise 'no difference shown' "
+        "(not proof of the same)")
 
-    One rule for every claim: "beats" (or "is worse than") needs a CI that excludes 0 on that side *and* a
-    one-sided p < 0.05 in that direction; anything else is "no difference shown". With three seeds per side
-    the smallest one-sided p is 0.05, so no three-seed comparison can claim a win.
+
+def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x, axis=axis)
+
+
+def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+
+def _permutation_p(samples: tuple[np.ndarray, ...], *, paired: bool, alternative: str, seed: int) -> tuple[float, str]:
+    """One-sided permutation p-value of the mean (paired: sign flips of the differences; unpaired: splits of the
+    pooled values into groups of the same sizes), with the name of the test as run."""
+    from scipy.stats import permutation_test
+
+    if paired:
+        total, kind, stat = 2 ** samples[0].size, "sign-flip permutation test on the per-seed differences", _mean
+    else:
+        total = math.comb(samples[0].size + samples[1].size, samples[0].size)
+        kind, stat = "permutation test of the difference of means", _mean_difference
+    exact = total <= EXACT_LIMIT
+    res = permutation_test(samples, stat, permutation_type="samples" if paired else "independent",
+                           alternative=alternative, vectorized=True, n_resamples=np.inf if exact else 99_999,
+                           rng=np.random.default_rng(seed))
+    name = f"exact {kind} ({total} arrangements)" if exact else f"{kind} (99,999 random arrangements of {total})"
+    return float(res.pvalue), name
+
+
+def _bootstrap_ci(samples: tuple[np.ndarray, ...], *, paired: bool, n_boot: int, seed: int) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of the mean paired difference (paired) or of the difference of means
+    (unpaired: each arm resampled on its own). A sample with no spread gives a zero-width interval."""
+    from scipy.stats import bootstrap
+
+    if any(x.size < 2 for x in samples):
+        return math.nan, math.nan
+    res = bootstrap(samples, _mean if paired else _mean_difference, n_resamples=n_boot, method="percentile",
+                    vectorized=True, rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def verdict(a: list[float], b: list[float], *, maximize: bool, names: tuple[str, str], seed: int = 0,
+            n_boot: int = 5000, paired: bool = False) -> dict[str, Any]:
+    """Does ``a`` beat ``b``? Mean difference, a bootstrap 95% interval and a one-sided permutation test.
+
+    ``paired=True`` when ``a[i]`` and ``b[i]`` share a split and a seed (the same study run by two samplers, or two
+    arms of one seed): the test is a sign-flip permutation test on the per-seed differences and the interval is a
+    bootstrap of their mean. Otherwise the arms are independent samples: a permutation test of the difference of
+    means over every split of the pooled values, and a bootstrap of the difference of means with each arm
+    resampled on its own. Both tests enumerate every arrangement (exact, ties included) up to
+    :data:`EXACT_LIMIT` arrangements, and draw 99,999 random ones above it; the result names the test that ran.
+
+    One rule for every claim: "wins" (or "loses") needs a 95% interval that excludes 0 on that side *and* a
+    one-sided p < 0.05 in that direction; anything else is "no difference shown", which is not proof that the two
+    are the same. The smallest one-sided p an exact test can give: paired, 1 / 2**k for k non-zero differences
+    (1/32 = 0.031 for 5 seeds); unpaired, 1 / C(n_a + n_b, n_a) (1/20 = 0.05 for 3 seeds a side, so 3 against 3
+    never wins; 1/252 for 5 a side).
+
+    Raises:
+        ValueError: an empty arm, a value that is not finite, or ``paired=True`` with arms of different lengths.
 
     Example:
         >>> verdict([0.9, 0.91, 0.92, 0.93, 0.94], [0.8, 0.81, 0.82, 0.83, 0.84], maximize=True,
@@ -65,31 +128,43 @@ def verdict(a: list[float], b: list[float], *, maximize: bool, names: tuple[str,
         'wins'
         >>> verdict([0.9, 0.8, 0.85], [0.86, 0.84, 0.83], maximize=True, names=("tpe", "random"))["outcome"]
         'no difference shown'
+        >>> verdict([0.9, 0.91, 0.92, 0.93, 0.94], [0.8, 0.8, 0.8, 0.8, 0.8], maximize=True, names=("tpe", "random"),
+        ...         paired=True)["p_value"]
+        0.03125
     """
-    from scipy.stats import mannwhitneyu
-
     xa, xb = np.asarray(a, float), np.asarray(b, float)
+    if xa.size == 0 or xb.size == 0:
+        raise ValueError(f"verdict: each arm needs at least one value, got {xa.size} for {names[0]!r} and "
+                         f"{xb.size} for {names[1]!r}")
+    if paired and xa.shape != xb.shape:
+        raise ValueError(f"verdict(paired=True): the arms must have one value per seed each, got {xa.size} "
+                         f"values for {names[0]!r} and {xb.size} for {names[1]!r}")
+    if not (np.all(np.isfinite(xa)) and np.all(np.isfinite(xb))):
+        raise ValueError(f"verdict: every value must be a finite number, got {names[0]}={list(a)} and "
+                         f"{names[1]}={list(b)}")
     sign = 1.0 if maximize else -1.0
-    diff = sign * (xa.mean() - xb.mean())
-    rng = np.random.default_rng(seed)
-    boots = sign * (rng.choice(xa, (n_boot, xa.size)).mean(1) - rng.choice(xb, (n_boot, xb.size)).mean(1))
-    lo, hi = np.quantile(boots, [0.025, 0.975])
-    enough = xa.size > 1 and xb.size > 1
-    p = float(mannwhitneyu(sign * xa, sign * xb, alternative="greater").pvalue) if enough else math.nan
-    p_worse = float(mannwhitneyu(sign * xa, sign * xb, alternative="less").pvalue) if enough else math.nan
-    if lo > 0 and p < 0.05:
+    samples = ((sign * (xa - xb),) if paired else (sign * xa, sign * xb))
+    diff = float(samples[0].mean()) if paired else float(samples[0].mean() - samples[1].mean())
+    lo, hi = _bootstrap_ci(samples, paired=paired, n_boot=n_boot, seed=seed)
+    p, test = _permutation_p(samples, paired=paired, alternative="greater", seed=seed)
+    p_worse, _ = _permutation_p(samples, paired=paired, alternative="less", seed=seed)
+    design = f"paired by seed, {xa.size} pairs" if paired else f"unpaired, {xa.size} vs {xb.size} seeds"
+    how = f"{design}; 95% bootstrap CI {lo:.4g} to {hi:.4g}"
+    if lo > 0 and p < ALPHA:
         outcome = "wins"
-        text = f"{names[0]} beats {names[1]} by {diff:.4g} (95% CI {lo:.4g} to {hi:.4g}, one-sided p = {p:.3g})"
-    elif hi < 0 and p_worse < 0.05:
+        text = f"{names[0]} beats {names[1]} by {diff:.4g} ({how}; one-sided p = {p:.3g}, {test})"
+    elif hi < 0 and p_worse < ALPHA:
         outcome, p = "loses", p_worse
-        text = (f"{names[0]} is worse than {names[1]} by {-diff:.4g} (95% CI {lo:.4g} to {hi:.4g}, "
-                f"one-sided p = {p:.3g})")
+        text = f"{names[0]} is worse than {names[1]} by {-diff:.4g} ({how}; one-sided p = {p:.3g}, {test})"
     else:
         outcome = "no difference shown"
-        text = (f"no difference shown: {names[0]} - {names[1]} = {diff:+.4g} (95% CI {lo:.4g} to {hi:.4g}, "
-                f"one-sided p = {p:.3g}); more seeds or trials are needed to tell them apart")
-    return {"a": names[0], "b": names[1], "improvement": float(diff), "ci95": [float(lo), float(hi)],
-            "p_value": p, "n_a": int(xa.size), "n_b": int(xb.size), "outcome": outcome, "text": text}
+        text = (f"no difference shown: {names[0]} - {names[1]} = {diff:+.4g} ({how}; one-sided p = {p:.3g}, "
+                f"{test}); more seeds or trials are needed to tell them apart")
+    return {"a": names[0], "b": names[1], "improvement": diff, "ci95": [lo, hi], "p_value": p,
+            "n_a": int(xa.size), "n_b": int(xb.size), "paired": paired, "test": test,
+            "ci_method": "percentile bootstrap of the " + ("mean paired difference" if paired
+                                                            else "difference of means"),
+            "outcome": outcome, "text": text}
 
 
 @dataclass
@@ -149,7 +224,7 @@ class CompareReport:
         return {
             "study_name": self.study_name, "objective": self.objective, "direction": self.direction,
             "samplers": self.samplers, "seeds": self.seeds,
-            "decided_on": self.test_objective,
+            "decided_on": self.test_objective, "rule": RULE,
             "summary": [dict(zip(["sampler", "n_seeds", "mean_test", "std_test", "min_test", "max_test",
                                   "mean_best_val", "mean_elapsed_s"], r)) for r in self.summary_rows()],
             "runs": {s: {str(k): {kk: vv for kk, vv in v.items()} for k, v in runs.items()}
@@ -274,6 +349,7 @@ def compare_samplers(
                 res = existing
             values = _run_values(res)[: spec.study.n_trials]
             runs[s][seed] = {"study_name": spec.study.name, "values": values,
+                             "split_digest": (res.info.get("split") or {}).get("digest"),
                              "test_vectors": incumbent_test_vectors(res, list(base.study.objectives)),
                              "elapsed_s": time.perf_counter() - t0, "n_complete": sum(v is not None for v in values),
                              "mlflow_parent_run_id": res.mlflow_parent_run_id}
@@ -303,18 +379,15 @@ def compare_samplers(
         run["best"] = curve[-1] if curve and not math.isnan(curve[-1]) else None
     verdicts = []
     baseline = "random" if "random" in samplers else samplers[-1]
+    metric = "test_hypervolume" if objective == "hypervolume" else to_test_metric(objective)
+    key = "test"
+    if not any(r.get("test") is not None for per in runs.values() for r in per.values()):
+        # no test rows (test_fraction = 0) or a custom objective that returns no model: no run has a test value
+        key, metric = "best", f"{objective} (no test metrics: decided on the validation metric the runs selected on)"
     for s in samplers:
-        if s == baseline:
-            continue
-        # decided on the incumbents' held-out test metric, never on the validation metric the runs selected on
-        a = [r["test"] for r in runs[s].values() if r.get("test") is not None]
-        b = [r["test"] for r in runs[baseline].values() if r.get("test") is not None]
-        metric = "test_hypervolume" if objective == "hypervolume" else to_test_metric(objective)
-        if not (a or b):  # no test rows (test_fraction = 0) or a custom objective that returns no model
-            a, b = ([r["best"] for r in runs[x].values() if r["best"] is not None] for x in (s, baseline))
-            metric = f"{objective} (no test metrics: decided on the validation metric the runs selected on)"
-        if a and b:
-            v = verdict(a, b, maximize=maximize, names=(s, baseline))
+        if s != baseline:
+            # decided on the incumbents' held-out test metric, never on the validation metric the runs selected on
+            v = decide(runs[s], runs[baseline], names=(s, baseline), maximize=maximize, key=key, metric=metric)
             verdicts.append({**v, "metric": metric, "text": f"on {metric}: {v['text']}"})
     report = CompareReport(study_name=base.study.name, objective=objective, direction=direction,
                            samplers=samplers, seeds=seed_list, runs=runs, verdicts=verdicts, report_path=None,
@@ -329,6 +402,37 @@ def compare_samplers(
     report.report_path = path
     report.mlflow_run_id = _log_report(base, results, report)
     return report
+
+
+def decide(runs_a: dict[int, dict[str, Any]], runs_b: dict[int, dict[str, Any]], *, names: tuple[str, str],
+           maximize: bool, key: str = "test", metric: str = "test metric") -> dict[str, Any]:
+    """:func:`verdict` on two arms of :func:`compare_samplers` (``{seed: run}``), paired when the design allows.
+
+    The arms are paired when they ran the same seeds and every seed's two runs have the same split digest (the
+    same train / validation / test rows); otherwise they are compared unpaired, and the result's ``design`` says
+    why. Every run must have a value under ``key``: a run without one is an error that names it, never dropped.
+
+    Raises:
+        DataError: a run has no ``key`` value (e.g. no completed trial, so no incumbent to evaluate on test rows).
+    """
+    for name, arm in zip(names, (runs_a, runs_b)):
+        for seed, run in sorted(arm.items()):
+            if run.get(key) is None:
+                raise DataError(f"compare: run {run.get('study_name', f'{name} seed {seed}')!r} ({name}, seed "
+                                f"{seed}) has no {metric}: its study has no completed trial to evaluate; every "
+                                f"run of a comparison needs one (re-run it or leave the seed out)")
+    seeds = sorted(runs_a)
+    if seeds != sorted(runs_b):
+        paired, design = False, f"unpaired: the arms ran different seeds ({seeds} and {sorted(runs_b)})"
+    elif odd := [s for s in seeds if runs_a[s].get("split_digest") is None
+                 or runs_a[s].get("split_digest") != runs_b[s].get("split_digest")]:
+        paired, design = False, f"unpaired: seed {odd[0]}'s runs do not share a known split digest"
+    else:
+        paired, design = True, "paired: both arms ran every seed on the same split"
+    a = [float(runs_a[s][key]) for s in seeds]
+    b = [float(runs_b[s][key]) for s in sorted(runs_b)]
+    v = verdict(a, b, maximize=maximize, names=names, paired=paired)
+    return {**v, "design": design, "seeds": seeds, "text": v["text"] if paired else f"{v['text']} [{design}]"}
 
 
 def _plot_png(report: CompareReport) -> bytes:
@@ -399,7 +503,8 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;
 <p>{html.escape(report.direction)} <b>{html.escape(report.objective)}</b>; same budget and seeds
 {html.escape(str(report.seeds))} for every sampler; wall time {report.elapsed_s:.0f} s.</p>
 <table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{trs}</table>
-<h2>Verdict (on the incumbents' {html.escape(report.test_objective)}, held-out test rows)</h2><ul>{verdicts or '<li>only one sampler: nothing to compare</li>'}</ul>
+<h2>Verdict (on the incumbents' {html.escape(report.test_objective)}, held-out test rows)</h2>
+<p>Rule: {html.escape(RULE)}.</p><ul>{verdicts or '<li>only one sampler: nothing to compare</li>'}</ul>
 <h2>Best so far</h2><img alt="best-so-far curves" src="data:image/png;base64,{img}">
 <h2>Environment</h2><pre>{env}</pre></body></html>"""
 

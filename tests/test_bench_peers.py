@@ -44,6 +44,18 @@ def test_summary_judges_the_target_beside_the_verdict(tmp_path: Path) -> None:
     assert (tmp_path / "results" / "peers-toy.json").exists()
 
 
+def test_final_verdict_pairs_contenders_seeded_alike_and_names_a_run_without_a_final() -> None:
+    finals = {"ours": {s: 0.90 + s / 1000 for s in range(5)}, "tune": {s: 0.85 + s / 1000 for s in range(5)},
+              "optuna": {s: 0.85 + s / 1000 for s in range(5)}}
+    tune = bp.final_verdict(finals, "tune", maximize=True)  # Tune's OptunaSearch takes the run's seed: paired
+    assert tune["paired"] and tune["p_value"] == pytest.approx(1 / 32) and "sign-flip" in tune["text"]
+    optuna = bp.final_verdict(finals, "optuna", maximize=True)  # its workers draw with 10 * seed + k: unpaired
+    assert not optuna["paired"] and optuna["p_value"] == pytest.approx(1 / 252) and "10 * seed" in optuna["design"]
+    finals["tune"][3] = None
+    with pytest.raises(SystemExit, match="run tune-s3 has no final test metric"):
+        bp.final_verdict(finals, "tune", maximize=True)
+
+
 def test_a_time_ratio_on_indistinguishable_finals_is_flagged() -> None:
     same = {"outcome": "no difference shown"}
     assert bp.judge(0.2, "5/5", same, "tune")["target"] == "met"

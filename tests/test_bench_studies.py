@@ -50,6 +50,24 @@ def test_three_seeds_cannot_win() -> None:
     assert bs.prefilter_claim("top 10", v, 0.36, "test_auc")["claim"] != "shown"
 
 
+def test_arms_of_a_seed_are_paired_through_their_split_digest() -> None:
+    from sparsearch.errors import DataError
+    from sparsearch.search.compare import decide
+
+    def runs(tests, arm, digest="c7c5"):
+        return [{"seed": s, "study": f"flights-{arm}-s{s}", "test": t, "split": {"digest": digest}}
+                for s, t in enumerate(tests)]
+
+    top = bs.by_seed(runs(FIVE_HIGH, "top9"))
+    assert top[2] == {"study_name": "flights-top9-s2", "test": 0.92, "split_digest": "c7c5"}
+    v = decide(top, bs.by_seed(runs(FIVE_LOW, "all")), names=("top 9", "all"), maximize=True)
+    assert v["paired"] and v["p_value"] == pytest.approx(1 / 32)
+    missing = runs(FIVE_LOW, "all")
+    missing[4]["test"] = None
+    with pytest.raises(DataError, match="run 'flights-all-s4'"):
+        decide(top, bs.by_seed(missing), names=("top 9", "all"), maximize=True)
+
+
 def test_geometric_mean_of_ratios() -> None:
     assert bs.geo_mean([0.25, 1.0]) == pytest.approx(0.5)
     assert bs.geo_mean([2.0, 0.5]) == pytest.approx(1.0)  # symmetric: a ratio and its inverse cancel

@@ -131,14 +131,46 @@ def _clean(raw):
     return raw
 
 
+def _assert_valid(spec: StudySpec) -> None:
+    """What every spec the loader accepts must satisfy: ordered, in-range search ranges and budgets, and a
+    round trip through its own TOML form that changes nothing (what a resumed study reads back)."""
+    (d_lo, d_hi), (w_lo, w_hi) = spec.space.depth, spec.space.width
+    s_lo, s_hi = spec.space.target_sparsity
+    assert 0 <= d_lo <= d_hi <= 16 and 1 <= w_lo <= w_hi <= 16384 and 0.0 <= s_lo <= s_hi <= 0.99, spec.space
+    assert spec.study.n_trials >= 1 and spec.train.epochs >= 1 and spec.train.batch_size >= 1
+    assert spec.execution.workers >= 0
+    assert 0.0 < spec.train.val_fraction < 1.0 and 0.0 <= spec.train.test_fraction < 1.0
+    assert spec.train.val_fraction + spec.train.test_fraction < 1.0  # some rows are left to train on
+    assert spec.study.timeout is None or spec.study.timeout > 0
+    assert parse_study(spec.to_toml_dict()) == spec
+
+
 @FAST
 @given(valid_raw_studies())
 def test_valid_specs_round_trip_through_to_toml_dict(raw):
     spec = parse_study(_clean(raw))
+    # what the file said is what the spec holds
+    assert spec.study.n_trials == raw["study"]["n_trials"]
+    assert raw["study"]["seed"] is None or spec.study.seed == raw["study"]["seed"]
+    assert list(spec.space.depth) == raw["space"]["depth"] and list(spec.space.width) == raw["space"]["width"]
+    assert spec.train.epochs == raw["train"]["epochs"] and spec.execution.workers == raw["execution"]["workers"]
+    _assert_valid(spec)
     again = parse_study(spec.to_toml_dict())
-    assert isinstance(again, StudySpec)
     assert again == spec
     assert again.to_toml_dict() == spec.to_toml_dict()
+
+
+@FAST
+@given(st.integers(-3, 20), st.integers(-3, 20), st.floats(-0.5, 1.5), st.floats(-0.5, 1.5))
+def test_space_ranges_are_accepted_only_ordered_and_in_bounds(d_lo, d_hi, s_lo, s_hi):
+    raw = {"data": {"generator": "click_log"}, "space": {"depth": [d_lo, d_hi], "target_sparsity": [s_lo, s_hi]}}
+    try:
+        spec = parse_study(raw)
+    except SpecError as exc:
+        assert "\n" not in str(exc) and ("depth" in str(exc) or "target_sparsity" in str(exc)), str(exc)
+    else:
+        _assert_valid(spec)
+        assert spec.space.depth == (d_lo, d_hi) and spec.space.target_sparsity == (s_lo, s_hi)
 
 
 def _paths(d, prefix=()):
@@ -178,7 +210,7 @@ def test_any_mutation_of_a_valid_spec_is_valid_or_a_clean_spec_error(mutations):
     except SpecError as exc:
         assert "\n" not in str(exc) and str(exc)
     else:
-        assert isinstance(spec, StudySpec)
+        _assert_valid(spec)
 
 
 @settings(max_examples=300, deadline=None)
@@ -187,9 +219,11 @@ def test_any_mutation_of_a_valid_spec_is_valid_or_a_clean_spec_error(mutations):
                        max_size=5))
 def test_fuzz_study_loader_with_toml_like_tables(raw):
     try:
-        load_study(raw)
+        spec = load_study(raw)
     except SpecError as exc:
-        assert "\n" not in str(exc)
+        assert "\n" not in str(exc) and str(exc)
+    else:
+        _assert_valid(spec)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -205,9 +239,9 @@ def test_fuzz_study_loader_with_bytes(tmp_path, data):
     try:
         spec = load_study(path)
     except SpecError as exc:
-        assert "\n" not in str(exc)
+        assert "\n" not in str(exc) and str(exc)
     else:
-        assert isinstance(spec, StudySpec)
+        _assert_valid(spec)
 
 
 def test_registry_names_are_what_the_strategies_use():

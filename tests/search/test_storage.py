@@ -21,12 +21,24 @@ def test_redact_hides_passwords_everywhere_in_a_text():
     assert "postgresql://bob:***@db:5432/x" in out and "mysql+pymysql://a:***@h/d" in out
 
 
-@pytest.mark.parametrize("url", ["memory", "journal:{tmp}/o.journal", "{tmp}/o.journal", "sqlite:///{tmp}/o.db"])
+@pytest.mark.parametrize("url", ["journal:{tmp}/o.journal", "{tmp}/o.journal", "sqlite:///{tmp}/o.db"])
 def test_embedded_storages_open_and_keep_trials(url, tmp_path):
-    storage = open_storage(url.format(tmp=tmp_path))
-    study = optuna.create_study(storage=storage, study_name="s")
+    url = url.format(tmp=tmp_path)
+    study = optuna.create_study(storage=open_storage(url), study_name="s")
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
-    assert len(study.trials) == 3
+    written = [(t.number, t.state, t.params["x"], t.value) for t in study.trials]
+    assert len(written) == 3 and all(state == TrialState.COMPLETE for _, state, _, _ in written)
+    # kept = readable by a fresh storage object opened from the same URL (what a resumed run does)
+    reopened = optuna.load_study(study_name="s", storage=open_storage(url))
+    assert [(t.number, t.state, t.params["x"], t.value) for t in reopened.trials] == written
+
+
+def test_memory_storage_keeps_trials_only_in_its_own_object():
+    study = optuna.create_study(storage=open_storage("memory"), study_name="s")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    assert [t.value for t in study.trials] == [t.params["x"] for t in study.trials] and len(study.trials) == 3
+    with pytest.raises(KeyError):  # nothing outlives the object: a fresh "memory" storage has no study "s"
+        optuna.load_study(study_name="s", storage=open_storage("memory"))
 
 
 @pytest.mark.parametrize(

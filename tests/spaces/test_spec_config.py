@@ -163,5 +163,12 @@ def test_suggest_config_works_with_tpe_across_trials():
         cfg = suggest_config(trial, space, TrainSpec())
         return cfg.target_sparsity + cfg.depth
 
-    study.optimize(objective, n_trials=12)
+    study.optimize(objective, n_trials=12, catch=(Exception,))  # a failing trial is recorded FAIL, not raised
     assert len(study.trials) == 12
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 12, states
+    for t in study.trials:  # each value is the objective of the config its parameters describe
+        cfg = config_from_params(t.params, space, TrainSpec())
+        assert t.value == pytest.approx(cfg.target_sparsity + cfg.depth)
+    # past its 3 start-up trials TPE sampled from its model across the conditional parameters: several methods
+    assert len({t.params["sparsity.method"] for t in study.trials}) >= 2
