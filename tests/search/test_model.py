@@ -73,7 +73,8 @@ def evaluated(study):
     prepared = prepare_data(study["spec"], study["results"])
     labelled = study["frame"].filter(pl.col("label").is_not_null())
     return {"encoded": prepared.test, "raw": labelled[prepared.indices["test"]],
-            "val_encoded": prepared.val, "val_raw": labelled[prepared.indices["val"]], "encoder": prepared.encoder}
+            "val_encoded": prepared.val, "val_raw": labelled[prepared.indices["val"]], "encoder": prepared.encoder,
+            "train_raw": labelled[prepared.indices["train"]]}
 
 
 def network_proba(net, categorical, numeric) -> np.ndarray:
@@ -132,7 +133,6 @@ def test_unseen_categories_and_missing_values(study, model, evaluated):
     raw = evaluated["raw"].to_pandas().reset_index(drop=True)
     kept = select_features(evaluated["encoded"], features)
     cat, num = kept.categorical.copy(), kept.numeric.copy()
-    labelled = study["frame"].filter(pl.col("label").is_not_null())
     changes = 0
     rows = np.arange(0, 20)  # positions: pandas .loc slices include their end
     if "city" in features:
@@ -148,7 +148,9 @@ def test_unseen_categories_and_missing_values(study, model, evaluated):
             changes += 1
     if "price" in features:
         raw.loc[np.arange(40, 60), "price"] = np.nan
-        num[40:60, kept.numeric_names.index("price")] = np.median(labelled["price"].drop_nulls().to_numpy())
+        # the training rows' median (the encoder sees no statistic of another row)
+        num[40:60, kept.numeric_names.index("price")] = np.median(
+            evaluated["train_raw"]["price"].drop_nulls().to_numpy())
         num[40:60, kept.numeric_names.index("price_missing")] = 1.0
         changes += 1
     assert changes >= 2, features
