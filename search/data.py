@@ -2,9 +2,11 @@
 
 The evaluation protocol: one deterministic, stratified split per data fingerprint and seed into train /
 validation / test rows (``[train] val_fraction``, ``test_fraction``; an image set with its own test set uses it).
-Everything fitted with labels sees the training rows only: the prefilter ranking is computed on them, and the
-ranking records the rows it used. Trials train on the training rows and are selected on the validation rows; the
-test rows are used once, when an execution ends, to evaluate the best trial(s).
+Everything fitted sees the training rows only: the prefilter and pair rankings are computed on them (the ranking
+records the rows it used), and so is the encoder (vocabularies, the hashing decision, medians, missing-value
+indicators, the float bins of crosses); validation and test rows are encoded as the packaged model encodes new
+rows. Trials train on the training rows and are selected on the validation rows; the test rows are used once, when
+an execution ends, to evaluate the best trial(s).
 
 The ranking is the prefilter: only the ``top_k`` best-ranked features reach the search. When ``top_k`` is a
 searched range, the data is encoded once for its largest value and each trial keeps its own first ``k`` columns.
@@ -25,8 +27,8 @@ import numpy as np
 from sparsearch.errors import DataError
 from sparsearch.search.spec import StudySpec
 
-__all__ = ["PreparedData", "add_crosses", "prepare_data", "rank_training_pairs", "rank_training_rows",
-           "select_features", "trial_features"]
+__all__ = ["PreparedData", "add_crosses", "apply_crosses", "cross_recipes", "prepare_data", "rank_training_pairs",
+           "rank_training_rows", "select_features", "trial_features"]
 
 log = logging.getLogger("sparsearch")
 
@@ -204,12 +206,13 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
     if spec.data.crosses is not None and spec.data.crosses[1] > 0:
         t0 = time.perf_counter()
         pairs = rank_training_pairs(df, columns, target, tr, spec.data.crosses[1])
-        recipes = cross_recipes(df, pairs)
-        df, crosses = add_crosses(df, pairs)
+        recipes = cross_recipes(df, pairs, rows=tr)
+        df, crosses = apply_crosses(df, recipes)
         timings["pairs_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    encoder = TabularEncoder.fit(df, target, features=[*candidates, *crosses])  # encode_tabular's, kept
+    # fitted on the training rows only; validation and test rows encode as the packaged model encodes new rows
+    encoder = TabularEncoder.fit(df, target, features=[*candidates, *crosses], rows=tr)
     # straight into the three parts: no full encoded copy besides them (the frame, the parts and one column at a
     # time is the peak: 9.2 GB measured for clicklog_large's 2M x 316 with int64 codes, where a full copy then subsets
     # peaked near 20 GB; the codes are int32 since, 2.4 GB less)
@@ -260,33 +263,27 @@ def cross_name(a: str, b: str) -> str:
     return f"{a}*{b}"
 
 
-def add_crosses(df: Any, pairs: Any) -> tuple[Any, list[str]]:
-    """Add one categorical column per ranked pair with a positive score: the two values joined (floats by 16
-    quantile bins first, labels unused); a missing value on either side is a missing cross."""
-    import polars as pl
-
-    def part(name: str) -> pl.Expr:
-        col = pl.col(name)
-        if df.schema[name].is_float():
-            col = col.fill_nan(None)
-            col = (col.rank("min") * 16 // (col.count() + 1)).cast(pl.Int64)  # 16 equal-frequency bins
-        return col.cast(pl.String)
-
-    names, exprs = [], []
-    for a, b, score in pairs.select("feature_a", "feature_b", "score").iter_rows():
-        if score <= 0:  # a pair that adds nothing over its two features is not crossed
-            continue
-        name = cross_name(a, b)
-        names.append(name)
-        exprs.append(pl.concat_str([part(a), part(b)], separator="\x1f").alias(name))
-    return (df.with_columns(exprs) if exprs else df), names
+def add_crosses(df: Any, pairs: Any, *, rows: np.ndarray | None = None) -> tuple[Any, list[str]]:
+    """Add one categorical column per ranked pair with a positive score: the two values joined (floats by their
+    equal-frequency bin among ``rows`` first, every row when ``None``; labels unused); a missing value on either
+    side is a missing cross. The same as :func:`apply_crosses` of :func:`cross_recipes`."""
+    return apply_crosses(df, cross_recipes(df, pairs, rows=rows))
 
 
-def cross_recipes(df: Any, pairs: Any) -> list[Any]:
-    """What a packaged model needs to compute :func:`add_crosses`' columns on new rows (same pairs, same order)."""
+def apply_crosses(df: Any, recipes: list[Any]) -> tuple[Any, list[str]]:
+    """``df`` with the crossed columns of fitted :class:`~sparsearch.spaces.encoder.Cross` recipes, computed on
+    every row as the packaged model computes them on new rows, and their names."""
+    if not recipes:
+        return df, []
+    return df.with_columns([r.compute(df) for r in recipes]), [r.name for r in recipes]
+
+
+def cross_recipes(df: Any, pairs: Any, *, rows: np.ndarray | None = None) -> list[Any]:
+    """The crosses of the ranked pairs with a positive score (a pair that adds nothing over its two features is
+    not crossed), in rank order, their float bins fitted on ``rows`` (every row when ``None``)."""
     from sparsearch.spaces.encoder import Cross
 
-    return [Cross.fit(df, cross_name(a, b), a, b)
+    return [Cross.fit(df, cross_name(a, b), a, b, rows=rows)
             for a, b, score in pairs.select("feature_a", "feature_b", "score").iter_rows() if score > 0]
 
 

@@ -479,11 +479,12 @@ def execute_trial(payload: TrialPayload, storage_actor: Any, data_refs: list[Any
             outcome_accounting: dict[str, Any] = {}
             model = None
         else:
-            from sparsearch.spaces import train_and_evaluate
+            from sparsearch.spaces import selection_metric, train_and_evaluate
 
-            outcome = train_and_evaluate(
+            outcome = train_and_evaluate(  # keeps the best epoch by the first validation objective
                 payload.config, train_k, val_k, seed=trial_seed, threads=threads, callback=on_epoch,
                 return_model=payload.return_model, device=device, mixed_precision=payload.mixed_precision,
+                select=selection_metric(payload.objectives),
             )
             metrics = dict(outcome.metrics)
             outcome_accounting = dict(outcome.accounting)

@@ -39,11 +39,19 @@ from .patterns import PATTERNS, Pattern
 from .schedules import SCHEDULES, SparsitySchedule
 from .sparsifier import Sparsifier
 from .spec import SpaceSpec, TrainSpec
-from .train import TrialOutcome, build_model, evaluate_model, train_and_evaluate
+from .train import (
+    EPOCH_METRICS,
+    TrialOutcome,
+    build_model,
+    evaluate_model,
+    selection_metric,
+    train_and_evaluate,
+)
 
 __all__ = [
     "CRITERIA",
     "DISTRIBUTIONS",
+    "EPOCH_METRICS",
     "IMAGE_DATASETS",
     "METHODS",
     "METRICS",
@@ -84,6 +92,7 @@ __all__ = [
     "measure_latency",
     "output_positions",
     "saved_size",
+    "selection_metric",
     "solve_densities",
     "split_indices",
     "sparsity_summary",

@@ -5,6 +5,8 @@ what the encoding learnt from the rows it saw (each categorical column's vocabul
 column's median and whether it had a missing-value indicator, the class labels), so :meth:`TabularEncoder.transform`
 turns rows it never saw (a raw pandas or polars frame) into the exact inputs the model was trained on: an unseen
 category gets the out-of-vocabulary code, a missing one the missing code, a missing number the training median.
+A study fits it on its training rows only (``fit(..., rows=train)``): validation and test rows are encoded as the
+packaged model encodes new rows.
 """
 
 from __future__ import annotations
@@ -79,8 +81,12 @@ class Cross:
     edges: tuple[Any, Any]
 
     @classmethod
-    def fit(cls, df: Any, name: str, a: str, b: str) -> Cross:
-        return cls(name, (a, b), (df[a].dtype, df[b].dtype), (_bin_edges(df[a]), _bin_edges(df[b])))
+    def fit(cls, df: Any, name: str, a: str, b: str, *, rows: np.ndarray | None = None) -> Cross:
+        """The recipe of ``a`` x ``b``, its float bins from ``rows`` of ``df`` only (``None``: every row)."""
+        def part(c: str) -> Any:
+            return df[c] if rows is None else df[c].gather(rows)
+
+        return cls(name, (a, b), (df[a].dtype, df[b].dtype), (_bin_edges(part(a)), _bin_edges(part(b))))
 
     def compute(self, df: Any) -> Any:
         """The crossed column of ``df`` (a polars frame holding both parts); missing when either part is."""
@@ -198,11 +204,20 @@ class TabularEncoder:
     # -- fitting ---------------------------------------------------------------------------------------------------
     @classmethod
     def fit(cls, df: Any, target: str, *, features: list[str] | None = None,
-            max_cardinality: int = 100_000) -> TabularEncoder:
+            max_cardinality: int = 100_000, rows: np.ndarray | None = None) -> TabularEncoder:
         """Learn the encoding of ``df`` (see :func:`~sparsearch.spaces.encode_tabular` for the rules).
 
+        Args:
+            rows: fit on these rows only (indices into the rows that carry a target, as :meth:`encode`'s
+                ``parts``; ``None``: all of them). Every statistic of a feature comes from them: vocabularies,
+                the hashing decision (distinct values among these rows), medians and the missing-value
+                indicators; other rows are encoded as :meth:`transform` encodes new rows (a value seen only there
+                is out of vocabulary). The class labels come from every labelled row, so that each one can be
+                encoded with its label. The rows are gathered one column at a time: no copy of the frame.
+
         Raises:
-            DataError: missing column, empty table, a one-class target, a nested/unsupported column type.
+            DataError: missing column, empty table, a one-class target, a nested/unsupported column type, or
+                ``rows`` that are not 1-d indices into the labelled rows or select none.
         """
         import polars as pl
 
@@ -219,12 +234,19 @@ class TabularEncoder:
         if target in features:
             raise DataError(f"target column {target!r} is also listed in features")
         notes: list[str] = []
-        n_before = df.height
-        df = df.filter(pl.col(target).is_not_null())
-        if df.height < n_before:
-            notes.append(f"dropped {n_before - df.height} rows with a missing target {target!r}")
+        n_missing = df[target].null_count()
+        if n_missing:  # a filter copies the whole frame: only when there is something to drop
+            df = df.filter(pl.col(target).is_not_null())
+            notes.append(f"dropped {n_missing} rows with a missing target {target!r}")
         if df.height == 0:
             raise DataError(f"no rows with a known target {target!r}")
+        if rows is not None:
+            rows = np.asarray(rows)
+            if rows.ndim != 1 or rows.size == 0 or not np.issubdtype(rows.dtype, np.integer) or (
+                    rows.min() < 0 or rows.max() >= df.height):
+                raise DataError(f"TabularEncoder.fit: rows must be a non-empty 1-d array of row indices into the "
+                                f"{df.height} labelled rows, got shape {rows.shape} of {rows.dtype}")
+            rows = rows.astype(np.int64, copy=False)
         ys = df[target]
         if ys.dtype.is_float() and ys.n_unique() > 50:
             raise DataError(f"target {target!r} is continuous ({ys.n_unique()} distinct floats); only classification")
@@ -234,7 +256,7 @@ class TabularEncoder:
 
         columns: list[ColumnEncoding] = []
         for name in features:
-            s = df[name]
+            s = df[name] if rows is None else df[name].gather(rows)  # one column of the fitted rows at a time
             if s.dtype.is_nested() or s.dtype == pl.Object:
                 raise DataError(f"column {name!r} has unsupported type {s.dtype}; use scalar columns")
             if s.dtype.is_float():

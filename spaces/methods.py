@@ -61,6 +61,12 @@ class Method:
     def after_step(self, step: int) -> None:
         return None
 
+    @property
+    def final_step(self) -> int:
+        """The optimizer step from which the model is at its final sparsity (0: from the start). Masks may still
+        move after it (SET and RigL swap connections at constant sparsity), the sparsity no longer does."""
+        return 0
+
 
 @METHODS.register("dense")
 class Dense(Method):
@@ -94,6 +100,11 @@ class GMP(Method):
 
     def wants_dense_grad(self, step: int) -> bool:
         return self.sparsifier is not None and step in self._due and self.sparsifier.criterion.needs_grad
+
+    @property
+    def final_step(self) -> int:
+        """The last scheduled mask update (``t1`` of the pruning window; ``t0`` for ``one_shot``)."""
+        return max(self._due, default=0)
 
     def after_step(self, step: int) -> None:
         sparsity = self._due.get(step)

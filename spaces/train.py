@@ -20,7 +20,7 @@ from .config import TrialConfig
 from .data import ImageData, TabularData
 from .export import compact, to_csr
 from .methods import make_method
-from .metrics import classification_metrics
+from .metrics import METRICS, classification_metrics
 from .models import SparseCNN, SparseMLP, iso_flop_widths
 from .sparsifier import Sparsifier
 
@@ -35,16 +35,40 @@ class TrialOutcome:
     """What a trained trial returns to the controller.
 
     Attributes:
-        metrics: final validation metrics plus sparsity, size, FLOP and latency figures (names in ``METRICS``).
-        history: one dict per epoch: ``epoch`` (from 1) and the validation metrics.
-        accounting: JSON-serialisable details: per-layer table, sizes on disk, latencies of exports, schedule.
-        model: the trained (masked) model, or ``None`` when ``return_model=False``.
+        metrics: the kept model's validation metrics (its epoch's) plus sparsity, size, FLOP and latency figures
+            (names in ``METRICS``), and ``best_epoch``, the epoch kept (a record, not an objective).
+        history: one dict per epoch: ``epoch`` (from 1), the validation metrics and ``best`` (1.0 for the epoch
+            kept, else 0.0).
+        accounting: JSON-serialisable details: per-layer table, sizes on disk, latencies of exports, schedule
+            (with ``best_epoch``, ``selected_by`` and ``final_from_epoch``).
+        model: the kept (masked) model, or ``None`` when ``return_model=False``.
+        best_epoch: the epoch whose model is kept (see :func:`train_and_evaluate`).
     """
 
     metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     accounting: dict[str, Any] = field(default_factory=dict)
     model: nn.Module | None = None
+    best_epoch: int = 0
+
+
+#: The validation metrics computed after every epoch: the ones a best epoch can be selected by.
+EPOCH_METRICS = ("val_auc", "val_logloss", "val_accuracy")
+
+
+def selection_metric(objectives: tuple[str, ...] | list[str]) -> str | None:
+    """The metric that picks a trial's best epoch: its first objective that is a validation metric (``None``
+    when none is, e.g. a study that minimises only model size: then the last epoch is kept).
+
+    In a multi-objective study the other objectives are properties of the model's size and cost, which are the
+    same for every epoch at the final sparsity, so the best epoch by the first validation objective is never
+    dominated by another qualifying epoch (a second validation objective does not vote).
+
+    Example:
+        >>> selection_metric(["nnz_params", "val_logloss", "val_auc"])
+        'val_logloss'
+    """
+    return next((o for o in objectives if o in EPOCH_METRICS), None)
 
 
 def _inputs(data: TabularData | ImageData) -> tuple[torch.Tensor, ...]:
@@ -165,8 +189,18 @@ def train_and_evaluate(
     measure_latency: bool = True,
     device: str | torch.device = "cpu",
     mixed_precision: bool = False,
+    select: str | None = "val_auc",
 ) -> TrialOutcome:
-    """Build the config's model for ``train``, train it sparsely, evaluate on ``val`` after every epoch.
+    """Build the config's model for ``train``, train it sparsely, evaluate on ``val`` after every epoch, and keep
+    the best epoch's model.
+
+    The kept model is the one of the epoch with the best ``select`` value (in its natural direction,
+    :data:`METRICS`; the earliest on ties) among the epochs that end at the final sparsity: for GMP, those that
+    end after its last mask update (never a denser epoch from before the pruning window closes); for dense,
+    static, SET and RigL every epoch (their sparsity is final from the first step); with
+    ``dense_finetune_epochs``, only the dense fine-tuning epochs. Its weights and masks are restored at the end,
+    and the returned metrics, accounting, latencies and model describe it. Only end-of-epoch evaluations (on all
+    validation rows) are candidates; ``callback`` still receives every report.
 
     Args:
         config: the trial config (see :func:`suggest_config`).
@@ -186,7 +220,15 @@ def train_and_evaluate(
             the accounting and the latencies are on the CPU.
         mixed_precision: on CUDA, run forward passes under ``torch.autocast`` (bfloat16, or float16 with a gradient
             scaler where bfloat16 is missing); ignored on the CPU. Recorded in ``accounting["device"]``.
+        select: the validation metric that picks the kept epoch (one of :data:`EPOCH_METRICS`; a study uses
+            :func:`selection_metric` of its objectives), or ``None`` to keep the last epoch.
+
+    Raises:
+        DataError: train and val of different kinds, or without rows.
+        ValueError: ``select`` is not a validation metric.
     """
+    if select is not None and select not in EPOCH_METRICS:
+        raise ValueError(f"select must be one of {', '.join(EPOCH_METRICS)} or None, got {select!r}")
     if type(train) is not type(val):
         raise DataError(f"train and val must be the same kind, got {type(train).__name__} and {type(val).__name__}")
     if train.n_rows == 0 or val.n_rows == 0:
@@ -199,13 +241,46 @@ def train_and_evaluate(
             if seed is not None:
                 torch.manual_seed(seed)
             return _run(config, train, val, seed=seed, callback=callback, return_model=return_model,
-                        measure=measure_latency, device=torch.device(device), mixed_precision=mixed_precision)
+                        measure=measure_latency, device=torch.device(device), mixed_precision=mixed_precision,
+                        select=select)
     finally:
         if threads is not None:
             torch.set_num_threads(old_threads)
 
 
-def _run(config, train, val, *, seed, callback, return_model, measure, device, mixed_precision) -> TrialOutcome:
+class _BestEpoch:
+    """The best qualifying epoch so far and a copy of its model's state (weights and mask buffers)."""
+
+    def __init__(self, select: str | None) -> None:
+        self.select = select
+        self.maximize = select is not None and METRICS[select] == "maximize"
+        self.epoch = 0
+        self.metrics: dict[str, float] = {}
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def better(self, metrics: dict[str, float]) -> bool:
+        if not self.epoch or self.select is None:  # the first candidate, or keep the last one
+            return True
+        new, old = metrics[self.select], self.metrics[self.select]
+        if math.isnan(new) or math.isnan(old):
+            return math.isnan(old) and not math.isnan(new)
+        return new > old if self.maximize else new < old
+
+    def offer(self, epoch: int, metrics: dict[str, float], model: nn.Module, *, last: bool) -> None:
+        if not self.better(metrics):
+            return
+        self.epoch, self.metrics = epoch, metrics
+        # the last epoch's model is the one in hand: no copy needed
+        self.state = None if last else {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def restore(self, model: nn.Module) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
+            self.state = None
+
+
+def _run(config, train, val, *, seed, callback, return_model, measure, device, mixed_precision,
+         select) -> TrialOutcome:
     t_start = time.perf_counter()
     model = build_model(config, train)
     n_out = model.head.out_features
@@ -251,6 +326,8 @@ def _run(config, train, val, *, seed, callback, return_model, measure, device, m
     updates_seen = method.n_updates
     last_metrics: dict[str, float] = {}
     total_epochs = config.epochs + (config.dense_finetune_epochs if sparse else 0)
+    finetune_from = config.epochs + 1 if total_epochs > config.epochs else None
+    best = _BestEpoch(select)
     reports = max(1, int(getattr(config, "reports_per_epoch", 1)))
     # mid-epoch reports after these batches (1-based); the epoch's last batch always reports, on every row
     report_after = {math.ceil(steps_per_epoch * k / reports) for k in range(1, reports)} - {steps_per_epoch}
@@ -305,19 +382,31 @@ def _run(config, train, val, *, seed, callback, return_model, measure, device, m
         if callback is not None:
             n_reports += 1
             callback(n_reports, {"epoch": float(epoch), **last_metrics})
+        # at the final sparsity: the dense fine-tuning epochs when there are any, else after the last mask update
+        final = finetune if finetune_from is not None else step >= method.final_step
+        if final:
+            best.offer(epoch, last_metrics, model, last=epoch == total_epochs)
     train_seconds = time.perf_counter() - t_start
+    best.restore(model)
+    for row in history:
+        row["best"] = float(row["epoch"] == best.epoch)
     model.eval()
     model.to("cpu")  # exports, latencies and the returned model are on the CPU
     metrics, accounting = _account(model, config, x_val_cpu, positions, measure=measure)
     accounting["device"] = {"device": str(device), "mixed_precision": str(amp_dtype).removeprefix("torch.")
                             if amp_dtype is not None else "off"}
-    metrics.update(last_metrics)
-    metrics["train_flops"] = float(train_flops)
+    metrics.update(best.metrics)
+    metrics["best_epoch"] = float(best.epoch)
+    metrics["train_flops"] = float(train_flops)  # what training cost: every epoch, the kept one or not
     metrics["train_seconds"] = float(train_seconds)
+    final_from = finetune_from or next(e for e in range(1, config.epochs + 1)
+                                       if e * steps_per_epoch >= method.final_step)
     accounting["schedule"] = {"total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
-                              "mask_updates_done": method.n_updates, "method": method.name}
+                              "mask_updates_done": method.n_updates, "method": method.name,
+                              "best_epoch": best.epoch, "selected_by": select or "last epoch",
+                              "final_from_epoch": final_from}
     return TrialOutcome(metrics=metrics, history=history, accounting=accounting,
-                        model=model if return_model else None)
+                        model=model if return_model else None, best_epoch=best.epoch)
 
 
 def _step(optimizer: torch.optim.Optimizer, scaler: Any) -> None:

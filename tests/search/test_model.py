@@ -73,7 +73,8 @@ def evaluated(study):
     prepared = prepare_data(study["spec"], study["results"])
     labelled = study["frame"].filter(pl.col("label").is_not_null())
     return {"encoded": prepared.test, "raw": labelled[prepared.indices["test"]],
-            "val_encoded": prepared.val, "val_raw": labelled[prepared.indices["val"]], "encoder": prepared.encoder}
+            "val_encoded": prepared.val, "val_raw": labelled[prepared.indices["val"]], "encoder": prepared.encoder,
+            "train_raw": labelled[prepared.indices["train"]]}
 
 
 def network_proba(net, categorical, numeric) -> np.ndarray:
@@ -132,7 +133,6 @@ def test_unseen_categories_and_missing_values(study, model, evaluated):
     raw = evaluated["raw"].to_pandas().reset_index(drop=True)
     kept = select_features(evaluated["encoded"], features)
     cat, num = kept.categorical.copy(), kept.numeric.copy()
-    labelled = study["frame"].filter(pl.col("label").is_not_null())
     changes = 0
     rows = np.arange(0, 20)  # positions: pandas .loc slices include their end
     if "city" in features:
@@ -148,7 +148,9 @@ def test_unseen_categories_and_missing_values(study, model, evaluated):
             changes += 1
     if "price" in features:
         raw.loc[np.arange(40, 60), "price"] = np.nan
-        num[40:60, kept.numeric_names.index("price")] = np.median(labelled["price"].drop_nulls().to_numpy())
+        # the training rows' median (the encoder sees no statistic of another row)
+        num[40:60, kept.numeric_names.index("price")] = np.median(
+            evaluated["train_raw"]["price"].drop_nulls().to_numpy())
         num[40:60, kept.numeric_names.index("price_missing")] = 1.0
         changes += 1
     assert changes >= 2, features
@@ -279,6 +281,18 @@ def test_a_multiclass_package_round_trips_and_names_its_columns_by_label():
         build_model_package(SparseMLP([4, 4], 1, [8], 3), enc, None)
 
 
+def _ranked_cross(df, a, b):
+    """The definition of a cross on its fitted rows: a float part by its equal-frequency bin (16 bins by rank)."""
+    def part(name):
+        col = pl.col(name)
+        if df.schema[name].is_float():
+            col = col.fill_nan(None)
+            col = (col.rank("min") * 16 // (col.count() + 1)).cast(pl.Int64)
+        return col.cast(pl.String)
+
+    return df.select(pl.concat_str([part(a), part(b)], separator="\x1f")).to_series()
+
+
 def test_cross_recipes_reproduce_the_crossed_columns_on_new_rows():
     from sparsearch.search.data import add_crosses, cross_recipes
 
@@ -296,8 +310,17 @@ def test_cross_recipes_reproduce_the_crossed_columns_on_new_rows():
     crossed, names = add_crosses(frame, pairs)
     assert [r.name for r in recipes] == names == ["city*shop", "price*promo", "promo*price", "day*price"]
     for recipe in recipes:  # on the fitted rows, as polars or as pandas (ints with nulls arrive as floats)
+        expected = _ranked_cross(frame, *recipe.parts).to_list()
+        assert crossed[recipe.name].to_list() == expected, recipe.name
         for rows in (frame, pl.from_pandas(frame.to_pandas())):
-            assert recipe.compute(rows).to_list() == crossed[recipe.name].to_list(), recipe.name
+            assert recipe.compute(rows).to_list() == expected, recipe.name
+    # fitted on some rows: on those rows, the bins are their equal-frequency bins; other rows get bins by the edges
+    fit_rows = np.arange(0, n, 3)
+    price_promo = cross_recipes(frame, pairs, rows=fit_rows)[1]
+    assert price_promo.compute(frame[fit_rows]).to_list() == _ranked_cross(frame[fit_rows], "price", "promo")\
+        .to_list()
+    assert add_crosses(frame, pairs, rows=fit_rows)[0]["price*promo"].to_list() == price_promo.compute(frame)\
+        .to_list() != crossed["price*promo"].to_list()
     # new values: a price beyond the fitted range falls in the last bin, a missing part makes a missing cross
     price = recipes[1]
     new = price.compute(pl.DataFrame({"price": [1e9, -1e9, None], "promo": [True, True, True]})).to_list()
