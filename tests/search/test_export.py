@@ -1,0 +1,312 @@
+"""``sparsearch export``: the compact network as ONNX / TorchScript and the encoder as JSON reproduce the pyfunc.
+
+The parity tests encode raw rows with :func:`reference_decode`, a small reader of ``encoder.json`` written from the
+README's description of the format (plain Python, no polars, not the package's encoder), feed the codes to ONNX
+Runtime or TorchScript, and compare with the pyfunc model's probabilities.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+
+import numpy as np
+import onnxruntime
+import optuna
+import pandas as pd
+import polars as pl
+import pytest
+import torch
+
+from sparsearch.search.spec import DataSpec, StudySection, StudySpec, TrackingSpec
+
+NAME = "exported"
+
+
+# -- a reader of encoder.json, independent of the package ----------------------------------------------------------
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
+
+
+def _read(v, kind: str):
+    """``(ok, value)``: the raw value converted to the column's kind; ``ok`` False when it cannot be."""
+    if kind == "integer":
+        if isinstance(v, bool):
+            return True, int(v)
+        if isinstance(v, (int, np.integer)):
+            return True, int(v)
+        if isinstance(v, (float, np.floating)):
+            return (True, int(v)) if math.isfinite(v) and float(v).is_integer() else (False, None)
+        try:
+            return True, int(str(v))
+        except ValueError:
+            return False, None
+    if kind == "boolean":
+        if isinstance(v, (bool, np.bool_)):
+            return True, bool(v)
+        words = {"true": True, "1": True, "false": False, "0": False}
+        return (True, words[str(v).lower()]) if str(v).lower() in words else (False, None)
+    if kind == "float":
+        try:
+            return True, float(v)
+        except (TypeError, ValueError):
+            return False, None
+    return True, str(v)
+
+
+def _text(value, kind: str) -> str:
+    return ("true" if value else "false") if kind == "boolean" else str(value)
+
+
+def _edge(x) -> float:
+    return float(x) if not isinstance(x, str) else {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}[x]
+
+
+def _cross_value(col: dict, row: dict):
+    """The crossed value's text, or None (missing) when a part is missing or unreadable."""
+    cross, texts = col["cross"], []
+    for part, kind, edges in zip(cross["parts"], cross["dtype_kinds"], cross["bin_edges"]):
+        v = row[part]
+        if _missing(v):
+            return None
+        ok, value = _read(v, kind)
+        if not ok:
+            return None
+        if edges is not None:  # a float part: its bin is the number of edges below the value
+            if math.isnan(value):
+                return None
+            texts.append(str(bisect.bisect_left([_edge(e) for e in edges], value)))
+        else:
+            texts.append(_text(value, kind))
+    return cross["separator"].join(texts)
+
+
+def reference_decode(doc: dict, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(int32 categorical codes, float32 numeric inputs) for raw rows (dicts), from ``encoder.json`` alone."""
+    codes = doc["codes"]
+    n_cat, n_num = len(doc["inputs"]["categorical"]["columns"]), len(doc["inputs"]["numeric"]["columns"])
+    cat = np.zeros((len(rows), n_cat), dtype=np.int32)
+    num = np.zeros((len(rows), n_num), dtype=np.float32)
+    for col in doc["columns"]:
+        assert col["kind"] == "numeric" or col["encoding"] == "vocabulary", "hashed columns are not portable"
+        lookup = {json.dumps(v): codes["first_known"] + i for i, v in enumerate(col.get("vocabulary") or [])}
+        j = col["input_index"]
+        for r, row in enumerate(rows):
+            if col["kind"] == "numeric":
+                v = row[col["name"]]
+                ok, value = (False, None) if _missing(v) else _read(v, "float")
+                if col["dtype"] == "Float32" and ok:
+                    value = float(np.float32(value))
+                bad = not ok or not math.isfinite(value)
+                num[r, j] = _edge(col["fill"]) if bad else value
+                if col["indicator"]:
+                    num[r, j + 1] = float(bad)
+                continue
+            if "cross" in col:
+                value = _cross_value(col, row)
+                cat[r, j] = codes["missing"] if value is None else lookup.get(json.dumps(value),
+                                                                              codes["out_of_vocabulary"])
+                continue
+            v = row[col["name"]]
+            if _missing(v):
+                cat[r, j] = codes["missing"]
+                continue
+            ok, value = _read(v, col["dtype_kind"])
+            cat[r, j] = lookup.get(json.dumps(value), codes["out_of_vocabulary"]) if ok else codes["out_of_vocabulary"]
+    return cat, num
+
+
+# -- a study with a packaged model --------------------------------------------------------------------------------
+def raw_frame(n: int = 2400, seed: int = 3) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    city = rng.choice([f"c{i}" for i in range(12)], n)
+    shop = rng.integers(0, 30, n)
+    promo = rng.random(n) < 0.4
+    price = rng.normal(10.0, 3.0, n)
+    logit = (np.isin(city, ["c1", "c3", "c5", "c8"]) * 1.5 + (shop % 3 == 0) * 1.2 - 0.3 * (price - 10.0)
+             + 2.0 * (((shop % 2 == 0) == promo) - 0.5) + 1.5 * (promo * (price > 10.0) - 0.2) - 1.0)
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
+    frame = pl.DataFrame({"city": city, "shop": shop, "promo": promo, "price": price, "label": y})
+    missing = lambda p: pl.Series(rng.random(n) < p)  # noqa: E731
+    return frame.with_columns(shop=frame["shop"].set(missing(0.05), None), promo=frame["promo"].set(missing(0.05), None),
+                              price=frame["price"].set(missing(0.05), None))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, ray_session):
+    from sparsearch.search.controller import run_study
+
+    results = tmp_path_factory.mktemp("export") / "res"
+    frame = raw_frame()
+    spec = StudySpec(
+        study=StudySection(name=NAME, n_trials=2, sampler="random", seed=2),
+        data=DataSpec(frame=frame, target="label", top_k=[4, 4], crosses=3),
+        space={"depth": [1, 2], "width": [16, 32], "target_sparsity": 0.8, "methods": ["gmp"]},
+        train={"epochs": 2}, tracking=TrackingSpec(),
+    )
+    result = run_study(spec, results_dir=results, progress=False)
+    assert result.model_uri
+    return {"spec": spec, "result": result, "results": results, "frame": frame}
+
+
+@pytest.fixture(scope="module")
+def model(study):
+    from sparsearch.search.model import load_study_model
+
+    return load_study_model(NAME, results_dir=study["results"])[0]
+
+
+@pytest.fixture(scope="module")
+def test_rows(study, model) -> pd.DataFrame:
+    """The study's held-out test rows, raw, with unseen categories, missing values and unreadable numbers."""
+    from sparsearch.search.data import prepare_data
+
+    prepared = prepare_data(study["spec"], study["results"])
+    labelled = study["frame"].filter(pl.col("label").is_not_null())
+    raw = labelled[prepared.indices["test"]].drop("label").to_pandas().reset_index(drop=True)
+    for column in ("city", "shop", "promo"):
+        raw[column] = raw[column].astype(object)
+    raw.loc[0:9, "city"] = "atlantis"  # unseen
+    raw.loc[10:19, "shop"] = 999  # unseen
+    raw.loc[20:24, "shop"] = 3.5  # not an integer: out of vocabulary
+    raw.loc[25:34, "promo"] = None
+    raw.loc[35:44, "city"] = None
+    raw.loc[45:49, "price"] = np.nan
+    raw.loc[50:52, "price"] = np.inf
+    raw.loc[53:55, "price"] = 1e6  # beyond every bin edge: the last bin
+    raw.loc[56:58, "price"] = -1e6
+    return raw
+
+
+def _export(study, fmt, out):
+    from sparsearch.search.export import export_study
+
+    return export_study(NAME, fmt=fmt, out=out, results_dir=study["results"])
+
+
+def _run_network(fmt: str, path, cat: np.ndarray, num: np.ndarray) -> np.ndarray:
+    if fmt == "onnx":
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(["probabilities"], {"categorical": cat, "numeric": num})[0]
+    net = torch.jit.load(str(path))
+    with torch.no_grad():
+        return net(torch.from_numpy(cat), torch.from_numpy(num))[0].numpy()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_network_fed_by_the_json_encoder_reproduces_the_pyfunc(study, model, test_rows, fmt, tmp_path):
+    result = _export(study, fmt, tmp_path / "out")
+    doc = json.loads(result.encoder.read_text())
+    assert doc == result.document and doc["format"] == "sparsearch-encoder/1" and doc["portable"]
+    assert doc["network"]["format"] == fmt and result.network.exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([result.network.name, "encoder.json"])
+    package = model.unwrap_python_model()
+    assert doc["raw_columns"] == list(package.encoder.raw_features)
+    crosses = [c for c in doc["columns"] if "cross" in c]
+    assert crosses, "the study should have crossed features for the recipes to be exercised"
+    assert any(e is not None for c in crosses for e in c["cross"]["bin_edges"]), "no cross with a binned float"
+
+    cat, num = reference_decode(doc, test_rows.to_dict("records"))
+    # the reader of the JSON gives exactly the package encoder's codes ...
+    want_cat, want_num = package.encoder.transform(test_rows)
+    np.testing.assert_array_equal(cat, want_cat)
+    np.testing.assert_array_equal(num, want_num)
+    assert (cat == doc["codes"]["out_of_vocabulary"]).any() and (cat == doc["codes"]["missing"]).any()
+    # ... and the exported network on them the pyfunc's probabilities
+    expected = model.predict(test_rows)
+    got = _run_network(fmt, result.network, cat, num)
+    assert got.shape == expected.shape and doc["outputs"]["probabilities"]["columns"] == list(expected.columns)
+    np.testing.assert_allclose(got, expected.to_numpy(), atol=1e-5, rtol=0)
+    one = _run_network(fmt, result.network, cat[:1], num[:1])  # the batch dimension is dynamic
+    np.testing.assert_allclose(one, expected.to_numpy()[:1], atol=1e-5, rtol=0)
+
+
+def test_onnx_file_states_its_opset(study, tmp_path):
+    import onnx
+
+    from sparsearch.spaces.portable import ONNX_OPSET
+
+    result = _export(study, "onnx", tmp_path)
+    assert result.document["network"]["opset"] == ONNX_OPSET
+    props = {p.key: p.value for p in onnx.load(str(result.network)).metadata_props}
+    assert props["sparsearch.opset"] == str(ONNX_OPSET)
+    source = result.document["source"]
+    assert source["model_uri"] == study["result"].model_uri and source["versions"]["onnx"] == onnx.__version__
+
+
+def test_export_command_and_its_errors(study, tmp_path, capsys):
+    from sparsearch.cli import main
+    from sparsearch.search.storage import open_storage
+
+    res = str(study["results"])
+    out = tmp_path / "cli"
+    assert main(["export", NAME, "--format", "onnx", "--out", str(out), "--results", res, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["format"] == "onnx" and doc["network"] == str(out / "model.onnx") and (out / "encoder.json").exists()
+    assert main(["export", NAME, "--format", "torchscript", "--out", str(out), "--results", res]) == 0
+    assert "wrote" in capsys.readouterr().out and (out / "model.pt").exists()
+
+    def one_line_exit_2(argv: list[str], needle: str) -> None:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+
+    one_line_exit_2(["export", "nope", "--format", "onnx", "--out", str(out), "--results", res], "unknown study")
+    one_line_exit_2(["export", NAME, "--format", "pmml", "--out", str(out), "--results", res],
+                    "invalid choice: 'pmml'")
+    optuna.create_study(study_name="no-model", storage=open_storage(f"journal:{study['results'] / 'optuna.journal'}"))
+    one_line_exit_2(["export", "no-model", "--format", "onnx", "--out", str(out), "--results", res],
+                    "has no logged model")
+    (tmp_path / "file").write_text("x")
+    one_line_exit_2(["export", NAME, "--format", "onnx", "--out", str(tmp_path / "file"), "--results", res],
+                    "is a file; give a folder")
+
+
+def test_export_function_validates_the_format():
+    from sparsearch import export_study
+    from sparsearch.errors import SpecError
+
+    with pytest.raises(SpecError, match="unknown export format 'onx' .*allowed: onnx, torchscript"):
+        export_study(NAME, fmt="onx", out="unused")
+
+
+def test_an_image_network_is_refused(tmp_path):
+    from sparsearch.spaces import SparseCNN
+    from sparsearch.spaces.portable import export_torchscript
+
+    with pytest.raises(TypeError, match="only tabular networks"):
+        export_torchscript(SparseCNN(1, 8, 3), tmp_path / "m.pt")
+
+
+def test_a_multiclass_model_with_a_boolean_column_round_trips_through_the_json(tmp_path):
+    """Softmax outputs, a boolean vocabulary written as JSON booleans, a Float32 column, no study needed."""
+    from sparsearch.search.model import build_model_package
+    from sparsearch.spaces import SparseMLP, TabularEncoder
+    from sparsearch.spaces.portable import encoder_document, export_onnx
+
+    rng = np.random.default_rng(1)
+    n = 300
+    frame = pl.DataFrame({"kind": rng.choice(["x", "y", "z"], n), "flag": rng.random(n) < 0.5,
+                          "size": pl.Series(rng.normal(size=n), dtype=pl.Float32),
+                          "label": rng.choice(["a", "b", "c"], n)})
+    frame = frame.with_columns(size=frame["size"].set(pl.Series(rng.random(n) < 0.1), None))
+    enc = TabularEncoder.fit(frame, "label")
+    torch.manual_seed(0)
+    net = SparseMLP(enc.cardinalities, len(enc.numeric_names), [8], 3,
+                    numeric_mean=torch.tensor([0.1, 0.0]), numeric_std=torch.tensor([1.5, 1.0])).eval()
+    package = build_model_package(net, enc, None)
+    doc = json.loads(json.dumps(encoder_document(enc, package.network("compact")), allow_nan=False))
+    assert doc["classes"] == ["a", "b", "c"]
+    assert next(c for c in doc["columns"] if c["name"] == "flag")["vocabulary"] == [False, True]
+    size = next(c for c in doc["columns"] if c["name"] == "size")
+    assert size["indicator"] and size["standardise"] == {"mean": [pytest.approx(0.1), 0.0], "std": [1.5, 1.0],
+                                                         "applied_by": "network"}
+    export_onnx(package.network("compact"), tmp_path / "m.onnx")
+    rows = frame.drop("label").to_pandas()
+    rows["flag"] = rows["flag"].astype(object)
+    rows.loc[0:4, "flag"] = None
+    rows.loc[5:9, "kind"] = "w"
+    cat, num = reference_decode(doc, rows.to_dict("records"))
+    got = _run_network("onnx", tmp_path / "m.onnx", cat, num)
+    np.testing.assert_allclose(got, package.predict(None, rows).to_numpy(), atol=1e-5, rtol=0)
