@@ -10,6 +10,8 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -310,3 +312,175 @@ def test_a_multiclass_model_with_a_boolean_column_round_trips_through_the_json(t
     cat, num = reference_decode(doc, rows.to_dict("records"))
     got = _run_network("onnx", tmp_path / "m.onnx", cat, num)
     np.testing.assert_allclose(got, package.predict(None, rows).to_numpy(), atol=1e-5, rtol=0)
+
+
+# -- the logged model's requirements, and MLflow's model server ----------------------------------------------------
+def _tracking(study) -> str:
+    return f"sqlite:///{study['results'] / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def model_dir(study, tmp_path_factory):
+    """The logged model's folder (MLmodel, requirements.txt, code/), downloaded from the study's MLflow store."""
+    import mlflow
+
+    from sparsearch.search.tracking import fluent_tracking_uri
+
+    with fluent_tracking_uri(_tracking(study)):  # a models:/ URI resolves against the fluent store
+        return Path(mlflow.artifacts.download_artifacts(study["result"].model_uri,
+                                                        dst_path=str(tmp_path_factory.mktemp("model_dir"))))
+
+
+def test_the_wheel_holds_every_package_of_the_distribution():
+    import tomllib
+
+    from sparsearch.search.requirements import SUBPACKAGES
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert list(SUBPACKAGES) == project["tool"]["setuptools"]["packages"]
+
+
+def test_logged_model_names_its_requirements_and_carries_sparsearch(study, model_dir):
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    from sparsearch.search.requirements import from_index
+
+    reqs = (model_dir / "requirements.txt").read_text().split()
+    for name in ("torch", "polars", "pandas", "numpy"):
+        assert f"{name}=={Version(version(name)).public}" in reqs, reqs
+    assert any(r.startswith("mlflow==") for r in reqs), reqs  # MLflow adds itself
+    assert not from_index()  # this checkout is an editable install: the model carries the wheel
+    wheel = "code/sparsearch-0.1.0-py3-none-any.whl"
+    assert wheel in reqs and (model_dir / wheel).is_file()
+    assert "code" in (model_dir / "MLmodel").read_text()  # MLflow knows the code path
+
+
+def test_the_carried_wheel_loads_and_runs_the_model_without_this_checkout(study, model, model_dir, test_rows, tmp_path):
+    """pip installs the carried wheel (offline, no dependencies) into an empty folder; a fresh interpreter whose
+    sparsearch comes from there loads the model folder and predicts as the pyfunc does. Then every distribution
+    the prediction imported is a requirement or a dependency of one (read from the installed metadata)."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "site"
+    wheel = model_dir / "code" / "sparsearch-0.1.0-py3-none-any.whl"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target),
+                    str(wheel)], check=True, timeout=300)
+    rows = test_rows.drop(index=range(50, 53))  # parquet holds no object column of mixed ints and floats: as text
+    rows.astype({"shop": "float64"}).to_parquet(tmp_path / "rows.parquet")
+    script = f"""
+import json, sys
+from importlib import metadata
+import mlflow.pyfunc, pandas as pd, sparsearch
+assert sparsearch.__file__.startswith({str(target)!r}), sparsearch.__file__
+before = set(sys.modules)
+model = mlflow.pyfunc.load_model({str(model_dir)!r})
+proba = model.predict(pd.read_parquet({str(tmp_path / 'rows.parquet')!r}))
+owners = metadata.packages_distributions()
+used = sorted({{d for m in set(sys.modules) - before for d in owners.get(m.split('.')[0], [])}})
+json.dump({{"proba": proba.to_numpy().tolist(), "used": used}}, open({str(tmp_path / 'out.json')!r}, "w"))
+"""
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)  # cwd: not the checkout, whose sparsearch/ folder would be imported
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    expected = model.predict(rows.astype({"shop": "float64"}))
+    np.testing.assert_allclose(np.asarray(out["proba"]), expected.to_numpy(), atol=1e-9)
+    # every distribution imported is reachable from requirements.txt through the installed Requires-Dist
+    reqs = (model_dir / "requirements.txt").read_text().split()
+    closure = _dependency_closure(["sparsearch" if r.startswith("code/") else r.split("==")[0] for r in reqs])
+    missing = [d for d in out["used"] if _canon(d) not in closure]
+    assert not missing, f"imported but not required: {missing}"
+
+
+def _canon(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _dependency_closure(roots: list[str]) -> set[str]:
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = [_canon(r) for r in roots]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for line in requires:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(_canon(req.name))
+    return seen
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_model_server_answers_raw_rows_like_the_pyfunc(study, model, test_rows, tmp_path):
+    """``mlflow models serve --env-manager local`` on 127.0.0.1: /invocations with raw rows (unseen categories,
+    missing values) returns the pyfunc's probabilities."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    # MLflow starts the server as `uvicorn` from PATH: make it this interpreter's, as an activated environment
+    # would (a virtual environment that borrows the system's site-packages has no uvicorn script of its own)
+    shim = tmp_path / "bin" / "uvicorn"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m uvicorn "$@"\n')
+    shim.chmod(0o755)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": _tracking(study),
+           "PATH": f"{shim.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", study["result"].model_uri,
+                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # cwd: not the checkout, whose sparsearch/ would be imported
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the model server did not answer /ping in 240 s"
+            time.sleep(1)
+        rows = test_rows.drop(index=range(50, 53))  # JSON has no infinity
+        body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as r:
+            answer = json.loads(r.read())["predictions"]
+        got = pd.DataFrame(answer)
+        expected = model.predict(rows)
+        assert list(got.columns) == list(expected.columns) and len(got) == len(rows)
+        np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), atol=1e-9)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers: the group this test started
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
