@@ -29,7 +29,7 @@ __all__ = ["PINNED", "SUBPACKAGES", "build_wheel", "model_requirements"]
 PINNED = ("torch", "polars", "pandas", "numpy")
 """Libraries a packaged model runs, pinned to the versions it was trained with."""
 SUBPACKAGES = ("sparsearch", "sparsearch.features", "sparsearch.spaces", "sparsearch.search", "sparsearch.studies")
-"""The packages of the distribution (pyproject.toml's ``packages``; a test keeps the two equal)."""
+"""The distribution's package folders (pyproject.toml's ``package-dir``); packages nested in them are found."""
 _DATA = {"sparsearch.studies": ("*.toml",)}
 _WHEEL = "Wheel-Version: 1.0\nGenerator: sparsearch.search.requirements\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
 
@@ -57,18 +57,26 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
+def _parents(inner: Path) -> list[Path]:
+    """The folders between a package folder and a file in it (each must be a package for the file to ship)."""
+    return list(reversed(inner.parents))[1:]  # "x/y/a.py": x, x/y (not ".")
+
+
 def build_wheel(out: Path) -> Path:
     """A pure-Python wheel of the installed sparsearch in folder ``out`` (see the module docstring)."""
     dist = metadata.distribution("sparsearch")
     version = dist.version
     info = f"sparsearch-{version}.dist-info"
     files: dict[str, bytes] = {}
-    for package in SUBPACKAGES:
+    for package in SUBPACKAGES:  # each folder with the packages nested in it (search/spec/, ...)
         folder = Path(importlib.import_module(package).__file__).parent
         prefix = package.replace(".", "/")
         for pattern in ("*.py", *_DATA.get(package, ())):
-            for source in sorted(folder.glob(pattern)):
-                files[f"{prefix}/{source.name}"] = source.read_bytes()
+            for source in sorted(folder.rglob(pattern)):
+                inner = source.relative_to(folder)
+                if "__pycache__" not in inner.parts and all((folder / d / "__init__.py").exists()
+                                                            for d in _parents(inner)):
+                    files[f"{prefix}/{inner.as_posix()}"] = source.read_bytes()
     meta = dist.read_text("METADATA") or dist.read_text("PKG-INFO")  # a .dist-info or a source tree's .egg-info
     if not meta:
         raise RuntimeError("the installed sparsearch has no METADATA: reinstall it (pip install -e .)")

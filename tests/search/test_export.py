@@ -11,6 +11,7 @@ import bisect
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -237,7 +238,7 @@ def test_onnx_file_states_its_opset(study, tmp_path):
     assert source["model_uri"] == study["result"].model_uri and source["versions"]["onnx"] == onnx.__version__
 
 
-def test_export_command_and_its_errors(study, tmp_path, capsys):
+def test_export_command_and_its_errors(study, tmp_path, capsys, monkeypatch):
     from sparsearch.cli import main
     from sparsearch.search.storage import open_storage
 
@@ -260,6 +261,10 @@ def test_export_command_and_its_errors(study, tmp_path, capsys):
     optuna.create_study(study_name="no-model", storage=open_storage(f"journal:{study['results'] / 'optuna.journal'}"))
     one_line_exit_2(["export", "no-model", "--format", "onnx", "--out", str(out), "--results", res],
                     "has no logged model")
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # the export extra absent: import fails
+    one_line_exit_2(["export", NAME, "--format", "onnx", "--out", str(out), "--results", res],
+                    "pip install 'sparsearch[export]'")
+    monkeypatch.undo()
     (tmp_path / "file").write_text("x")
     one_line_exit_2(["export", NAME, "--format", "onnx", "--out", str(tmp_path / "file"), "--results", res],
                     "is a file; give a folder")
@@ -279,6 +284,18 @@ def test_an_image_network_is_refused(tmp_path):
 
     with pytest.raises(TypeError, match="only tabular networks"):
         export_torchscript(SparseCNN(1, 8, 3), tmp_path / "m.pt")
+
+
+def test_a_hashed_column_is_described_and_marked_not_portable():
+    from sparsearch.spaces import TabularEncoder
+    from sparsearch.spaces.portable import encoder_document
+
+    frame = pl.DataFrame({"user": [f"u{i}" for i in range(40)], "kind": ["a", "b"] * 20, "y": [0, 1] * 20})
+    doc = encoder_document(TabularEncoder.fit(frame, "y", max_cardinality=10))
+    user, kind = doc["columns"]
+    assert user["encoding"] == "hash" and user["n_buckets"] == 8 and not user["portable"] and "vocabulary" not in user
+    assert kind["encoding"] == "vocabulary" and kind["vocabulary"] == ["a", "b"]
+    assert doc["portable"] is False
 
 
 def test_a_multiclass_model_with_a_boolean_column_round_trips_through_the_json(tmp_path):
@@ -331,13 +348,26 @@ def model_dir(study, tmp_path_factory):
                                                         dst_path=str(tmp_path_factory.mktemp("model_dir"))))
 
 
-def test_the_wheel_holds_every_package_of_the_distribution():
+def test_the_carried_wheel_holds_every_package_and_file_of_the_distribution(tmp_path):
+    import zipfile
+
     import tomllib
 
-    from sparsearch.search.requirements import SUBPACKAGES
+    from sparsearch.search.requirements import build_wheel
 
-    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
-    assert list(SUBPACKAGES) == project["tool"]["setuptools"]["packages"]
+    root = Path(__file__).resolve().parents[2]
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    names = set(zipfile.ZipFile(build_wheel(tmp_path)).namelist())
+    for package in setuptools["packages"]:  # each package's modules, from the folder pyproject maps it to
+        folder = root / setuptools["package-dir"][package]
+        modules = sorted(folder.glob("*.py"))
+        assert modules, folder
+        for source in modules:
+            assert f"{package.replace('.', '/')}/{source.name}" in names, source
+    assert {f"sparsearch/studies/{p.name}" for p in (root / "studies").glob("*.toml")} <= names
+    assert {"sparsearch-0.1.0.dist-info/METADATA", "sparsearch-0.1.0.dist-info/RECORD",
+            "sparsearch-0.1.0.dist-info/entry_points.txt"} <= names
+    assert not any("__pycache__" in n for n in names)
 
 
 def test_logged_model_names_its_requirements_and_carries_sparsearch(study, model_dir):
