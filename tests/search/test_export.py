@@ -358,8 +358,15 @@ def test_the_carried_wheel_holds_every_package_and_file_of_the_distribution(tmp_
     root = Path(__file__).resolve().parents[2]
     setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
     names = set(zipfile.ZipFile(build_wheel(tmp_path)).namelist())
+    mapped = setuptools["package-dir"]
+
+    def folder_of(package: str) -> Path:  # the folder of the nearest mapped ancestor, then the rest of the name
+        parts = package.split(".")
+        head = next(i for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in mapped)
+        return root / mapped[".".join(parts[:head])] / Path(*parts[head:])
+
     for package in setuptools["packages"]:  # each package's modules, from the folder pyproject maps it to
-        folder = root / setuptools["package-dir"][package]
+        folder = folder_of(package)
         modules = sorted(folder.glob("*.py"))
         assert modules, folder
         for source in modules:
