@@ -514,20 +514,21 @@ class Tracker:
         input example (raw rows); optionally register it as ``registered_name``. Returns its model URI."""
 
         def log(mlflow: Any) -> Any:
-            from importlib.metadata import version
-
             from sparsearch.search.model import model_signature
+            from sparsearch.search.requirements import model_requirements
 
             example_pd = example.to_pandas() if hasattr(example, "to_pandas") else example
-            reqs = [f"{pkg}=={version(pkg)}" for pkg in ("torch", "polars", "pandas", "numpy")]
             # MLflow warns that a Python object is cloudpickled: deliberate (the model is our own object)
             pyfunc_log = logging.getLogger("mlflow.pyfunc")
             level = pyfunc_log.level
             pyfunc_log.setLevel(logging.ERROR)
             try:
-                return mlflow.pyfunc.log_model(name=name, python_model=model, input_example=example_pd,
-                                               signature=model_signature(model, example_pd), pip_requirements=reqs,
-                                               registered_model_name=registered_name)
+                with tempfile.TemporaryDirectory() as scratch:  # sparsearch's wheel, when the model carries it
+                    reqs, code_paths = model_requirements(Path(scratch))
+                    return mlflow.pyfunc.log_model(name=name, python_model=model, input_example=example_pd,
+                                                   signature=model_signature(model, example_pd),
+                                                   pip_requirements=reqs, code_paths=code_paths or None,
+                                                   registered_model_name=registered_name)
             finally:
                 pyfunc_log.setLevel(level)
 

@@ -36,6 +36,7 @@ from .methods import METHODS, Method
 from .metrics import METRICS, classification_metrics
 from .models import SparseCNN, SparseMLP
 from .patterns import PATTERNS, Pattern
+from .portable import encoder_document, export_onnx, export_torchscript
 from .schedules import SCHEDULES, SparsitySchedule
 from .sparsifier import Sparsifier
 from .spec import SpaceSpec, TrainSpec
@@ -83,7 +84,10 @@ __all__ = [
     "compact",
     "config_from_params",
     "encode_tabular",
+    "encoder_document",
     "evaluate_model",
+    "export_onnx",
+    "export_torchscript",
     "layer_table",
     "load_digits_data",
     "load_fashion_mnist",

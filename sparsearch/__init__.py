@@ -14,6 +14,7 @@ __all__ = [
     "__version__",
     "StudyResult",
     "StudySpec",
+    "export_study",
     "load_study",
     "rank_features",
     "rank_interactions",
@@ -24,6 +25,7 @@ _LAZY = {
     "run_study": "sparsearch.search.controller",
     "StudyResult": "sparsearch.search.results",
     "StudySpec": "sparsearch.search.spec",
+    "export_study": "sparsearch.search.export",
     "load_study": "sparsearch.search.spec",
     "rank_features": "sparsearch.features",
     "rank_interactions": "sparsearch.features",
@@ -32,6 +34,7 @@ _LAZY = {
 if TYPE_CHECKING:  # pragma: no cover
     from sparsearch.features import rank_features, rank_interactions
     from sparsearch.search.controller import run_study
+    from sparsearch.search.export import export_study
     from sparsearch.search.results import StudyResult
     from sparsearch.search.spec import StudySpec, load_study
 

@@ -139,6 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", metavar="URI", help="MLflow store (default: the results folder's)")
     _add_common(p)
 
+    p = sub.add_parser("export", help="export a study's model to ONNX or TorchScript with a JSON encoder",
+                       formatter_class=_formatter,
+                       description="Write the compact network of the model a study logged (ONNX or TorchScript, "
+                       "returning class probabilities) and its encoder as JSON (encoder.json: how raw columns "
+                       "become the network's inputs), so that it runs without Python.")
+    p.add_argument("study_name", metavar="STUDY_NAME", help="study name")
+    from sparsearch.search.export import EXPORT_FORMATS  # light: the registry of export formats
+
+    p.add_argument("--format", required=True, choices=tuple(EXPORT_FORMATS), help="network format")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write (created if absent)")
+    p.add_argument("--results", default="sparsearch-results", metavar="DIR", help="results folder")
+    p.add_argument("--storage", metavar="URL", help="storage URL (default: the results folder's journal)")
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow store (default: the results folder's)")
+    _add_common(p)
+
     p = sub.add_parser("ui", help="start the MLflow UI over the results", formatter_class=_formatter,
                        description="Start the MLflow UI on 127.0.0.1 over the results folder's tracking store.")
     p.add_argument("--results", default="sparsearch-results", metavar="DIR", help="results folder")
@@ -426,6 +441,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from sparsearch.errors import SpecError
+    from sparsearch.search.export import export_study
+
+    try:
+        result = export_study(args.study_name, fmt=args.format, out=args.out, results_dir=args.results,
+                              storage=args.storage, tracking_uri=args.tracking_uri)
+    except ImportError as exc:  # the export extra is not installed: an environment to fix, one line
+        raise SpecError(str(exc).splitlines()[0]) from None
+    doc = result.as_dict()
+    opset = f", opset {doc['opset']}" if doc["opset"] is not None else ""
+    note = "" if doc["portable"] else " (a hashed column: its buckets need polars' hash, see the README)"
+    _emit(args, doc, f"exported {doc['model_uri']} ({doc['format']}{opset}): wrote {doc['network']} and "
+          f"{doc['encoder']}{note}")
+    return 0
+
+
 def _check_writable(flag: str, path: Path) -> None:
     """Raise SpecError unless ``path`` can be created: its nearest existing ancestor is a writable folder."""
     from sparsearch.errors import SpecError
@@ -535,7 +567,7 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 COMMANDS = {"run": _cmd_run, "rank": _cmd_rank, "compare": _cmd_compare, "show": _cmd_show, "predict": _cmd_predict,
-            "ui": _cmd_ui, "dashboard": _cmd_dashboard, "studies": _cmd_studies}
+            "export": _cmd_export, "ui": _cmd_ui, "dashboard": _cmd_dashboard, "studies": _cmd_studies}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
