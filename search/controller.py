@@ -33,6 +33,7 @@ from typing import Any
 import optuna
 
 from sparsearch._ray import check_ray_reachable, connect_ray, set_ray_env
+from sparsearch._redact import redact
 from sparsearch.errors import ConnectionProblem, SpecError
 from sparsearch.search._internals import study_id
 from sparsearch.search.data import PreparedData, prepare_data
@@ -49,7 +50,6 @@ from sparsearch.search.storage import (
     is_journal,
     is_memory_url,
     open_storage,
-    redact,
     start_storage_server,
 )
 from sparsearch.search.tracking import warm_up_plots

@@ -20,6 +20,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from sparsearch._redact import redact
 from sparsearch.search import _liveness
 from sparsearch.search._internals import study_id, study_storage, trial_id
 from sparsearch.search.progress import ProgressPrinter
@@ -30,7 +31,6 @@ from sparsearch.search.storage import (
     batched_writes,
     default_storage_url,
     env_storage_url,
-    redact,
 )
 from sparsearch.search.tracking import Tracker, default_tracking_uri
 from sparsearch.search.trial_log import RUN_PREFIX, TrialLog

@@ -1,4 +1,4 @@
-"""Optuna storage: URL handling, credential redaction, and the storage actor for workers that need it.
+"""Optuna storage: URL handling, journal batching and locking, and the storage actor for workers that need it.
 
 The driver opens the study's storage itself (journal files and databases take several clients; in-process calls
 are ~100x cheaper than actor round trips). A Ray worker reaches it only when it must (see
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,24 +34,12 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
+from sparsearch._redact import redact
 from sparsearch.errors import ConnectionProblem, SpecError
 from sparsearch.search._internals import BaseJournalFileLock, journal_parts, set_journal_backend, sync_journal
 
 __all__ = ["IDEMPOTENT", "RayStorageProxy", "StorageActorLost", "StorageServer", "absolute_storage_url", "batched_writes",
-           "default_storage_url", "is_backend_failure", "is_memory_url", "is_storage_outage", "open_storage", "redact"]
-
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
-
-
-def redact(text: str) -> str:
-    """Hide passwords in any ``scheme://user:password@host`` URL inside ``text``.
-
-    Example:
-        >>> redact("postgresql://bob:s3cret@127.0.0.1:5432/db")
-        'postgresql://bob:***@127.0.0.1:5432/db'
-    """
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(text))
-
+           "default_storage_url", "is_backend_failure", "is_memory_url", "is_storage_outage", "open_storage"]
 
 def default_storage_url(results_dir: Path) -> str:
     """The embedded default: a journal file in the results folder."""

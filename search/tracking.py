@@ -23,8 +23,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from sparsearch._redact import redact
 from sparsearch.errors import ConnectionProblem
-from sparsearch.search.storage import redact
 
 __all__ = ["EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "Tracker", "best_so_far_points", "default_tracking_uri",
            "experiment_ui_url", "warm_up_plots"]

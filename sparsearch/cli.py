@@ -571,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        from sparsearch.search.storage import redact
+        from sparsearch._redact import redact
 
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(f"{PROG}: internal error: {type(exc).__name__}: {redact(first)[:300]} (re-run with --debug for "
