@@ -34,7 +34,7 @@ import optuna
 
 from sparsearch._ray import check_ray_reachable, connect_ray, set_ray_env
 from sparsearch._redact import redact
-from sparsearch.errors import ConnectionProblem, SpecError
+from sparsearch.errors import ConnectionProblem, SpecError, first_line
 from sparsearch.search._internals import study_id
 from sparsearch.search.data import PreparedData, prepare_data
 from sparsearch.search.execution import Execution
@@ -162,7 +162,7 @@ def run_study(
             raise
         # e.g. PostgreSQL restarted mid-study: stop with one clear line; finished trials are in storage already,
         # RUNNING ones are failed and re-queued by the next run (stale heartbeats)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ConnectionProblem(
             f"storage {redact(ex.storage_url)!r} failed mid-study ({type(exc).__name__}: {redact(first)[:200]}); "
             "finished trials are kept: re-run the same command to resume") from None

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsearch.errors import DataError
+from sparsearch.errors import DataError, first_line
 from sparsearch.search.spec import StudySpec
 
 __all__ = ["PreparedData", "add_crosses", "prepare_data", "rank_training_pairs", "rank_training_rows",
@@ -84,7 +84,7 @@ def _load_frame(spec: StudySpec) -> Any:
         try:
             df = pl.SQLContext(data=df, eager=True).execute(data.sql)
         except Exception as exc:  # polars raises SQLInterfaceError, ColumnNotFoundError, ...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise DataError(f"[data] sql failed: {first[:300]}") from None
         if df.height == 0:
             raise DataError("[data] sql returned no rows")
@@ -101,14 +101,14 @@ def _as_polars(frame: Any) -> Any:
         try:
             return frame.collect()
         except Exception as exc:  # polars raises ColumnNotFoundError, ComputeError, ...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise DataError(f"[data] frame: the LazyFrame failed to collect: {first[:300]}") from None
     if isinstance(frame, pl.DataFrame):
         return frame
     try:
         return pl.from_pandas(frame)
     except Exception as exc:  # pyarrow's ArrowInvalid/ArrowTypeError for mixed-type object columns
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise DataError(f"[data] frame: cannot convert the pandas DataFrame: {first[:300]}") from None
 
 

@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 from sparsearch._redact import redact
-from sparsearch.errors import ConnectionProblem, SpecError
+from sparsearch.errors import ConnectionProblem, SpecError, first_line
 from sparsearch.search._internals import BaseJournalFileLock, journal_parts, set_journal_backend, sync_journal
 
 __all__ = ["IDEMPOTENT", "RayStorageProxy", "StorageActorLost", "StorageServer", "absolute_storage_url", "batched_writes",
@@ -194,7 +194,7 @@ def open_storage(url: str) -> BaseStorage:
     except ModuleNotFoundError as exc:
         raise SpecError(f"storage {redact(url)!r} needs the Python driver {exc.name!r}: pip install it") from None
     except Exception as exc:  # SQLAlchemy OperationalError and friends: say which server, never the password.
-        reason = redact(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
+        reason = redact(first_line(exc))
         raise ConnectionProblem(f"cannot open storage {redact(url)!r}: {reason}") from None
 
 
@@ -327,7 +327,7 @@ def start_storage_server(url: str, *, wait: bool = True) -> Any:
         inner = getattr(cause, "cause", None) or cause
         if isinstance(inner, (SpecError, ConnectionProblem)):
             raise inner from None
-        raise ConnectionProblem(f"cannot open storage {redact(url)!r}: {redact(str(inner)).splitlines()[0]}") from None
+        raise ConnectionProblem(f"cannot open storage {redact(url)!r}: {redact(first_line(inner))}") from None
     return actor
 
 
@@ -386,7 +386,7 @@ class RayStorageProxy(BaseStorage):
                 break
             except ray.exceptions.RayActorError as exc:  # ActorDiedError, ActorUnavailableError (restarting)
                 if method not in IDEMPOTENT or attempt >= self._retries:
-                    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                    first = first_line(exc, limit=200)
                     if not self._retries:
                         what = "the in-memory study was lost with it"
                     elif method not in IDEMPOTENT:

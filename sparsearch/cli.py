@@ -19,7 +19,7 @@ import tomllib
 
 from sparsearch import __version__
 from sparsearch._table import table
-from sparsearch.errors import SparsearchError
+from sparsearch.errors import SparsearchError, first_line
 
 PROG = "sparsearch"
 HELP_WIDTH = 100
@@ -573,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         from sparsearch._redact import redact
 
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(str(exc))
         print(f"{PROG}: internal error: {type(exc).__name__}: {redact(first)[:300]} (re-run with --debug for "
               "the traceback, and please report it)", file=sys.stderr)
         return 1
