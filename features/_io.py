@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from sparsearch._frames import is_frame, to_polars
 from sparsearch.errors import DataError, closest, first_line
 
 EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv"}
@@ -294,18 +295,13 @@ class Source:
 
 
 def _to_polars(data: Any, feature_names: Sequence[str] | None = None) -> pl.DataFrame:
-    """Convert an in-memory input (polars, pandas, numpy, scipy sparse) to a polars DataFrame."""
-    if isinstance(data, pl.DataFrame):
-        return data
-    if isinstance(data, pl.LazyFrame):
-        return data.collect()
-    mod = type(data).__module__
-    if mod.startswith("pandas"):
-        import pandas as pd
+    """Convert an in-memory input (polars, pandas, numpy, scipy sparse) to a polars DataFrame.
 
-        if isinstance(data, pd.DataFrame):
-            _check_duplicates([str(c) for c in data.columns], "the pandas DataFrame")
-            return pl.from_pandas(data.rename(columns=str))
+    Frames go through :func:`sparsearch._frames.to_polars` (the converter spaces/ and search/ use too); numpy and
+    scipy input is converted here, with ``feature_names`` or ``x0, x1, ...`` as column names.
+    """
+    if is_frame(data):
+        return to_polars(data, "data")
     try:
         import scipy.sparse as sp
     except ImportError:  # pragma: no cover - scipy is a dependency

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from sparsearch._frames import to_polars
 from sparsearch.errors import DataError, first_line
 from sparsearch.search.spec import StudySpec
 
@@ -68,7 +69,7 @@ def _load_frame(spec: StudySpec) -> Any:
 
     data = spec.data
     if data.frame is not None:
-        df = _as_polars(data.frame)
+        df = to_polars(data.frame, "[data] frame")
     elif data.path is not None:
         df = read_table(data.path)
     else:
@@ -91,25 +92,6 @@ def _load_frame(spec: StudySpec) -> Any:
     if data.max_rows is not None and df.height > data.max_rows:
         df = df.sample(n=data.max_rows, seed=spec.study.seed or 0, shuffle=False)
     return df
-
-
-def _as_polars(frame: Any) -> Any:
-    """An in-memory frame (``[data] frame``) as a polars DataFrame: a LazyFrame is collected, pandas converted."""
-    import polars as pl
-
-    if isinstance(frame, pl.LazyFrame):
-        try:
-            return frame.collect()
-        except Exception as exc:  # polars raises ColumnNotFoundError, ComputeError, ...
-            first = first_line(exc)
-            raise DataError(f"[data] frame: the LazyFrame failed to collect: {first[:300]}") from None
-    if isinstance(frame, pl.DataFrame):
-        return frame
-    try:
-        return pl.from_pandas(frame)
-    except Exception as exc:  # pyarrow's ArrowInvalid/ArrowTypeError for mixed-type object columns
-        first = first_line(exc)
-        raise DataError(f"[data] frame: cannot convert the pandas DataFrame: {first[:300]}") from None
 
 
 def _split_info(idx: tuple[np.ndarray, ...], spec: StudySpec, seed: int, test_source: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 import tomllib
 from pydantic import ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
+from sparsearch._frames import describe_frame, is_frame
 from sparsearch._spec import IntRange, StrictModel
 from sparsearch.errors import SpecError, closest, unknown_choice
 from sparsearch.search import registry
@@ -486,23 +487,6 @@ def _raw_sections(sections: dict[str, Any]) -> dict[str, Any]:
             value = {key: getattr(value, key) for key in value.model_fields_set}
         raw[name] = value
     return raw
-
-
-def is_frame(value: Any) -> bool:
-    """A polars DataFrame or LazyFrame, or a pandas DataFrame (checked without importing pandas)."""
-    kind = type(value)
-    return (kind.__module__.split(".")[0], kind.__name__) in {
-        ("polars", "DataFrame"), ("polars", "LazyFrame"), ("pandas", "DataFrame")}
-
-
-def describe_frame(frame: Any) -> str:
-    """``"polars DataFrame, 1000 rows x 12 columns"`` (a LazyFrame is not collected: columns only)."""
-    kind = type(frame)
-    lib = kind.__module__.split(".")[0]
-    if kind.__name__ == "LazyFrame":
-        return f"{lib} LazyFrame, {len(frame.collect_schema())} columns"
-    rows, cols = frame.shape
-    return f"{lib} DataFrame, {rows} rows x {cols} columns"
 
 
 def callable_name(fn: Any) -> str:

@@ -15,6 +15,7 @@ from typing import Any, overload
 
 import numpy as np
 
+from sparsearch._frames import to_polars
 from sparsearch.errors import DataError
 
 from .data import _FIRST_CODE, CODE_DTYPE, MISSING_CODE, OOV_CODE, TabularData
@@ -206,7 +207,7 @@ class TabularEncoder:
         """
         import polars as pl
 
-        df = _as_polars(df, "TabularEncoder.fit")
+        df = to_polars(df, "TabularEncoder.fit")
         if not 3 <= max_cardinality <= np.iinfo(CODE_DTYPE).max:
             raise DataError(f"max_cardinality must be in [3, {np.iinfo(CODE_DTYPE).max}] (codes are "
                             f"{np.dtype(CODE_DTYPE).name}), got {max_cardinality}")
@@ -268,7 +269,7 @@ class TabularEncoder:
         Raises:
             DataError: a feature column is absent.
         """
-        df = _as_polars(df, "TabularEncoder.transform", columns=self.raw_features)
+        df = to_polars(df, "TabularEncoder.transform", columns=self.raw_features)
         return self._fill(self._with_crosses(df), [None])[0]
 
     def _with_crosses(self, df: Any) -> Any:
@@ -347,7 +348,7 @@ class TabularEncoder:
         """
         import polars as pl
 
-        df = _as_polars(df, "TabularEncoder.encode")
+        df = to_polars(df, "TabularEncoder.encode")
         if self.target not in df.columns:
             raise DataError(f"target column {self.target!r} not found; columns: {', '.join(df.columns)}")
         if df[self.target].null_count():  # a filter copies the whole frame: only when there is something to drop
@@ -404,32 +405,3 @@ def _cast(s: Any, dtype: Any) -> Any:
             return text.cast(dtype, strict=False)
         except Exception:  # noqa: BLE001 - nothing can be read: every value is unknown
             return pl.Series(s.name, [None] * s.len(), dtype=dtype)
-
-
-def _as_polars(df: Any, what: str, columns: tuple[str, ...] | None = None) -> Any:
-    """A polars DataFrame from a polars or pandas frame (a pandas column of mixed objects is read as text)."""
-    import polars as pl
-
-    if isinstance(df, pl.DataFrame):
-        return df
-    if isinstance(df, pl.LazyFrame):
-        return df.collect()
-    if type(df).__module__.split(".")[0] != "pandas" or not hasattr(df, "columns"):
-        raise DataError(f"{what} needs a polars or pandas DataFrame, got {type(df).__name__}")
-    if columns is not None:
-        df = df[[c for c in columns if c in df.columns]]
-    try:
-        return pl.from_pandas(df)
-    except Exception:  # noqa: BLE001 - pyarrow rejects an object column of mixed types: convert column by column
-        series = []
-        for name in df.columns:
-            try:
-                series.append(pl.from_pandas(df[name]).rename(str(name)))
-            except Exception:  # noqa: BLE001
-                values = [None if _is_missing(v) else str(v) for v in df[name].tolist()]
-                series.append(pl.Series(str(name), values, dtype=pl.String))
-        return pl.DataFrame(series)
-
-
-def _is_missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and v != v) or type(v).__name__ in ("NAType", "NaTType")
