@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sparsearch.search.spec.load import apply_overrides, bundled_studies, load_study
-    from sparsearch.search.spec.notes import pruner_comparison_steps, pruning_window_note
+    from sparsearch.search.spec.notes import pruner_comparison_steps, pruning_window_note, startup_note
     from sparsearch.search.spec.overrides import OVERRIDES, Override
     from sparsearch.search.spec.sections import (
         SECTIONS,
@@ -48,11 +48,12 @@ __all__ = [
     "parse_study",
     "pruner_comparison_steps",
     "pruning_window_note",
+    "startup_note",
 ]
 
 _WHERE = {
     **dict.fromkeys(["apply_overrides", "bundled_studies", "load_study"], "load"),
-    **dict.fromkeys(["pruner_comparison_steps", "pruning_window_note"], "notes"),
+    **dict.fromkeys(["pruner_comparison_steps", "pruning_window_note", "startup_note"], "notes"),
     **dict.fromkeys(["OVERRIDES", "Override"], "overrides"),
     **dict.fromkeys(["SECTIONS", "DataSpec", "ExecutionSpec", "StorageSpec", "StudySection", "StudySpec",
                      "TrackingSpec", "callable_name", "generator_names", "parse_study"], "sections"),

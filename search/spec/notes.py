@@ -1,14 +1,17 @@
-"""Study notes: warnings about a study's settings given before any trial runs (the pruner advice).
+"""Study notes: warnings about a study's settings: the pruner advice (before any trial runs) and the sampler that
+never left its random start-up phase (after the trials).
 
 The controller shows each note on the progress lines (or as a Python warning) and keeps it in the result's info.
 """
 
 from __future__ import annotations
 
+import optuna
+
 from sparsearch.search import registry
 from sparsearch.search.spec.sections import StudySpec
 
-__all__ = ["pruner_comparison_steps", "pruning_window_note"]
+__all__ = ["pruner_comparison_steps", "pruning_window_note", "startup_note"]
 
 
 def pruner_comparison_steps(spec: StudySpec) -> list[int] | None:
@@ -82,3 +85,22 @@ def pruning_window_note(spec: StudySpec) -> str | None:
             f"(epochs {start / per_epoch:g}-{end / per_epoch:g}), where a GMP trial's accuracy dips and {rival} "
             f"show no such dip: it may stop GMP trials for the dip; end the window before the pruner's first "
             f"comparison ([space] prune_end_frac) or start comparing after it ([study] pruner_params)")
+
+
+def startup_note(study: optuna.Study) -> str | None:
+    """A warning when a model-based sampler never left its random start-up phase, else ``None``.
+
+    TPE samples at random until ``n_startup_trials`` trials (default 10) have finished; a study with no more
+    trials than that (e.g. ~8 long CNN trials within a time limit) is random search, whatever its sampler says,
+    and a comparison of it against random search compares random with random.
+    """
+    sampler = study.sampler
+    n_startup = getattr(sampler, "_n_startup_trials", None)  # TPESampler (and GPSampler) keep it here
+    if not isinstance(sampler, optuna.samplers.TPESampler | optuna.samplers.GPSampler) or n_startup is None:
+        return None
+    n = len(study.get_trials(deepcopy=False))
+    if n > n_startup:
+        return None
+    return (f"{type(sampler).__name__} samples its first {n_startup} trials at random (n_startup_trials) and "
+            f"this study has {n}: it ran as random search; give it more trials or time, or a smaller "
+            f"n_startup_trials in [study] sampler_params")
