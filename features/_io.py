@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from sparsearch.errors import DataError, closest
+from sparsearch._frames import is_frame, to_polars
+from sparsearch.errors import DataError, closest, first_line
 
 EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv"}
 _FULL_HASH_LIMIT = 64 * 1024 * 1024  # files up to this many bytes in total are fingerprinted by full content
@@ -91,7 +92,7 @@ def _file_schema(path: Path) -> tuple[list[str], int | None]:
         try:
             meta = pq.ParquetFile(path)
         except Exception as exc:  # pyarrow raises several types for corrupt footers
-            raise DataError(f"parquet file {str(path)!r} is truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+            raise DataError(f"parquet file {str(path)!r} is truncated or corrupt ({type(exc).__name__}: {first_line(exc)})") from None
         names = list(meta.schema_arrow.names)
         _check_duplicates(names, f"parquet file {str(path)!r}")
         if not names:
@@ -251,7 +252,7 @@ def iter_file(path: Path, columns: list[str] | None, batch_size: int, dictionary
         except (OSError, ValueError) as exc:
             if isinstance(exc, DataError):
                 raise
-            raise DataError(f"parquet file {str(path)!r} is truncated or corrupt ({str(exc).splitlines()[0]})") from None
+            raise DataError(f"parquet file {str(path)!r} is truncated or corrupt ({first_line(exc)})") from None
         return
     sep = "\t" if kind == "tsv" else ","
     lf = pl.scan_csv(path, separator=sep, infer_schema_length=10_000)
@@ -262,7 +263,7 @@ def iter_file(path: Path, columns: list[str] | None, batch_size: int, dictionary
             if df.height:
                 yield df
     except pl.exceptions.ComputeError as exc:
-        msg = str(exc).splitlines()[0]
+        msg = first_line(exc)
         if "utf-8" in msg.lower() or "utf8" in msg.lower():
             raise DataError(f"file {str(path)!r} is not valid UTF-8 ({msg}); re-encode it as UTF-8") from None
         raise DataError(f"{kind} file {str(path)!r} could not be parsed ({msg})") from None
@@ -294,18 +295,13 @@ class Source:
 
 
 def _to_polars(data: Any, feature_names: Sequence[str] | None = None) -> pl.DataFrame:
-    """Convert an in-memory input (polars, pandas, numpy, scipy sparse) to a polars DataFrame."""
-    if isinstance(data, pl.DataFrame):
-        return data
-    if isinstance(data, pl.LazyFrame):
-        return data.collect()
-    mod = type(data).__module__
-    if mod.startswith("pandas"):
-        import pandas as pd
+    """Convert an in-memory input (polars, pandas, numpy, scipy sparse) to a polars DataFrame.
 
-        if isinstance(data, pd.DataFrame):
-            _check_duplicates([str(c) for c in data.columns], "the pandas DataFrame")
-            return pl.from_pandas(data.rename(columns=str))
+    Frames go through :func:`sparsearch._frames.to_polars` (the converter spaces/ and search/ use too); numpy and
+    scipy input is converted here, with ``feature_names`` or ``x0, x1, ...`` as column names.
+    """
+    if is_frame(data):
+        return to_polars(data, "data")
     try:
         import scipy.sparse as sp
     except ImportError:  # pragma: no cover - scipy is a dependency

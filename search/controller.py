@@ -33,7 +33,8 @@ from typing import Any
 import optuna
 
 from sparsearch._ray import check_ray_reachable, connect_ray, set_ray_env
-from sparsearch.errors import ConnectionProblem, SpecError
+from sparsearch._redact import redact
+from sparsearch.errors import ConnectionProblem, SpecError, first_line
 from sparsearch.search._internals import study_id
 from sparsearch.search.data import PreparedData, prepare_data
 from sparsearch.search.execution import Execution
@@ -42,14 +43,13 @@ from sparsearch.search.loop import SearchLoop
 from sparsearch.search.progress import ProgressPrinter
 from sparsearch.search.registry import make_pruner, make_sampler
 from sparsearch.search.results import StudyResult, load_result
-from sparsearch.search.spec import StudySpec, load_study, pruning_window_note
+from sparsearch.search.spec import StudySpec, load_study, pruning_window_note, startup_note
 from sparsearch.search.storage import (
     RayStorageProxy,
     is_backend_failure,
     is_journal,
     is_memory_url,
     open_storage,
-    redact,
     start_storage_server,
 )
 from sparsearch.search.tracking import warm_up_plots
@@ -162,7 +162,7 @@ def run_study(
             raise
         # e.g. PostgreSQL restarted mid-study: stop with one clear line; finished trials are in storage already,
         # RUNNING ones are failed and re-queued by the next run (stale heartbeats)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ConnectionProblem(
             f"storage {redact(ex.storage_url)!r} failed mid-study ({type(exc).__name__}: {redact(first)[:200]}); "
             "finished trials are kept: re-run the same command to resume") from None
@@ -296,25 +296,6 @@ def _note(ex: Execution, note: str | None) -> str | None:
     elif note:
         warnings.warn(note, UserWarning, stacklevel=4)  # at the caller of run_study
     return note
-
-
-def startup_note(study: optuna.Study) -> str | None:
-    """A warning when a model-based sampler never left its random start-up phase, else ``None``.
-
-    TPE samples at random until ``n_startup_trials`` trials (default 10) have finished; a study with no more
-    trials than that (e.g. ~8 long CNN trials within a time limit) is random search, whatever its sampler says,
-    and a comparison of it against random search compares random with random.
-    """
-    sampler = study.sampler
-    n_startup = getattr(sampler, "_n_startup_trials", None)  # TPESampler (and GPSampler) keep it here
-    if not isinstance(sampler, optuna.samplers.TPESampler | optuna.samplers.GPSampler) or n_startup is None:
-        return None
-    n = len(study.get_trials(deepcopy=False))
-    if n > n_startup:
-        return None
-    return (f"{type(sampler).__name__} samples its first {n_startup} trials at random (n_startup_trials) and "
-            f"this study has {n}: it ran as random search; give it more trials or time, or a smaller "
-            f"n_startup_trials in [study] sampler_params")
 
 
 def _start_parent(ex: Execution, study: optuna.Study, prepared: PreparedData, workers: int, n_before: int) -> None:

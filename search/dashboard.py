@@ -17,8 +17,9 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from sparsearch._redact import redact
 from sparsearch.errors import SpecError, closest
-from sparsearch.search.storage import default_storage_url, env_storage_url, open_storage, redact
+from sparsearch.search.storage import default_storage_url, env_storage_url, open_storage
 
 __all__ = ["LOOPBACK_HOSTS", "Dashboard", "open_dashboard"]
 

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from sparsearch.errors import DataError
+from sparsearch._frames import to_polars
+from sparsearch.errors import DataError, first_line
 from sparsearch.search.spec import StudySpec
 
 __all__ = ["PreparedData", "add_crosses", "apply_crosses", "cross_recipes", "prepare_data", "rank_training_pairs",
@@ -70,7 +71,7 @@ def _load_frame(spec: StudySpec) -> Any:
 
     data = spec.data
     if data.frame is not None:
-        df = _as_polars(data.frame)
+        df = to_polars(data.frame, "[data] frame")
     elif data.path is not None:
         df = read_table(data.path)
     else:
@@ -86,32 +87,13 @@ def _load_frame(spec: StudySpec) -> Any:
         try:
             df = pl.SQLContext(data=df, eager=True).execute(data.sql)
         except Exception as exc:  # polars raises SQLInterfaceError, ColumnNotFoundError, ...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise DataError(f"[data] sql failed: {first[:300]}") from None
         if df.height == 0:
             raise DataError("[data] sql returned no rows")
     if data.max_rows is not None and df.height > data.max_rows:
         df = df.sample(n=data.max_rows, seed=spec.study.seed or 0, shuffle=False)
     return df
-
-
-def _as_polars(frame: Any) -> Any:
-    """An in-memory frame (``[data] frame``) as a polars DataFrame: a LazyFrame is collected, pandas converted."""
-    import polars as pl
-
-    if isinstance(frame, pl.LazyFrame):
-        try:
-            return frame.collect()
-        except Exception as exc:  # polars raises ColumnNotFoundError, ComputeError, ...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DataError(f"[data] frame: the LazyFrame failed to collect: {first[:300]}") from None
-    if isinstance(frame, pl.DataFrame):
-        return frame
-    try:
-        return pl.from_pandas(frame)
-    except Exception as exc:  # pyarrow's ArrowInvalid/ArrowTypeError for mixed-type object columns
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"[data] frame: cannot convert the pandas DataFrame: {first[:300]}") from None
 
 
 def _split_info(idx: tuple[np.ndarray, ...], spec: StudySpec, seed: int, test_source: str) -> dict[str, Any]:

@@ -20,6 +20,8 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from sparsearch._redact import redact
+from sparsearch.errors import first_line
 from sparsearch.search import _liveness
 from sparsearch.search._internals import study_id, study_storage, trial_id
 from sparsearch.search.progress import ProgressPrinter
@@ -30,7 +32,6 @@ from sparsearch.search.storage import (
     batched_writes,
     default_storage_url,
     env_storage_url,
-    redact,
 )
 from sparsearch.search.tracking import Tracker, default_tracking_uri
 from sparsearch.search.trial_log import RUN_PREFIX, TrialLog
@@ -251,7 +252,7 @@ class Execution:
                 storage.set_trial_user_attr(tid, key, numeric[key])
         if report.error:
             storage.set_trial_user_attr(tid, "fail_reason" if report.state == "FAIL" else "note",
-                                        redact(report.error.strip().splitlines()[0])[:500])
+                                        redact(first_line(report.error))[:500])
         storage.set_trial_user_attr(tid, "duration_s", round(report.duration_s, 3))
         if report.node:
             storage.set_trial_user_attr(tid, "ray_node", report.node[:16])

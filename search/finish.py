@@ -20,12 +20,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sparsearch._redact import redact
 from sparsearch.search._internals import study_id, study_storage, trial_id
 from sparsearch.search.data import PreparedData, trial_features
 from sparsearch.search.execution import DONE_PREFIX, DRIVER_ATTR, Execution
 from sparsearch.search.results import TEST_PREFIX, best_complete, best_values, get_test_record
 from sparsearch.search.spec import StudySpec
-from sparsearch.search.storage import is_memory_url, open_storage, redact
+from sparsearch.search.storage import is_memory_url, open_storage
 from sparsearch.search.trial_log import LOGGED_PREFIX, RUN_PREFIX
 from sparsearch.search.worker import TrialPayload, TrialReport
 

@@ -26,6 +26,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from sparsearch.errors import first_line
 from sparsearch.search._internals import study_storage, trial_id
 from sparsearch.search.data import PreparedData, trial_features
 from sparsearch.search.execution import DRIVER_ATTR, HEARTBEAT_ATTR, Execution
@@ -206,7 +207,7 @@ class SearchLoop:
             reason = info.reason or storage.get_trial_user_attrs(trial_id(trial)).get(MEMORY_REASON_ATTR)
             lost = worker_lost(exc)
             retryable = reason is None and lost
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            first = first_line(str(exc), limit=200)
             reason = reason or (f"worker died: {type(exc).__name__}: {first}" if lost else
                                 f"task error: {type(exc).__name__}: {first}")
             report = TrialReport("FAIL", error=reason, duration_s=time.monotonic() - info.started)

@@ -26,7 +26,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from sparsearch.errors import DataError
+from sparsearch.errors import DataError, first_line
 
 __all__ = ["FORMATS", "OUTPUTS", "SparsearchModel", "build_model_package", "load_study_model", "model_signature"]
 
@@ -173,5 +173,5 @@ def _load_pyfunc(uri: str, store: str | None) -> Any:
         with fluent_tracking_uri(store):
             return mlflow.pyfunc.load_model(uri)
     except Exception as exc:  # MlflowException, OSError: the store or the artifacts are not where they were
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ConnectionProblem(f"cannot load model {uri!r} from MLflow store {store!r}: {first[:300]}") from None

@@ -15,9 +15,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sparsearch._redact import redact
 from sparsearch.errors import SpecError
 from sparsearch.search._internals import study_id
-from sparsearch.search.storage import default_storage_url, env_storage_url, open_storage, redact
+from sparsearch.search.storage import default_storage_url, env_storage_url, open_storage
 from sparsearch.search.trial_log import LOGGED_PREFIX
 
 __all__ = ["TEST_PREFIX", "StudyResult", "best_complete", "best_values", "get_test_record", "load_result",

@@ -23,8 +23,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from sparsearch.errors import ConnectionProblem
-from sparsearch.search.storage import redact
+from sparsearch._redact import redact
+from sparsearch.errors import ConnectionProblem, first_line
 
 __all__ = ["EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "Tracker", "best_so_far_points", "default_tracking_uri",
            "experiment_ui_url", "warm_up_plots"]
@@ -280,7 +280,7 @@ class Tracker:
                     if EXPERIMENT_KIND_TAG not in exp.tags:  # a kind the user chose in the UI is kept
                         self._client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         except Exception as exc:
-            msg = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            msg = redact(first_line(exc))
             raise ConnectionProblem(f"cannot reach MLflow tracking store {redact(self.uri)!r}: {msg[:300]}") from None
 
     def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -293,7 +293,7 @@ class Tracker:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            reason = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            reason = redact(first_line(exc))
             self.failures.append(f"{what}: {reason}")
             self._paused_until = time.monotonic() + _PAUSE_AFTER_FAILURE_S
             if not self._warned:

@@ -11,18 +11,11 @@ from __future__ import annotations
 from .accounting import layer_table, measure_latency, output_positions, saved_size, sparsity_summary
 from .config import TrialConfig, config_from_params, suggest_config
 from .criteria import CRITERIA, Criterion
-from .data import (
-    IMAGE_DATASETS,
-    ImageData,
-    TabularData,
-    encode_tabular,
-    load_digits_data,
-    load_fashion_mnist,
-    split_indices,
-)
+from .data import ImageData, TabularData, split_indices
 from .distributions import DISTRIBUTIONS, Distribution, LayerInfo, solve_densities
-from .encoder import TabularEncoder
+from .encoder import TabularEncoder, encode_tabular
 from .export import CSRLinear, compact, to_csr
+from .images import IMAGE_DATASETS, load_digits_data, load_fashion_mnist
 from .masked import (
     MaskedConv2d,
     MaskedEmbedding,

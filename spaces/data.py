@@ -1,4 +1,4 @@
-"""Data containers handed to :func:`train_and_evaluate`, and their builders.
+"""Data containers handed to :func:`train_and_evaluate`, and the train/validation/test split.
 
 Both containers are frozen dataclasses holding numpy arrays (picklable, cheap to ``ray.put``), with a stratified,
 deterministic ``split(val_fraction, seed)``; :func:`split_indices` gives a three-way train/validation/test split.
@@ -7,25 +7,11 @@ deterministic ``split(val_fraction, seed)``; :func:`split_indices` gives a three
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import os
-import struct
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from sparsearch.errors import DataError
-
-#: Code of a missing value in every categorical column.
-MISSING_CODE = 0
-#: Code reserved for values outside the vocabulary seen at encoding time.
-OOV_CODE = 1
-_FIRST_CODE = 2
-#: dtype of the categorical codes the encoder writes: int32 halves the memory of int64 (2M rows x 300 columns:
-#: 2.4 GB, not 4.8) and every embedding table is far smaller than 2**31 rows; int64 codes are accepted as well.
-CODE_DTYPE = np.int32
 
 
 def _stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +81,7 @@ class TabularData:
     """Encoded tabular data: integer codes for categorical features, float32 numeric features, a class target.
 
     Attributes:
-        categorical: int32 (n, n_cat) codes (:data:`CODE_DTYPE`; int64 is accepted too); 0 = missing,
+        categorical: int32 (n, n_cat) codes (:data:`~sparsearch.spaces.encoder.CODE_DTYPE`; int64 is accepted too); 0 = missing,
             1 = out-of-vocabulary, 2.. = values.
         cardinalities: number of codes of each categorical column (embedding table sizes).
         numeric: float32 (n, n_num), finite (missing/inf filled by the column median, see ``notes``).
@@ -167,107 +153,3 @@ class ImageData:
         """Stratified, deterministic ``(train, val)`` split."""
         tr, va = _stratified_split(self.y, val_fraction, seed)
         return self.subset(tr), self.subset(va)
-
-
-def encode_tabular(
-    df, target: str, *, features: list[str] | None = None, max_cardinality: int = 100_000
-) -> TabularData:
-    """Encode a polars DataFrame for :class:`SparseMLP`.
-
-    Strings, integers, booleans (and any other non-float scalar type) become categorical codes with ``0`` for
-    missing and ``1`` reserved for out-of-vocabulary values; values are numbered in sorted order from 2. A column
-    with more than ``max_cardinality - 2`` distinct values is hashed down to ``max_cardinality`` codes (reported in
-    ``notes``). Floats become numeric: NaN and +-inf are filled with the median of the finite values and a
-    ``<name>_missing`` 0/1 numeric column is added. Rows with a missing target are dropped (reported).
-
-    Args:
-        df: a ``polars.DataFrame`` (a pandas DataFrame is converted).
-        target: the class column (binary or multiclass; floats are accepted only if they hold few distinct values).
-        features: the columns to use (default: all but the target).
-        max_cardinality: the largest embedding table per feature.
-
-    The encoding is :class:`~sparsearch.spaces.encoder.TabularEncoder`'s: fit one to encode new rows the same way.
-
-    Raises:
-        DataError: missing column, empty table, a one-class target, a nested/unsupported column type.
-    """
-    from .encoder import TabularEncoder
-
-    return TabularEncoder.fit(df, target, features=features, max_cardinality=max_cardinality).encode(df)
-
-
-def load_digits_data(limit: int | None = None) -> ImageData:
-    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes), scaled to [0, 1].
-
-    Args:
-        limit: keep only the first ``limit`` images.
-    """
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]
-    y = d.target.astype(np.int64)
-    if limit is not None:
-        if limit < 1:
-            raise DataError(f"limit must be >= 1, got {limit}")
-        x, y = x[:limit], y[:limit]
-    return ImageData(x=np.ascontiguousarray(x), y=y, n_classes=10, name="digits")
-
-
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-_FASHION_HINT = "install it with: apt-get install dataset-fashion-mnist (Debian package; files in " + FASHION_MNIST_DIR + ")"
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
-    zero, dtype_code, ndim = data[0:2], data[2], data[3]
-    if zero != b"\x00\x00" or dtype_code != 0x08:
-        raise DataError(f"{path} is not an unsigned-byte IDX file")
-    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def _find(directory: Path, stem: str) -> Path | None:
-    for suffix in (".gz", ""):
-        p = directory / (stem + suffix)
-        if p.exists():
-            return p
-    return None
-
-
-def load_fashion_mnist(path: str | None = None, limit: int | None = None, *, part: str = "train") -> ImageData:
-    """Fashion-MNIST (28x28 grey, 10 classes) from the IDX files of Debian's ``dataset-fashion-mnist``.
-
-    Args:
-        path: directory holding ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` (default: the package's).
-        limit: keep only the first ``limit`` images.
-        part: ``"train"`` (60,000 images) or ``"test"`` (10,000).
-
-    Raises:
-        DataError: files missing (with the ``apt-get install`` hint) or malformed.
-    """
-    if part not in ("train", "test"):
-        raise DataError(f"part must be 'train' or 'test', got {part!r}")
-    directory = Path(path if path is not None else os.environ.get("SPARSEARCH_FASHION_MNIST", FASHION_MNIST_DIR))
-    prefix = "train" if part == "train" else "t10k"
-    images = _find(directory, f"{prefix}-images-idx3-ubyte")
-    labels = _find(directory, f"{prefix}-labels-idx1-ubyte")
-    if images is None or labels is None:
-        raise DataError(f"Fashion-MNIST {part} files not found in {directory}; {_FASHION_HINT}")
-    x = _read_idx(images)
-    y = _read_idx(labels)
-    if limit is not None:
-        if limit < 1:
-            raise DataError(f"limit must be >= 1, got {limit}")
-        x, y = x[:limit], y[:limit]
-    x = (x.astype(np.float32) / 255.0)[:, None, :, :]
-    return ImageData(x=np.ascontiguousarray(x), y=y.astype(np.int64), n_classes=10, name="fashion_mnist")
-
-
-#: Image data sets by name (the ``[data] generator`` names of image studies).
-IMAGE_DATASETS: dict[str, Callable[..., ImageData]] = {
-    "digits": load_digits_data,
-    "fashion_mnist": load_fashion_mnist,
-}

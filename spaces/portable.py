@@ -25,8 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import _FIRST_CODE, MISSING_CODE, OOV_CODE
-from .encoder import CROSS_SEPARATOR, TabularEncoder
+from .encoder import _FIRST_CODE, CROSS_SEPARATOR, MISSING_CODE, OOV_CODE, TabularEncoder
 
 __all__ = ["ENCODER_FORMAT", "ONNX_OPSET", "ProbabilityModel", "encoder_document", "export_onnx",
            "export_torchscript"]

@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 
-from sparsearch.errors import ConnectionProblem, SpecError
+from sparsearch.errors import ConnectionProblem, SpecError, first_line
 
 __all__ = ["PRIVATE_RAY_ENV", "RAY_ENV", "check_ray_reachable", "connect_ray", "set_ray_env",
            "validate_ray_address"]
@@ -116,7 +116,7 @@ def connect_ray(address: str | None, *, num_cpus: int | None = None,
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=False, object_store_memory=object_store_memory)
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError from a malformed address
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         raise ConnectionProblem(f"cannot connect to Ray at {address!r}: {msg[:300]}") from None
     return True
 

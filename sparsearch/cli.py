@@ -19,7 +19,7 @@ import tomllib
 
 from sparsearch import __version__
 from sparsearch._table import table
-from sparsearch.errors import SparsearchError
+from sparsearch.errors import SparsearchError, first_line
 
 PROG = "sparsearch"
 HELP_WIDTH = 100
@@ -42,21 +42,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_overrides(p: argparse.ArgumentParser) -> None:
+    from sparsearch.search.spec.overrides import OVERRIDES  # the table itself: nothing heavy is imported
+
     g = p.add_argument_group("overrides (any study-file field)")
-    g.add_argument("--study-name", metavar="NAME", help="[study] name")
-    g.add_argument("--n-trials", type=int, metavar="N", help="[study] n_trials")
-    g.add_argument("--timeout", type=float, metavar="SECONDS", help="[study] timeout")
-    g.add_argument("--sampler", metavar="NAME", help="[study] sampler (tpe, random, nsga2, ...)")
-    g.add_argument("--pruner", metavar="NAME", help="[study] pruner (none, median, hyperband, ...)")
-    g.add_argument("--seed", type=int, metavar="N", help="[study] seed")
-    g.add_argument("--data", metavar="PATH", help="[data] path: your parquet/CSV file, folder or glob")
-    g.add_argument("--target", metavar="COL", help="[data] target column")
-    g.add_argument("--top-k", type=int, metavar="K", help="[data] top_k features kept by the prefilter")
-    g.add_argument("--epochs", type=int, metavar="N", help="[train] epochs")
-    g.add_argument("--workers", type=int, metavar="N", help="[execution] workers (trials in flight)")
-    g.add_argument("--ray-address", metavar="ADDR", help="[execution] ray_address (default: RAY_ADDRESS or local)")
-    g.add_argument("--storage", metavar="URL", help="[storage] url (journal:PATH, sqlite:///..., postgresql://...)")
-    g.add_argument("--tracking-uri", metavar="URI", help="[tracking] uri (default: MLFLOW_TRACKING_URI or local)")
+    for name, o in OVERRIDES.items():
+        g.add_argument(o.flag, dest=name, type=o.type, metavar=o.metavar, help=o.help)
     g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="set any field, value in TOML syntax (e.g. --set train.lr=[1e-3,1e-2]); repeatable")
     p.add_argument("--results", default="sparsearch-results", metavar="DIR",
@@ -185,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------------------------------------------
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     from sparsearch.errors import SpecError
-    from sparsearch.search.spec import OVERRIDES
+    from sparsearch.search.spec.overrides import OVERRIDES
 
     out = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k, None) is not None}
     for item in args.set:
@@ -603,9 +593,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        from sparsearch.search.storage import redact
+        from sparsearch._redact import redact
 
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(str(exc))
         print(f"{PROG}: internal error: {type(exc).__name__}: {redact(first)[:300]} (re-run with --debug for "
               "the traceback, and please report it)", file=sys.stderr)
         return 1

@@ -27,6 +27,25 @@ class ConnectionProblem(SparsearchError, ConnectionError):
     """A service sparsearch needs (Ray cluster, storage, tracking server) cannot be reached."""
 
 
+def first_line(error: BaseException | str, *, limit: int | None = None) -> str:
+    """The first line of an error's message, for one-line errors and records (a traceback is never shown).
+
+    An exception with an empty message gives its type's name; an empty text gives ``""``. ``limit`` cuts the line
+    to at most that many characters.
+
+    Example:
+        >>> first_line(ValueError("bad value\\n  detail"))
+        'bad value'
+        >>> first_line(KeyError()), first_line("  \\n"), first_line("abcdef", limit=3)
+        ('KeyError', '', 'abc')
+    """
+    text = str(error).strip()
+    if not text and isinstance(error, BaseException):
+        text = type(error).__name__
+    line = text.splitlines()[0] if text else ""
+    return line if limit is None else line[:limit]
+
+
 def closest(name: str, choices: Iterable[str]) -> str | None:
     """Return the choice closest to ``name`` (for 'did you mean' hints), or ``None``."""
     matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

@@ -135,3 +135,35 @@ def test_json_stdout_carries_only_the_document(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert any(s["name"] == "quickstart" for s in json.loads(captured.out))
     assert "(raylet) WARNING" in captured.err
+
+
+EXPECTED_OVERRIDE_FLAGS = [  # the flags `run` and `compare` had when the CLI typed them by hand
+    "--study-name NAME", "--n-trials N", "--timeout SECONDS", "--sampler NAME", "--pruner NAME", "--seed N",
+    "--data PATH", "--target COL", "--top-k K", "--epochs N", "--workers N", "--ray-address ADDR",
+    "--storage URL", "--tracking-uri URI",
+]
+
+
+@pytest.mark.parametrize("command", ["run", "compare"])
+def test_override_flags_are_generated_from_the_override_table(command):
+    from sparsearch.cli import build_parser
+    from sparsearch.search.spec import OVERRIDES
+
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    parser = sub.choices[command]
+    group = next(g for g in parser._action_groups if g.title == "overrides (any study-file field)")
+    flags = [f"{a.option_strings[0]} {a.metavar}" for a in group._group_actions if a.dest != "set"]
+    assert flags == EXPECTED_OVERRIDE_FLAGS
+    for action in group._group_actions:
+        if action.dest == "set":
+            continue
+        o = OVERRIDES[action.dest]
+        assert (action.type or str) is o.type and action.help == o.help and o.help.startswith(f"[{o.section}] {o.key}")
+    help_text = parser.format_help()
+    assert "[study] sampler (tpe, random, nsga2, ...)" in help_text
+    assert "[data] path: your parquet/CSV file, folder or glob" in help_text
+    # a flag reaches load_study under the table's name, typed
+    args = build_parser().parse_args([command, "quickstart", "--n-trials", "3", "--top-k", "4", "--timeout", "2.5"])
+    from sparsearch.cli import _overrides
+
+    assert _overrides(args) == {"n_trials": 3, "top_k": 4, "timeout": 2.5}

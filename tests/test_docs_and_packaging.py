@@ -66,8 +66,9 @@ def test_wheel_contains_every_subpackage_and_study(tmp_path):
     for package, folder in (("sparsearch", "sparsearch"), ("sparsearch/features", "features"),
                             ("sparsearch/spaces", "spaces"), ("sparsearch/search", "search"),
                             ("sparsearch/studies", "studies")):
-        for source in (ROOT / folder).glob("*.py"):
-            assert f"{package}/{source.name}" in names, f"{package}/{source.name} missing from the wheel"
+        for source in (ROOT / folder).rglob("*.py"):  # sub-packages (search/spec, search/storage) too
+            inner = source.relative_to(ROOT / folder).as_posix()
+            assert f"{package}/{inner}" in names, f"{package}/{inner} missing from the wheel"
     for study in (ROOT / "studies").glob("*.toml"):
         assert f"sparsearch/studies/{study.name}" in names
     assert any(n.endswith("entry_points.txt") for n in names)

@@ -23,8 +23,9 @@ def _modules(package: str) -> list[str]:
     names = [package]
     for info in pkgutil.iter_modules(pkg.__path__):
         name = f"{package}.{info.name}"
-        if name not in SUBPACKAGES and name not in NOT_IMPORTABLE:
-            names.append(name)
+        if name in SUBPACKAGES or name in NOT_IMPORTABLE:
+            continue
+        names += _modules(name) if info.ispkg else [name]  # a package split by job (search.spec): its modules too
     return names
 
 

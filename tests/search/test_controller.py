@@ -99,7 +99,7 @@ def test_study_warnings_reach_the_caller_and_the_result(tmp_path):
 
 
 def test_startup_note_flags_a_model_based_sampler_that_never_left_its_random_start():
-    from sparsearch.search.controller import startup_note
+    from sparsearch.search.spec import startup_note
 
     def study(sampler, n):
         s = optuna.create_study(sampler=sampler)

@@ -16,9 +16,10 @@ import uuid
 import optuna
 import pytest
 
+from sparsearch._redact import redact
 from sparsearch.cli import main
 from sparsearch.search.dashboard import open_dashboard
-from sparsearch.search.storage import open_storage, redact
+from sparsearch.search.storage import open_storage
 
 POSTGRES = os.environ.get("SPARSEARCH_TEST_POSTGRES_URL")
 

@@ -16,7 +16,7 @@ import torch
 from mlflow import MlflowClient
 
 from sparsearch.search.spec import DataSpec, StudySection, StudySpec, TrackingSpec
-from sparsearch.spaces.data import MISSING_CODE, OOV_CODE
+from sparsearch.spaces.encoder import MISSING_CODE, OOV_CODE
 
 NAME = "pyfunc"
 

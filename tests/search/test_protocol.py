@@ -123,7 +123,7 @@ def test_input_example_shares_no_memory_with_the_loaded_frame(tmp_path):
 
 def test_image_set_with_its_own_test_set_uses_it(tmp_path, monkeypatch):
     from sparsearch.spaces import ImageData
-    from sparsearch.spaces import data as sdata
+    from sparsearch.spaces import images as sdata
 
     calls = []
 

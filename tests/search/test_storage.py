@@ -8,8 +8,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from sparsearch._redact import redact
 from sparsearch.errors import ConnectionProblem, SpecError
-from sparsearch.search.storage import open_storage, redact
+from sparsearch.search.storage import open_storage
 
 POSTGRES = os.environ.get("SPARSEARCH_TEST_POSTGRES_URL")
 

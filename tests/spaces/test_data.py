@@ -16,7 +16,7 @@ from sparsearch.spaces import (
     load_digits_data,
     load_fashion_mnist,
 )
-from sparsearch.spaces.data import MISSING_CODE, OOV_CODE
+from sparsearch.spaces.encoder import MISSING_CODE, OOV_CODE
 
 
 def test_encode_types_missing_and_codes():
@@ -133,3 +133,27 @@ def test_fashion_mnist_reads_synthetic_idx(tmp_path):
         fh.write(b"\x00\x00\x08\x01" + struct.pack(">I", 3) + bytes([4, 0, 9]))
     data = load_fashion_mnist(str(tmp_path), part="test")
     assert data.y.tolist() == [4, 0, 9] and data.x[0, 0, 0, 1] == pytest.approx(1 / 255)
+
+
+def test_no_import_circle_between_data_encoder_and_images():
+    """Containers (data.py) import neither the encoder nor the image loaders; both of those import data.py."""
+    import ast
+    from pathlib import Path
+
+    import sparsearch.spaces as spaces
+
+    root = Path(spaces.__file__).parent
+
+    def local_imports(name: str) -> set[str]:
+        tree = ast.parse((root / f"{name}.py").read_text())
+        found = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1}
+        return {m for m in found if m}
+
+    assert local_imports("data") == set()
+    assert "data" in local_imports("encoder") and "encoder" not in local_imports("images")
+    assert "data" in local_imports("images")
+    # the public names stay where they were
+    from sparsearch.spaces import encoder, images
+
+    assert spaces.encode_tabular is encoder.encode_tabular and spaces.IMAGE_DATASETS is images.IMAGE_DATASETS
+    assert spaces.load_fashion_mnist is images.load_fashion_mnist

@@ -11,7 +11,7 @@ import pytest
 
 from sparsearch.errors import DataError
 from sparsearch.spaces import TabularEncoder, encode_tabular
-from sparsearch.spaces.data import MISSING_CODE, OOV_CODE
+from sparsearch.spaces.encoder import MISSING_CODE, OOV_CODE
 
 
 def mixed_frame(n: int = 400, seed: int = 0) -> pl.DataFrame:

@@ -1,44 +1,30 @@
-"""Study files: TOML in, validated frozen objects out.
+"""Study-file sections: the schema of a study, and :func:`parse_study`, which validates a raw study dict.
 
 A study file has the sections ``[study]``, ``[data]``, ``[space]``, ``[train]``, ``[execution]``, ``[tracking]``
 and ``[storage]``. ``[space]`` and ``[train]`` are owned by :mod:`sparsearch.spaces` (``SpaceSpec``,
 ``TrainSpec``); the others are defined here. Every section is strict: an unknown key is an error naming the key and
 the closest valid one, a wrong type or an out-of-range value is an error naming the field. Errors are one line
-(:class:`sparsearch.errors.SpecError`).
-
-Example:
-    >>> spec = load_study("quickstart", n_trials=3)
-    >>> spec.study.n_trials
-    3
+(:class:`sparsearch.errors.SpecError`, worded by :mod:`sparsearch.search.spec.errors`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from importlib import resources
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import tomllib
 from pydantic import ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
+from sparsearch._frames import describe_frame, is_frame
 from sparsearch._spec import IntRange, StrictModel
-from sparsearch.errors import SpecError, closest, unknown_choice
+from sparsearch.errors import SpecError, unknown_choice
 from sparsearch.search import registry
+from sparsearch.search.spec.errors import format_error
 
-__all__ = [
-    "DataSpec",
-    "ExecutionSpec",
-    "OVERRIDES",
-    "StorageSpec",
-    "StudySection",
-    "StudySpec",
-    "TrackingSpec",
-    "bundled_studies",
-    "load_study",
-    "parse_study",
-]
+__all__ = ["SECTIONS", "DataSpec", "ExecutionSpec", "StorageSpec", "StudySection", "StudySpec", "TrackingSpec",
+           "callable_name", "generator_names", "parse_study", "section_models"]
+
+SECTIONS = ("study", "data", "space", "train", "execution", "tracking", "storage")
+"""The sections of a study file, in the order a study file and an error list them."""
 
 
 class _Section(StrictModel):
@@ -50,7 +36,7 @@ class _Section(StrictModel):
         try:
             super().__init__(**fields)
         except ValidationError as exc:
-            raise _format_error(exc, "study", section=self._section) from None
+            raise format_error(exc, "study", models=section_models(), section=self._section) from None
 
     # pydantic calls an overridden __init__ from model_validate too (a study file's sections): marked as a base
     # init, it is called only when Python code builds a section (tests/search/test_python_api.py fails if that changes)
@@ -405,79 +391,6 @@ class StudySpec(StrictModel):
         return raw
 
 
-def pruner_comparison_steps(spec: StudySpec) -> list[int] | None:
-    """The report steps (1-based, as trials report them) at which the study's trial pruner compares a trial with
-    the others, or ``None`` for no pruner or a pruner whose steps are not known here.
-
-    Successive halving and Hyperband compare at their rungs, ``min_resource * reduction_factor**k`` reports
-    (Hyperband: the union over its brackets); the median, percentile and threshold pruners at every
-    ``interval_steps``-th report from ``n_warmup_steps`` on. Steps past a trial's last report are left out.
-    """
-    import inspect
-
-    given = spec.pruner_params()
-    kind = type(registry.make_pruner(spec.study.pruner, **given))  # the registry resolves names
-    name = kind.__name__
-    if name not in ("MedianPruner", "PercentilePruner", "ThresholdPruner", "SuccessiveHalvingPruner",
-                    "HyperbandPruner"):
-        return None
-    signature = inspect.signature(kind)
-    params = {key: p.default for key, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
-    params.update(given)
-    last = (spec.train.epochs + spec.space.dense_finetune_epochs) * spec.train.reports_per_epoch
-    if name in ("MedianPruner", "PercentilePruner", "ThresholdPruner"):
-        first, every = max(1, int(params["n_warmup_steps"])), max(1, int(params["interval_steps"]))
-        return list(range(first, last + 1, every))
-    rf = int(params["reduction_factor"])
-    low = params["min_resource"]
-    if low == "auto":  # Optuna: ceil(1% of the first finished trial's steps)
-        low = max(1, -(-last // 100))
-    low = int(low)
-    if name == "SuccessiveHalvingPruner":
-        low *= rf ** int(params["min_early_stopping_rate"])
-    steps = []
-    while low <= last and rf > 1:
-        steps.append(low)
-        low *= rf
-    return steps
-
-
-def pruning_window_note(spec: StudySpec) -> str | None:
-    """A warning when the trial pruner compares trials inside gradual magnitude pruning's window, else ``None``.
-
-    While GMP prunes, a trial's accuracy dips and recovers only after the window ends; a trial of a method that
-    holds its sparsity from the start (dense, static, set, rigl), or a GMP trial whose window ends sooner, shows no
-    such dip at the same step. A pruner that compares them there stops GMP trials for their dip, not for their
-    result (BENCHMARKS.md, ``fashion_cnn`` study v2: every GMP trial that reached the 9-epoch rung, at the end of
-    its window, was stopped). Nothing to warn about when every trial prunes in the same window, or none prunes.
-    """
-    from sparsearch.spaces import METHODS
-
-    space, train = spec.space, spec.train
-    if spec.study.objective is not None or "gmp" not in space.methods:
-        return None
-    others = [m for m in space.methods if not METHODS.get(m).gradual]  # fixed sparsity from the start: no dip
-    searched_window = space.prune_start_frac[0] < space.prune_start_frac[1] or (
-        space.prune_end_frac[0] < space.prune_end_frac[1])
-    if not others and not searched_window:
-        return None
-    steps = pruner_comparison_steps(spec)
-    if not steps:
-        return None
-    per_epoch = train.reports_per_epoch
-    sparse_reports = train.epochs * per_epoch
-    start, end = space.prune_start_frac[0] * sparse_reports, space.prune_end_frac[1] * sparse_reports
-    inside = [s for s in steps if start < s <= end]
-    if not inside:
-        return None
-    rival = f"{', '.join(others)} trials" if others else "GMP trials with another pruning window"
-    shown = ", ".join(f"{s / per_epoch:g}" for s in inside[:5]) + (", ..." if len(inside) > 5 else "")
-    return (f"the {spec.study.pruner} pruner compares trials at epoch(s) {shown}, inside GMP's pruning window "
-            f"(epochs {start / per_epoch:g}-{end / per_epoch:g}), where a GMP trial's accuracy dips and {rival} "
-            f"show no such dip: it may stop GMP trials for the dip; end the window before the pruner's first "
-            f"comparison ([space] prune_end_frac) or start comparing after it ([study] pruner_params)")
-
-
 def _raw_sections(sections: dict[str, Any]) -> dict[str, Any]:
     """Typed sections (or dicts) as a raw study dict; only the fields that were set, Python objects kept."""
     raw: dict[str, Any] = {}
@@ -488,48 +401,10 @@ def _raw_sections(sections: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def is_frame(value: Any) -> bool:
-    """A polars DataFrame or LazyFrame, or a pandas DataFrame (checked without importing pandas)."""
-    kind = type(value)
-    return (kind.__module__.split(".")[0], kind.__name__) in {
-        ("polars", "DataFrame"), ("polars", "LazyFrame"), ("pandas", "DataFrame")}
-
-
-def describe_frame(frame: Any) -> str:
-    """``"polars DataFrame, 1000 rows x 12 columns"`` (a LazyFrame is not collected: columns only)."""
-    kind = type(frame)
-    lib = kind.__module__.split(".")[0]
-    if kind.__name__ == "LazyFrame":
-        return f"{lib} LazyFrame, {len(frame.collect_schema())} columns"
-    rows, cols = frame.shape
-    return f"{lib} DataFrame, {rows} rows x {cols} columns"
-
-
 def callable_name(fn: Any) -> str:
     """``"module:qualname"`` of a function (how a function objective is recorded)."""
     module = getattr(fn, "__module__", None) or "?"
     return f"{module}:{getattr(fn, '__qualname__', type(fn).__name__)}"
-
-
-SECTIONS = ("study", "data", "space", "train", "execution", "tracking", "storage")
-
-OVERRIDES: dict[str, tuple[str, str]] = {
-    "study_name": ("study", "name"),
-    "n_trials": ("study", "n_trials"),
-    "timeout": ("study", "timeout"),
-    "sampler": ("study", "sampler"),
-    "seed": ("study", "seed"),
-    "pruner": ("study", "pruner"),
-    "data": ("data", "path"),  # or ("data", "frame") for a DataFrame
-    "target": ("data", "target"),
-    "top_k": ("data", "top_k"),
-    "workers": ("execution", "workers"),
-    "ray_address": ("execution", "ray_address"),
-    "storage": ("storage", "url"),
-    "tracking_uri": ("tracking", "uri"),
-    "epochs": ("train", "epochs"),
-}
-"""Keyword overrides accepted by :func:`load_study` (and the CLI flags of the same names)."""
 
 
 def generator_names() -> list[str]:
@@ -539,129 +414,12 @@ def generator_names() -> list[str]:
     return sorted({*DATASETS, *IMAGE_DATASETS})
 
 
-def bundled_studies() -> dict[str, Path]:
-    """Study files shipped with sparsearch, by name."""
-    root = resources.files("sparsearch.studies")
-    return {Path(p.name).stem: Path(str(p)) for p in root.iterdir() if p.name.endswith(".toml")}
-
-
-def _resolve_source(source: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
-    path = Path(source)
-    if not path.suffix and not path.exists():
-        studies = bundled_studies()
-        if str(source) not in studies:
-            raise unknown_choice("study (not a file, nor a bundled study)", str(source), studies)
-        path = studies[str(source)]
-    if not path.is_file():
-        raise SpecError(f"study file {str(path)!r} does not exist (give a .toml path or a bundled study name)")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"study file {str(path)!r} is not UTF-8 text (byte {exc.start})") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"study file {str(path)!r} is not valid TOML: {exc}") from None
-    return path, raw
-
-
-def _set(raw: dict[str, Any], section: str, key: str, value: Any) -> None:
-    """Set ``raw[section][key] = value``; a dotted key (``params.n_rows``) walks into nested tables."""
-    target = raw.setdefault(section, {})
-    path = key.split(".")
-    for i, part in enumerate([section, *path[:-1]]):
-        if not isinstance(target, dict):
-            raise SpecError(f"[{'.'.join([section, *path[:i]])}] must be a table, got {type(target).__name__}")
-        if i > 0:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise SpecError(f"{'.'.join([section, *path[:i]])} must be a table to set {key!r}")
-    target[path[-1]] = value
-
-
-def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Apply keyword overrides (``n_trials=5``) and dotted ones (``{"train.epochs": 1}``) to a raw study dict."""
-    import copy
-
-    # an in-memory frame or a function objective is shared, never copied (a pandas frame would be)
-    memo = {id(v): v for section in raw.values() if isinstance(section, dict) for v in section.values()
-            if is_frame(v) or callable(v)}
-    raw = copy.deepcopy(raw, memo)
-    _drop_options_of_a_replaced_choice(raw, overrides)
-    for name, value in overrides.items():
-        if value is None:
-            continue
-        if name == "objective":  # run_study(objective=fn or "module:function")
-            _set(raw, "study", "objective", value)
-            continue
-        if "." in name:
-            section, _, key = name.partition(".")
-            if section not in SECTIONS:
-                raise unknown_choice("section", section, SECTIONS)
-            _set(raw, section, key, value)
-        elif name in OVERRIDES:
-            section, key = OVERRIDES[name]
-            if name == "data":
-                raw.setdefault("data", {}).pop("generator", None)
-                for other in ("params", "path", "frame"):
-                    raw["data"].pop(other, None)
-                if is_frame(value):
-                    key = "frame"
-                elif isinstance(value, os.PathLike):
-                    value = os.fspath(value)
-            _set(raw, section, key, value)
-        else:
-            raise unknown_choice("override", name, list(OVERRIDES) + ["objective", "<section>.<key>"])
-    return raw
-
-
-def _drop_options_of_a_replaced_choice(raw: dict[str, Any], overrides: dict[str, Any]) -> None:
-    """``sampler_params`` / ``pruner_params`` belong to the sampler / pruner the file names: an override that
-    names another one (``--sampler random`` on a study that tunes TPE) runs it with its defaults, unless the
-    overrides give its options too."""
-    study = raw.get("study")
-    if not isinstance(study, dict):
-        return
-    for choice in ("sampler", "pruner"):
-        new = overrides.get(choice, overrides.get(f"study.{choice}"))
-        given = f"study.{choice}_params" in overrides
-        if new is not None and not given and new != study.get(choice, StudySection.model_fields[choice].default):
-            study.pop(f"{choice}_params", None)
-
-
-def _format_error(exc: ValidationError, origin: str, section: str | None = None) -> SpecError:
-    err = exc.errors(include_url=False)[0]
-    # keys come from the user's file: escape what would break the one-line error (a key may be "\n")
-    loc = [str(p) if str(p).isprintable() else repr(str(p))[1:-1]
-           for p in err["loc"] if not str(p).startswith(("function-", "tagged-"))]
-    if section is not None:
-        loc = [section, *loc]
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    if err["type"] == "extra_forbidden":
-        key = loc[-1]
-        section = loc[0] if len(loc) > 1 else None
-        if section is None:
-            hint = closest(key, SECTIONS)
-            did = f" (did you mean [{hint}]?)" if hint else ""
-            return SpecError(f"{origin}: unknown section [{key}]{did}; allowed: {', '.join(SECTIONS)}{more}")
-        allowed = _section_fields(section)
-        hint = closest(key, allowed)
-        did = f" (did you mean '{hint}'?)" if hint else ""
-        return SpecError(f"{origin}: unknown key '{key}' in [{section}]{did}; allowed: {', '.join(allowed)}{more}")
-    where = (f"[{loc[0]}] " + ".".join(loc[1:])) if len(loc) > 1 else (f"[{loc[0]}]" if loc else "study")
-    msg = err["msg"].removeprefix("Value error, ")
-    given = err.get("input")
-    shown = "" if isinstance(given, dict) or err["type"] == "missing" else f" (got {given!r})"
-    return SpecError(f"{origin}: {where}: {msg}{shown}{more}")
-
-
-def _section_fields(section: str) -> list[str]:
+def section_models() -> dict[str, type[StrictModel]]:
+    """Each section's model, in :data:`SECTIONS` order."""
     from sparsearch.spaces import SpaceSpec, TrainSpec
 
-    models = {"study": StudySection, "data": DataSpec, "space": SpaceSpec, "train": TrainSpec,
-              "execution": ExecutionSpec, "tracking": TrackingSpec, "storage": StorageSpec}
-    model = models.get(section)
-    return list(model.model_fields) if model is not None else []
+    return {"study": StudySection, "data": DataSpec, "space": SpaceSpec, "train": TrainSpec,
+            "execution": ExecutionSpec, "tracking": TrackingSpec, "storage": StorageSpec}
 
 
 def parse_study(raw: dict[str, Any], *, origin: str = "study", default_name: str = "study") -> StudySpec:
@@ -684,33 +442,12 @@ def parse_study(raw: dict[str, Any], *, origin: str = "study", default_name: str
         try:
             raw[key] = model.model_validate(raw.get(key, {}))
         except ValidationError as exc:
-            raise _format_error(exc, origin, section=key) from None
+            raise format_error(exc, origin, models=section_models(), section=key) from None
         except SpecError as exc:
             raise SpecError(f"{origin}: [{key}] {exc}") from None
     try:
         return StudySpec.model_validate(raw)
     except ValidationError as exc:
-        raise _format_error(exc, origin) from None
+        raise format_error(exc, origin, models=section_models()) from None
     except SpecError as exc:
         raise SpecError(f"{origin}: {exc}") from None
-
-
-def load_study(source: str | os.PathLike[str] | dict[str, Any], **overrides: Any) -> StudySpec:
-    """Load and validate a study from a TOML path, a bundled study name, or a raw dict.
-
-    Args:
-        source: a ``.toml`` path, the name of a bundled study (``"quickstart"``), or a dict of sections.
-        **overrides: any key of :data:`OVERRIDES` (``n_trials=5``, ``sampler="random"``, ``data="x.parquet"``),
-            or a dotted ``"section.key"`` passed through ``**{"train.epochs": 1}``. ``data`` may also be a polars
-            or pandas DataFrame (or a polars LazyFrame), and ``objective`` a function or ``"module:function"``.
-
-    Raises:
-        SpecError: one line naming the file, the section, the key and what is allowed.
-    """
-    if isinstance(source, dict):
-        raw, origin, stem = source, "study", "study"
-    else:
-        path, raw = _resolve_source(source)
-        origin, stem = f"study file {path.name!r}", path.stem
-    raw = apply_overrides(raw, overrides)
-    return parse_study(raw, origin=origin, default_name=stem)
