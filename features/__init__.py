@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 from ._cache import RankingCache, cached_rank_features
-from ._datasets import DATASETS, make_click_log
+from ._datasets import DATASETS, make_affinity_log, make_click_log
 from ._estimators import METHODS, Ranker, available_methods
 from ._greedy import pairwise_relevance
 from ._io import data_fingerprint, iter_batches, read_table, validate_target
@@ -49,6 +49,7 @@ __all__ = [
     "cached_rank_features",
     "data_fingerprint",
     "iter_batches",
+    "make_affinity_log",
     "make_click_log",
     "pairwise_relevance",
     "plot_ranking",

@@ -158,5 +158,88 @@ def _solve_intercept(logit: np.ndarray, rate: float) -> float:
     return 0.5 * (lo + hi)
 
 
-DATASETS: dict[str, Callable[..., pl.DataFrame]] = {"click_log": make_click_log}
+
+
+def make_affinity_log(
+    n_rows: int = 300_000,
+    *,
+    n_users: int = 2_000,
+    n_items: int = 1_500,
+    latent_dim: int = 8,
+    affinity_scale: float = 1.5,
+    id_skew: float | None = None,
+    n_context: int = 2,
+    n_noise: int = 4,
+    positive_rate: float = 0.2,
+    seed: int | None = 0,
+    return_probability: bool = False,
+) -> pl.DataFrame | tuple[pl.DataFrame, np.ndarray]:
+    """A user x item click log whose signal is a planted user x item affinity: target ``click`` (0/1).
+
+    - ``user_id`` (``n_users`` levels) and ``item_id`` (``n_items`` levels), Int32, drawn independently with
+      popularity uniform (``id_skew=None``) or Zipf-like with exponent ``id_skew``, randomly re-coded. With the
+      default sizes a user has 150 rows and an item 200: enough to learn the affinity, while the 15 most frequent
+      users and items together cover under 0.01% of the rows' pairs, so a 16-level cap cannot see it. Every user has a latent
+      unit vector u and every item a latent unit vector v (``latent_dim`` dimensions); the click logit is
+      ``affinity_scale * sqrt(latent_dim) * (u . v)`` (standard deviation about ``affinity_scale``) plus the
+      context effects. The vectors have unit norm and the item vectors are centred (their popularity-weighted
+      mean is removed before normalising), so a user's click rate averaged over items is nearly the same for every
+      user (and likewise per item): the marginals of ``user_id`` and ``item_id`` are nearly uninformative and the
+      signal is in the interaction. A model must learn the pair (embeddings and their product, a cross, or
+      trees that split on both).
+    - ``ctx_<i>_c<k>`` (``n_context``): small categoricals (3 to 24 levels, uniform) with a weak marginal effect
+      (logit scale 0.3), so the table has ordinary single-feature signal too.
+    - ``noise_<i>_c<k>`` (``n_noise``): pure noise, cardinalities geometrically spaced from 4 to 5,000, half of them
+      Zipf-skewed: high-cardinality columns whose pairs must not outrank the planted one.
+
+    The intercept is solved so that the mean click rate equals ``positive_rate``. ``return_probability=True``
+    returns ``(frame, p)`` with every row's true click probability (the AUC of ``p`` is the Bayes ceiling).
+
+    Example:
+        >>> df = make_affinity_log(2_000, n_users=1_200, n_items=1_100, seed=1)
+        >>> df.columns[:2], df["user_id"].n_unique() > 500
+        (['user_id', 'item_id'], True)
+    """
+    _check_int("n_rows", n_rows, 10)
+    _check_int("n_users", n_users, 2)
+    _check_int("n_items", n_items, 2)
+    _check_int("latent_dim", latent_dim, 1)
+    _check_int("n_context", n_context, 0)
+    _check_int("n_noise", n_noise, 0)
+    if not (isinstance(affinity_scale, (int, float)) and not isinstance(affinity_scale, bool) and affinity_scale >= 0):
+        raise SpecError(f"affinity_scale must be a number >= 0, got {affinity_scale!r}")
+    if id_skew is not None and not (isinstance(id_skew, (int, float)) and not isinstance(id_skew, bool)
+                                    and id_skew > 0):
+        raise SpecError(f"id_skew must be a number > 0 or None (uniform), got {id_skew!r}")
+    if not (0.0 < positive_rate < 1.0):
+        raise SpecError(f"positive_rate must be in (0, 1), got {positive_rate!r}")
+    rng = np.random.default_rng(seed)
+    users = _draw(rng, n_users, n_rows, id_skew)
+    items = _draw(rng, n_items, n_rows, id_skew)
+    u = rng.normal(size=(n_users, latent_dim))
+    v = rng.normal(size=(n_items, latent_dim))
+    # centre the item vectors on the rows' item mix: sum_j w_j (u . v_j) = u . (sum_j w_j v_j) = 0 for every user,
+    # so no user is clicked more than another on average (to first order; likewise the users for every item)
+    v -= np.bincount(items, minlength=n_items) @ v / n_rows
+    u -= np.bincount(users, minlength=n_users) @ u / n_rows
+    u /= np.linalg.norm(u, axis=1, keepdims=True) + 1e-12
+    v /= np.linalg.norm(v, axis=1, keepdims=True) + 1e-12
+    logit = affinity_scale * np.sqrt(latent_dim) * np.einsum("ij,ij->i", u[users], v[items])
+    cols: dict[str, np.ndarray] = {"user_id": users.astype(np.int32), "item_id": items.astype(np.int32)}
+    ctx_cards = np.round(np.geomspace(3, 24, max(n_context, 1))).astype(int)[:n_context]
+    for i, k in enumerate(ctx_cards):
+        x = rng.integers(0, int(k), n_rows)
+        effect = rng.normal(size=int(k))
+        logit += 0.3 * (effect - effect.mean())[x] / (effect.std() + 1e-12)
+        cols[f"ctx_{i}_c{int(k)}"] = x.astype(np.int32)
+    noise_cards = np.round(np.geomspace(4, 5_000, max(n_noise, 1))).astype(int)[:n_noise]
+    for i, k in enumerate(noise_cards):
+        cols[f"noise_{i}_c{int(k)}"] = _draw(rng, int(k), n_rows, None if i % 2 == 0 else 1.1).astype(np.int32)
+    p = 1.0 / (1.0 + np.exp(-(logit + _solve_intercept(logit, positive_rate))))
+    click = (rng.random(n_rows) < p).astype(np.int8)
+    df = pl.DataFrame(cols).with_columns(pl.Series("click", click))
+    return (df, p) if return_probability else df
+
+
+DATASETS: dict[str, Callable[..., pl.DataFrame]] = {"click_log": make_click_log, "affinity_log": make_affinity_log}
 """Tabular generators by name; each takes keyword parameters and ``seed`` and returns a polars DataFrame."""

@@ -24,6 +24,7 @@ report's duplicate checks.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -38,6 +39,7 @@ from ._estimators import FeatureStats
 from ._io import Source
 from ._pairs import PairScore, count_pairs, plan_pairs, score_pairs
 from ._tables import (
+    PAIR_LEVELS,
     Finalized,
     RankOptions,
     count,
@@ -167,7 +169,11 @@ def greedy_order(
     """
     by_rel = order_by_score(relevance)
     pool = [int(i) for i in by_rel[: opts.pool_size]]
-    plan = plan_pairs(finals, pool, tspec, counts.classes, opts.pair_levels)
+    # redundancy's chance term is the Poisson approximation, good only for tables with several rows per cell:
+    # "auto" (which grows the cap past the rows for interactions) means the fixed 16-level cap here
+    if opts.pair_levels == "auto":
+        opts = dataclasses.replace(opts, pair_levels=PAIR_LEVELS)
+    plan = plan_pairs(finals, pool, tspec, counts.classes, opts, counts.n_rows)
     pair_counts = count_pairs(src, plan, batch_size=opts.batch_size, use_ray=opts.ray, ray_address=opts.ray_address)
     stats = dict(zip(plan.pairs, score_pairs(plan, pair_counts, interaction=relational)))
 

@@ -15,7 +15,7 @@ from sparsearch.errors import SpecError, unknown_choice
 from ._pairs import PAIR_SCHEMA, candidate_features, count_pairs, pair_table, plan_pairs, score_pairs
 from ._quality import findings
 from ._rank import RankState, rank_counts
-from ._tables import MAX_PAIR_FEATURES, PAIR_LEVELS, RankOptions, prepare
+from ._tables import MAX_PAIR_FEATURES, PAIR_MAX_CELLS, PAIR_MIN_COUNT, RankOptions, prepare
 
 REPORTS = ("none", "basic", "full")
 
@@ -44,7 +44,7 @@ def interaction_pairs(state: RankState) -> pl.DataFrame:
     chosen = candidate_features(state.finals, relevance, opts.max_pair_features)
     if len(chosen) < 2:
         return pl.DataFrame(schema=PAIR_SCHEMA)
-    plan = plan_pairs(state.finals, chosen, state.tspec, state.counts.classes, opts.pair_levels)
+    plan = plan_pairs(state.finals, chosen, state.tspec, state.counts.classes, opts, state.counts.n_rows)
     counts = count_pairs(state.src, plan, batch_size=opts.batch_size, use_ray=opts.ray, ray_address=opts.ray_address,
                          progress=opts.progress)
     return pair_table([state.finals[i].name for i in chosen], plan.coders, plan, score_pairs(plan, counts),
@@ -99,8 +99,10 @@ def rank_interactions(
     top: int = 20,
     *,
     features: Sequence[str] | None = None,
-    pair_levels: int = PAIR_LEVELS,
+    pair_levels: int | str = "auto",
     max_pair_features: int = MAX_PAIR_FEATURES,
+    pair_min_count: float = PAIR_MIN_COUNT,
+    pair_max_cells: int = PAIR_MAX_CELLS,
     n_bins: int = 16,
     missing: str = "category",
     batch_size: int = 1_000_000,
@@ -111,10 +113,14 @@ def rank_interactions(
     """The ``top`` pairs of features by chance-corrected interaction information with ``target``.
 
     A pair's score is AMI((a,b); Y) - AMI(a; Y) - AMI(b; Y), every AMI being plug-in MI minus its exact expected
-    value under label permutation for that variable's margin; each feature keeps at most ``pair_levels`` codes
-    (its most frequent levels, the rest shared), so the pair's cardinality does not drive the score. All pairs
-    of up to ``max_pair_features`` features; above, pairs of the ``max_pair_features`` features with the highest
-    adjusted MI. Counts merge exactly across batches and Ray shards.
+    value under label permutation for that variable's margin (computed on the capped tables themselves, so the
+    cap never biases the score). Each feature keeps at most ``pair_levels`` codes (its most frequent levels, the
+    rest shared). ``"auto"`` grows that cap with the rows, so that a pair of two high-cardinality IDs (user x
+    item) keeps enough of their levels to show its interaction: the largest ``L`` with ``L * L <= n_rows /
+    pair_min_count`` (between 16 and 16,384), lowered until the counts of all pairs fit in ``pair_max_cells``
+    cells (8 bytes each: the memory bound of the pass, per batch or Ray shard in flight). All pairs of up to
+    ``max_pair_features`` features; above, pairs of the ``max_pair_features`` features with the highest adjusted
+    MI. Counts merge exactly across batches and Ray shards.
 
     Returns:
         polars DataFrame, best first: ``feature_a, feature_b, score, rank, joint_mi, chance_joint_mi,
@@ -133,6 +139,7 @@ def rank_interactions(
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise SpecError(f"top must be a positive integer, got {top!r}")
     opts = RankOptions(n_bins=n_bins, missing=missing, batch_size=batch_size, use_ray=use_ray, ray_address=ray_address,
-                       interactions=int(top), pair_levels=pair_levels, max_pair_features=max_pair_features)
+                       interactions=int(top), pair_levels=pair_levels, max_pair_features=max_pair_features,
+                       pair_min_count=pair_min_count, pair_max_cells=pair_max_cells)
     pairs = rank(data, target, opts, features=features, feature_names=feature_names).pairs
     return pairs if pairs is not None else pl.DataFrame(schema=PAIR_SCHEMA)

@@ -25,17 +25,30 @@ from ._io import Source, check_batch_size, open_source, validate_target
 MISSING_CHOICES = ("category", "drop")
 TARGET_COL = "__sparsearch_target__"
 Progress = Callable[[int, int | None], None]
-PAIR_LEVELS = 16  # default cap of a feature's codes in a pair: a pair has at most 16 x 16 joint values
+PAIR_LEVELS = 16  # the smallest cap of "auto", and the fixed cap of earlier versions (16 x 16 joint values)
+MAX_PAIR_LEVELS = 16_384  # codes are int16 (a dropped row's slot is one more)
+PAIR_MIN_COUNT = 0.25  # "auto": a pair keeps at most n_rows / PAIR_MIN_COUNT joint values (see _pairs.pair_cap)
+PAIR_MAX_CELLS = 1 << 24  # counted cells of all pairs together (x 8 bytes: 128 MiB of int64 counts)
 MAX_PAIR_FEATURES = 100  # all pairs of up to this many features; above, the candidates are the most relevant
 
 
-def check_pair_options(interactions: int, pair_levels: int, max_pair_features: int) -> None:
-    if isinstance(interactions, bool) or not isinstance(interactions, (int, np.integer)) or interactions < 0:
+def _is_int(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+def check_pair_options(interactions: int, pair_levels: int | str, max_pair_features: int,
+                       pair_min_count: float = PAIR_MIN_COUNT, pair_max_cells: int = PAIR_MAX_CELLS) -> None:
+    if not _is_int(interactions) or interactions < 0:
         raise SpecError(f"interactions must be a non-negative integer (pairs to report), got {interactions!r}")
-    if isinstance(pair_levels, bool) or not isinstance(pair_levels, (int, np.integer)) or not 2 <= pair_levels <= 256:
-        raise SpecError(f"pair_levels must be an integer in [2, 256], got {pair_levels!r}")
-    if isinstance(max_pair_features, bool) or not isinstance(max_pair_features, (int, np.integer)) or max_pair_features < 2:
+    if pair_levels != "auto" and (not _is_int(pair_levels) or not 2 <= pair_levels <= MAX_PAIR_LEVELS):
+        raise SpecError(f"pair_levels must be 'auto' or an integer in [2, {MAX_PAIR_LEVELS}], got {pair_levels!r}")
+    if not _is_int(max_pair_features) or max_pair_features < 2:
         raise SpecError(f"max_pair_features must be an integer >= 2, got {max_pair_features!r}")
+    if isinstance(pair_min_count, bool) or not isinstance(pair_min_count, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(pair_min_count) or pair_min_count <= 0:
+        raise SpecError(f"pair_min_count must be a number > 0 (rows per joint value), got {pair_min_count!r}")
+    if not _is_int(pair_max_cells) or pair_max_cells < 1024:
+        raise SpecError(f"pair_max_cells must be an integer >= 1024 (counted cells of all pairs), got {pair_max_cells!r}")
 
 
 @dataclass(frozen=True)
@@ -53,8 +66,16 @@ class RankOptions:
         progress: called with (rows counted, total rows or None) after each batch or shard.
         pool_size: features the greedy methods (``mrmr``, ``3mr``) re-order.
         interactions: rank pairs of features and keep the best this many (0: no pair pass).
-        pair_levels: codes a feature keeps in a pair (its most frequent levels, the rest shared), so a pair has
-            at most ``pair_levels**2`` joint values whatever its features' cardinalities.
+        pair_levels: codes a feature keeps in a pair (its ``pair_levels - 1`` most frequent levels, the rest
+            shared), so a pair has at most ``pair_levels**2`` joint values whatever its features'
+            cardinalities; ``"auto"`` (the default) grows the cap with the rows: the largest cap ``L`` with
+            ``L * L <= n_rows / pair_min_count`` (at least 16, at most 16,384), lowered until every pair's table
+            fits in ``pair_max_cells`` (see ``_pairs.pair_cap``).
+        pair_min_count: ``"auto"`` only: rows per joint value of a pair at the least, on average (below 1: a
+            table with more joint values than rows, which the exact chance correction allows).
+        pair_max_cells: the memory bound of the pair pass: counted cells of all pairs together (code of a, code
+            of b, class; 8 bytes each), per batch or Ray shard in flight. A fixed ``pair_levels`` over it is an
+            error; ``"auto"`` lowers its cap to fit.
         max_pair_features: all pairs of up to this many features; above, pairs of the this many features with
             the highest single-feature score.
     """
@@ -69,11 +90,14 @@ class RankOptions:
     progress: Progress | None = field(default=None, compare=False)
     pool_size: int = 20
     interactions: int = 0
-    pair_levels: int = PAIR_LEVELS
+    pair_levels: int | str = "auto"
     max_pair_features: int = MAX_PAIR_FEATURES
+    pair_min_count: float = PAIR_MIN_COUNT
+    pair_max_cells: int = PAIR_MAX_CELLS
 
     def __post_init__(self) -> None:
-        check_pair_options(self.interactions, self.pair_levels, self.max_pair_features)
+        check_pair_options(self.interactions, self.pair_levels, self.max_pair_features, self.pair_min_count,
+                           self.pair_max_cells)
         check_options(self.n_bins, self.missing)
         check_batch_size(self.batch_size)
         get_method(self.method)

@@ -4,8 +4,8 @@ The evaluation protocol: one deterministic, stratified split per data fingerprin
 validation / test rows (``[train] val_fraction``, ``test_fraction``; an image set with its own test set uses it).
 Everything fitted sees the training rows only: the prefilter and pair rankings are computed on them (the ranking
 records the rows it used), and so is the encoder (vocabularies, the hashing decision, medians, missing-value
-indicators, the float bins of crosses); validation and test rows are encoded as the packaged model encodes new
-rows. Trials train on the training rows and are selected on the validation rows; the test rows are used once, when
+indicators, the float bins of crosses, which crossed values are frequent enough to get their own code);
+validation and test rows are encoded as the packaged model encodes new rows. Trials train on the training rows and are selected on the validation rows; the test rows are used once, when
 an execution ends, to evaluate the best trial(s).
 
 The ranking is the prefilter: only the ``top_k`` best-ranked features reach the search. When ``top_k`` is a
@@ -141,7 +141,7 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
 
     from sparsearch.features import RankingCache, data_fingerprint, validate_target
     from sparsearch.spaces import split_indices
-    from sparsearch.spaces.encoder import TabularEncoder
+    from sparsearch.spaces.encoder import CROSS_MIN_COUNT, TabularEncoder
 
     t0 = time.perf_counter()
     df = _load_frame(spec)
@@ -194,7 +194,9 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
 
     t0 = time.perf_counter()
     # fitted on the training rows only; validation and test rows encode as the packaged model encodes new rows
-    encoder = TabularEncoder.fit(df, target, features=[*candidates, *crosses], rows=tr)
+    # a crossed value seen fewer than CROSS_MIN_COUNT times among them is out of vocabulary (bounded embeddings)
+    encoder = TabularEncoder.fit(df, target, features=[*candidates, *crosses], rows=tr,
+                                 min_count=dict.fromkeys(crosses, CROSS_MIN_COUNT))
     # straight into the three parts: no full encoded copy besides them (the frame, the parts and one column at a
     # time is the peak: 9.2 GB measured for clicklog_large's 2M x 316 with int64 codes, where a full copy then subsets
     # peaked near 20 GB; the codes are int32 since, 2.4 GB less)

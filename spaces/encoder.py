@@ -22,7 +22,8 @@ from sparsearch.errors import DataError
 
 from .data import TabularData
 
-__all__ = ["CODE_DTYPE", "MISSING_CODE", "OOV_CODE", "ColumnEncoding", "Cross", "TabularEncoder", "encode_tabular"]
+__all__ = ["CODE_DTYPE", "CROSS_MIN_COUNT", "MISSING_CODE", "OOV_CODE", "ColumnEncoding", "Cross", "TabularEncoder",
+           "encode_tabular"]
 
 #: Code of a missing value in every categorical column.
 MISSING_CODE = 0
@@ -67,6 +68,11 @@ CROSS_SEPARATOR = "\x1f"
 """Between the two parts of a crossed value (``search.data.add_crosses``)."""
 CROSS_BINS = 16
 """Equal-frequency bins of a float part of a cross."""
+CROSS_MIN_COUNT = 10
+"""A crossed value seen fewer times among the fitted rows is out of vocabulary (``TabularEncoder.fit``'s
+``min_count``): a cross of two 1,000-level IDs has up to a million values, most seen once, and an embedding row
+per value seen once would memorise its label. The rare values share the out-of-vocabulary code, which is
+therefore trained (on them) and is what unseen values of new rows get."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -214,7 +220,8 @@ class TabularEncoder:
     # -- fitting ---------------------------------------------------------------------------------------------------
     @classmethod
     def fit(cls, df: Any, target: str, *, features: list[str] | None = None,
-            max_cardinality: int = 100_000, rows: np.ndarray | None = None) -> TabularEncoder:
+            max_cardinality: int = 100_000, rows: np.ndarray | None = None,
+            min_count: dict[str, int] | None = None) -> TabularEncoder:
         """Learn the encoding of ``df`` (see :func:`~sparsearch.spaces.encode_tabular` for the rules).
 
         Args:
@@ -224,6 +231,11 @@ class TabularEncoder:
                 indicators; other rows are encoded as :meth:`transform` encodes new rows (a value seen only there
                 is out of vocabulary). The class labels come from every labelled row, so that each one can be
                 encoded with its label. The rows are gathered one column at a time: no copy of the frame.
+            min_count: per categorical column (the crosses of a study, :data:`CROSS_MIN_COUNT`), the fewest
+                fitted rows a value needs to get its own code; rarer values are out of vocabulary, in the fitted
+                rows too. Such a column is never hashed: it keeps at most ``max_cardinality - 2`` values, the most
+                frequent (ties by value), so its cardinality is at most ``min(fitted rows / min_count,
+                max_cardinality - 2) + 2``.
 
         Raises:
             DataError: missing column, empty table, a one-class target, a nested/unsupported column type, or
@@ -243,6 +255,12 @@ class TabularEncoder:
             raise DataError(f"feature columns not found: {', '.join(missing)}; columns: {', '.join(df.columns)}")
         if target in features:
             raise DataError(f"target column {target!r} is also listed in features")
+        floors = dict(min_count or {})
+        for name, floor in floors.items():
+            if name not in features:
+                raise DataError(f"min_count names column {name!r}, which is not among the features")
+            if isinstance(floor, bool) or not isinstance(floor, (int, np.integer)) or floor < 1:
+                raise DataError(f"min_count of column {name!r} must be an integer >= 1, got {floor!r}")
         notes: list[str] = []
         n_missing = df[target].null_count()
         if n_missing:  # a filter copies the whole frame: only when there is something to drop
@@ -278,6 +296,14 @@ class TabularEncoder:
                 columns.append(ColumnEncoding(name, "numeric", s.dtype, fill=fill, indicator=bool(bad.any())))
                 continue
             view = _categorical_view(s)
+            if name in floors:
+                counts = view.drop_nulls().rename("v").value_counts(name="n")
+                kept = counts.filter(pl.col("n") >= floors[name]).sort(["n", "v"], descending=[True, False])
+                values = kept["v"].head(max_cardinality - _FIRST_CODE).sort()
+                notes.append(f"{name}: {values.len()} of {counts.height} values seen >= {floors[name]} times keep "
+                             "their own code; the rest are out of vocabulary")
+                columns.append(ColumnEncoding(name, "categorical", s.dtype, vocabulary=values))
+                continue
             values = view.drop_nulls().unique().sort()
             if values.len() + _FIRST_CODE > max_cardinality:
                 n_buckets = max_cardinality - _FIRST_CODE

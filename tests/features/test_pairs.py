@@ -9,6 +9,7 @@ from scipy.stats import spearmanr
 
 from sparsearch.errors import SpecError
 from sparsearch.features import RankOptions, rank, rank_features, rank_interactions
+from sparsearch.features._tables import PAIR_MAX_CELLS
 
 
 def _xor_with_noise(n: int, seed: int) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -46,8 +47,13 @@ def test_pure_interaction_pair_ranks_first_and_noise_pairs_are_not_ordered_by_ca
     rho = spearmanr(log_card, noise["score"]).statistic
     assert abs(rho) < 0.2, rho
     assert abs(float(noise["score"].mean())) < 0.2 * float(noise["score"].std())  # chance-corrected: centred on 0
-    # capping: no pair has more than 16 x 16 joint values, whatever the cardinalities
-    assert pairs["levels_a"].max() <= 16 and pairs["levels_b"].max() <= 16
+    # capping ("auto"): at most sqrt(n_rows / 0.25) = 400 codes per feature, lowered until all 276 pairs' counts
+    # fit in pair_max_cells (a 20,000-level feature keeps 353), and no feature keeps more codes than it has levels
+    assert pairs["levels_a"].max() == pairs["levels_b"].max() == 353
+    sizes = dict(zip(pairs["feature_a"], pairs["levels_a"])) | dict(zip(pairs["feature_b"], pairs["levels_b"]))
+    assert sizes["xa"] == 4 and sizes["noise_0"] == 2
+    cells = sum((sizes[a] + 1) * (sizes[b] + 1) * 2 for a, b in zip(pairs["feature_a"], pairs["feature_b"]))
+    assert PAIR_MAX_CELLS * 0.95 < cells <= PAIR_MAX_CELLS
     assert set(pairs.columns) >= {"feature_a", "feature_b", "score", "rank", "redundancy"}
 
 
@@ -99,8 +105,20 @@ def test_rank_returns_pairs_and_report_from_one_count():
 
 def test_bad_pair_options():
     df, _ = _xor_with_noise(500, seed=0)
-    with pytest.raises(SpecError, match=r"pair_levels must be an integer in \[2, 256\], got 1"):
+    with pytest.raises(SpecError, match=r"pair_levels must be 'auto' or an integer in \[2, 16384\], got 1"):
         rank_interactions(df, "y", pair_levels=1)
+    with pytest.raises(SpecError, match=r"pair_levels must be 'auto' or an integer in \[2, 16384\], got 'max'"):
+        RankOptions(pair_levels="max")
+    with pytest.raises(SpecError, match=r"pair_min_count must be a number > 0 \(rows per joint value\), got 0"):
+        rank_interactions(df, "y", pair_min_count=0)
+    with pytest.raises(SpecError, match="pair_min_count must be a number > 0"):
+        RankOptions(pair_min_count=float("nan"))
+    with pytest.raises(SpecError, match=r"pair_max_cells must be an integer >= 1024 .*got 100"):
+        rank_interactions(df, "y", pair_max_cells=100)
+    # a fixed cap whose counts do not fit is refused, naming what to change
+    with pytest.raises(SpecError, match=r"pair_levels=2000 needs .* counted cells for 276 pairs, over "
+                       r"pair_max_cells=1,024; lower pair_levels, use 'auto', or raise pair_max_cells"):
+        rank_interactions(df, "y", pair_levels=2000, pair_max_cells=1024)
     with pytest.raises(SpecError, match="max_pair_features must be an integer >= 2"):
         rank_interactions(df, "y", max_pair_features=1)
     with pytest.raises(SpecError, match="top must be a positive integer, got 0"):
