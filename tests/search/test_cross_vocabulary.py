@@ -11,8 +11,7 @@ import pytest
 from sparsearch.errors import DataError
 from sparsearch.search.data import prepare_data
 from sparsearch.search.spec import load_study
-from sparsearch.spaces.data import OOV_CODE
-from sparsearch.spaces.encoder import CROSS_MIN_COUNT, TabularEncoder
+from sparsearch.spaces.encoder import CROSS_MIN_COUNT, OOV_CODE, TabularEncoder
 
 
 def test_min_count_sends_rare_values_out_of_vocabulary_in_fitted_and_new_rows():
