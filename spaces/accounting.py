@@ -1,7 +1,8 @@
 """Our own accounting of sparse models (FLOP counters that ignore zeros are a known pain, DOMAIN.md 2.6).
 
-FLOPs count one multiply-add as 2 FLOPs, per sample, for linear and conv layers (embedding lookups, activations,
-pooling and biases are not counted). Sparse FLOPs count only non-zero weights.
+FLOPs count one multiply-add as 2 FLOPs, per sample, for linear and conv layers, per-feature linear layers of
+numeric embeddings (embedding lookups, activations, pooling, biases and elementwise products are not
+counted). Sparse FLOPs count only non-zero weights.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .masked import masked_modules
+from .masked import MaskedNLinear, masked_modules
+
+#: Layers whose multiply-adds are counted.
+COMPUTE_TYPES = (nn.Linear, nn.Conv2d, MaskedNLinear)
 
 
 def output_positions(model: nn.Module, example: tuple[torch.Tensor, ...]) -> dict[str, int]:
@@ -27,7 +31,7 @@ def output_positions(model: nn.Module, example: tuple[torch.Tensor, ...]) -> dic
             handles.append(m.register_forward_hook(
                 lambda mod, inp, out, name=name: positions.__setitem__(name, int(out.shape[-1] * out.shape[-2]))
             ))
-        elif isinstance(m, nn.Linear):
+        elif isinstance(m, COMPUTE_TYPES):
             positions[name] = 1
     try:
         was_training = model.training
@@ -45,7 +49,7 @@ def layer_table(model: nn.Module, positions: dict[str, int]) -> list[dict[str, A
     """Per prunable-or-compute layer: shape, weights, non-zeros, sparsity, dense and sparse MACs per sample."""
     rows = []
     for name, m in model.named_modules():
-        if not isinstance(m, (nn.Linear, nn.Conv2d, nn.Embedding)):
+        if not isinstance(m, (*COMPUTE_TYPES, nn.Embedding)):
             continue
         w = m.weight.detach()
         n = w.numel()
@@ -63,7 +67,7 @@ def sparse_macs(model: nn.Module, positions: dict[str, int]) -> int:
     """MACs per sample counting only mask-kept weights (cheap; used every step for training FLOPs)."""
     total = 0
     for name, m in model.named_modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
+        if isinstance(m, COMPUTE_TYPES):
             kept = int(m.mask.sum()) if hasattr(m, "weight_mask") else m.weight.numel()
             total += kept * positions.get(name, 1)
     return total
@@ -71,7 +75,7 @@ def sparse_macs(model: nn.Module, positions: dict[str, int]) -> int:
 
 def dense_macs(model: nn.Module, positions: dict[str, int]) -> int:
     return sum(m.weight.numel() * positions.get(name, 1) for name, m in model.named_modules()
-               if isinstance(m, (nn.Linear, nn.Conv2d)))
+               if isinstance(m, COMPUTE_TYPES))
 
 
 def saved_size(obj: Any) -> int:

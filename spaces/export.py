@@ -5,8 +5,10 @@
   weights are all zero: its output is then the constant ``relu(bias)``, which is folded exactly into the next
   layer's bias (for a conv followed by a conv, where zero padding makes the constant map non-constant after the
   next conv, only units with ``relu(bias) == 0`` are removed). Outputs equal the masked model's in eval mode.
+  Numeric encodings are kept as they are (masked, computing the same function).
 - :func:`to_csr`: every linear layer becomes a :class:`CSRLinear` holding its weight in compressed sparse row form
-  (conv layers and embeddings stay dense). Outputs equal the masked model's in eval mode.
+  (the per-feature layer of a PLR encoding a :class:`CSRNLinear` over its block-diagonal weight). Conv layers and
+  embeddings stay dense. Outputs equal the masked model's in eval mode.
 
 Both return new modules (the input is untouched) that ``torch.save``/``torch.load`` and ``state_dict`` round-trip.
 """
@@ -19,6 +21,7 @@ import warnings
 import torch
 from torch import nn
 
+from .masked import MaskedNLinear
 from .models import SparseCNN, SparseMLP
 
 
@@ -174,14 +177,28 @@ class CSRLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, nnz={self.nnz}"
 
 
+class CSRNLinear(CSRLinear):
+    """A :class:`~sparsearch.spaces.masked.MaskedNLinear` in CSR form: its block-diagonal weight over the flattened
+    ``(batch, n * in)`` input; input ``(batch, n, in)``, output ``(batch, n * out)``."""
+
+    def __init__(self, layer: MaskedNLinear) -> None:
+        super().__init__(layer.block_diagonal(), layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.flatten(1))
+
+
 @torch.no_grad()
 def to_csr(model: nn.Module) -> nn.Module:
-    """Copy ``model`` with every ``nn.Linear`` (masked or not) replaced by a :class:`CSRLinear` (eval mode)."""
+    """Copy ``model`` with every ``nn.Linear`` (masked or not) replaced by a :class:`CSRLinear` (eval mode) and
+    every per-feature layer by a :class:`CSRNLinear`."""
     out = copy.deepcopy(model).eval()
 
     def swap(parent: nn.Module) -> None:
         for name, child in parent.named_children():
-            if isinstance(child, nn.Linear):
+            if isinstance(child, MaskedNLinear):
+                setattr(parent, name, CSRNLinear(child))
+            elif isinstance(child, nn.Linear):
                 setattr(parent, name, CSRLinear(child.weight, child.bias))
             else:
                 swap(child)

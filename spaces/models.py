@@ -26,7 +26,10 @@ def iso_flop_widths(widths: Sequence[int], sparsity: float) -> list[int]:
 
 
 class SparseMLP(nn.Module):
-    """Embeddings per categorical feature, standardised numeric inputs, masked hidden layers and a masked head.
+    """Embeddings per categorical feature, encoded numeric inputs, masked hidden layers and a masked head.
+
+    Numbers are standardised by ``numeric_mean``/``numeric_std``, or encoded by ``numeric_encoder`` (see
+    :mod:`sparsearch.spaces.numeric`). Without an encoder the model is today's exactly (same modules and keys).
 
     Args:
         cardinalities: number of codes of each categorical feature (embedding table sizes).
@@ -37,6 +40,8 @@ class SparseMLP(nn.Module):
         dropout: dropout after each hidden layer.
         prune_embeddings: use masked embeddings so they count as prunable weights (default: dense embeddings).
         numeric_mean, numeric_std: standardisation of numeric inputs (buffers; fitted on training data).
+        numeric_encoder: a fitted numeric encoding module (``None``: the standardised numbers); it reads the
+            standardised numbers when its ``reads_standardised`` attribute is true, else the raw ones.
 
     Example:
         >>> m = SparseMLP([10, 3], 2, [16, 8], 1)
@@ -48,6 +53,7 @@ class SparseMLP(nn.Module):
         self, cardinalities: Sequence[int], n_numeric: int, widths: Sequence[int], n_out: int, *,
         embedding_dim: int = 8, dropout: float = 0.0, prune_embeddings: bool = False,
         numeric_mean: torch.Tensor | None = None, numeric_std: torch.Tensor | None = None,
+        numeric_encoder: nn.Module | None = None,
     ) -> None:
         super().__init__()
         emb_cls = MaskedEmbedding if prune_embeddings else nn.Embedding
@@ -55,7 +61,11 @@ class SparseMLP(nn.Module):
         self.n_numeric = n_numeric
         self.register_buffer("numeric_mean", numeric_mean if numeric_mean is not None else torch.zeros(n_numeric))
         self.register_buffer("numeric_std", numeric_std if numeric_std is not None else torch.ones(n_numeric))
-        in_dim = sum(e.embedding_dim for e in self.embeddings) + n_numeric
+        # optional pieces are registered only when used: the default model has today's modules and state_dict keys
+        if numeric_encoder is not None:
+            self.numeric_encoder = numeric_encoder
+        n_num_out = int(getattr(numeric_encoder, "out_features", n_numeric)) if numeric_encoder is not None else n_numeric
+        in_dim = sum(e.embedding_dim for e in self.embeddings) + n_num_out
         self.in_dim = in_dim
         layers: list[nn.Module] = []
         for w in widths:
@@ -67,9 +77,16 @@ class SparseMLP(nn.Module):
         self.head = MaskedLinear(in_dim, n_out)
 
     def features(self, categorical: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
+        """The input of the first hidden layer, ``(batch, in_dim)``."""
         parts = [emb(categorical[:, i]) for i, emb in enumerate(self.embeddings)]
         if self.n_numeric:
-            parts.append((numeric - self.numeric_mean) / self.numeric_std)
+            encoder = getattr(self, "numeric_encoder", None)
+            if encoder is None:
+                parts.append((numeric - self.numeric_mean) / self.numeric_std)
+            elif getattr(encoder, "reads_standardised", False):
+                parts.append(encoder((numeric - self.numeric_mean) / self.numeric_std))
+            else:
+                parts.append(encoder(numeric))
         return torch.cat(parts, dim=1) if parts else numeric
 
     def forward(self, categorical: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:

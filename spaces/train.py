@@ -22,6 +22,7 @@ from .export import compact, to_csr
 from .methods import make_method
 from .metrics import classification_metrics
 from .models import SparseCNN, SparseMLP, iso_flop_widths
+from .numeric import make_numeric_encoding
 from .sparsifier import Sparsifier
 
 #: Latency is measured on this many rows (or fewer) ...
@@ -68,9 +69,13 @@ def build_model(config: TrialConfig, data: TabularData | ImageData) -> nn.Module
         mean = torch.tensor(num.mean(axis=0) if num.shape[0] else np.zeros(num.shape[1]), dtype=torch.float32)
         std = torch.tensor(num.std(axis=0) if num.shape[0] else np.ones(num.shape[1]), dtype=torch.float32)
         std = torch.where(std > 1e-12, std, torch.ones_like(std))
+        # fitted on ``data``: the training rows (quantiles, bins); ``None`` for the standardised scalar
+        encoder = make_numeric_encoding(config.numeric_encoding, num, bins=config.numeric_bins,
+                                        d_embedding=config.numeric_embedding_dim, sigma=config.plr_sigma)
         return SparseMLP(data.cardinalities, data.numeric.shape[1], widths, n_out,
                          embedding_dim=config.embedding_dim, dropout=config.dropout,
-                         prune_embeddings=config.prune_embeddings, numeric_mean=mean, numeric_std=std)
+                         prune_embeddings=config.prune_embeddings, numeric_mean=mean, numeric_std=std,
+                         numeric_encoder=encoder)
     if isinstance(data, ImageData):
         if config.model != "cnn":
             raise DataError(f"model {config.model!r} cannot train on image data; use model = \"cnn\"")

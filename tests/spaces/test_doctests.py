@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["_registry", "config", "models", "accounting", "distributions", "patterns", "schedules", "spec", "encoder"]
+MODULES = ["_registry", "config", "models", "accounting", "distributions", "patterns", "schedules", "spec", "encoder",
+           "numeric", "masked"]
 
 
 @pytest.mark.parametrize("name", MODULES)
