@@ -2,7 +2,8 @@
 
 FLOPs count one multiply-add as 2 FLOPs, per sample, for linear and conv layers, per-feature linear layers of
 numeric embeddings (embedding lookups, activations, pooling, biases and elementwise products are not
-counted). Sparse FLOPs count only non-zero weights.
+counted). Sparse FLOPs count only non-zero weights. A layer shared by the ``k`` members of an efficient ensemble runs
+once per member: its MACs are ``k`` times its weights' (its weights are stored, and counted as parameters, once).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ COMPUTE_TYPES = (nn.Linear, nn.Conv2d, MaskedNLinear)
 
 
 def output_positions(model: nn.Module, example: tuple[torch.Tensor, ...]) -> dict[str, int]:
-    """Number of output positions of each linear/conv layer for one sample (1 for linear, H*W for conv)."""
+    """Number of output positions of each linear/conv layer for one sample (1 for linear, H*W for conv; ``k`` for a
+    linear layer shared by ``k`` ensemble members)."""
     positions: dict[str, int] = {}
     handles = []
     for name, m in model.named_modules():
@@ -32,7 +34,7 @@ def output_positions(model: nn.Module, example: tuple[torch.Tensor, ...]) -> dic
                 lambda mod, inp, out, name=name: positions.__setitem__(name, int(out.shape[-1] * out.shape[-2]))
             ))
         elif isinstance(m, COMPUTE_TYPES):
-            positions[name] = 1
+            positions[name] = int(getattr(m, "ensemble_size", 1))
     try:
         was_training = model.training
         model.eval()

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .ensemble import MaskedEnsembleLinear, mean_probability_logits
 from .masked import MaskedConv2d, MaskedEmbedding, MaskedLinear
 
 
@@ -26,10 +27,14 @@ def iso_flop_widths(widths: Sequence[int], sparsity: float) -> list[int]:
 
 
 class SparseMLP(nn.Module):
-    """Embeddings per categorical feature, encoded numeric inputs, masked hidden layers and a masked head.
+    """Embeddings per categorical feature, encoded numeric inputs, masked hidden layers and a masked head, optionally
+    as an efficient ensemble of ``k`` members.
 
-    Numbers are standardised by ``numeric_mean``/``numeric_std``, or encoded by ``numeric_encoder`` (see
-    :mod:`sparsearch.spaces.numeric`). Without an encoder the model is today's exactly (same modules and keys).
+    Forward: ``x_0 = [embeddings, numbers]`` (numbers standardised by ``numeric_mean``/``numeric_std``, or encoded by
+    ``numeric_encoder``, see :mod:`sparsearch.spaces.numeric`), then the hidden layers and the head. With ``ensemble_size = k > 1`` the hidden layers and the head are shared by ``k``
+    members with rank-1 adapters (:mod:`sparsearch.spaces.ensemble`); :meth:`member_logits` gives each member's
+    logits and ``forward`` the logits of the members' mean probability. ``k = 1`` builds today's model exactly
+    (same modules, same parameter creation order).
 
     Args:
         cardinalities: number of codes of each categorical feature (embedding table sizes).
@@ -42,6 +47,7 @@ class SparseMLP(nn.Module):
         numeric_mean, numeric_std: standardisation of numeric inputs (buffers; fitted on training data).
         numeric_encoder: a fitted numeric encoding module (``None``: the standardised numbers); it reads the
             standardised numbers when its ``reads_standardised`` attribute is true, else the raw ones.
+        ensemble_size: members of the efficient ensemble (1: a single network).
 
     Example:
         >>> m = SparseMLP([10, 3], 2, [16, 8], 1)
@@ -53,28 +59,36 @@ class SparseMLP(nn.Module):
         self, cardinalities: Sequence[int], n_numeric: int, widths: Sequence[int], n_out: int, *,
         embedding_dim: int = 8, dropout: float = 0.0, prune_embeddings: bool = False,
         numeric_mean: torch.Tensor | None = None, numeric_std: torch.Tensor | None = None,
-        numeric_encoder: nn.Module | None = None,
+        numeric_encoder: nn.Module | None = None, ensemble_size: int = 1,
     ) -> None:
         super().__init__()
+        if int(ensemble_size) < 1:
+            raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}")
         emb_cls = MaskedEmbedding if prune_embeddings else nn.Embedding
         self.embeddings = nn.ModuleList(emb_cls(int(c), embedding_size(int(c), embedding_dim)) for c in cardinalities)
         self.n_numeric = n_numeric
         self.register_buffer("numeric_mean", numeric_mean if numeric_mean is not None else torch.zeros(n_numeric))
         self.register_buffer("numeric_std", numeric_std if numeric_std is not None else torch.ones(n_numeric))
+        self.ensemble_size = int(ensemble_size)
         # optional pieces are registered only when used: the default model has today's modules and state_dict keys
         if numeric_encoder is not None:
             self.numeric_encoder = numeric_encoder
         n_num_out = int(getattr(numeric_encoder, "out_features", n_numeric)) if numeric_encoder is not None else n_numeric
         in_dim = sum(e.embedding_dim for e in self.embeddings) + n_num_out
         self.in_dim = in_dim
+        k = self.ensemble_size
+
+        def linear(n_in: int, n_out: int, first: bool) -> MaskedLinear:
+            return MaskedLinear(n_in, n_out) if k == 1 else MaskedEnsembleLinear(n_in, n_out, k, random_signs=first)
+
         layers: list[nn.Module] = []
-        for w in widths:
-            layers += [MaskedLinear(in_dim, int(w)), nn.ReLU()]
+        for i, w in enumerate(widths):
+            layers += [linear(in_dim, int(w), i == 0), nn.ReLU()]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             in_dim = int(w)
         self.hidden = nn.Sequential(*layers)
-        self.head = MaskedLinear(in_dim, n_out)
+        self.head = linear(in_dim, n_out, not widths)
 
     def features(self, categorical: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
         """The input of the first hidden layer, ``(batch, in_dim)``."""
@@ -89,8 +103,17 @@ class SparseMLP(nn.Module):
                 parts.append(encoder(numeric))
         return torch.cat(parts, dim=1) if parts else numeric
 
+    def member_logits(self, categorical: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
+        """Each member's logits, ``(batch, k, n_out)`` (``k = 1``: the single network's)."""
+        x = self.features(categorical, numeric)
+        if self.ensemble_size == 1:
+            return self.head(self.hidden(x))[:, None, :]
+        return self.head(self.hidden(x[:, None, :].expand(-1, self.ensemble_size, -1)))
+
     def forward(self, categorical: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
-        return self.head(self.hidden(self.features(categorical, numeric)))
+        if self.ensemble_size == 1:
+            return self.head(self.hidden(self.features(categorical, numeric)))
+        return mean_probability_logits(self.member_logits(categorical, numeric))
 
 
 class SparseCNN(nn.Module):

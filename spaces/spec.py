@@ -115,6 +115,10 @@ class SpaceSpec(StrictModel):
     plr_sigma: FloatRange = Field(
         0.1, description="plr: standard deviation of the initial frequencies (log scale), in (0, 100]."
     )
+    ensemble_size: IntRange = Field(
+        1, description="Members of the efficient (BatchEnsemble/TabM) ensemble sharing the sparse weights (MLP); "
+        "1 = a single network, in [1, 64].",
+    )
 
     @field_validator("model")
     @classmethod
@@ -177,8 +181,10 @@ class SpaceSpec(StrictModel):
         _in("numeric_bins", self.numeric_bins, 2, 1024)
         _in("numeric_embedding_dim", self.numeric_embedding_dim, 1, 256)
         _in("plr_sigma", self.plr_sigma, 0.0, 100.0, lo_open=True)
+        _in("ensemble_size", self.ensemble_size, 1, 64)
         if self.model == "cnn":
-            tabular = {"numeric_encoding": self.numeric_encoding != ["standard"]}
+            tabular = {"numeric_encoding": self.numeric_encoding != ["standard"],
+                       "ensemble_size": self.ensemble_size != (1, 1)}
             used = [k for k, v in tabular.items() if v]
             if used:
                 raise ValueError(f"{', '.join(used)}: only for model = \"mlp\" (the cnn takes the defaults)")

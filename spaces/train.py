@@ -18,6 +18,7 @@ from sparsearch.errors import DataError
 from . import accounting as acc
 from .config import TrialConfig
 from .data import ImageData, TabularData
+from .ensemble import member_losses
 from .export import compact, to_csr
 from .methods import make_method
 from .metrics import classification_metrics
@@ -75,7 +76,7 @@ def build_model(config: TrialConfig, data: TabularData | ImageData) -> nn.Module
         return SparseMLP(data.cardinalities, data.numeric.shape[1], widths, n_out,
                          embedding_dim=config.embedding_dim, dropout=config.dropout,
                          prune_embeddings=config.prune_embeddings, numeric_mean=mean, numeric_std=std,
-                         numeric_encoder=encoder)
+                         numeric_encoder=encoder, ensemble_size=config.ensemble_size)
     if isinstance(data, ImageData):
         if config.model != "cnn":
             raise DataError(f"model {config.model!r} cannot train on image data; use model = \"cnn\"")
@@ -215,6 +216,7 @@ def _run(config, train, val, *, seed, callback, return_model, measure, device, m
     model = build_model(config, train)
     n_out = model.head.out_features
     loss_fn = _loss_fn(n_out)
+    members = int(getattr(model, "ensemble_size", 1))
     x_train, x_val = _inputs(train), _inputs(val)
     y_train = torch.from_numpy(train.y.astype(np.int64))
     n = train.n_rows
@@ -278,8 +280,12 @@ def _run(config, train, val, *, seed, callback, return_model, measure, device, m
             idx = perm[b * batch : (b + 1) * batch]
             idx_d = idx.to(device, non_blocking=True)
             with autocast():
-                logits = model(*(t[idx_d] for t in x_train))
-            loss = loss_fn(logits.float(), y_train[idx_d])
+                if members > 1:  # an efficient ensemble trains on the mean of its members' losses (TabM)
+                    logits = model.member_logits(*(t[idx_d] for t in x_train))
+                else:
+                    logits = model(*(t[idx_d] for t in x_train))
+            loss = (member_losses(loss_fn, logits.float(), y_train[idx_d]) if members > 1
+                    else loss_fn(logits.float(), y_train[idx_d]))
             optimizer.zero_grad(set_to_none=True)
             (scaler.scale(loss) if scaler is not None else loss).backward()
             if config.lr_schedule != "constant":
@@ -370,6 +376,10 @@ def _account(model, config, x_val, positions, *, measure: bool) -> tuple[dict[st
     accounting["compact_shapes"] = [list(m.weight.shape) for m in compacted.modules()
                                     if isinstance(m, (nn.Linear, nn.Conv2d))]
     metrics["params_compact"] = float(sum(p.numel() for p in compacted.parameters()))
+    # an efficient ensemble: shared weights are counted once (in n_params, nnz_*); the members' own adapters here
+    member_params = sum(m.adapter_params() for m in model.modules() if hasattr(m, "adapter_params"))
+    metrics["params_members"] = float(member_params)
+    accounting["ensemble"] = {"size": int(getattr(model, "ensemble_size", 1)), "member_params": int(member_params)}
     metrics["size_dense_bytes"] = float(sizes["dense_bytes"])
     metrics["size_sparse_bytes"] = float(min(sizes["compact_bytes"], sizes["csr_bytes"]))
     if measure:
