@@ -1,7 +1,7 @@
 """Our own accounting of sparse models (FLOP counters that ignore zeros are a known pain, DOMAIN.md 2.6).
 
 FLOPs count one multiply-add as 2 FLOPs, per sample, for linear and conv layers, per-feature linear layers of
-numeric embeddings (embedding lookups, activations, pooling, biases and elementwise products are not
+numeric embeddings and cross layers (embedding lookups, activations, pooling, biases and elementwise products are not
 counted). Sparse FLOPs count only non-zero weights. A layer shared by the ``k`` members of an efficient ensemble runs
 once per member: its MACs are ``k`` times its weights' (its weights are stored, and counted as parameters, once).
 """

@@ -34,6 +34,8 @@ class TrialConfig:
     numeric_bins: int = 16
     numeric_embedding_dim: int = 8
     plr_sigma: float = 0.1
+    cross_layers: int = 0
+    cross_rank: int = 16
     ensemble_size: int = 1
     method: str = "gmp"
     target_sparsity: float = 0.9
@@ -144,7 +146,7 @@ def suggest_config(trial, space: SpaceSpec, train: TrainSpec, *, n_features: int
         p["embedding_dim"] = _int(trial, "arch.embedding_dim", space.embedding_dim, log=True)
     p["dropout"] = _float(trial, "arch.dropout", space.dropout)
     if space.model == "mlp":
-        # numeric encoding, ensemble: a single choice is fixed, not a parameter (see _maybe_int)
+        # numeric encoding, cross block, ensemble: a single choice is fixed, not a parameter (see _maybe_int)
         enc = _maybe_cat(trial, "arch.numeric_encoding", space.numeric_encoding)
         p["numeric_encoding"] = enc
         if enc == "ple":
@@ -153,6 +155,9 @@ def suggest_config(trial, space: SpaceSpec, train: TrainSpec, *, n_features: int
             p["numeric_embedding_dim"] = _maybe_int(trial, "arch.numeric_embedding_dim",
                                                     space.numeric_embedding_dim, log=True)
             p["plr_sigma"] = _maybe_float(trial, "arch.plr_sigma", space.plr_sigma, log=True)
+        p["cross_layers"] = _maybe_int(trial, "arch.cross_layers", space.cross_layers)
+        if p["cross_layers"]:
+            p["cross_rank"] = _maybe_int(trial, "arch.cross_rank", space.cross_rank, log=True)
         p["ensemble_size"] = _maybe_int(trial, "arch.ensemble_size", space.ensemble_size)
     # --- sparsity
     method = _cat(trial, "sparsity.method", space.methods)

@@ -8,7 +8,7 @@
   In an efficient ensemble (``ensemble_size > 1``) the hidden layers and the head become plain
   :class:`~sparsearch.spaces.ensemble.EnsembleLinear` layers: a unit is removed for every member at once, its
   adapters with it, and a dead unit's per-member constant is folded into the next layer's per-member bias offsets.
-  Numeric encodings are kept as they are (masked, computing the same function).
+  Numeric encodings and cross layers are kept as they are (masked, computing the same function).
 - :func:`to_csr`: every linear layer becomes a :class:`CSRLinear` holding its weight in compressed sparse row form
   (an ensemble layer a :class:`CSREnsembleLinear` with its adapters; the per-feature layer of a PLR encoding a
   :class:`CSRNLinear` over its block-diagonal weight). Conv layers and embeddings stay dense. Outputs equal the

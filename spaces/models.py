@@ -26,12 +26,34 @@ def iso_flop_widths(widths: Sequence[int], sparsity: float) -> list[int]:
     return [max(1, int(round(w * factor))) for w in widths]
 
 
+class CrossLayer(nn.Module):
+    """A low-rank DCN-v2 cross layer (Wang et al. 2021, eq. 1 with ``W = U V``):
+    ``x_{l+1} = x_0 * (U (V x_l) + b) + x_l``, with ``V`` (``d -> rank``, no bias) and ``U`` (``rank -> d``)
+    masked linear layers, so both are pruned, counted (MACs) and exported like any linear layer.
+
+    Example:
+        >>> layer = CrossLayer(6, 2)
+        >>> x0 = torch.randn(3, 6)
+        >>> layer(x0, x0).shape
+        torch.Size([3, 6])
+    """
+
+    def __init__(self, dim: int, rank: int) -> None:
+        super().__init__()
+        self.down = MaskedLinear(dim, max(1, min(int(rank), dim)), bias=False)
+        self.up = MaskedLinear(self.down.out_features, dim)
+
+    def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x0 * self.up(self.down(x)) + x
+
+
 class SparseMLP(nn.Module):
-    """Embeddings per categorical feature, encoded numeric inputs, masked hidden layers and a masked head, optionally
-    as an efficient ensemble of ``k`` members.
+    """Embeddings per categorical feature, encoded numeric inputs, optional DCN-v2 cross layers, masked hidden layers
+    and a masked head, optionally as an efficient ensemble of ``k`` members.
 
     Forward: ``x_0 = [embeddings, numbers]`` (numbers standardised by ``numeric_mean``/``numeric_std``, or encoded by
-    ``numeric_encoder``, see :mod:`sparsearch.spaces.numeric`), then the hidden layers and the head. With ``ensemble_size = k > 1`` the hidden layers and the head are shared by ``k``
+    ``numeric_encoder``, see :mod:`sparsearch.spaces.numeric`), then ``cross_layers`` cross layers
+    (:class:`CrossLayer`), then the hidden layers and the head. With ``ensemble_size = k > 1`` the hidden layers and the head are shared by ``k``
     members with rank-1 adapters (:mod:`sparsearch.spaces.ensemble`); :meth:`member_logits` gives each member's
     logits and ``forward`` the logits of the members' mean probability. ``k = 1`` builds today's model exactly
     (same modules, same parameter creation order).
@@ -47,6 +69,7 @@ class SparseMLP(nn.Module):
         numeric_mean, numeric_std: standardisation of numeric inputs (buffers; fitted on training data).
         numeric_encoder: a fitted numeric encoding module (``None``: the standardised numbers); it reads the
             standardised numbers when its ``reads_standardised`` attribute is true, else the raw ones.
+        cross_layers, cross_rank: number of low-rank DCN-v2 cross layers before the hidden layers, and their rank.
         ensemble_size: members of the efficient ensemble (1: a single network).
 
     Example:
@@ -59,11 +82,14 @@ class SparseMLP(nn.Module):
         self, cardinalities: Sequence[int], n_numeric: int, widths: Sequence[int], n_out: int, *,
         embedding_dim: int = 8, dropout: float = 0.0, prune_embeddings: bool = False,
         numeric_mean: torch.Tensor | None = None, numeric_std: torch.Tensor | None = None,
-        numeric_encoder: nn.Module | None = None, ensemble_size: int = 1,
+        numeric_encoder: nn.Module | None = None, cross_layers: int = 0, cross_rank: int = 16,
+        ensemble_size: int = 1,
     ) -> None:
         super().__init__()
         if int(ensemble_size) < 1:
             raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}")
+        if int(cross_layers) < 0:
+            raise ValueError(f"cross_layers must be >= 0, got {cross_layers}")
         emb_cls = MaskedEmbedding if prune_embeddings else nn.Embedding
         self.embeddings = nn.ModuleList(emb_cls(int(c), embedding_size(int(c), embedding_dim)) for c in cardinalities)
         self.n_numeric = n_numeric
@@ -76,6 +102,8 @@ class SparseMLP(nn.Module):
         n_num_out = int(getattr(numeric_encoder, "out_features", n_numeric)) if numeric_encoder is not None else n_numeric
         in_dim = sum(e.embedding_dim for e in self.embeddings) + n_num_out
         self.in_dim = in_dim
+        if cross_layers:
+            self.cross = nn.ModuleList(CrossLayer(in_dim, cross_rank) for _ in range(int(cross_layers)))
         k = self.ensemble_size
 
         def linear(n_in: int, n_out: int, first: bool) -> MaskedLinear:
@@ -91,7 +119,7 @@ class SparseMLP(nn.Module):
         self.head = linear(in_dim, n_out, not widths)
 
     def features(self, categorical: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
-        """The input of the first hidden layer, ``(batch, in_dim)``."""
+        """``x_0`` after the cross layers: the input of the first hidden layer, ``(batch, in_dim)``."""
         parts = [emb(categorical[:, i]) for i, emb in enumerate(self.embeddings)]
         if self.n_numeric:
             encoder = getattr(self, "numeric_encoder", None)
@@ -101,7 +129,12 @@ class SparseMLP(nn.Module):
                 parts.append(encoder((numeric - self.numeric_mean) / self.numeric_std))
             else:
                 parts.append(encoder(numeric))
-        return torch.cat(parts, dim=1) if parts else numeric
+        x = torch.cat(parts, dim=1) if parts else numeric
+        if hasattr(self, "cross"):
+            x0 = x
+            for layer in self.cross:
+                x = layer(x0, x)
+        return x
 
     def member_logits(self, categorical: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
         """Each member's logits, ``(batch, k, n_out)`` (``k = 1``: the single network's)."""

@@ -115,6 +115,10 @@ class SpaceSpec(StrictModel):
     plr_sigma: FloatRange = Field(
         0.1, description="plr: standard deviation of the initial frequencies (log scale), in (0, 100]."
     )
+    cross_layers: IntRange = Field(
+        0, description="Low-rank DCN-v2 cross layers before the hidden layers (MLP); 0 = none, in [0, 8]."
+    )
+    cross_rank: IntRange = Field(16, description="Rank of each cross layer (log scale), in [1, 1024].")
     ensemble_size: IntRange = Field(
         1, description="Members of the efficient (BatchEnsemble/TabM) ensemble sharing the sparse weights (MLP); "
         "1 = a single network, in [1, 64].",
@@ -181,10 +185,12 @@ class SpaceSpec(StrictModel):
         _in("numeric_bins", self.numeric_bins, 2, 1024)
         _in("numeric_embedding_dim", self.numeric_embedding_dim, 1, 256)
         _in("plr_sigma", self.plr_sigma, 0.0, 100.0, lo_open=True)
+        _in("cross_layers", self.cross_layers, 0, 8)
+        _in("cross_rank", self.cross_rank, 1, 1024)
         _in("ensemble_size", self.ensemble_size, 1, 64)
         if self.model == "cnn":
-            tabular = {"numeric_encoding": self.numeric_encoding != ["standard"],
-                       "ensemble_size": self.ensemble_size != (1, 1)}
+            tabular = {"numeric_encoding": self.numeric_encoding != ["standard"], "cross_layers": self.cross_layers
+                       != (0, 0), "ensemble_size": self.ensemble_size != (1, 1)}
             used = [k for k, v in tabular.items() if v]
             if used:
                 raise ValueError(f"{', '.join(used)}: only for model = \"mlp\" (the cnn takes the defaults)")

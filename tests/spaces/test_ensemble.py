@@ -34,7 +34,7 @@ def test_k1_is_todays_model_bit_for_bit():
     torch.manual_seed(7)
     today = SparseMLP([10, 5], 3, [16, 8], 1, embedding_dim=4)
     torch.manual_seed(7)
-    k1 = SparseMLP([10, 5], 3, [16, 8], 1, embedding_dim=4, ensemble_size=1, numeric_encoder=None)
+    k1 = SparseMLP([10, 5], 3, [16, 8], 1, embedding_dim=4, ensemble_size=1, cross_layers=0, numeric_encoder=None)
     a, b = today.state_dict(), k1.state_dict()
     assert list(a) == list(b) and all(torch.equal(a[key], b[key]) for key in a)
     assert [type(m) for m in today.modules()] == [type(m) for m in k1.modules()]
