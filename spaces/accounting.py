@@ -1,8 +1,9 @@
 """Our own accounting of sparse models (FLOP counters that ignore zeros are a known pain, DOMAIN.md 2.6).
 
 FLOPs count one multiply-add as 2 FLOPs, per sample, for linear and conv layers, per-feature linear layers of
-numeric embeddings and cross layers (embedding lookups, activations, pooling, biases and elementwise products are not
-counted). Sparse FLOPs count only non-zero weights. A layer shared by the ``k`` members of an efficient ensemble runs
+numeric embeddings and cross layers, and the pairwise products of a factorization-machine block
+(``interaction_macs``, a row without weights); embedding lookups, activations, pooling, biases and other elementwise
+products are not counted. Sparse FLOPs count only non-zero weights. A layer shared by the ``k`` members of an efficient ensemble runs
 once per member: its MACs are ``k`` times its weights' (its weights are stored, and counted as parameters, once).
 """
 
@@ -62,7 +63,16 @@ def layer_table(model: nn.Module, positions: dict[str, int]) -> list[dict[str, A
             "sparsity": 1.0 - nnz / n if n else 0.0, "prunable": hasattr(m, "weight_mask"),
             "macs_dense": n * pos, "macs_sparse": nnz * pos,
         })
+    for name, m in model.named_modules():
+        extra = getattr(m, "interaction_macs", None)
+        if extra is not None and not isinstance(m, nn.Linear):
+            rows.append({"name": f"{name}.products", "type": type(m).__name__, "shape": [], "n": 0, "nnz": 0,
+                         "sparsity": 0.0, "prunable": False, "macs_dense": int(extra), "macs_sparse": int(extra)})
     return rows
+
+
+def _interaction_macs(model: nn.Module) -> int:
+    return sum(int(getattr(m, "interaction_macs", 0) or 0) for m in model.modules() if not isinstance(m, nn.Linear))
 
 
 def sparse_macs(model: nn.Module, positions: dict[str, int]) -> int:
@@ -72,12 +82,12 @@ def sparse_macs(model: nn.Module, positions: dict[str, int]) -> int:
         if isinstance(m, COMPUTE_TYPES):
             kept = int(m.mask.sum()) if hasattr(m, "weight_mask") else m.weight.numel()
             total += kept * positions.get(name, 1)
-    return total
+    return total + _interaction_macs(model)
 
 
 def dense_macs(model: nn.Module, positions: dict[str, int]) -> int:
     return sum(m.weight.numel() * positions.get(name, 1) for name, m in model.named_modules()
-               if isinstance(m, COMPUTE_TYPES))
+               if isinstance(m, COMPUTE_TYPES)) + _interaction_macs(model)
 
 
 def saved_size(obj: Any) -> int:

@@ -36,6 +36,7 @@ class TrialConfig:
     plr_sigma: float = 0.1
     cross_layers: int = 0
     cross_rank: int = 16
+    fm_dim: int = 0
     ensemble_size: int = 1
     method: str = "gmp"
     target_sparsity: float = 0.9
@@ -158,6 +159,7 @@ def suggest_config(trial, space: SpaceSpec, train: TrainSpec, *, n_features: int
         p["cross_layers"] = _maybe_int(trial, "arch.cross_layers", space.cross_layers)
         if p["cross_layers"]:
             p["cross_rank"] = _maybe_int(trial, "arch.cross_rank", space.cross_rank, log=True)
+        p["fm_dim"] = _maybe_int(trial, "arch.fm_dim", space.fm_dim)
         p["ensemble_size"] = _maybe_int(trial, "arch.ensemble_size", space.ensemble_size)
     # --- sparsity
     method = _cat(trial, "sparsity.method", space.methods)

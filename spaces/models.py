@@ -47,12 +47,48 @@ class CrossLayer(nn.Module):
         return x0 * self.up(self.down(x)) + x
 
 
+class PairwiseInteraction(nn.Module):
+    """Factorization-machine style pairwise products of the categorical embeddings (the dot interaction of DLRM,
+    Naumov et al. 2019; FM, Rendle 2010): each embedding is projected to ``dim`` by a masked linear map (the
+    embeddings have different widths), and every pair ``i < j`` of features contributes ``<P_i e_i, P_j e_j>`` as
+    one input of the MLP, so a user x item affinity can be learnt through the two embeddings.
+
+    The projections are masked layers (pruned, counted, exported); the ``n (n - 1) / 2 * dim`` multiply-adds of
+    the products are counted by :attr:`interaction_macs` (they have no weights to prune).
+
+    Example:
+        >>> fm = PairwiseInteraction([3, 5, 4], 2)
+        >>> fm([torch.zeros(7, 3), torch.zeros(7, 5), torch.zeros(7, 4)]).shape
+        torch.Size([7, 3])
+    """
+
+    def __init__(self, widths: Sequence[int], dim: int) -> None:
+        super().__init__()
+        self.projections = nn.ModuleList(MaskedLinear(int(w), int(dim), bias=False) for w in widths)
+        n = len(self.projections)
+        self.dim = int(dim)
+        self.out_features = n * (n - 1) // 2
+        rows, cols = torch.triu_indices(n, n, offset=1)
+        self.register_buffer("pair_rows", rows, persistent=False)
+        self.register_buffer("pair_cols", cols, persistent=False)
+
+    @property
+    def interaction_macs(self) -> int:
+        """Multiply-adds of the pairwise products per sample."""
+        return self.out_features * self.dim
+
+    def forward(self, embedded: Sequence[torch.Tensor]) -> torch.Tensor:
+        v = torch.stack([p(e) for p, e in zip(self.projections, embedded, strict=True)], dim=1)  # (batch, n, dim)
+        return (v[:, self.pair_rows] * v[:, self.pair_cols]).sum(dim=2)
+
+
 class SparseMLP(nn.Module):
     """Embeddings per categorical feature, encoded numeric inputs, optional DCN-v2 cross layers, masked hidden layers
     and a masked head, optionally as an efficient ensemble of ``k`` members.
 
     Forward: ``x_0 = [embeddings, numbers]`` (numbers standardised by ``numeric_mean``/``numeric_std``, or encoded by
-    ``numeric_encoder``, see :mod:`sparsearch.spaces.numeric`), then ``cross_layers`` cross layers
+    ``numeric_encoder``, see :mod:`sparsearch.spaces.numeric`; with ``fm_dim > 0`` also the pairwise products of
+    the embeddings, :class:`PairwiseInteraction`), then ``cross_layers`` cross layers
     (:class:`CrossLayer`), then the hidden layers and the head. With ``ensemble_size = k > 1`` the hidden layers and the head are shared by ``k``
     members with rank-1 adapters (:mod:`sparsearch.spaces.ensemble`); :meth:`member_logits` gives each member's
     logits and ``forward`` the logits of the members' mean probability. ``k = 1`` builds today's model exactly
@@ -69,6 +105,8 @@ class SparseMLP(nn.Module):
         numeric_mean, numeric_std: standardisation of numeric inputs (buffers; fitted on training data).
         numeric_encoder: a fitted numeric encoding module (``None``: the standardised numbers); it reads the
             standardised numbers when its ``reads_standardised`` attribute is true, else the raw ones.
+        fm_dim: width of the factorization-machine projections of the embeddings (0: no pairwise products; also
+            none with fewer than two categorical features).
         cross_layers, cross_rank: number of low-rank DCN-v2 cross layers before the hidden layers, and their rank.
         ensemble_size: members of the efficient ensemble (1: a single network).
 
@@ -82,7 +120,7 @@ class SparseMLP(nn.Module):
         self, cardinalities: Sequence[int], n_numeric: int, widths: Sequence[int], n_out: int, *,
         embedding_dim: int = 8, dropout: float = 0.0, prune_embeddings: bool = False,
         numeric_mean: torch.Tensor | None = None, numeric_std: torch.Tensor | None = None,
-        numeric_encoder: nn.Module | None = None, cross_layers: int = 0, cross_rank: int = 16,
+        numeric_encoder: nn.Module | None = None, fm_dim: int = 0, cross_layers: int = 0, cross_rank: int = 16,
         ensemble_size: int = 1,
     ) -> None:
         super().__init__()
@@ -101,6 +139,9 @@ class SparseMLP(nn.Module):
             self.numeric_encoder = numeric_encoder
         n_num_out = int(getattr(numeric_encoder, "out_features", n_numeric)) if numeric_encoder is not None else n_numeric
         in_dim = sum(e.embedding_dim for e in self.embeddings) + n_num_out
+        if int(fm_dim) > 0 and len(self.embeddings) >= 2:
+            self.fm = PairwiseInteraction([e.embedding_dim for e in self.embeddings], int(fm_dim))
+            in_dim += self.fm.out_features
         self.in_dim = in_dim
         if cross_layers:
             self.cross = nn.ModuleList(CrossLayer(in_dim, cross_rank) for _ in range(int(cross_layers)))
@@ -129,6 +170,8 @@ class SparseMLP(nn.Module):
                 parts.append(encoder((numeric - self.numeric_mean) / self.numeric_std))
             else:
                 parts.append(encoder(numeric))
+        if hasattr(self, "fm"):
+            parts.append(self.fm(parts[: len(self.embeddings)]))
         x = torch.cat(parts, dim=1) if parts else numeric
         if hasattr(self, "cross"):
             x0 = x

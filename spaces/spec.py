@@ -119,6 +119,10 @@ class SpaceSpec(StrictModel):
         0, description="Low-rank DCN-v2 cross layers before the hidden layers (MLP); 0 = none, in [0, 8]."
     )
     cross_rank: IntRange = Field(16, description="Rank of each cross layer (log scale), in [1, 1024].")
+    fm_dim: IntRange = Field(
+        0, description="Factorization-machine pairwise products of the categorical embeddings (MLP): width of "
+        "their masked projections, each pair's dot product an input of the MLP; 0 = none, in [0, 256]."
+    )
     ensemble_size: IntRange = Field(
         1, description="Members of the efficient (BatchEnsemble/TabM) ensemble sharing the sparse weights (MLP); "
         "1 = a single network, in [1, 64].",
@@ -187,10 +191,11 @@ class SpaceSpec(StrictModel):
         _in("plr_sigma", self.plr_sigma, 0.0, 100.0, lo_open=True)
         _in("cross_layers", self.cross_layers, 0, 8)
         _in("cross_rank", self.cross_rank, 1, 1024)
+        _in("fm_dim", self.fm_dim, 0, 256)
         _in("ensemble_size", self.ensemble_size, 1, 64)
         if self.model == "cnn":
             tabular = {"numeric_encoding": self.numeric_encoding != ["standard"], "cross_layers": self.cross_layers
-                       != (0, 0), "ensemble_size": self.ensemble_size != (1, 1)}
+                       != (0, 0), "fm_dim": self.fm_dim != (0, 0), "ensemble_size": self.ensemble_size != (1, 1)}
             used = [k for k, v in tabular.items() if v]
             if used:
                 raise ValueError(f"{', '.join(used)}: only for model = \"mlp\" (the cnn takes the defaults)")

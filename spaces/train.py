@@ -76,7 +76,8 @@ def build_model(config: TrialConfig, data: TabularData | ImageData) -> nn.Module
         return SparseMLP(data.cardinalities, data.numeric.shape[1], widths, n_out,
                          embedding_dim=config.embedding_dim, dropout=config.dropout,
                          prune_embeddings=config.prune_embeddings, numeric_mean=mean, numeric_std=std,
-                         numeric_encoder=encoder, cross_layers=config.cross_layers, cross_rank=config.cross_rank,
+                         numeric_encoder=encoder, fm_dim=config.fm_dim, cross_layers=config.cross_layers,
+                         cross_rank=config.cross_rank,
                          ensemble_size=config.ensemble_size)
     if isinstance(data, ImageData):
         if config.model != "cnn":

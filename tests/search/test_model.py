@@ -310,7 +310,8 @@ _INGREDIENTS = {
     "plr": dict(numeric_encoding="plr", numeric_embedding_dim=4),
     "ensemble": dict(ensemble_size=4),
     "cross": dict(cross_layers=2, cross_rank=4),
-    "all": dict(numeric_encoding="plr", ensemble_size=3, cross_layers=1),
+    "fm": dict(fm_dim=4),
+    "all": dict(numeric_encoding="plr", ensemble_size=3, cross_layers=1, fm_dim=4),
 }
 
 

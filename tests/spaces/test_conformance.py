@@ -273,12 +273,12 @@ def test_method_conformance(method, pattern, tiny_split):
 
 
 @pytest.mark.parametrize("encoding", NUMERIC_ENCODINGS.names())
-@pytest.mark.parametrize(("ensemble_size", "cross_layers"), [(1, 0), (3, 1)])
-def test_model_ingredients_conformance(encoding, ensemble_size, cross_layers, tiny_split):
-    """Every numeric encoding, alone and with an ensemble and a cross layer: masks hold after training, the model
-    pickles, its state_dict rebuilds it, and compact and CSR forms compute the same function."""
+@pytest.mark.parametrize(("ensemble_size", "cross_layers", "fm_dim"), [(1, 0, 0), (3, 1, 4)])
+def test_model_ingredients_conformance(encoding, ensemble_size, cross_layers, fm_dim, tiny_split):
+    """Every numeric encoding, alone and with an ensemble, a cross layer and pairwise products: masks hold after
+    training, the model pickles, its state_dict rebuilds it, and compact and CSR forms compute the same function."""
     train, val = tiny_split
-    cfg = TrialConfig(numeric_encoding=encoding, ensemble_size=ensemble_size, cross_layers=cross_layers,
+    cfg = TrialConfig(numeric_encoding=encoding, ensemble_size=ensemble_size, cross_layers=cross_layers, fm_dim=fm_dim,
                       cross_rank=4, numeric_bins=8, numeric_embedding_dim=4, widths=(32, 16), epochs=1,
                       batch_size=64, target_sparsity=0.8, start_frac=0.0, end_frac=0.6)
     out = train_and_evaluate(cfg, train, val, seed=0, measure_latency=False)

@@ -69,3 +69,43 @@ def test_cross_layers_train_and_are_searched(tab_split):
     assert seen == {0, 1, 2}
     with pytest.raises(ValueError, match=r"cross_layers must lie in \[0, 8\]"):
         SpaceSpec(cross_layers=(0, 9))
+
+
+def test_pairwise_products_are_the_dot_products_of_projected_embeddings():
+    from sparsearch.spaces.models import PairwiseInteraction
+
+    torch.manual_seed(0)
+    fm = PairwiseInteraction([3, 5, 4], 2)
+    e = [torch.randn(6, 3), torch.randn(6, 5), torch.randn(6, 4)]
+    v = [p.weight @ x.t() for p, x in zip(fm.projections, e, strict=True)]  # (dim, batch) each
+    want = torch.stack([(v[0] * v[1]).sum(0), (v[0] * v[2]).sum(0), (v[1] * v[2]).sum(0)], dim=1)
+    torch.testing.assert_close(fm(e), want)
+    assert fm.interaction_macs == 3 * 2 and "pair_rows" not in fm.state_dict()
+
+
+def test_fm_block_is_masked_counted_exported_and_searched(tab_split):
+    torch.manual_seed(0)
+    model = SparseMLP([10, 5, 7], 3, [16], 1, fm_dim=4, cross_layers=1, cross_rank=2)
+    names = [n for n, _ in masked_modules(model)]
+    assert names[:3] == ["fm.projections.0", "fm.projections.1", "fm.projections.2"] and names[-1] == "head"
+    assert model.in_dim == sum(e.embedding_dim for e in model.embeddings) + 3 + 3  # 3 numbers, 3 pairs
+    assert not hasattr(SparseMLP([10], 3, [16], 1, fm_dim=4), "fm")  # one categorical feature: no pairs
+    Sparsifier(model, distribution="uniform").prune_to(0.5)
+    x = (torch.randint(0, 5, (30, 3)), torch.randn(30, 3))
+    rows = {r["name"]: r for r in layer_table(model, output_positions(model, x))}
+    assert rows["fm.products"]["macs_dense"] == rows["fm.products"]["macs_sparse"] == 3 * 4
+    assert rows["fm.projections.1"]["prunable"] and not rows["fm.products"]["prunable"]
+    model.eval()
+    ref = model(*x)
+    for form in (compact(model), to_csr(model)):
+        torch.testing.assert_close(form(*x), ref, atol=1e-5, rtol=1e-5)
+    train, val = tab_split
+    cfg = TrialConfig(fm_dim=4, widths=(16,), depth=1, epochs=1, batch_size=128, target_sparsity=0.7,
+                      start_frac=0.0, end_frac=0.5)
+    out = train_and_evaluate(cfg, train, val, seed=0, measure_latency=False)
+    assert out.metrics["val_auc"] > 0.6 and abs(out.metrics["realized_sparsity"] - 0.7) < 0.01
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    dims = {suggest_config(study.ask(), SpaceSpec(fm_dim=(0, 8)), TrainSpec()).fm_dim for _ in range(20)}
+    assert 0 in dims and len(dims) > 3
+    with pytest.raises(ValueError, match=r"fm_dim must lie in \[0, 256\]"):
+        SpaceSpec(fm_dim=300)

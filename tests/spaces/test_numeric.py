@@ -111,7 +111,7 @@ def test_the_space_searches_encodings_and_rejects_unknown_ones():
     # the default space adds no parameter: trials stored before the option replay unchanged
     trial = study.ask()
     suggest_config(trial, SpaceSpec(), TrainSpec())
-    assert not {"arch.numeric_encoding", "arch.ensemble_size", "arch.cross_layers"} & set(trial.params)
+    assert not {"arch.numeric_encoding", "arch.ensemble_size", "arch.cross_layers", "arch.fm_dim"} & set(trial.params)
     with pytest.raises(ValueError, match=r"unknown numeric_encoding 'pl' .*allowed: ple, plr, quantile, standard"):
         SpaceSpec(numeric_encoding=["pl"])
     with pytest.raises(ValueError, match="numeric_bins must lie in"):
