@@ -35,6 +35,9 @@ for _name in ("standard", "quantile", "ple", "plr"):
 
 #: Frequencies per feature of the PLR encoding (Gorishniy et al. use 16 to 96; 16 keeps small models small).
 PLR_FREQUENCIES = 16
+#: Quantiles and bins are estimated on at most this many training rows (a seeded sample beyond it): plenty for
+#: 1,000 quantiles, and it bounds the per-trial cost and torch.quantile's 2**24-element limit.
+FIT_ROWS = 1_000_000
 #: Clip of the quantile transform's uniform value before the normal quantile function (scikit-learn's bound).
 _QUANTILE_BOUND = 1e-7
 
@@ -75,9 +78,10 @@ class QuantileEncoding(nn.Module):
         """Fit on training rows ``x`` (n, features) with scikit-learn's ``QuantileTransformer``."""
         from sklearn.preprocessing import QuantileTransformer
 
+        x = _fit_rows(np.asarray(x, dtype=np.float64), seed)
         qt = QuantileTransformer(n_quantiles=quantile_count(x.shape[0]), output_distribution="normal",
                                  subsample=10**9, random_state=seed)
-        qt.fit(np.asarray(x, dtype=np.float64))
+        qt.fit(x)
         return cls(torch.from_numpy(qt.quantiles_.astype(np.float32)))
 
     @staticmethod
@@ -105,10 +109,18 @@ class QuantileEncoding(nn.Module):
         return (math.sqrt(2.0) * torch.erfinv(2.0 * u - 1.0)).t().to(x.dtype)
 
 
+def _fit_rows(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """``x``, or a seeded sample of :data:`FIT_ROWS` of its rows when it has more."""
+    if x.shape[0] <= FIT_ROWS:
+        return x
+    return x[np.sort(np.random.default_rng(seed).choice(x.shape[0], FIT_ROWS, replace=False))]
+
+
 def ple_bins(x: np.ndarray, n_bins: int) -> list[torch.Tensor]:
     """Bin edges per column for the ``ple`` encoding: ``rtdl_num_embeddings.compute_bins`` on the training rows
-    (quantile bins), with at most ``n_bins`` bins. A column constant on the training rows gets one bin
-    ``[v, v + 1]`` (the library refuses constant columns).
+    (quantile bins; on a seeded sample of :data:`FIT_ROWS` rows when there are more), with at most ``n_bins``
+    bins. A column constant on the training rows gets one bin ``[v, v + 1]`` (the library refuses constant
+    columns).
 
     Example:
         >>> x = np.stack([np.arange(100.0), np.zeros(100)], axis=1)
@@ -117,7 +129,7 @@ def ple_bins(x: np.ndarray, n_bins: int) -> list[torch.Tensor]:
     """
     from rtdl_num_embeddings import compute_bins
 
-    t = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    t = torch.as_tensor(_fit_rows(np.asarray(x, dtype=np.float32)))
     n_bins = max(2, min(int(n_bins), t.shape[0] - 1))
     varying = [j for j in range(t.shape[1]) if t.shape[0] > 1 and bool((t[:, j] != t[0, j]).any())]
     bins: list[torch.Tensor] = [torch.tensor([float(t[0, j]) if t.shape[0] else 0.0] * 2) + torch.tensor([0.0, 1.0])

@@ -116,3 +116,15 @@ def test_the_space_searches_encodings_and_rejects_unknown_ones():
         SpaceSpec(numeric_encoding=["pl"])
     with pytest.raises(ValueError, match="numeric_bins must lie in"):
         SpaceSpec(numeric_bins=1)
+
+
+def test_statistics_of_very_many_rows_come_from_a_seeded_sample(monkeypatch):
+    import sparsearch.spaces.numeric as numeric
+
+    monkeypatch.setattr(numeric, "FIT_ROWS", 500)
+    x = _numbers(3000, 0)
+    a, b = QuantileEncoding.fit(x), QuantileEncoding.fit(x)
+    assert torch.equal(a.quantiles, b.quantiles) and a.quantiles.shape == (3, 16)  # 500 rows -> 16 quantiles
+    bins = ple_bins(x, 8)
+    assert all(torch.equal(u, v) for u, v in zip(bins, ple_bins(x, 8), strict=True))
+    assert bins[0][0] >= x[:, 0].min() and bins[0][-1] <= x[:, 0].max()
