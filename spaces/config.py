@@ -147,7 +147,7 @@ def suggest_config(trial, space: SpaceSpec, train: TrainSpec, *, n_features: int
         p["embedding_dim"] = _int(trial, "arch.embedding_dim", space.embedding_dim, log=True)
     p["dropout"] = _float(trial, "arch.dropout", space.dropout)
     if space.model == "mlp":
-        # numeric encoding, cross block, ensemble: a single choice is fixed, not a parameter (see _maybe_int)
+        # numeric encoding, cross block, FM block, ensemble: a single choice is fixed, not a parameter (see _maybe_int)
         enc = _maybe_cat(trial, "arch.numeric_encoding", space.numeric_encoding)
         p["numeric_encoding"] = enc
         if enc == "ple":

@@ -83,16 +83,16 @@ class PairwiseInteraction(nn.Module):
 
 
 class SparseMLP(nn.Module):
-    """Embeddings per categorical feature, encoded numeric inputs, optional DCN-v2 cross layers, masked hidden layers
-    and a masked head, optionally as an efficient ensemble of ``k`` members.
+    """Embeddings per categorical feature, encoded numeric inputs, optional pairwise products and DCN-v2 cross
+    layers, masked hidden layers and a masked head, optionally as an efficient ensemble of ``k`` members.
 
-    Forward: ``x_0 = [embeddings, numbers]`` (numbers standardised by ``numeric_mean``/``numeric_std``, or encoded by
-    ``numeric_encoder``, see :mod:`sparsearch.spaces.numeric`; with ``fm_dim > 0`` also the pairwise products of
-    the embeddings, :class:`PairwiseInteraction`), then ``cross_layers`` cross layers
-    (:class:`CrossLayer`), then the hidden layers and the head. With ``ensemble_size = k > 1`` the hidden layers and the head are shared by ``k``
-    members with rank-1 adapters (:mod:`sparsearch.spaces.ensemble`); :meth:`member_logits` gives each member's
-    logits and ``forward`` the logits of the members' mean probability. ``k = 1`` builds today's model exactly
-    (same modules, same parameter creation order).
+    Forward: ``x_0 = [embeddings, numbers]`` (numbers standardised by ``numeric_mean``/``numeric_std``, or encoded
+    by ``numeric_encoder``, see :mod:`sparsearch.spaces.numeric`; with ``fm_dim > 0`` also the pairwise products of
+    the embeddings, :class:`PairwiseInteraction`), then ``cross_layers`` cross layers (:class:`CrossLayer`), then
+    the hidden layers and the head. With ``ensemble_size = k > 1`` the hidden layers and the head are shared by
+    ``k`` members with rank-1 adapters (:mod:`sparsearch.spaces.ensemble`); :meth:`member_logits` gives each
+    member's logits and ``forward`` the logits of the members' mean probability. The defaults build today's model
+    exactly (same modules, same parameter creation order, same ``state_dict`` keys).
 
     Args:
         cardinalities: number of codes of each categorical feature (embedding table sizes).

@@ -77,8 +77,7 @@ def build_model(config: TrialConfig, data: TabularData | ImageData) -> nn.Module
                          embedding_dim=config.embedding_dim, dropout=config.dropout,
                          prune_embeddings=config.prune_embeddings, numeric_mean=mean, numeric_std=std,
                          numeric_encoder=encoder, fm_dim=config.fm_dim, cross_layers=config.cross_layers,
-                         cross_rank=config.cross_rank,
-                         ensemble_size=config.ensemble_size)
+                         cross_rank=config.cross_rank, ensemble_size=config.ensemble_size)
     if isinstance(data, ImageData):
         if config.model != "cnn":
             raise DataError(f"model {config.model!r} cannot train on image data; use model = \"cnn\"")
