@@ -196,7 +196,8 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
     # fitted on the training rows only; validation and test rows encode as the packaged model encodes new rows
     # a crossed value seen fewer than CROSS_MIN_COUNT times among them is out of vocabulary (bounded embeddings)
     encoder = TabularEncoder.fit(df, target, features=[*candidates, *crosses], rows=tr,
-                                 min_count=dict.fromkeys(crosses, CROSS_MIN_COUNT))
+                                 min_count=dict.fromkeys(crosses, CROSS_MIN_COUNT),
+                                 ordered_ints=spec.data.ordered_ints)
     # straight into the three parts: no full encoded copy besides them (the frame, the parts and one column at a
     # time is the peak: 9.2 GB measured for clicklog_large's 2M x 316 with int64 codes, where a full copy then subsets
     # peaked near 20 GB; the codes are int32 since, 2.4 GB less)

@@ -13,6 +13,10 @@ the model does not read are ignored. Parameters of ``predict`` choose the output
 the form of the network (``"dense"``: the trained masked layers; ``"compact"``: dead units removed, smaller dense
 layers; ``"csr"``: linear layers in compressed sparse row form). All three forms compute the same function.
 
+The network carries its own numeric encoding (quantiles or bins fitted on the training rows, PLR weights), cross
+layers and ensemble adapters in its state; an efficient ensemble's logits are those of its members' mean
+probability, so the probabilities returned here are that mean.
+
 Loading needs sparsearch (and torch, polars) installed: the package holds sparsearch's own classes.
 """
 

@@ -1,7 +1,10 @@
 """Our own accounting of sparse models (FLOP counters that ignore zeros are a known pain, DOMAIN.md 2.6).
 
-FLOPs count one multiply-add as 2 FLOPs, per sample, for linear and conv layers (embedding lookups, activations,
-pooling and biases are not counted). Sparse FLOPs count only non-zero weights.
+FLOPs count one multiply-add as 2 FLOPs, per sample, for linear and conv layers, per-feature linear layers of
+numeric embeddings and cross layers, and the pairwise products of a factorization-machine block
+(``interaction_macs``, a row without weights); embedding lookups, activations, pooling, biases and other elementwise
+products are not counted. Sparse FLOPs count only non-zero weights. A layer shared by the ``k`` members of an efficient ensemble runs
+once per member: its MACs are ``k`` times its weights' (its weights are stored, and counted as parameters, once).
 """
 
 from __future__ import annotations
@@ -15,11 +18,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from .masked import masked_modules
+from .masked import MaskedNLinear, masked_modules
+
+#: Layers whose multiply-adds are counted.
+COMPUTE_TYPES = (nn.Linear, nn.Conv2d, MaskedNLinear)
 
 
 def output_positions(model: nn.Module, example: tuple[torch.Tensor, ...]) -> dict[str, int]:
-    """Number of output positions of each linear/conv layer for one sample (1 for linear, H*W for conv)."""
+    """Number of output positions of each linear/conv layer for one sample (1 for linear, H*W for conv; ``k`` for a
+    linear layer shared by ``k`` ensemble members)."""
     positions: dict[str, int] = {}
     handles = []
     for name, m in model.named_modules():
@@ -27,8 +34,8 @@ def output_positions(model: nn.Module, example: tuple[torch.Tensor, ...]) -> dic
             handles.append(m.register_forward_hook(
                 lambda mod, inp, out, name=name: positions.__setitem__(name, int(out.shape[-1] * out.shape[-2]))
             ))
-        elif isinstance(m, nn.Linear):
-            positions[name] = 1
+        elif isinstance(m, COMPUTE_TYPES):
+            positions[name] = int(getattr(m, "ensemble_size", 1))
     try:
         was_training = model.training
         model.eval()
@@ -45,7 +52,7 @@ def layer_table(model: nn.Module, positions: dict[str, int]) -> list[dict[str, A
     """Per prunable-or-compute layer: shape, weights, non-zeros, sparsity, dense and sparse MACs per sample."""
     rows = []
     for name, m in model.named_modules():
-        if not isinstance(m, (nn.Linear, nn.Conv2d, nn.Embedding)):
+        if not isinstance(m, (*COMPUTE_TYPES, nn.Embedding)):
             continue
         w = m.weight.detach()
         n = w.numel()
@@ -56,22 +63,31 @@ def layer_table(model: nn.Module, positions: dict[str, int]) -> list[dict[str, A
             "sparsity": 1.0 - nnz / n if n else 0.0, "prunable": hasattr(m, "weight_mask"),
             "macs_dense": n * pos, "macs_sparse": nnz * pos,
         })
+    for name, m in model.named_modules():
+        extra = getattr(m, "interaction_macs", None)
+        if extra is not None and not isinstance(m, nn.Linear):
+            rows.append({"name": f"{name}.products", "type": type(m).__name__, "shape": [], "n": 0, "nnz": 0,
+                         "sparsity": 0.0, "prunable": False, "macs_dense": int(extra), "macs_sparse": int(extra)})
     return rows
+
+
+def _interaction_macs(model: nn.Module) -> int:
+    return sum(int(getattr(m, "interaction_macs", 0) or 0) for m in model.modules() if not isinstance(m, nn.Linear))
 
 
 def sparse_macs(model: nn.Module, positions: dict[str, int]) -> int:
     """MACs per sample counting only mask-kept weights (cheap; used every step for training FLOPs)."""
     total = 0
     for name, m in model.named_modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
+        if isinstance(m, COMPUTE_TYPES):
             kept = int(m.mask.sum()) if hasattr(m, "weight_mask") else m.weight.numel()
             total += kept * positions.get(name, 1)
-    return total
+    return total + _interaction_macs(model)
 
 
 def dense_macs(model: nn.Module, positions: dict[str, int]) -> int:
     return sum(m.weight.numel() * positions.get(name, 1) for name, m in model.named_modules()
-               if isinstance(m, (nn.Linear, nn.Conv2d)))
+               if isinstance(m, COMPUTE_TYPES)) + _interaction_macs(model)
 
 
 def saved_size(obj: Any) -> int:

@@ -30,6 +30,14 @@ class TrialConfig:
     dropout: float = 0.0
     iso_flop: bool = False
     prune_embeddings: bool = False
+    numeric_encoding: str = "standard"
+    numeric_bins: int = 16
+    numeric_embedding_dim: int = 8
+    plr_sigma: float = 0.1
+    cross_layers: int = 0
+    cross_rank: int = 16
+    fm_dim: int = 0
+    ensemble_size: int = 1
     method: str = "gmp"
     target_sparsity: float = 0.9
     pattern: str = "unstructured"
@@ -94,6 +102,19 @@ def _cat(trial, name: str, choices: list[str]) -> str:
     return str(trial.suggest_categorical(name, list(choices)))
 
 
+def _maybe_int(trial, name: str, rng: tuple[int, int], *, log: bool = False) -> int:
+    """A searched int, or the fixed value without a trial parameter (so trials stored before the option replay)."""
+    return int(rng[0]) if rng[0] == rng[1] else _int(trial, name, rng, log=log)
+
+
+def _maybe_float(trial, name: str, rng: tuple[float, float], *, log: bool = False) -> float:
+    return float(rng[0]) if rng[0] == rng[1] else _float(trial, name, rng, log=log)
+
+
+def _maybe_cat(trial, name: str, choices: list[str]) -> str:
+    return str(choices[0]) if len(choices) == 1 else _cat(trial, name, choices)
+
+
 def n_prunable_layers(model: str, depth: int) -> int:
     """Masked layers of a model (embeddings excluded): MLP ``depth`` hidden + head; CNN ``depth`` convs + 2."""
     return depth + 1 if model == "mlp" else depth + 2
@@ -125,6 +146,21 @@ def suggest_config(trial, space: SpaceSpec, train: TrainSpec, *, n_features: int
     if space.model == "mlp":
         p["embedding_dim"] = _int(trial, "arch.embedding_dim", space.embedding_dim, log=True)
     p["dropout"] = _float(trial, "arch.dropout", space.dropout)
+    if space.model == "mlp":
+        # numeric encoding, cross block, FM block, ensemble: a single choice is fixed, not a parameter (see _maybe_int)
+        enc = _maybe_cat(trial, "arch.numeric_encoding", space.numeric_encoding)
+        p["numeric_encoding"] = enc
+        if enc == "ple":
+            p["numeric_bins"] = _maybe_int(trial, "arch.numeric_bins", space.numeric_bins, log=True)
+        elif enc == "plr":
+            p["numeric_embedding_dim"] = _maybe_int(trial, "arch.numeric_embedding_dim",
+                                                    space.numeric_embedding_dim, log=True)
+            p["plr_sigma"] = _maybe_float(trial, "arch.plr_sigma", space.plr_sigma, log=True)
+        p["cross_layers"] = _maybe_int(trial, "arch.cross_layers", space.cross_layers)
+        if p["cross_layers"]:
+            p["cross_rank"] = _maybe_int(trial, "arch.cross_rank", space.cross_rank, log=True)
+        p["fm_dim"] = _maybe_int(trial, "arch.fm_dim", space.fm_dim)
+        p["ensemble_size"] = _maybe_int(trial, "arch.ensemble_size", space.ensemble_size)
     # --- sparsity
     method = _cat(trial, "sparsity.method", space.methods)
     p["method"] = method

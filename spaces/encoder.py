@@ -45,8 +45,10 @@ class ColumnEncoding:
         raw_dtype: the column's polars dtype in the fitted data (new values are cast to it first).
         vocabulary: categorical: the known values in code order (code ``2 + i``), ``None`` when hashed.
         n_buckets: categorical: hash buckets of a high-cardinality column (codes ``2 .. 1 + n_buckets``).
-        fill: numeric: the value that replaces NaN, infinities and missing values (the fitted median).
-        indicator: numeric: a ``<name>_missing`` 0/1 input follows the column.
+        fill: numeric (or ordered): the value that replaces NaN, infinities and missing values (the fitted median).
+        indicator: numeric (or ordered): a ``<name>_missing`` 0/1 input follows the column.
+        ordered: categorical integer column that is also an ordered numeric input named like the column (its value,
+            filled and flagged like a numeric column), so the network sees both its codes and its order.
     """
 
     name: str
@@ -56,6 +58,7 @@ class ColumnEncoding:
     n_buckets: int | None = None
     fill: float = 0.0
     indicator: bool = False
+    ordered: bool = False
 
     @property
     def cardinality(self) -> int:
@@ -201,7 +204,7 @@ class TabularEncoder:
     def numeric_names(self) -> tuple[str, ...]:
         names: list[str] = []
         for c in self.columns:
-            if c.kind == "numeric":
+            if c.kind == "numeric" or c.ordered:
                 names += [c.name, f"{c.name}_missing"] if c.indicator else [c.name]
         return tuple(names)
 
@@ -221,7 +224,7 @@ class TabularEncoder:
     @classmethod
     def fit(cls, df: Any, target: str, *, features: list[str] | None = None,
             max_cardinality: int = 100_000, rows: np.ndarray | None = None,
-            min_count: dict[str, int] | None = None) -> TabularEncoder:
+            min_count: dict[str, int] | None = None, ordered_ints: int | None = None) -> TabularEncoder:
         """Learn the encoding of ``df`` (see :func:`~sparsearch.spaces.encode_tabular` for the rules).
 
         Args:
@@ -236,6 +239,10 @@ class TabularEncoder:
                 rows too. Such a column is never hashed: it keeps at most ``max_cardinality - 2`` values, the most
                 frequent (ties by value), so its cardinality is at most ``min(fitted rows / min_count,
                 max_cardinality - 2) + 2``.
+            ordered_ints: an integer column with at least this many distinct values keeps its categorical codes
+                and is also an ordered numeric input (numbers as numbers: a distance or a minute of the day keeps
+                its order; the network's numeric encoding applies to it). Recorded per column in :attr:`notes`.
+                ``None`` (the default): integers are categorical only.
 
         Raises:
             DataError: missing column, empty table, a one-class target, a nested/unsupported column type, or
@@ -244,6 +251,9 @@ class TabularEncoder:
         import polars as pl
 
         df = to_polars(df, "TabularEncoder.fit")
+        if ordered_ints is not None and (isinstance(ordered_ints, bool) or not isinstance(ordered_ints, int)
+                                         or ordered_ints < 2):
+            raise DataError(f"ordered_ints must be an integer >= 2 (distinct values) or None, got {ordered_ints!r}")
         if not 3 <= max_cardinality <= np.iinfo(CODE_DTYPE).max:
             raise DataError(f"max_cardinality must be in [3, {np.iinfo(CODE_DTYPE).max}] (codes are "
                             f"{np.dtype(CODE_DTYPE).name}), got {max_cardinality}")
@@ -305,12 +315,19 @@ class TabularEncoder:
                 columns.append(ColumnEncoding(name, "categorical", s.dtype, vocabulary=values))
                 continue
             values = view.drop_nulls().unique().sort()
+            order: dict[str, Any] = {}
+            if ordered_ints is not None and s.dtype.is_integer() and values.len() >= ordered_ints:
+                v = s.cast(pl.Float64).to_numpy()
+                known = ~np.isnan(v)
+                fill = float(np.median(v[known])) if known.any() else 0.0
+                order = {"ordered": True, "fill": fill, "indicator": bool((~known).any())}
+                notes.append(f"{name}: {values.len()} distinct integers: also an ordered numeric input")
             if values.len() + _FIRST_CODE > max_cardinality:
                 n_buckets = max_cardinality - _FIRST_CODE
                 notes.append(f"{name}: {values.len()} distinct values hashed into {n_buckets} buckets")
-                columns.append(ColumnEncoding(name, "categorical", s.dtype, n_buckets=n_buckets))
+                columns.append(ColumnEncoding(name, "categorical", s.dtype, n_buckets=n_buckets, **order))
             else:
-                columns.append(ColumnEncoding(name, "categorical", s.dtype, vocabulary=values))
+                columns.append(ColumnEncoding(name, "categorical", s.dtype, vocabulary=values, **order))
         if not columns:
             raise DataError("no feature columns to encode")
         return cls(target, tuple(columns), tuple(classes.to_list()), tuple(notes))
@@ -343,7 +360,7 @@ class TabularEncoder:
         row), so that memory peaks at the frame + the outputs + one column, never at a second full copy."""
         n = df.height
         n_cat = sum(c.kind == "categorical" for c in self.columns)
-        n_num = sum(1 + c.indicator for c in self.columns if c.kind == "numeric")
+        n_num = sum(1 + c.indicator for c in self.columns if c.kind == "numeric" or c.ordered)
         sizes = [n if rows is None else len(rows) for rows in parts]
         out = [(np.empty((m, n_cat), dtype=CODE_DTYPE), np.empty((m, n_num), dtype=np.float32)) for m in sizes]
 
@@ -354,7 +371,10 @@ class TabularEncoder:
         i_cat = i_num = 0
         for col in self.columns:
             s = df[col.name]
-            if col.kind == "numeric":
+            if col.kind != "numeric":
+                put(0, i_cat, self._codes(col, s))
+                i_cat += 1
+            if col.kind == "numeric" or col.ordered:
                 v = _cast(s, col.raw_dtype).cast(_float64()).to_numpy().astype(np.float64, copy=True)
                 bad = ~np.isfinite(v)
                 v[bad] = col.fill
@@ -363,9 +383,6 @@ class TabularEncoder:
                 if col.indicator:
                     put(1, i_num, bad)
                     i_num += 1
-            else:
-                put(0, i_cat, self._codes(col, s))
-                i_cat += 1
         return out
 
     @staticmethod

@@ -5,8 +5,14 @@
   weights are all zero: its output is then the constant ``relu(bias)``, which is folded exactly into the next
   layer's bias (for a conv followed by a conv, where zero padding makes the constant map non-constant after the
   next conv, only units with ``relu(bias) == 0`` are removed). Outputs equal the masked model's in eval mode.
+  In an efficient ensemble (``ensemble_size > 1``) the hidden layers and the head become plain
+  :class:`~sparsearch.spaces.ensemble.EnsembleLinear` layers: a unit is removed for every member at once, its
+  adapters with it, and a dead unit's per-member constant is folded into the next layer's per-member bias offsets.
+  Numeric encodings and cross layers are kept as they are (masked, computing the same function).
 - :func:`to_csr`: every linear layer becomes a :class:`CSRLinear` holding its weight in compressed sparse row form
-  (conv layers and embeddings stay dense). Outputs equal the masked model's in eval mode.
+  (an ensemble layer a :class:`CSREnsembleLinear` with its adapters; the per-feature layer of a PLR encoding a
+  :class:`CSRNLinear` over its block-diagonal weight). Conv layers and embeddings stay dense. Outputs equal the
+  masked model's in eval mode.
 
 Both return new modules (the input is untouched) that ``torch.save``/``torch.load`` and ``state_dict`` round-trip.
 """
@@ -19,6 +25,8 @@ import warnings
 import torch
 from torch import nn
 
+from .ensemble import EnsembleLinear
+from .masked import MaskedNLinear
 from .models import SparseCNN, SparseMLP
 
 
@@ -39,15 +47,27 @@ def _plain_conv(w: torch.Tensor, b: torch.Tensor, like: nn.Conv2d) -> nn.Conv2d:
     return conv
 
 
-def _shrink_linear_chain(ws: list[torch.Tensor], bs: list[torch.Tensor]) -> tuple[list, list]:
-    """Remove dead hidden units of a chain of linear layers with ReLU between them (in place on copies)."""
+def _shrink_linear_chain(ws: list[torch.Tensor], bs: list[torch.Tensor],
+                         adapters: list[list[torch.Tensor]] | None = None) -> tuple[list, list, list | None]:
+    """Remove dead hidden units of a chain of linear layers with ReLU between them (in place on copies).
+
+    ``adapters``: per layer ``[r, s, c]`` of an efficient ensemble (layer ``y = s * (W (r * x) + b) + c`` per
+    member), sliced with the units and receiving the folded constants; ``None`` for a single network.
+    """
     ws = [w.clone() for w in ws]
     bs = [b.clone() for b in bs]
+    ads = [[t.clone() for t in a] for a in adapters] if adapters is not None else None
     for i in range(len(ws) - 1):
         w, b, wn = ws[i], bs[i], ws[i + 1]
         dead_in = (w == 0).all(dim=1)
-        const = torch.relu(b) * dead_in
-        bs[i + 1] = bs[i + 1] + wn @ const
+        if ads is None:
+            const = torch.relu(b) * dead_in
+            bs[i + 1] = bs[i + 1] + wn @ const
+        else:  # each member's dead unit outputs its own constant: fold it into that member's offset c
+            r, s_, c = ads[i]
+            rn, sn, _ = ads[i + 1]
+            const = torch.relu(s_ * b + c) * dead_in  # (k, units)
+            ads[i + 1][2] = ads[i + 1][2] + sn * ((rn * const) @ wn.t())
         unused = (wn == 0).all(dim=0)
         keep = ~(dead_in | unused)
         if not keep.any():
@@ -55,9 +75,23 @@ def _shrink_linear_chain(ws: list[torch.Tensor], bs: list[torch.Tensor]) -> tupl
             w[0].zero_()
             b[0] = 0.0
             wn[:, 0] = 0.0
+            if ads is not None:
+                ads[i][2][:, 0] = 0.0
         ws[i], bs[i] = w[keep], b[keep]
         ws[i + 1] = wn[:, keep]
-    return ws, bs
+        if ads is not None:
+            ads[i][1], ads[i][2] = ads[i][1][:, keep], ads[i][2][:, keep]
+            ads[i + 1][0] = ads[i + 1][0][:, keep]
+    return ws, bs, ads
+
+
+def _plain_ensemble_linear(w: torch.Tensor, b: torch.Tensor, adapters: list[torch.Tensor]) -> EnsembleLinear:
+    r, s, c = adapters
+    lin = EnsembleLinear(w.shape[1], w.shape[0], r.shape[0])
+    with torch.no_grad():
+        for name, value in (("weight", w), ("bias", b), ("r", r), ("s", s), ("c", c)):
+            getattr(lin, name).copy_(value)
+    return lin
 
 
 def _linears(seq: nn.Sequential) -> list[int]:
@@ -78,17 +112,24 @@ def compact(model: nn.Module) -> nn.Module:
         _compact_cnn(out)
     lin_idx = _linears(out.hidden)
     layers = [out.hidden[i] for i in lin_idx] + [out.head]
-    ws, bs = _shrink_linear_chain([m.weight.detach() for m in layers], [m.bias.detach() for m in layers])
+    ensemble = getattr(out, "ensemble_size", 1) > 1
+    adapters = [[m.r.detach(), m.s.detach(), m.c.detach()] for m in layers] if ensemble else None
+    ws, bs, ads = _shrink_linear_chain([m.weight.detach() for m in layers], [m.bias.detach() for m in layers],
+                                       adapters)
+
+    def plain(j: int) -> nn.Linear:
+        return _plain_ensemble_linear(ws[j], bs[j], ads[j]) if ads is not None else _plain_linear(ws[j], bs[j])
+
     new_hidden = []
     k = 0
     for m in out.hidden:
         if isinstance(m, nn.Linear):
-            new_hidden.append(_plain_linear(ws[k], bs[k]))
+            new_hidden.append(plain(k))
             k += 1
         elif not isinstance(m, nn.Dropout):
             new_hidden.append(m)
     out.hidden = nn.Sequential(*new_hidden)
-    out.head = _plain_linear(ws[-1], bs[-1])
+    out.head = plain(len(ws) - 1)
     return out
 
 
@@ -174,14 +215,47 @@ class CSRLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, nnz={self.nnz}"
 
 
+class CSREnsembleLinear(CSRLinear):
+    """:class:`CSRLinear` shared by the members of an efficient ensemble, with their adapters ``r``, ``s``, ``c``
+    (buffers); input and output ``(batch, k, features)`` as :class:`~sparsearch.spaces.ensemble.EnsembleLinear`."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, r: torch.Tensor, s: torch.Tensor,
+                 c: torch.Tensor) -> None:
+        super().__init__(weight, bias)
+        self.ensemble_size = int(r.shape[0])
+        for name, value in (("r", r), ("s", s), ("c", c)):
+            self.register_buffer(name, value.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, k, _ = x.shape
+        y = super().forward((x * self.r).reshape(batch * k, -1)).reshape(batch, k, -1)
+        return y * self.s + self.c
+
+
+class CSRNLinear(CSRLinear):
+    """A :class:`~sparsearch.spaces.masked.MaskedNLinear` in CSR form: its block-diagonal weight over the flattened
+    ``(batch, n * in)`` input; input ``(batch, n, in)``, output ``(batch, n * out)``."""
+
+    def __init__(self, layer: MaskedNLinear) -> None:
+        super().__init__(layer.block_diagonal(), layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.flatten(1))
+
+
 @torch.no_grad()
 def to_csr(model: nn.Module) -> nn.Module:
-    """Copy ``model`` with every ``nn.Linear`` (masked or not) replaced by a :class:`CSRLinear` (eval mode)."""
+    """Copy ``model`` with every ``nn.Linear`` (masked or not) replaced by a :class:`CSRLinear` (eval mode), every
+    ensemble layer by a :class:`CSREnsembleLinear` and every per-feature layer by a :class:`CSRNLinear`."""
     out = copy.deepcopy(model).eval()
 
     def swap(parent: nn.Module) -> None:
         for name, child in parent.named_children():
-            if isinstance(child, nn.Linear):
+            if isinstance(child, nn.Linear) and hasattr(child, "adapter_params"):
+                setattr(parent, name, CSREnsembleLinear(child.weight, child.bias, child.r, child.s, child.c))
+            elif isinstance(child, MaskedNLinear):
+                setattr(parent, name, CSRNLinear(child))
+            elif isinstance(child, nn.Linear):
                 setattr(parent, name, CSRLinear(child.weight, child.bias))
             else:
                 swap(child)

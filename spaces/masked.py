@@ -82,7 +82,39 @@ class MaskedEmbedding(MaskedMixin, nn.Embedding):
         self._init_mask()
 
 
-MASKED_TYPES = (MaskedLinear, MaskedConv2d, MaskedEmbedding)
+class MaskedNLinear(MaskedMixin, nn.Module):
+    """``n`` separate linear layers ``in_features -> out_features``, one per feature (a numeric embedding's
+    per-feature layer), with a weight mask buffer.
+
+    The weight is stored as one ``(n * out_features, in_features)`` matrix whose rows are the output units
+    (feature ``f`` owns rows ``f * out_features ...``), so patterns, distributions and accounting treat it like a
+    linear layer; MACs per sample equal its number of weights. Input ``(batch, n, in)``, output
+    ``(batch, n * out)``.
+
+    Example:
+        >>> MaskedNLinear(3, 4, 2)(torch.zeros(5, 3, 4)).shape
+        torch.Size([5, 6])
+    """
+
+    def __init__(self, n: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.n, self.in_features, self.out_features = int(n), int(in_features), int(out_features)
+        bound = 1.0 / in_features**0.5  # nn.Linear's default initialisation, per feature
+        self.weight = nn.Parameter(torch.empty(self.n * self.out_features, self.in_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(self.n * self.out_features).uniform_(-bound, bound))
+        self._init_mask()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.view(self.n, self.out_features, self.in_features)
+        return torch.einsum("bfi,foi->bfo", x, w).flatten(1) + self.bias
+
+    def block_diagonal(self) -> torch.Tensor:
+        """The equivalent ``(n * out, n * in)`` weight of the flattened input (used by the CSR export)."""
+        w = self.weight.detach().view(self.n, self.out_features, self.in_features)
+        return torch.block_diag(*w.unbind(0)) if self.n else self.weight.detach().new_zeros(0, 0)
+
+
+MASKED_TYPES = (MaskedLinear, MaskedConv2d, MaskedEmbedding, MaskedNLinear)
 
 
 def masked_modules(model: nn.Module) -> Iterator[tuple[str, MaskedMixin]]:

@@ -15,6 +15,7 @@ METRICS: dict[str, str] = {
     "nnz_prunable": "minimize",
     "n_params": "minimize",
     "params_compact": "minimize",
+    "params_members": "minimize",
     "flops_dense": "minimize",
     "flops_sparse": "minimize",
     "flops_ratio": "minimize",

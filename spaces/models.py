@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .ensemble import MaskedEnsembleLinear, mean_probability_logits
 from .masked import MaskedConv2d, MaskedEmbedding, MaskedLinear
 
 
@@ -25,8 +26,73 @@ def iso_flop_widths(widths: Sequence[int], sparsity: float) -> list[int]:
     return [max(1, int(round(w * factor))) for w in widths]
 
 
+class CrossLayer(nn.Module):
+    """A low-rank DCN-v2 cross layer (Wang et al. 2021, eq. 1 with ``W = U V``):
+    ``x_{l+1} = x_0 * (U (V x_l) + b) + x_l``, with ``V`` (``d -> rank``, no bias) and ``U`` (``rank -> d``)
+    masked linear layers, so both are pruned, counted (MACs) and exported like any linear layer.
+
+    Example:
+        >>> layer = CrossLayer(6, 2)
+        >>> x0 = torch.randn(3, 6)
+        >>> layer(x0, x0).shape
+        torch.Size([3, 6])
+    """
+
+    def __init__(self, dim: int, rank: int) -> None:
+        super().__init__()
+        self.down = MaskedLinear(dim, max(1, min(int(rank), dim)), bias=False)
+        self.up = MaskedLinear(self.down.out_features, dim)
+
+    def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x0 * self.up(self.down(x)) + x
+
+
+class PairwiseInteraction(nn.Module):
+    """Factorization-machine style pairwise products of the categorical embeddings (the dot interaction of DLRM,
+    Naumov et al. 2019; FM, Rendle 2010): each embedding is projected to ``dim`` by a masked linear map (the
+    embeddings have different widths), and every pair ``i < j`` of features contributes ``<P_i e_i, P_j e_j>`` as
+    one input of the MLP, so a user x item affinity can be learnt through the two embeddings.
+
+    The projections are masked layers (pruned, counted, exported); the ``n (n - 1) / 2 * dim`` multiply-adds of
+    the products are counted by :attr:`interaction_macs` (they have no weights to prune).
+
+    Example:
+        >>> fm = PairwiseInteraction([3, 5, 4], 2)
+        >>> fm([torch.zeros(7, 3), torch.zeros(7, 5), torch.zeros(7, 4)]).shape
+        torch.Size([7, 3])
+    """
+
+    def __init__(self, widths: Sequence[int], dim: int) -> None:
+        super().__init__()
+        self.projections = nn.ModuleList(MaskedLinear(int(w), int(dim), bias=False) for w in widths)
+        n = len(self.projections)
+        self.dim = int(dim)
+        self.out_features = n * (n - 1) // 2
+        rows, cols = torch.triu_indices(n, n, offset=1)
+        self.register_buffer("pair_rows", rows, persistent=False)
+        self.register_buffer("pair_cols", cols, persistent=False)
+
+    @property
+    def interaction_macs(self) -> int:
+        """Multiply-adds of the pairwise products per sample."""
+        return self.out_features * self.dim
+
+    def forward(self, embedded: Sequence[torch.Tensor]) -> torch.Tensor:
+        v = torch.stack([p(e) for p, e in zip(self.projections, embedded, strict=True)], dim=1)  # (batch, n, dim)
+        return (v[:, self.pair_rows] * v[:, self.pair_cols]).sum(dim=2)
+
+
 class SparseMLP(nn.Module):
-    """Embeddings per categorical feature, standardised numeric inputs, masked hidden layers and a masked head.
+    """Embeddings per categorical feature, encoded numeric inputs, optional pairwise products and DCN-v2 cross
+    layers, masked hidden layers and a masked head, optionally as an efficient ensemble of ``k`` members.
+
+    Forward: ``x_0 = [embeddings, numbers]`` (numbers standardised by ``numeric_mean``/``numeric_std``, or encoded
+    by ``numeric_encoder``, see :mod:`sparsearch.spaces.numeric`; with ``fm_dim > 0`` also the pairwise products of
+    the embeddings, :class:`PairwiseInteraction`), then ``cross_layers`` cross layers (:class:`CrossLayer`), then
+    the hidden layers and the head. With ``ensemble_size = k > 1`` the hidden layers and the head are shared by
+    ``k`` members with rank-1 adapters (:mod:`sparsearch.spaces.ensemble`); :meth:`member_logits` gives each
+    member's logits and ``forward`` the logits of the members' mean probability. The defaults build today's model
+    exactly (same modules, same parameter creation order, same ``state_dict`` keys).
 
     Args:
         cardinalities: number of codes of each categorical feature (embedding table sizes).
@@ -37,6 +103,12 @@ class SparseMLP(nn.Module):
         dropout: dropout after each hidden layer.
         prune_embeddings: use masked embeddings so they count as prunable weights (default: dense embeddings).
         numeric_mean, numeric_std: standardisation of numeric inputs (buffers; fitted on training data).
+        numeric_encoder: a fitted numeric encoding module (``None``: the standardised numbers); it reads the
+            standardised numbers when its ``reads_standardised`` attribute is true, else the raw ones.
+        fm_dim: width of the factorization-machine projections of the embeddings (0: no pairwise products; also
+            none with fewer than two categorical features).
+        cross_layers, cross_rank: number of low-rank DCN-v2 cross layers before the hidden layers, and their rank.
+        ensemble_size: members of the efficient ensemble (1: a single network).
 
     Example:
         >>> m = SparseMLP([10, 3], 2, [16, 8], 1)
@@ -48,32 +120,76 @@ class SparseMLP(nn.Module):
         self, cardinalities: Sequence[int], n_numeric: int, widths: Sequence[int], n_out: int, *,
         embedding_dim: int = 8, dropout: float = 0.0, prune_embeddings: bool = False,
         numeric_mean: torch.Tensor | None = None, numeric_std: torch.Tensor | None = None,
+        numeric_encoder: nn.Module | None = None, fm_dim: int = 0, cross_layers: int = 0, cross_rank: int = 16,
+        ensemble_size: int = 1,
     ) -> None:
         super().__init__()
+        if int(ensemble_size) < 1:
+            raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}")
+        if int(cross_layers) < 0:
+            raise ValueError(f"cross_layers must be >= 0, got {cross_layers}")
         emb_cls = MaskedEmbedding if prune_embeddings else nn.Embedding
         self.embeddings = nn.ModuleList(emb_cls(int(c), embedding_size(int(c), embedding_dim)) for c in cardinalities)
         self.n_numeric = n_numeric
         self.register_buffer("numeric_mean", numeric_mean if numeric_mean is not None else torch.zeros(n_numeric))
         self.register_buffer("numeric_std", numeric_std if numeric_std is not None else torch.ones(n_numeric))
-        in_dim = sum(e.embedding_dim for e in self.embeddings) + n_numeric
+        self.ensemble_size = int(ensemble_size)
+        # optional pieces are registered only when used: the default model has today's modules and state_dict keys
+        if numeric_encoder is not None:
+            self.numeric_encoder = numeric_encoder
+        n_num_out = int(getattr(numeric_encoder, "out_features", n_numeric)) if numeric_encoder is not None else n_numeric
+        in_dim = sum(e.embedding_dim for e in self.embeddings) + n_num_out
+        if int(fm_dim) > 0 and len(self.embeddings) >= 2:
+            self.fm = PairwiseInteraction([e.embedding_dim for e in self.embeddings], int(fm_dim))
+            in_dim += self.fm.out_features
         self.in_dim = in_dim
+        if cross_layers:
+            self.cross = nn.ModuleList(CrossLayer(in_dim, cross_rank) for _ in range(int(cross_layers)))
+        k = self.ensemble_size
+
+        def linear(n_in: int, n_out: int, first: bool) -> MaskedLinear:
+            return MaskedLinear(n_in, n_out) if k == 1 else MaskedEnsembleLinear(n_in, n_out, k, random_signs=first)
+
         layers: list[nn.Module] = []
-        for w in widths:
-            layers += [MaskedLinear(in_dim, int(w)), nn.ReLU()]
+        for i, w in enumerate(widths):
+            layers += [linear(in_dim, int(w), i == 0), nn.ReLU()]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             in_dim = int(w)
         self.hidden = nn.Sequential(*layers)
-        self.head = MaskedLinear(in_dim, n_out)
+        self.head = linear(in_dim, n_out, not widths)
 
     def features(self, categorical: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
+        """``x_0`` after the cross layers: the input of the first hidden layer, ``(batch, in_dim)``."""
         parts = [emb(categorical[:, i]) for i, emb in enumerate(self.embeddings)]
         if self.n_numeric:
-            parts.append((numeric - self.numeric_mean) / self.numeric_std)
-        return torch.cat(parts, dim=1) if parts else numeric
+            encoder = getattr(self, "numeric_encoder", None)
+            if encoder is None:
+                parts.append((numeric - self.numeric_mean) / self.numeric_std)
+            elif getattr(encoder, "reads_standardised", False):
+                parts.append(encoder((numeric - self.numeric_mean) / self.numeric_std))
+            else:
+                parts.append(encoder(numeric))
+        if hasattr(self, "fm"):
+            parts.append(self.fm(parts[: len(self.embeddings)]))
+        x = torch.cat(parts, dim=1) if parts else numeric
+        if hasattr(self, "cross"):
+            x0 = x
+            for layer in self.cross:
+                x = layer(x0, x)
+        return x
+
+    def member_logits(self, categorical: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
+        """Each member's logits, ``(batch, k, n_out)`` (``k = 1``: the single network's)."""
+        x = self.features(categorical, numeric)
+        if self.ensemble_size == 1:
+            return self.head(self.hidden(x))[:, None, :]
+        return self.head(self.hidden(x[:, None, :].expand(-1, self.ensemble_size, -1)))
 
     def forward(self, categorical: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
-        return self.head(self.hidden(self.features(categorical, numeric)))
+        if self.ensemble_size == 1:
+            return self.head(self.hidden(self.features(categorical, numeric)))
+        return mean_probability_logits(self.member_logits(categorical, numeric))
 
 
 class SparseCNN(nn.Module):

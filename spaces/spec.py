@@ -16,6 +16,7 @@ from sparsearch.errors import unknown_choice
 from .criteria import CRITERIA
 from .distributions import DISTRIBUTIONS
 from .methods import METHODS
+from .numeric import NUMERIC_ENCODINGS
 from .patterns import PATTERNS
 from .schedules import SCHEDULES
 
@@ -102,6 +103,30 @@ class SpaceSpec(StrictModel):
     dense_finetune_epochs: int = Field(
         0, ge=0, le=1000, description="Epochs of dense fine-tuning after sparse training (masks removed)."
     )
+    numeric_encoding: list[str] = Field(
+        ["standard"], description="Numeric encodings to search (MLP), fitted on the training rows: standard "
+        "(standardised scalar), quantile (scikit-learn QuantileTransformer, normal output), ple (piecewise-linear "
+        "encoding, bins from training quantiles), plr (periodic embeddings with a masked per-feature layer).",
+    )
+    numeric_bins: IntRange = Field(16, description="ple: bins per numeric feature (log scale), in [2, 1024].")
+    numeric_embedding_dim: IntRange = Field(
+        8, description="plr: embedding width per numeric feature (log scale), in [1, 256]."
+    )
+    plr_sigma: FloatRange = Field(
+        0.1, description="plr: standard deviation of the initial frequencies (log scale), in (0, 100]."
+    )
+    cross_layers: IntRange = Field(
+        0, description="Low-rank DCN-v2 cross layers before the hidden layers (MLP); 0 = none, in [0, 8]."
+    )
+    cross_rank: IntRange = Field(16, description="Rank of each cross layer (log scale), in [1, 1024].")
+    fm_dim: IntRange = Field(
+        0, description="Factorization-machine pairwise products of the categorical embeddings (MLP): width of "
+        "their masked projections, each pair's dot product an input of the MLP; 0 = none, in [0, 256]."
+    )
+    ensemble_size: IntRange = Field(
+        1, description="Members of the efficient (BatchEnsemble/TabM) ensemble sharing the sparse weights (MLP); "
+        "1 = a single network, in [1, 64].",
+    )
 
     @field_validator("model")
     @classmethod
@@ -114,6 +139,11 @@ class SpaceSpec(StrictModel):
     @classmethod
     def _dist_ok(cls, v):
         return _check_choices("distribution", v, DISTRIBUTIONS)
+
+    @field_validator("numeric_encoding")
+    @classmethod
+    def _numeric_ok(cls, v):
+        return _check_choices("numeric_encoding", v, NUMERIC_ENCODINGS)
 
     @field_validator("methods")
     @classmethod
@@ -156,6 +186,19 @@ class SpaceSpec(StrictModel):
             )
         if self.nm_keep >= self.nm_group:
             raise ValueError(f"nm_keep must be < nm_group, got nm_keep={self.nm_keep}, nm_group={self.nm_group}")
+        _in("numeric_bins", self.numeric_bins, 2, 1024)
+        _in("numeric_embedding_dim", self.numeric_embedding_dim, 1, 256)
+        _in("plr_sigma", self.plr_sigma, 0.0, 100.0, lo_open=True)
+        _in("cross_layers", self.cross_layers, 0, 8)
+        _in("cross_rank", self.cross_rank, 1, 1024)
+        _in("fm_dim", self.fm_dim, 0, 256)
+        _in("ensemble_size", self.ensemble_size, 1, 64)
+        if self.model == "cnn":
+            tabular = {"numeric_encoding": self.numeric_encoding != ["standard"], "cross_layers": self.cross_layers
+                       != (0, 0), "fm_dim": self.fm_dim != (0, 0), "ensemble_size": self.ensemble_size != (1, 1)}
+            used = [k for k, v in tabular.items() if v]
+            if used:
+                raise ValueError(f"{', '.join(used)}: only for model = \"mlp\" (the cnn takes the defaults)")
         if self.model == "cnn" and self.depth[0] < 1:
             raise ValueError(f"the cnn needs depth >= 1 (conv layers), got {list(self.depth)}")
         return self

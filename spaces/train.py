@@ -18,10 +18,12 @@ from sparsearch.errors import DataError
 from . import accounting as acc
 from .config import TrialConfig
 from .data import ImageData, TabularData
+from .ensemble import member_losses
 from .export import compact, to_csr
 from .methods import make_method
 from .metrics import METRICS, classification_metrics
 from .models import SparseCNN, SparseMLP, iso_flop_widths
+from .numeric import make_numeric_encoding
 from .sparsifier import Sparsifier
 
 #: Latency is measured on this many rows (or fewer) ...
@@ -92,9 +94,14 @@ def build_model(config: TrialConfig, data: TabularData | ImageData) -> nn.Module
         mean = torch.tensor(num.mean(axis=0) if num.shape[0] else np.zeros(num.shape[1]), dtype=torch.float32)
         std = torch.tensor(num.std(axis=0) if num.shape[0] else np.ones(num.shape[1]), dtype=torch.float32)
         std = torch.where(std > 1e-12, std, torch.ones_like(std))
+        # fitted on ``data``: the training rows (quantiles, bins); ``None`` for the standardised scalar
+        encoder = make_numeric_encoding(config.numeric_encoding, num, bins=config.numeric_bins,
+                                        d_embedding=config.numeric_embedding_dim, sigma=config.plr_sigma)
         return SparseMLP(data.cardinalities, data.numeric.shape[1], widths, n_out,
                          embedding_dim=config.embedding_dim, dropout=config.dropout,
-                         prune_embeddings=config.prune_embeddings, numeric_mean=mean, numeric_std=std)
+                         prune_embeddings=config.prune_embeddings, numeric_mean=mean, numeric_std=std,
+                         numeric_encoder=encoder, fm_dim=config.fm_dim, cross_layers=config.cross_layers,
+                         cross_rank=config.cross_rank, ensemble_size=config.ensemble_size)
     if isinstance(data, ImageData):
         if config.model != "cnn":
             raise DataError(f"model {config.model!r} cannot train on image data; use model = \"cnn\"")
@@ -285,6 +292,7 @@ def _run(config, train, val, *, seed, callback, return_model, measure, device, m
     model = build_model(config, train)
     n_out = model.head.out_features
     loss_fn = _loss_fn(n_out)
+    members = int(getattr(model, "ensemble_size", 1))
     x_train, x_val = _inputs(train), _inputs(val)
     y_train = torch.from_numpy(train.y.astype(np.int64))
     n = train.n_rows
@@ -350,8 +358,12 @@ def _run(config, train, val, *, seed, callback, return_model, measure, device, m
             idx = perm[b * batch : (b + 1) * batch]
             idx_d = idx.to(device, non_blocking=True)
             with autocast():
-                logits = model(*(t[idx_d] for t in x_train))
-            loss = loss_fn(logits.float(), y_train[idx_d])
+                if members > 1:  # an efficient ensemble trains on the mean of its members' losses (TabM)
+                    logits = model.member_logits(*(t[idx_d] for t in x_train))
+                else:
+                    logits = model(*(t[idx_d] for t in x_train))
+            loss = (member_losses(loss_fn, logits.float(), y_train[idx_d]) if members > 1
+                    else loss_fn(logits.float(), y_train[idx_d]))
             optimizer.zero_grad(set_to_none=True)
             (scaler.scale(loss) if scaler is not None else loss).backward()
             if config.lr_schedule != "constant":
@@ -454,6 +466,10 @@ def _account(model, config, x_val, positions, *, measure: bool) -> tuple[dict[st
     accounting["compact_shapes"] = [list(m.weight.shape) for m in compacted.modules()
                                     if isinstance(m, (nn.Linear, nn.Conv2d))]
     metrics["params_compact"] = float(sum(p.numel() for p in compacted.parameters()))
+    # an efficient ensemble: shared weights are counted once (in n_params, nnz_*); the members' own adapters here
+    member_params = sum(m.adapter_params() for m in model.modules() if hasattr(m, "adapter_params"))
+    metrics["params_members"] = float(member_params)
+    accounting["ensemble"] = {"size": int(getattr(model, "ensemble_size", 1)), "member_params": int(member_params)}
     metrics["size_dense_bytes"] = float(sizes["dense_bytes"])
     metrics["size_sparse_bytes"] = float(min(sizes["compact_bytes"], sizes["csr_bytes"]))
     if measure:

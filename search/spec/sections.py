@@ -175,6 +175,11 @@ class DataSpec(_Section):
         "to search K. Default: none."
     )
     max_rows: int | None = Field(None, ge=10, description="Use at most this many rows (a seeded sample).")
+    ordered_ints: int | None = Field(
+        None, ge=2, description="Numbers as numbers: an integer column with at least this many distinct values "
+        "keeps its categorical embedding and is also an ordered numeric input (its value, then the searched "
+        "numeric_encoding), recorded per column in the encoder's notes. Default: integers are categorical only."
+    )
     sql: str | None = Field(
         None, description="A polars SQL query over the table `data`, applied after loading: derive a target, filter "
         "rows, drop leaking columns (e.g. `SELECT *, CAST(arr_delay > 15 AS INT) AS late FROM data WHERE arr_delay "

@@ -325,3 +325,58 @@ def test_cross_recipes_reproduce_the_crossed_columns_on_new_rows():
     price = recipes[1]
     new = price.compute(pl.DataFrame({"price": [1e9, -1e9, None], "promo": [True, True, True]})).to_list()
     assert new == ["15\x1ftrue", "0\x1ftrue", None]
+
+
+_INGREDIENTS = {
+    "quantile": dict(numeric_encoding="quantile"),
+    "ple": dict(numeric_encoding="ple", numeric_bins=8),
+    "plr": dict(numeric_encoding="plr", numeric_embedding_dim=4),
+    "ensemble": dict(ensemble_size=4),
+    "cross": dict(cross_layers=2, cross_rank=4),
+    "fm": dict(fm_dim=4),
+    "all": dict(numeric_encoding="plr", ensemble_size=3, cross_layers=1, fm_dim=4),
+}
+
+
+@pytest.mark.parametrize(("ingredient", "multiclass"),
+                         [(name, False) for name in _INGREDIENTS] + [("ensemble", True), ("all", True)])
+def test_the_package_carries_every_model_ingredient_in_every_format(ingredient, multiclass):
+    """Issue 29 item 6: on raw test rows the pyfunc reproduces the trained model's probabilities, and so its test
+    metrics, to 1e-6 in the dense, compact and CSR forms, whatever numeric encoding, ensemble or cross block."""
+    from sparsearch.search.model import FORMATS, build_model_package
+    from sparsearch.spaces import (
+        TabularEncoder,
+        TrialConfig,
+        evaluate_model,
+        split_indices,
+        train_and_evaluate,
+    )
+
+    frame = raw_frame(1500)
+    if multiclass:
+        frame = frame.with_columns(label=pl.Series((frame["label"].to_numpy() + (frame["shop"].fill_null(0)
+                                                                                   .to_numpy() % 3 == 0)) % 3))
+    tr, va, te = split_indices(frame["label"].to_numpy(), 0.2, 0.2, seed=0)
+    enc = TabularEncoder.fit(frame[tr], "label", features=["city", "shop", "promo", "price"])
+    train, val, test = (enc.encode(frame[idx]) for idx in (tr, va, te))
+    cfg = TrialConfig(widths=(32, 16), epochs=2, batch_size=128, target_sparsity=0.8, start_frac=0.0, end_frac=0.5,
+                      **_INGREDIENTS[ingredient])
+    out = train_and_evaluate(cfg, train, val, seed=0, measure_latency=False)
+    stored = evaluate_model(out.model, test)
+    with torch.no_grad():
+        logits = out.model.eval()(torch.from_numpy(test.categorical), torch.from_numpy(test.numeric)).double()
+    want = (torch.softmax(logits, 1) if multiclass else torch.sigmoid(logits[:, 0])).numpy()
+    package = build_model_package(out.model, enc, None)
+    rows = frame[te].drop("label").to_pandas()
+    y = test.y
+    for fmt in FORMATS:
+        proba = package.predict(None, rows, params={"format": fmt}).to_numpy()
+        got = proba if multiclass else proba[:, 1]
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=0, err_msg=fmt)
+        p_true = proba[np.arange(len(y)), y]
+        assert abs(float(-np.mean(np.log(p_true))) - stored["test_logloss"]) < 1e-6, fmt
+        assert abs(float(np.mean(proba.argmax(axis=1) == y)) - stored["test_accuracy"]) < 1e-6, fmt
+        if not multiclass:
+            from sparsearch.spaces.metrics import binary_auc
+
+            assert abs(binary_auc(y, proba[:, 1]) - stored["test_auc"]) < 1e-6, fmt

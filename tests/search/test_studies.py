@@ -28,6 +28,15 @@ def test_every_bundled_study_loads_and_names_its_command(name: str) -> None:
     assert f"sparsearch run {name}" in header
 
 
+@pytest.mark.parametrize("name", ["quickstart", "flights", "clicklog_large"])
+def test_bundled_tabular_studies_search_the_new_model_space(name: str) -> None:
+    space = load_study(name).space
+    assert set(space.numeric_encoding) == {"standard", "quantile", "ple", "plr"}
+    assert space.ensemble_size[0] == 1 and space.ensemble_size[1] > 1  # a single network stays a choice
+    assert space.cross_layers[0] == 0 and space.cross_layers[1] > 0
+    assert space.fm_dim[0] == 0 and space.fm_dim[1] > 0
+
+
 def test_large_click_log_is_large_and_mostly_noise() -> None:
     params = load_study("clicklog_large").data.params
     assert params["n_rows"] >= 1_000_000

@@ -1,4 +1,5 @@
-"""Shared conformance suite: every registered pattern, distribution, schedule, criterion and method runs here."""
+"""Shared conformance suite: every registered pattern, distribution, schedule, criterion, method and numeric
+encoding runs here (the encodings with and without an ensemble and a cross layer)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,16 @@ from sparsearch.spaces import (
     SparseMLP,
     Sparsifier,
     TrialConfig,
+    build_model,
+    compact,
     masked_modules,
+    to_csr,
     train_and_evaluate,
 )
 from sparsearch.spaces.criteria import make_criterion
 from sparsearch.spaces.distributions import GLOBAL_MIN_DENSITY_FRACTION, LayerInfo, make_distribution
 from sparsearch.spaces.methods import RigL
+from sparsearch.spaces.numeric import NUMERIC_ENCODINGS
 from sparsearch.spaces.patterns import make_pattern
 from sparsearch.spaces.schedules import make_schedule
 
@@ -265,6 +270,30 @@ def test_method_conformance(method, pattern, tiny_split):
         assert torch.equal(a.weight_mask, b.weight_mask) and torch.equal(a.weight, b.weight)
     assert TrialConfig.from_dict(cfg.to_dict()) == cfg
     assert math.isfinite(out.metrics["val_logloss"])
+
+
+@pytest.mark.parametrize("encoding", NUMERIC_ENCODINGS.names())
+@pytest.mark.parametrize(("ensemble_size", "cross_layers", "fm_dim"), [(1, 0, 0), (3, 1, 4)])
+def test_model_ingredients_conformance(encoding, ensemble_size, cross_layers, fm_dim, tiny_split):
+    """Every numeric encoding, alone and with an ensemble, a cross layer and pairwise products: masks hold after
+    training, the model pickles, its state_dict rebuilds it, and compact and CSR forms compute the same function."""
+    train, val = tiny_split
+    cfg = TrialConfig(numeric_encoding=encoding, ensemble_size=ensemble_size, cross_layers=cross_layers, fm_dim=fm_dim,
+                      cross_rank=4, numeric_bins=8, numeric_embedding_dim=4, widths=(32, 16), epochs=1,
+                      batch_size=64, target_sparsity=0.8, start_frac=0.0, end_frac=0.6)
+    out = train_and_evaluate(cfg, train, val, seed=0, measure_latency=False)
+    model = out.model.eval()
+    assert abs(out.metrics["realized_sparsity"] - 0.8) <= TOL
+    for _, m in masked_modules(model):
+        assert (m.weight[~m.mask] == 0).all()
+    x = (torch.from_numpy(val.categorical), torch.from_numpy(val.numeric))
+    ref = model(*x)
+    assert torch.equal(pickle.loads(pickle.dumps(model))(*x), ref)
+    fresh = build_model(cfg, train)
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(fresh.eval()(*x), ref)
+    for form in (compact(model), to_csr(model)):
+        torch.testing.assert_close(form(*x), ref, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("criterion", CRITERIA.names())

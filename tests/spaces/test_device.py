@@ -41,3 +41,16 @@ def test_trains_on_cuda_and_returns_a_cpu_model(tab_split, mixed_precision, meth
     if not mixed_precision:  # masks drawn from CPU generators: the same sparsity as on the CPU
         cpu = train_and_evaluate(cfg, train, val, seed=0, **SKIP_LATENCY)
         assert abs(cpu.metrics["realized_sparsity"] - out.metrics["realized_sparsity"]) < 1e-6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("mixed_precision", [False, True])
+@pytest.mark.parametrize("extra", [dict(numeric_encoding="quantile"), dict(numeric_encoding="ple"),
+                                   dict(numeric_encoding="plr", ensemble_size=4, cross_layers=2)])
+def test_new_ingredients_train_on_cuda(tab_split, mixed_precision, extra):
+    train, val = tab_split
+    cfg = TrialConfig(target_sparsity=0.75, **FAST, **extra)
+    out = train_and_evaluate(cfg, train, val, seed=0, device="cuda:0", mixed_precision=mixed_precision,
+                             **SKIP_LATENCY)
+    assert all(t.device.type == "cpu" for t in out.model.state_dict().values())
+    assert out.metrics["val_auc"] > 0.6 and abs(out.metrics["realized_sparsity"] - 0.75) < 0.01

@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["_registry", "config", "models", "accounting", "distributions", "patterns", "schedules", "spec", "encoder",
-           "data"]
+           "data", "numeric", "ensemble", "masked"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -146,3 +146,27 @@ def test_encode_into_parts_keeps_no_full_copy_besides_the_parts():
         tracemalloc.stop()
     assert sum(p.categorical.nbytes for p in got) == out_bytes
     assert peak < 1.3 * out_bytes, f"peak {peak / out_bytes:.2f}x the encoded size"  # a full copy first: 2x
+
+
+def test_ordered_ints_keep_their_codes_and_add_their_value_as_a_number():
+    rng = np.random.default_rng(0)
+    n = 400
+    distance = rng.integers(100, 3000, n).astype(float)
+    distance[:5] = np.nan
+    df = pl.DataFrame({"distance": pl.Series(distance).cast(pl.Int64, strict=False), "hour": rng.integers(5, 9, n),
+                       "price": rng.normal(size=n), "y": rng.integers(0, 2, n)})
+    plain = TabularEncoder.fit(df, "y")
+    enc = TabularEncoder.fit(df, "y", ordered_ints=50)
+    assert plain.numeric_names == ("price",) and plain.categorical_names == ("distance", "hour")
+    assert enc.categorical_names == ("distance", "hour")  # the embedding is kept
+    assert enc.numeric_names == ("distance", "distance_missing", "price")  # hour has 4 values: codes only
+    assert any(note.startswith("distance: ") and "ordered numeric input" in note for note in enc.notes)
+    cat, num = enc.transform(pl.DataFrame({"distance": [150, None, 99_999], "hour": [5, 6, 7], "price": [0.0] * 3}))
+    fitted_median = float(np.nanmedian(distance))
+    assert num[:, 0].tolist() == [150.0, fitted_median, 99_999.0]  # an unseen distance keeps its order ...
+    assert num[:, 1].tolist() == [0.0, 1.0, 0.0]
+    assert cat[2, 0] == OOV_CODE and cat[1, 0] == MISSING_CODE  # ... where its code is out of vocabulary
+    data = enc.encode(df)
+    assert data.numeric.shape == (n, 3) and data.categorical.shape == (n, 2)
+    with pytest.raises(DataError, match="ordered_ints must be an integer >= 2"):
+        TabularEncoder.fit(df, "y", ordered_ints=1)
