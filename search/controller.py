@@ -34,6 +34,7 @@ import optuna
 
 from sparsearch._ray import check_ray_reachable, connect_ray, set_ray_env
 from sparsearch.errors import ConnectionProblem, SpecError
+from sparsearch.search import records
 from sparsearch.search._internals import study_id
 from sparsearch.search.data import PreparedData, prepare_data
 from sparsearch.search.execution import Execution
@@ -203,7 +204,7 @@ def _open_study(ex: Execution, storage: RayStorageProxy) -> optuna.Study:
                 f"study {spec.study.name!r} already exists in {redact(ex.storage_url)!r} with directions {have}, "
                 f"but this study asks for {ex.directions}; use another --study-name"
             )
-        stored = existing.user_attrs.get("objectives")
+        stored = records.stored_objectives(existing)
         if stored is not None and list(stored) != ex.objectives:
             raise SpecError(f"study {spec.study.name!r} already exists with objectives {stored}, but this study "
                             f"asks for {ex.objectives}; use another --study-name")
@@ -212,8 +213,7 @@ def _open_study(ex: Execution, storage: RayStorageProxy) -> optuna.Study:
         return existing
     study = optuna.create_study(study_name=spec.study.name, storage=storage, sampler=sampler, pruner=pruner,
                                 directions=ex.directions, load_if_exists=True)
-    study.set_user_attr("objectives", ex.objectives)
-    study.set_user_attr("created_by", "sparsearch")
+    records.set_study_identity(study, ex.objectives)
     _set_metric_names(study, ex.objectives)
     return study
 
@@ -250,8 +250,7 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: A
         raise SpecError(f"[execution] cpus_per_trial = {cpus} but the Ray cluster has only {cluster_cpus:g} CPUs")
     workers = spec.execution.workers or max(1, min(int(cluster_cpus // cpus), gpu_slots))
     _start_parent(ex, study, prepared, workers, n_before)
-    if prepared.split and study.user_attrs.get("split") != prepared.split:
-        study.set_user_attr("split", prepared.split)  # how the rows were split (read back by `show`)
+    records.set_split(study, prepared.split)
     ex.trial_log.attach(storage, study_id(study))
     ex.record_driver(study, storage)
     stale, requeued_at_start = ex.fail_stale(study, storage, set())

@@ -20,13 +20,14 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from sparsearch.search._internals import study_id, study_storage, trial_id
+from sparsearch.search import records
+from sparsearch.search._internals import study_storage, trial_id
 from sparsearch.search.data import PreparedData, trial_features
-from sparsearch.search.execution import DONE_PREFIX, DRIVER_ATTR, Execution
-from sparsearch.search.results import TEST_PREFIX, best_complete, best_values, get_test_record
+from sparsearch.search.execution import Execution
+from sparsearch.search.records import get_test_record
+from sparsearch.search.results import best_complete, best_values
 from sparsearch.search.spec import StudySpec
 from sparsearch.search.storage import is_memory_url, open_storage, redact
-from sparsearch.search.trial_log import LOGGED_PREFIX, RUN_PREFIX
 from sparsearch.search.worker import TrialPayload, TrialReport
 
 __all__ = ["detach_study", "evaluate_test", "finish_parent", "sync_unlogged"]
@@ -40,36 +41,30 @@ def sync_unlogged(ex: Execution, study: optuna.Study, storage: optuna.storages.B
         return
     ex.tracker.resume()
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    logged = study_storage(study).get_study_system_attrs(study_id(study))
+    logged = records.study_system_attrs(study)
     now = time.time()
     existing: dict[int, str] | None = None
     for t in study.get_trials(deepcopy=False, states=finished):
-        if f"{LOGGED_PREFIX}{t.number}" in logged:
+        if records.logged_run(logged, t.number) is not None:
             continue
-        owner = t.system_attrs.get(DRIVER_ATTR)
-        if owner not in (None, ex.driver_id) and f"{DONE_PREFIX}{owner}" not in logged:
+        owner = records.owner(t)
+        if owner is not None and owner != ex.driver_id and not records.driver_done(logged, owner):
             finished_at = t.datetime_complete.timestamp() if t.datetime_complete else 0.0
             if now - finished_at <= ex.spec.execution.stale_after:
                 continue  # a live driver logs its own trials (syncing them too gave duplicate child runs)
         # finish the child run created at dispatch when there is one, so a trial never gets two runs: the one
         # recorded in the study, else one in MLflow that a killed driver (or a storage outage) left unrecorded
-        run_id = logged.get(f"{RUN_PREFIX}{t.number}")
+        run_id = records.created_run(logged, t.number)
         if run_id is None:
             if existing is None:
                 existing = ex.tracker.child_runs(study.study_name)
             run_id = existing.get(t.number) or ex.tracker.start_trial(
                 t.number, t.params, {"study": study.study_name, "synced_late": "true"})
-        metrics = dict(t.user_attrs.get("metrics", {}))
-        if ex.tracker.finish_trial(run_id, state=t.state.name, metrics=metrics,
-                                   error=t.user_attrs.get("fail_reason")):
-            _mark_logged(study, t.number, run_id)
+        if ex.tracker.finish_trial(run_id, state=t.state.name, metrics=records.trial_metrics(t),
+                                   error=records.fail_reason(t)):
+            records.mark_logged(study, t.number, run_id)
     # this driver has logged what it could: its remaining unlogged trials are any later driver's to sync
-    study_storage(study).set_study_system_attr(study_id(study), f"{DONE_PREFIX}{ex.driver_id}", time.time())
-
-
-def _mark_logged(study: optuna.Study, number: int, run_id: str) -> None:
-    """Record (on the study: a finished trial is read-only) that trial ``number`` has its MLflow child run."""
-    study_storage(study).set_study_system_attr(study_id(study), f"{LOGGED_PREFIX}{number}", run_id)
+    records.mark_driver_done(study, ex.driver_id)
 
 
 def _trial_features(spec: StudySpec, prepared: PreparedData, params: dict[str, Any]) -> tuple[str, ...] | None:
@@ -127,8 +122,8 @@ def evaluate_test(ex: Execution, study: optuna.Study, prepared: PreparedData, ta
             continue
         rec = {"metrics": metrics, "n_rows": int(prepared.test.n_rows), "split_digest": digest,
                "retrained": retrained, "driver": ex.driver_id}
-        study.set_user_attr(f"{TEST_PREFIX}{t.number}", rec)
-        run_id = study_storage(study).get_study_system_attrs(study_id(study)).get(f"{LOGGED_PREFIX}{t.number}")
+        records.store_test_record(study, t.number, rec)
+        run_id = records.logged_run(records.study_system_attrs(study), t.number)
         ex.tracker.log_run(run_id, metrics, {"test_evaluated": "true", "test_rows": str(rec["n_rows"])})
         ex.say(f"trial {t.number} on {rec['n_rows']} held-out test rows: "
                + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -194,19 +189,12 @@ def _log_best_model(ex: Execution, study: optuna.Study, prepared: PreparedData, 
         example = prepared.example.select(list(package.encoder.raw_features))  # raw rows, as the model reads them
         ex.model_uri = ex.tracker.log_pyfunc_model(parent, package, example, registered_name=registered)
     if ex.model_uri is not None:
-        study.set_user_attr("model_uri", ex.model_uri)
-        study.set_user_attr("model_tracking_uri", redact(ex.tracking_uri))
-        study.set_user_attr("model_trial", number)  # None: this execution's best, not the study's incumbent
+        records.set_model(study, ex.model_uri, redact(ex.tracking_uri), number)
 
 
 def _child_runs(study: optuna.Study) -> dict[int, str]:
     """Trial number -> MLflow child run id, as recorded in the study (see :mod:`sparsearch.search.trial_log`)."""
-    out: dict[int, str] = {}
-    for key, value in study_storage(study).get_study_system_attrs(study_id(study)).items():
-        for prefix in (RUN_PREFIX, LOGGED_PREFIX):
-            if key.startswith(prefix) and key[len(prefix):].isdigit() and isinstance(value, str):
-                out[int(key[len(prefix):])] = value
-    return out
+    return records.child_runs(records.study_system_attrs(study))
 
 
 class _SnapshotStudy(optuna.Study):

@@ -26,11 +26,12 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from sparsearch.search import records
 from sparsearch.search._internals import study_storage, trial_id
 from sparsearch.search.data import PreparedData, trial_features
-from sparsearch.search.execution import DRIVER_ATTR, HEARTBEAT_ATTR, Execution
+from sparsearch.search.execution import Execution
 from sparsearch.search.storage import is_backend_failure, is_journal, is_memory_url
-from sparsearch.search.worker import MEMORY_REASON_ATTR, TrialPayload, TrialReport
+from sparsearch.search.worker import TrialPayload, TrialReport
 
 __all__ = ["InFlight", "SearchLoop", "propose", "worker_lost"]
 
@@ -136,7 +137,8 @@ class SearchLoop:
 
         ex, spec, study, storage, prepared = self.ex, self.ex.spec, self.study, self.storage, self.prepared
         trial = study.ask()
-        is_retry = "retry_of" in trial.user_attrs
+        retry_of = records.retry_of(trial)
+        is_retry = retry_of is not None
         # A fresh trial uses the budget; a re-queued one uses a pending retry. Another driver on the same study
         # may pop "our" re-queued trials first: whatever we get then still uses up a slot, so the loop ends.
         if not is_retry and self.budget_used < spec.study.n_trials:
@@ -148,7 +150,7 @@ class SearchLoop:
         # the trial's owner, at once: a later driver on this host fails it as soon as this process is gone (see
         # Execution.fail_stale); until the first heartbeat, the trial's start time stands for one
         try:
-            storage.set_trial_system_attr(trial_id(trial), DRIVER_ATTR, ex.driver_id)
+            records.record_owner(storage, trial_id(trial), ex.driver_id)
         except UpdateFinishedTrialError:  # this driver stalled and another one failed the trial as stale
             log.warning("trial %d was failed as stale by another driver before it started here", trial.number)
             return
@@ -162,16 +164,14 @@ class SearchLoop:
                 features = trial_features(prepared, k, c)
             config = suggest_config(trial, spec.space, spec.train, n_features=len(prepared.candidates) or None)
         except Exception as exc:  # an invalid combination of parameters fails this trial only
-            storage.set_trial_user_attr(trial_id(trial), "fail_reason", f"{type(exc).__name__}: {exc}"[:500])
-            storage.set_trial_system_attr(trial_id(trial), DRIVER_ATTR, ex.driver_id)
-            frozen = study.tell(trial, state=TrialState.FAIL)
+            frozen = records.fail_trial(study, trial, records.invalid_config_reason(exc), ex.driver_id)
             ex.trial_done(study, frozen, 0.0)
             return
         target = getattr(config, "target_sparsity", None)
-        attrs = {"target_sparsity": float(target)} if target is not None else {}  # stored with the result
+        attrs = records.driver_attrs(target)  # stored with the result
         run_tags = {"study": spec.study.name, "sampler": spec.study.sampler, "seed": str(spec.study.seed),
                     "data_fingerprint": prepared.fingerprint,
-                    **({"retry_of": str(trial.user_attrs["retry_of"])} if is_retry else {})}
+                    **({"retry_of": str(retry_of)} if is_retry else {})}
         ex.trial_log.start(trial.number, dict(trial.params), run_tags)  # never blocks the search loop
         distributions = trial.distributions  # a copy on each access
         execution = spec.execution
@@ -203,21 +203,18 @@ class SearchLoop:
         try:
             report: TrialReport = ray.get(ref)
         except Exception as exc:
-            reason = info.reason or storage.get_trial_user_attrs(trial_id(trial)).get(MEMORY_REASON_ATTR)
+            reason = info.reason or records.stored_fail_reason(storage, trial_id(trial))
             lost = worker_lost(exc)
             retryable = reason is None and lost
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            reason = reason or (f"worker died: {type(exc).__name__}: {first}" if lost else
-                                f"task error: {type(exc).__name__}: {first}")
+            reason = reason or records.task_error_reason(exc, lost=lost)
             report = TrialReport("FAIL", error=reason, duration_s=time.monotonic() - info.started)
             if retryable and ex.requeue(study, storage.get_trial(trial_id(trial))):
                 self.pending_retries += 1
-                report.error = reason + " (re-queued)"
+                report.error = records.requeued(reason)
         else:
             if report.retryable and ex.requeue(study, storage.get_trial(trial_id(trial))):
                 self.pending_retries += 1
-                first, _, rest = (report.error or "storage outage").partition("\n")
-                report.error = f"{first} (re-queued)\n{rest}"
+                report.error = records.requeued(report.error or records.Reason.STORAGE_OUTAGE.value)
         frozen = ex.tell(study, trial, report, info.attrs)
         for name, dist in frozen.distributions.items():  # learn the parameters objectives suggest in workers
             if name not in info.driver_params:
@@ -237,10 +234,7 @@ class SearchLoop:
         self.last_beat = now
         self.ex.record_driver(self.study, self.storage)
         for info in self.in_flight.values():
-            try:
-                self.storage.set_trial_system_attr(trial_id(info.trial), HEARTBEAT_ATTR, time.time())
-            except UpdateFinishedTrialError:  # failed as stale by another driver: see Execution.tell
-                pass
+            records.record_heartbeat(self.storage, trial_id(info.trial))
         ids = {trial_id(info.trial) for info in self.in_flight.values()}
         self.pending_retries += self.ex.fail_stale(self.study, self.storage, ids)[1]  # this driver runs them
 
@@ -253,7 +247,7 @@ class SearchLoop:
             return
         for ref, info in list(self.in_flight.items()):
             if info.reason is None and now - info.started > timeout:
-                info.reason = f"time budget exceeded: ran over trial_timeout = {timeout:g}s"
+                info.reason = records.timeout_reason(timeout)
                 ray.cancel(ref, force=True)
 
     def interrupt(self) -> None:
@@ -263,11 +257,9 @@ class SearchLoop:
         for ref, info in list(self.in_flight.items()):
             ray.cancel(ref, force=True)
             trial = info.trial
-            self.storage.set_trial_user_attr(trial_id(trial), "fail_reason", "interrupted (re-queued for the next run)")
-            self.storage.set_trial_system_attr(trial_id(trial), DRIVER_ATTR, self.ex.driver_id)
-            frozen = self.study.tell(trial, state=TrialState.FAIL)
+            frozen = records.fail_trial(self.study, trial, records.Reason.INTERRUPTED.value, self.ex.driver_id)
             self.ex.requeue(self.study, frozen)
-            self.ex.trial_log.finish(frozen.number, state="FAIL", error="interrupted")
+            self.ex.trial_log.finish(frozen.number, state="FAIL", error=records.Reason.INTERRUPTED_RUN.value)
 
 
 def worker_lost(exc: BaseException) -> bool:

@@ -16,12 +16,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sparsearch.errors import SpecError
+from sparsearch.search import records
 from sparsearch.search._internals import study_id
+from sparsearch.search.records import get_test_record
 from sparsearch.search.storage import default_storage_url, env_storage_url, open_storage, redact
-from sparsearch.search.trial_log import LOGGED_PREFIX
 
-__all__ = ["TEST_PREFIX", "StudyResult", "best_complete", "best_values", "get_test_record", "load_result",
-           "trial_json"]
+__all__ = ["StudyResult", "best_complete", "best_values", "get_test_record", "load_result", "trial_json"]
 
 
 @dataclass
@@ -130,16 +130,6 @@ def trial_json(t: FrozenTrial) -> dict[str, Any]:
     }
 
 
-TEST_PREFIX = "test:"
-"""Study user attribute per trial number: that trial's metrics on the held-out test rows (set once)."""
-
-
-def get_test_record(study: optuna.Study, number: int) -> dict[str, Any] | None:
-    """The stored test evaluation of trial ``number`` (``{"metrics": ..., "n_rows": ..., ...}``) or ``None``."""
-    rec = study.user_attrs.get(f"{TEST_PREFIX}{number}")
-    return rec if isinstance(rec, dict) else None
-
-
 def best_complete(study: optuna.Study, n_objectives: int) -> list[FrozenTrial]:
     """The best trial, or the Pareto front of a multi-objective study (none before a trial completes)."""
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -171,10 +161,10 @@ def load_result(study_name: str, *, storage: str | None = None,
         from sparsearch.errors import unknown_choice
 
         raise unknown_choice(f"study in {redact(url)!r}", study_name, names) from None
-    objectives = list(study.user_attrs.get("objectives") or study.metric_names
+    objectives = list(records.stored_objectives(study) or study.metric_names
                       or [f"value_{i}" for i in range(len(study.directions))])
-    logged = [k for k in backend.get_study_system_attrs(study_id(study)) if k.startswith(LOGGED_PREFIX)]
+    logged = records.logged_numbers(backend.get_study_system_attrs(study_id(study)))
     return StudyResult(study_name=study_name, storage=redact(url), tracking_uri=None, mlflow_parent_run_id=None,
                        study=study, objectives=objectives, directions=[d.name.lower() for d in study.directions],
-                       info={"n_mlflow_child_runs": len(logged), "split": study.user_attrs.get("split")},
-                       model_uri=study.user_attrs.get("model_uri"))
+                       info={"n_mlflow_child_runs": len(logged), "split": records.stored_split(study)},
+                       model_uri=records.model_uri(study))

@@ -9,9 +9,9 @@ trial workers restart constantly when several drivers shared a small machine), a
 user's program (unlike ``multiprocessing``'s spawn). The two talk in JSON lines over the child's stdin and stdout,
 through one writer and one reader thread in the driver, so the search loop never blocks on MLflow.
 
-The driver records each child run in the Optuna study as results come back: ``sparsearch:mlflow-run:N`` when the
-run exists (a later execution finishes that run instead of creating a second one) and ``sparsearch:mlflow:N`` once
-it is complete; only the driver writes to the study, in one journal append per batch of results. Whatever was not
+The driver records each child run in the Optuna study as results come back (:func:`~sparsearch.search.records.run_key`
+when the run exists: a later execution finishes that run instead of creating a second one;
+:func:`~sparsearch.search.records.logged_key` once it is complete); only the driver writes to the study, in one journal append per batch of results. Whatever was not
 written is written by the driver at the end of the execution (``_sync_unlogged`` in the controller).
 ``[tracking] writer = "thread"`` keeps everything on the driver's logging thread (one process fewer).
 """
@@ -30,17 +30,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sparsearch.search.storage import batched_writes
+from sparsearch.search import records
 from sparsearch.search.tracking import Tracker
 
-__all__ = ["LOGGED_PREFIX", "RUN_PREFIX", "TrialLog", "TrialRunLogger"]
+__all__ = ["TrialLog", "TrialRunLogger"]
 
 log = logging.getLogger("sparsearch")
-
-RUN_PREFIX = "sparsearch:mlflow-run:"
-"""Study system attribute per trial number: its MLflow child run id, set when the run is created."""
-LOGGED_PREFIX = "sparsearch:mlflow:"
-"""Study system attribute per trial number: set once the trial's child run is complete."""
 
 
 class TrialRunLogger:
@@ -167,7 +162,7 @@ class TrialLog:
             def go() -> None:
                 run_id = self._local.start(number, params, tags)
                 if run_id is not None:
-                    self._mark({f"{RUN_PREFIX}{number}": run_id})
+                    self._mark({records.run_key(number): run_id})
 
             self._tracker.submit(go)
 
@@ -182,7 +177,7 @@ class TrialLog:
             def go() -> None:
                 run_id, ok, failure = self._local.finish(number, **kwargs)
                 if ok:
-                    self._mark({f"{LOGGED_PREFIX}{number}": run_id})
+                    self._mark({records.logged_key(number): run_id})
 
             self._tracker.submit(go)
 
@@ -226,10 +221,10 @@ class TrialLog:
     def _take(self, msg: dict[str, Any], marks: dict[str, str]) -> None:
         op = msg.get("op")
         if op == "start" and msg.get("run_id"):
-            marks[f"{RUN_PREFIX}{msg['number']}"] = msg["run_id"]
+            marks[records.run_key(msg["number"])] = msg["run_id"]
         elif op == "finish":
             if msg.get("ok") and msg.get("run_id"):
-                marks[f"{LOGGED_PREFIX}{msg['number']}"] = msg["run_id"]
+                marks[records.logged_key(msg["number"])] = msg["run_id"]
             elif msg.get("failure"):
                 self._warn(msg["failure"])
         elif op == "failures":
@@ -245,9 +240,7 @@ class TrialLog:
 
     def _mark(self, marks: dict[str, str]) -> None:
         try:
-            with batched_writes(self._storage):  # one journal append for the batch
-                for key, run_id in marks.items():
-                    self._storage.set_study_system_attr(self._study_id, key, run_id)
+            records.mark_runs(self._storage, self._study_id, marks)  # one journal append for the batch
         except Exception as exc:  # the study's storage is down: the run exists, the next execution finishes it
             self._tracker.failures.append(f"mark child runs in the study: {type(exc).__name__}")
 

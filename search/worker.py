@@ -22,11 +22,10 @@ from typing import Any
 import optuna
 from optuna.trial import BaseTrial
 
+from sparsearch.search import records
 from sparsearch.search._internals import trial_handle
 
 __all__ = ["TrialPayload", "TrialReport", "WorkerTrial", "execute_trial"]
-
-MEMORY_REASON_ATTR = "fail_reason"
 
 
 @dataclass(frozen=True)
@@ -433,9 +432,9 @@ def execute_trial(payload: TrialPayload, storage_actor: Any, data_refs: list[Any
     watchdog = None
     if payload.memory_mb is not None:
         def exceeded(rss_mb: float) -> None:
-            reason = f"memory budget exceeded: resident {rss_mb:.0f} MB > trial_memory_mb {payload.memory_mb}"
+            reason = records.memory_reason(rss_mb, payload.memory_mb)
             try:  # the driver reads it when the worker is gone, and fails the trial without retrying it
-                storage.get().set_trial_user_attr(payload.trial_id, MEMORY_REASON_ATTR, reason)
+                records.set_fail_reason(storage.get(), payload.trial_id, reason)
             except Exception as exc:  # the process exits next: say so in the worker's log, never silently
                 print(f"sparsearch: trial {payload.number}: {reason}; the reason could not be stored "
                       f"({type(exc).__name__}: {exc}), so the driver sees a worker death", file=sys.stderr,
@@ -504,7 +503,7 @@ def execute_trial(payload: TrialPayload, storage_actor: Any, data_refs: list[Any
 
         if is_storage_outage(exc):  # not the trial's fault: the driver re-queues it, as for a lost worker
             return done(TrialReport("FAIL", history=history, retryable=True,
-                                    error=f"storage outage in the worker: {type(exc).__name__}: {exc}\n{tb}"))
+                                    error=records.outage_reason(exc, tb)))
         return done(TrialReport("FAIL", history=history, error=f"{type(exc).__name__}: {exc}\n{tb}"))
     finally:
         if watchdog is not None:

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from sparsearch.errors import ConnectionProblem, SpecError
 from sparsearch.search.controller import run_study
-from sparsearch.search.execution import HEARTBEAT_ATTR
+from sparsearch.search.records import HEARTBEAT_ATTR
 from sparsearch.search.spec import load_study
 from sparsearch.search.storage import open_storage
 

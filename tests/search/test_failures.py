@@ -13,8 +13,9 @@ from optuna.trial import TrialState
 
 from sparsearch.errors import SpecError
 from sparsearch.search import _liveness
-from sparsearch.search.execution import DRIVER_ATTR, DRIVER_PROC_PREFIX, HEARTBEAT_ATTR, Execution
+from sparsearch.search.execution import Execution
 from sparsearch.search.loop import worker_lost
+from sparsearch.search.records import DRIVER_ATTR, DRIVER_PROC_PREFIX, HEARTBEAT_ATTR
 from sparsearch.search.spec import load_study, parse_study
 from sparsearch.search.storage import IDEMPOTENT, RayStorageProxy, StorageActorLost, open_storage
 

@@ -7,9 +7,10 @@ import time
 import optuna
 import pytest
 
+from sparsearch.search.records import LOGGED_PREFIX, RUN_PREFIX
 from sparsearch.search.storage import open_storage
 from sparsearch.search.tracking import Tracker
-from sparsearch.search.trial_log import LOGGED_PREFIX, RUN_PREFIX, TrialLog
+from sparsearch.search.trial_log import TrialLog
 
 
 @pytest.mark.parametrize("use_process", [True, False], ids=["process", "thread"])
