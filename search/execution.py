@@ -21,12 +21,12 @@ from optuna.trial import FrozenTrial, TrialState
 from sparsearch.search import _liveness, records
 from sparsearch.search._internals import study_id, trial_id
 from sparsearch.search.progress import ProgressPrinter
+from sparsearch.search.protocol import TrialReport
 from sparsearch.search.results import best_values
 from sparsearch.search.spec import StudySpec
 from sparsearch.search.storage import absolute_storage_url, default_storage_url, env_storage_url
 from sparsearch.search.tracking import Tracker, default_tracking_uri
 from sparsearch.search.trial_log import TrialLog
-from sparsearch.search.worker import TrialReport
 
 __all__ = ["Execution", "resolve_urls"]
 

@@ -22,13 +22,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sparsearch.search import records
 from sparsearch.search._internals import study_storage, trial_id
-from sparsearch.search.data import PreparedData, trial_features
+from sparsearch.search.data import PreparedData, trial_feature_subset
 from sparsearch.search.execution import Execution
+from sparsearch.search.protocol import TrialReport, build_payload
 from sparsearch.search.records import get_test_record
 from sparsearch.search.results import best_complete, best_values
-from sparsearch.search.spec import StudySpec
 from sparsearch.search.storage import is_memory_url, open_storage, redact
-from sparsearch.search.worker import TrialPayload, TrialReport
 
 __all__ = ["detach_study", "evaluate_test", "finish_parent", "sync_unlogged"]
 
@@ -67,13 +66,6 @@ def sync_unlogged(ex: Execution, study: optuna.Study, storage: optuna.storages.B
     records.mark_driver_done(study, ex.driver_id)
 
 
-def _trial_features(spec: StudySpec, prepared: PreparedData, params: dict[str, Any]) -> tuple[str, ...] | None:
-    top_k = spec.data.top_k
-    k = int(params["data.top_k"]) if top_k is not None and top_k[0] < top_k[1] and "data.top_k" in params else None
-    c = int(params["data.crosses"]) if "data.crosses" in params else None
-    return trial_features(prepared, k, c)
-
-
 def evaluate_test(ex: Execution, study: optuna.Study, prepared: PreparedData, task: Any,
                    data_refs: list[Any]) -> None:
     """Evaluate the best trial (single objective) or every Pareto trial once on the held-out test rows.
@@ -104,13 +96,11 @@ def evaluate_test(ex: Execution, study: optuna.Study, prepared: PreparedData, ta
             if kept is not None:
                 model, features = kept[1], kept[2]
             else:
-                features = _trial_features(spec, prepared, t.params)
+                features = trial_feature_subset(spec, prepared, t.params)
                 config = config_from_params(t.params, spec.space, spec.train,
                                             n_features=len(prepared.candidates) or None)
-                payload = TrialPayload(
-                    study_name=spec.study.name, trial_id=trial_id(t), number=t.number, config=config,
-                    objectives=tuple(ex.objectives), sampler=spec.study.sampler, pruner="none", pruner_params={},
-                    seed=spec.study.seed, cpus=spec.execution.cpus_per_trial, features=features, return_model=True)
+                payload = build_payload(spec, trial_id=trial_id(t), number=t.number, config=config,
+                                        features=features, dispatch=None)
                 report: TrialReport = ray.get(task.remote(payload, None, data_refs))
                 if report.state != "COMPLETE" or report.model is None:
                     raise RuntimeError(f"re-training trial {t.number} ended {report.state}: {report.error}")

@@ -28,10 +28,10 @@ from optuna.trial import TrialState
 
 from sparsearch.search import records
 from sparsearch.search._internals import study_storage, trial_id
-from sparsearch.search.data import PreparedData, trial_features
+from sparsearch.search.data import PreparedData, trial_feature_subset
 from sparsearch.search.execution import Execution
-from sparsearch.search.storage import is_backend_failure, is_journal, is_memory_url
-from sparsearch.search.worker import TrialPayload, TrialReport
+from sparsearch.search.protocol import Dispatch, TrialReport, build_payload
+from sparsearch.search.storage import is_backend_failure
 
 __all__ = ["InFlight", "SearchLoop", "propose", "worker_lost"]
 
@@ -156,12 +156,11 @@ class SearchLoop:
             return
         top_k, crosses = spec.data.top_k, spec.data.crosses
         try:
-            features = None
-            k = trial.suggest_int("data.top_k", top_k[0], top_k[1]) if self.searched_k else None
-            c = (trial.suggest_int("data.crosses", crosses[0], min(crosses[1], len(prepared.crosses)))
-                 if self.searched_c else None)
-            if k is not None or c is not None:
-                features = trial_features(prepared, k, c)
+            if self.searched_k:
+                trial.suggest_int("data.top_k", top_k[0], top_k[1])
+            if self.searched_c:
+                trial.suggest_int("data.crosses", crosses[0], min(crosses[1], len(prepared.crosses)))
+            features = trial_feature_subset(spec, prepared, trial.params)
             config = suggest_config(trial, spec.space, spec.train, n_features=len(prepared.candidates) or None)
         except Exception as exc:  # an invalid combination of parameters fails this trial only
             frozen = records.fail_trial(study, trial, records.invalid_config_reason(exc), ex.driver_id)
@@ -174,20 +173,13 @@ class SearchLoop:
                     **({"retry_of": str(retry_of)} if is_retry else {})}
         ex.trial_log.start(trial.number, dict(trial.params), run_tags)  # never blocks the search loop
         distributions = trial.distributions  # a copy on each access
-        execution = spec.execution
-        payload = TrialPayload(
-            study_name=spec.study.name, trial_id=trial_id(trial), number=trial.number, config=config,
-            objectives=tuple(ex.objectives), sampler=spec.study.sampler, pruner=spec.study.pruner,
-            pruner_params=spec.pruner_params(), seed=spec.study.seed, cpus=execution.cpus_per_trial,
-            features=features, memory_mb=execution.trial_memory_mb, objective=spec.study.objective,
-            return_model=spec.tracking.log_model or prepared.test is not None,
+        payload = build_payload(spec, trial_id=trial_id(trial), number=trial.number, config=config, features=features,
+                                dispatch=Dispatch(
             params={name: (value, distributions[name]) for name, value in trial.params.items()},
             proposals=propose(study, trial, self.worker_space) if self.worker_space else {},
             user_attrs={**trial.user_attrs, **attrs}, datetime_start=trial.datetime_start,
-            local_storage=ex.storage_url if is_journal(ex.storage_url) else None, driver_node=self.driver_node,
-            gpus=execution.gpus_per_trial, mixed_precision=execution.mixed_precision,
-            storage_retries=0 if is_memory_url(ex.storage_url) else 3,
-        )
+            storage_url=ex.storage_url, driver_node=self.driver_node,
+            return_model=spec.tracking.log_model or prepared.test is not None))
         ref = self.task.remote(payload, self.actor, self.data_refs)
         self.in_flight[ref] = InFlight(trial=trial, started=time.monotonic(), attrs=attrs,
                                        driver_params=frozenset(payload.params), features=features)

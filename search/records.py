@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
 
-    from sparsearch.search.worker import TrialReport
+    from sparsearch.search.protocol import TrialReport
 
 __all__ = [
     "DONE_PREFIX", "DRIVER_ATTR", "DRIVER_PROC_PREFIX", "FAIL_REASON", "HEADLINE_ATTRS", "HEARTBEAT_ATTR",
