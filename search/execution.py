@@ -1,7 +1,7 @@
 """The state of one execution of a study (one call of ``run_study``) and its bookkeeping in the Optuna study.
 
-An :class:`Execution` knows the spec, this driver's id and identity, the MLflow tracker and trial log, and the
-models kept for the test evaluation. It writes what a trial's report brings back into the study and tells the
+An :class:`Execution` knows the spec, this driver's id and identity, the storage and tracking URLs, the MLflow
+tracker and trial log; it is complete when constructed, and nothing else sets its state. It writes what a trial's report brings back into the study and tells the
 trial (:meth:`Execution.tell`), and it finds RUNNING trials whose driver stopped and re-queues them
 (:meth:`Execution.fail_stale`). The keys it writes into the study, and how, are in :mod:`~sparsearch.search.records`.
 """
@@ -20,9 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sparsearch.search import _liveness, records
 from sparsearch.search._internals import study_id, trial_id
-from sparsearch.search.progress import ProgressPrinter
 from sparsearch.search.protocol import TrialReport
-from sparsearch.search.results import best_values
 from sparsearch.search.spec import StudySpec
 from sparsearch.search.storage import absolute_storage_url, default_storage_url, env_storage_url
 from sparsearch.search.tracking import Tracker, default_tracking_uri
@@ -43,7 +41,9 @@ def resolve_urls(spec: StudySpec, results_dir: Path) -> tuple[str, str]:
 class Execution:
     """State of one execution of a study (one call of :func:`run_study`)."""
 
-    def __init__(self, spec: StudySpec, results_dir: Path, progress: Callable[..., Any] | bool) -> None:
+    def __init__(self, spec: StudySpec, results_dir: Path) -> None:
+        """Everything an execution holds is set here: call it once the storage and Ray address were checked (it
+        starts the MLflow writer process, whose imports and store connection overlap the study's start-up)."""
         self.spec = spec
         self.results_dir = results_dir
         self.objectives = list(spec.study.objectives)
@@ -54,59 +54,9 @@ class Execution:
         experiment = spec.tracking.experiment or spec.study.name
         self.tracker = Tracker(self.tracking_uri, experiment, results_dir / "artifacts",
                                enabled=spec.tracking.enabled, study_name=spec.study.name)
-        self.progress = progress
-        self.printer: ProgressPrinter | None = None
-        self.trial_log: TrialLog | None = None
-        self.model_uri: str | None = None
-        self.models: dict[int, tuple[list[float], Any, tuple[str, ...] | None]] = {}
-        """Trained models that may be evaluated on the test rows at the end: number -> (values, model,
-        features). Only the best trial (single objective) or this execution's non-dominated trials are kept."""
-        self.n_run = 0
-
-    def say(self, text: str) -> None:
-        if self.printer is not None:
-            self.printer.message(text)
-
-    def trial_done(self, study: optuna.Study, frozen: FrozenTrial, duration: float) -> None:
-        """One progress line for a finished trial (when progress is shown)."""
-        if self.printer is None:
-            return
-        best = best_values(study, len(self.objectives))
-        note = str(records.fail_reason(frozen) or "")[:120] if frozen.state == TrialState.FAIL else ""
-        self.printer.trial_done(frozen.number, frozen.state.name, list(frozen.values) if frozen.values else None,
-                                best, duration, note)
-
-    def signed(self, values: list[float]) -> list[float]:
-        """``values`` with every objective turned into one to maximise (the order ``models`` keeps)."""
-        return [v if d == "maximize" else -v for d, v in zip(self.directions, values)]
-
-    def best_kept(self) -> tuple[int, Any, tuple[str, ...] | None] | None:
-        """``(number, model, features)`` of the kept model that is best in the first objective (ties: the
-        earlier trial), or ``None`` when no model is kept."""
-        if not self.models:
-            return None
-        number = max(self.models, key=lambda n: (self.models[n][0][0], -n))
-        _, model, features = self.models[number]
-        return number, model, features
-
-    def keep_model(self, frozen: FrozenTrial, model: Any, features: tuple[str, ...] | None) -> None:
-        """Keep ``model`` if its trial may end up best (for the test evaluation), dropping dominated ones."""
-        if model is None or frozen.state != TrialState.COMPLETE or frozen.values is None:
-            return
-        values = self.signed(frozen.values)
-
-        def dominates(a: list[float], b: list[float]) -> bool:
-            return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
-
-        if len(values) == 1:
-            if any(kept[0][0] >= values[0] for kept in self.models.values()):
-                return  # ties keep the earlier trial, as Optuna's best_trial does
-            self.models = {}
-        else:
-            if any(dominates(kept[0], values) for kept in self.models.values()):
-                return
-            self.models = {n: kept for n, kept in self.models.items() if not dominates(values, kept[0])}
-        self.models[frozen.number] = (values, model, features)
+        # trial child runs are written by a writer process of the driver's (off the search loop's GIL), or its thread
+        self.trial_log = TrialLog(self.tracker, use_process=spec.tracking.enabled and spec.tracking.writer == "process",
+                                  log_file=results_dir / "logs" / "mlflow-writer.log")
 
     # -- trial bookkeeping ------------------------------------------------------------------------------------------
     def record_driver(self, study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
@@ -138,10 +88,11 @@ class Execution:
             return records.stale_silent_reason(now - beat)
         return None
 
-    def fail_stale(self, study: optuna.Study, storage: optuna.storages.BaseStorage,
-                   in_flight: set[int]) -> tuple[int, int]:
+    def fail_stale(self, study: optuna.Study, storage: optuna.storages.BaseStorage, in_flight: set[int],
+                   on_failed: Callable[[FrozenTrial, str | None], None] | None = None) -> tuple[int, int]:
         """Fail RUNNING trials whose driver is gone or stopped sending heartbeats; re-queue them (up to
-        ``max_retries``).
+        ``max_retries``). ``on_failed(trial, run_id)`` is called for each (``run_id``: its MLflow child run, if
+        one was created).
 
         Returns ``(failed, requeued)``.
         """
@@ -160,9 +111,8 @@ class Execution:
                 continue
             stale += 1
             requeued += self.requeue(study, t)
-            run_id = records.created_run(storage.get_study_system_attrs(study_id(study)), t.number)
-            if self.trial_log is not None:
-                self.trial_log.finish(t.number, state="FAIL", error=records.Reason.STALE_RUN.value, run_id=run_id)
+            if on_failed is not None:
+                on_failed(t, records.created_run(storage.get_study_system_attrs(study_id(study)), t.number))
         return stale, requeued
 
     def requeue(self, study: optuna.Study, t: FrozenTrial) -> bool:

@@ -6,7 +6,7 @@ In the order ``run_study`` calls them:
    execution); it runs even when the loop stopped on an error, never after Ctrl-C;
 2. :func:`evaluate_test` evaluates the best trial (or every Pareto trial) once on the held-out test rows;
 3. :func:`finish_parent` gives the parent run the trials table, best-so-far metrics, best trials, Optuna's plots
-   and the best model (:func:`log_best_model`);
+   and the best model (:func:`_log_best_model`), and returns the model's URI;
 4. :func:`detach_study` returns a study object that outlives the storage actor.
 """
 
@@ -24,6 +24,7 @@ from sparsearch.search import records
 from sparsearch.search._internals import study_storage, trial_id
 from sparsearch.search.data import PreparedData, trial_feature_subset
 from sparsearch.search.execution import Execution
+from sparsearch.search.listeners import ModelKeeper
 from sparsearch.search.protocol import TrialReport, build_payload
 from sparsearch.search.records import get_test_record
 from sparsearch.search.results import best_complete, best_values
@@ -66,14 +67,15 @@ def sync_unlogged(ex: Execution, study: optuna.Study, storage: optuna.storages.B
     records.mark_driver_done(study, ex.driver_id)
 
 
-def evaluate_test(ex: Execution, study: optuna.Study, prepared: PreparedData, task: Any,
-                   data_refs: list[Any]) -> None:
+def evaluate_test(ex: Execution, study: optuna.Study, prepared: PreparedData, task: Any, data_refs: list[Any],
+                  keeper: ModelKeeper, say: Callable[[str], None]) -> None:
     """Evaluate the best trial (single objective) or every Pareto trial once on the held-out test rows.
 
     A trial's test metrics are stored as the study user attribute ``test:<number>`` and never recomputed for the
     same split: a resumed study that keeps its incumbent reports the same figures. The model comes from this
     execution when it trained the trial; otherwise (an incumbent of an earlier execution that was never tested) the
-    trial is re-trained from its stored parameters with its own seed, on a Ray worker, and marked ``retrained``.
+    trial is re-trained from its stored parameters with its own seed, on a Ray worker, and marked ``retrained``
+    (its model is then kept in ``keeper`` too). ``say`` shows each trial's test metrics.
     """
     import ray
 
@@ -91,7 +93,7 @@ def evaluate_test(ex: Execution, study: optuna.Study, prepared: PreparedData, ta
         if rec is not None and rec.get("split_digest") == digest:
             continue
         retrained = False
-        kept = ex.models.get(t.number)
+        kept = keeper.models.get(t.number)
         try:
             if kept is not None:
                 model, features = kept[1], kept[2]
@@ -105,7 +107,7 @@ def evaluate_test(ex: Execution, study: optuna.Study, prepared: PreparedData, ta
                 if report.state != "COMPLETE" or report.model is None:
                     raise RuntimeError(f"re-training trial {t.number} ended {report.state}: {report.error}")
                 model, retrained = report.model, True
-                ex.models[t.number] = (ex.signed(list(t.values)), model, features)  # the model logged for this trial
+                keeper.keep_retrained(t, model, features)  # the model logged for this trial
             metrics = evaluate_model(model, select_features(prepared.test, features))
         except Exception as exc:  # a test evaluation must never lose the study
             log.warning("could not evaluate trial %d on the test rows: %s", t.number, exc)
@@ -115,15 +117,17 @@ def evaluate_test(ex: Execution, study: optuna.Study, prepared: PreparedData, ta
         records.store_test_record(study, t.number, rec)
         run_id = records.logged_run(records.study_system_attrs(study), t.number)
         ex.tracker.log_run(run_id, metrics, {"test_evaluated": "true", "test_rows": str(rec["n_rows"])})
-        ex.say(f"trial {t.number} on {rec['n_rows']} held-out test rows: "
+        say(f"trial {t.number} on {rec['n_rows']} held-out test rows: "
                + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 
-def finish_parent(ex: Execution, study: optuna.Study, prepared: PreparedData, elapsed: float) -> None:
+def finish_parent(ex: Execution, study: optuna.Study, prepared: PreparedData, elapsed: float,
+                  keeper: ModelKeeper) -> str | None:
+    """Give the parent run its summary, plots and best model; return the model's URI when one was logged."""
     tracker = ex.tracker
     parent = tracker.parent_run_id
     if parent is None:
-        return
+        return None
     trials = study.get_trials(deepcopy=False)
     metrics = {
         "n_trials": len(trials),
@@ -149,12 +153,13 @@ def finish_parent(ex: Execution, study: optuna.Study, prepared: PreparedData, el
     if metrics["n_complete"] >= 1:
         for name, html in _plots(study, ex.objectives).items():
             tracker.log_artifact_text(parent, name, html)
-    if ex.spec.tracking.log_model:
-        _log_best_model(ex, study, prepared, parent)
+    model_uri = _log_best_model(ex, study, prepared, parent, keeper) if ex.spec.tracking.log_model else None
     tracker.finish_parent("FINISHED", metrics, {"status": "FINISHED"})
+    return model_uri
 
 
-def _log_best_model(ex: Execution, study: optuna.Study, prepared: PreparedData, parent: str) -> None:
+def _log_best_model(ex: Execution, study: optuna.Study, prepared: PreparedData, parent: str,
+                    keeper: ModelKeeper) -> str | None:
     """Log the best trial's model as a pyfunc that takes raw rows (tabular studies; an image study's network is
     logged with mlflow.pytorch); record its URI on the study for ``sparsearch predict``.
 
@@ -162,24 +167,25 @@ def _log_best_model(ex: Execution, study: optuna.Study, prepared: PreparedData, 
     re-trained for the test rows), else this execution's best trial's.
     """
     best = best_complete(study, len(ex.objectives))
-    kept = ex.models.get(best[0].number) if best else None
+    kept = keeper.models.get(best[0].number) if best else None
     if kept is not None and kept[1] is not None:
         network, features, number = kept[1], kept[2], best[0].number
-    elif (kept_best := ex.best_kept()) is not None:
+    elif (kept_best := keeper.best_kept()) is not None:
         (_, network, features), number = kept_best, None
     else:
-        return
+        return None
     if prepared.encoder is None:
-        ex.model_uri = ex.tracker.log_torch_model(parent, network)
+        model_uri = ex.tracker.log_torch_model(parent, network)
     else:
         from sparsearch.search.model import build_model_package
 
         package = build_model_package(network, prepared.encoder, features)
         registered = ex.spec.study.name if ex.spec.tracking.register_model else None
         example = prepared.example.select(list(package.encoder.raw_features))  # raw rows, as the model reads them
-        ex.model_uri = ex.tracker.log_pyfunc_model(parent, package, example, registered_name=registered)
-    if ex.model_uri is not None:
-        records.set_model(study, ex.model_uri, redact(ex.tracking_uri), number)
+        model_uri = ex.tracker.log_pyfunc_model(parent, package, example, registered_name=registered)
+    if model_uri is not None:
+        records.set_model(study, model_uri, redact(ex.tracking_uri), number)
+    return model_uri
 
 
 def _child_runs(study: optuna.Study) -> dict[int, str]:

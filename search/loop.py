@@ -6,11 +6,16 @@ One trial, followed by reading :class:`SearchLoop` top to bottom:
    the driver and submits it as a Ray task; an :class:`InFlight` record keeps what the driver needs of it;
 2. :meth:`SearchLoop.collect` gets its :class:`~sparsearch.search.worker.TrialReport` (or the task's error),
    re-queues it when its worker or node was lost, stores the report and tells the study
-   (:meth:`~sparsearch.search.execution.Execution.tell`), and finishes its MLflow child run;
+   (:meth:`~sparsearch.search.execution.Execution.tell`);
 3. between results, :meth:`SearchLoop.heartbeat` refreshes the heartbeats of the trials in flight and fails the
    trials of stopped drivers, and :meth:`SearchLoop.enforce_timeouts` cancels trials over ``trial_timeout``;
 4. :meth:`SearchLoop.run` repeats until the budget (``n_trials``, ``timeout``, pending retries) is used and nothing
-   is in flight; on Ctrl-C, :meth:`SearchLoop.interrupt` fails and re-queues what was in flight.
+   is in flight, and returns a :class:`~sparsearch.search.listeners.LoopOutcome`; on Ctrl-C,
+   :meth:`SearchLoop.interrupt` fails and re-queues what was in flight.
+
+Everything else a trial brings about (its MLflow child run, the progress line, the model kept for the test rows)
+is done by the :class:`~sparsearch.search.listeners.LoopListener` s the loop is given: at each trial's start, its
+report, its end, and the loop's end. The loop never calls MLflow.
 
 Random search is this same loop with ``sampler = "random"``.
 """
@@ -24,12 +29,12 @@ from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.trial import TrialState
 
 from sparsearch.search import records
 from sparsearch.search._internals import study_storage, trial_id
 from sparsearch.search.data import PreparedData, trial_feature_subset
 from sparsearch.search.execution import Execution
+from sparsearch.search.listeners import LoopListener, LoopOutcome, TrialEnd
 from sparsearch.search.protocol import Dispatch, TrialReport, build_payload
 from sparsearch.search.storage import is_backend_failure
 
@@ -60,7 +65,7 @@ class SearchLoop:
     """Ask, dispatch, collect and tell until the study's budget is used (see the module docstring).
 
     Args:
-        ex: this execution (spec, driver id, tracker, trial log, kept models).
+        ex: this execution (spec, driver id, storage URL).
         study: the study, over ``storage``.
         storage: the driver's own handle on the study's storage.
         prepared: the prepared data (candidates, crosses, fingerprint).
@@ -69,6 +74,7 @@ class SearchLoop:
         data_refs: object refs of the training and validation data (put once).
         driver_node: the driver's Ray node id (workers there open a journal file directly).
         workers: at most this many trials in flight.
+        listeners: called at each trial's start, report and end, and at the loop's end, in this order.
         pending_retries: re-queued trials this execution runs on top of its ``n_trials``.
     """
 
@@ -81,12 +87,15 @@ class SearchLoop:
     data_refs: list[Any]
     driver_node: str
     workers: int
+    listeners: list[LoopListener] = field(default_factory=list)
     pending_retries: int = 0
     in_flight: dict[Any, InFlight] = field(default_factory=dict)
     """Object ref of each running task -> its record."""
     worker_space: dict[str, Any] = field(default_factory=dict)
     """Parameters that objectives suggest inside workers (name -> latest distribution), learned from results."""
     budget_used: int = 0
+    n_run: int = 0
+    """Trials this execution dispatched."""
     interrupted: bool = False
 
     def __post_init__(self) -> None:
@@ -99,8 +108,9 @@ class SearchLoop:
         self.searched_c = crosses is not None and crosses[0] < crosses[1] and len(self.prepared.crosses) > crosses[0]
 
     # -- the loop ---------------------------------------------------------------------------------------------------
-    def run(self) -> None:
-        """Run trials until the budget is used and none is in flight."""
+    def run(self) -> LoopOutcome:
+        """Run trials until the budget is used and none is in flight; the listeners' ``on_finish`` follows, also
+        after an error or Ctrl-C."""
         import ray
 
         interval = self.ex.spec.execution.heartbeat_interval
@@ -120,6 +130,15 @@ class SearchLoop:
             self.interrupted = True
             self.interrupt()
             raise
+        finally:
+            outcome = LoopOutcome(n_run=self.n_run, interrupted=self.interrupted)
+            for listener in self.listeners:
+                listener.on_finish(outcome)
+        return outcome
+
+    def notify(self, end: TrialEnd) -> None:
+        for listener in self.listeners:
+            listener.on_trial_end(end)
 
     def can_start_new(self, now: float) -> bool:
         """Whether the budget allows a fresh trial (``n_trials`` not reached, ``timeout`` not passed)."""
@@ -164,14 +183,10 @@ class SearchLoop:
             config = suggest_config(trial, spec.space, spec.train, n_features=len(prepared.candidates) or None)
         except Exception as exc:  # an invalid combination of parameters fails this trial only
             frozen = records.fail_trial(study, trial, records.invalid_config_reason(exc), ex.driver_id)
-            ex.trial_done(study, frozen, 0.0)
+            self.notify(TrialEnd(frozen, "invalid"))
             return
         target = getattr(config, "target_sparsity", None)
         attrs = records.driver_attrs(target)  # stored with the result
-        run_tags = {"study": spec.study.name, "sampler": spec.study.sampler, "seed": str(spec.study.seed),
-                    "data_fingerprint": prepared.fingerprint,
-                    **({"retry_of": str(retry_of)} if is_retry else {})}
-        ex.trial_log.start(trial.number, dict(trial.params), run_tags)  # never blocks the search loop
         distributions = trial.distributions  # a copy on each access
         payload = build_payload(spec, trial_id=trial_id(trial), number=trial.number, config=config, features=features,
                                 dispatch=Dispatch(
@@ -180,10 +195,12 @@ class SearchLoop:
             user_attrs={**trial.user_attrs, **attrs}, datetime_start=trial.datetime_start,
             storage_url=ex.storage_url, driver_node=self.driver_node,
             return_model=spec.tracking.log_model or prepared.test is not None))
+        for listener in self.listeners:
+            listener.on_trial_start(trial, payload)
         ref = self.task.remote(payload, self.actor, self.data_refs)
         self.in_flight[ref] = InFlight(trial=trial, started=time.monotonic(), attrs=attrs,
                                        driver_params=frozenset(payload.params), features=features)
-        ex.n_run += 1
+        self.n_run += 1
 
     def collect(self, ref: Any) -> None:
         """Store the finished task's report (or its error) and tell the study; re-queue a lost worker's trial."""
@@ -207,18 +224,13 @@ class SearchLoop:
             if report.retryable and ex.requeue(study, storage.get_trial(trial_id(trial))):
                 self.pending_retries += 1
                 report.error = records.requeued(report.error or records.Reason.STORAGE_OUTAGE.value)
+        for listener in self.listeners:
+            listener.on_report(trial, report)
         frozen = ex.tell(study, trial, report, info.attrs)
         for name, dist in frozen.distributions.items():  # learn the parameters objectives suggest in workers
             if name not in info.driver_params:
                 self.worker_space[name] = dist
-        layer_sparsity = {f"layer_sparsity.{layer['name']}": layer["sparsity"]
-                          for layer in report.accounting.get("layers", []) if layer.get("prunable")}
-        ex.trial_log.finish(frozen.number, state=frozen.state.name, history=report.history,
-                            metrics={**report.metrics, **layer_sparsity}, accounting=report.accounting,
-                            error=report.error if frozen.state == TrialState.FAIL else None,
-                            tags={"device": report.device} if report.device else None)
-        ex.keep_model(frozen, report.model, info.features)
-        ex.trial_done(study, frozen, report.duration_s)
+        self.notify(TrialEnd(frozen, "ran", report, info.features))
 
     # -- between results --------------------------------------------------------------------------------------------
     def heartbeat(self, now: float) -> None:
@@ -227,8 +239,19 @@ class SearchLoop:
         self.ex.record_driver(self.study, self.storage)
         for info in self.in_flight.values():
             records.record_heartbeat(self.storage, trial_id(info.trial))
+        self.fail_stale()
+
+    def fail_stale(self) -> tuple[int, int]:
+        """Fail the RUNNING trials of stopped drivers (not those in flight here) and re-queue them: this driver
+        runs them on top of its budget. Returns ``(failed, requeued)``."""
         ids = {trial_id(info.trial) for info in self.in_flight.values()}
-        self.pending_retries += self.ex.fail_stale(self.study, self.storage, ids)[1]  # this driver runs them
+
+        def failed(t: optuna.trial.FrozenTrial, run_id: str | None) -> None:
+            self.notify(TrialEnd(t, "stale", run_id=run_id))
+
+        stale, requeued = self.ex.fail_stale(self.study, self.storage, ids, failed)
+        self.pending_retries += requeued
+        return stale, requeued
 
     def enforce_timeouts(self, now: float) -> None:
         """Cancel the tasks that ran over ``trial_timeout``; :meth:`collect` then fails them with that reason."""
@@ -251,7 +274,7 @@ class SearchLoop:
             trial = info.trial
             frozen = records.fail_trial(self.study, trial, records.Reason.INTERRUPTED.value, self.ex.driver_id)
             self.ex.requeue(self.study, frozen)
-            self.ex.trial_log.finish(frozen.number, state="FAIL", error=records.Reason.INTERRUPTED_RUN.value)
+            self.notify(TrialEnd(frozen, "interrupted"))
 
 
 def worker_lost(exc: BaseException) -> bool:
