@@ -188,13 +188,14 @@ class SearchLoop:
         target = getattr(config, "target_sparsity", None)
         attrs = records.driver_attrs(target)  # stored with the result
         distributions = trial.distributions  # a copy on each access
-        payload = build_payload(spec, trial_id=trial_id(trial), number=trial.number, config=config, features=features,
-                                dispatch=Dispatch(
+        dispatch = Dispatch(
             params={name: (value, distributions[name]) for name, value in trial.params.items()},
             proposals=propose(study, trial, self.worker_space) if self.worker_space else {},
             user_attrs={**trial.user_attrs, **attrs}, datetime_start=trial.datetime_start,
             storage_url=ex.storage_url, driver_node=self.driver_node,
-            return_model=spec.tracking.log_model or prepared.test is not None))
+            return_model=spec.tracking.log_model or prepared.test is not None)
+        payload = build_payload(spec, trial_id=trial_id(trial), number=trial.number, config=config,
+                                features=features, dispatch=dispatch)
         for listener in self.listeners:
             listener.on_trial_start(trial, payload)
         ref = self.task.remote(payload, self.actor, self.data_refs)
