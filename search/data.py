@@ -281,6 +281,16 @@ def trial_features(prepared: PreparedData, k: int | None, c: int | None) -> tupl
     return tuple(base) + tuple(prepared.crosses if c is None else prepared.crosses[:c])
 
 
+def trial_feature_subset(spec: StudySpec, prepared: PreparedData,
+                         params: dict[str, Any]) -> tuple[str, ...] | None:
+    """The features of the trial with ``params``: its searched ``data.top_k`` (when ``[data] top_k`` is a range)
+    and ``data.crosses`` (see :func:`trial_features`); ``None`` for all candidates."""
+    top_k = spec.data.top_k
+    k = int(params["data.top_k"]) if top_k is not None and top_k[0] < top_k[1] and "data.top_k" in params else None
+    c = int(params["data.crosses"]) if "data.crosses" in params else None
+    return trial_features(prepared, k, c)
+
+
 def select_features(data: Any, keep: list[str] | tuple[str, ...] | None) -> Any:
     """Keep only the named features of an encoded tabular data set (``None``: keep all)."""
     if keep is None or not hasattr(data, "categorical_names"):

@@ -439,7 +439,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         result = export_study(args.study_name, fmt=args.format, out=args.out, results_dir=args.results,
                               storage=args.storage, tracking_uri=args.tracking_uri)
     except ImportError as exc:  # the export extra is not installed: an environment to fix, one line
-        raise SpecError(str(exc).splitlines()[0]) from None
+        raise SpecError(first_line(exc)) from None
     doc = result.as_dict()
     opset = f", opset {doc['opset']}" if doc["opset"] is not None else ""
     note = "" if doc["portable"] else " (a hashed column: its buckets need polars' hash, see the README)"
