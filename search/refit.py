@@ -55,7 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sparsearch.search.spec import StudySpec
     from sparsearch.spaces import TrialConfig
 
-__all__ = ["RefitResult", "RefitRun", "refit"]
+__all__ = ["RefitFailed", "RefitResult", "RefitRun", "refit"]
 
 log = logging.getLogger("sparsearch")
 
@@ -65,6 +65,10 @@ ENCODE_BATCH_ROWS = 16_384
 """Rows per Ray Data encoding batch: a few MB of codes, whatever the size of the source."""
 PART_ROWS = 250_000
 """Rows per parquet file when the study's own rows are written out for streaming."""
+
+
+class RefitFailed(RuntimeError):
+    """Training stopped (a worker died, a rank failed): no model was logged; ``resume=True`` continues."""
 
 
 @dataclass
@@ -91,6 +95,8 @@ class RefitRun:
     checkpoint_path: str
     resumed_from_epoch: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    model_encoder_columns: list[str] = field(default_factory=list)
+    """The raw columns the refitted model reads (those of the study's encoder the trial kept)."""
     model: Any = None
     """The refitted network (CPU, eval mode); not part of the JSON."""
 
@@ -134,6 +140,7 @@ def refit(
     resume: bool = False,
     register_model: bool = False,
     progress: bool | Callable[[str], None] = True,
+    _fail_after_epoch: int | None = None,
     **overrides: Any,
 ) -> RefitResult:
     """Retrain a study's trial on all its training rows with Ray Train and Ray Data (see the module docstring).
@@ -152,6 +159,8 @@ def refit(
         resume: continue an interrupted refit of the same trial from its last checkpoint.
         register_model: register the refitted model as a new version of the model named after the study.
         progress: print progress lines to stderr (or pass them to a callable).
+        _fail_after_epoch: fault injection for tests: the last rank's process dies (``os._exit``) once that
+            epoch's checkpoint is written, as a killed worker would.
 
     Raises:
         SpecError: an unknown study or trial, ``workers < 1``, a GPU request the cluster cannot meet, nothing
@@ -224,7 +233,8 @@ def refit(
                 source, test_hashes = paths, _row_hashes(frame, encoder, spec.data.target, prepared)
             run = _refit_one(spec, stored.study, t, features, encoder, prepared, frame, source, test_hashes,
                              workers=workers, cpus=cpus_per_worker, gpus=gpus_per_worker, ckpt_dir=ckpt_dir,
-                             tracking_uri=tracking_uri, results=results, register=register_model, say=say)
+                             tracking_uri=tracking_uri, results=results, register=register_model, say=say,
+                             fail_after_epoch=_fail_after_epoch)
             runs.append(run)
     finally:
         if tmp_dir is not None:
@@ -464,7 +474,7 @@ def _dataset(source: list[str], encoder: Any, dtypes: dict[str, Any], test_hashe
     context.enable_progress_bars = False  # progress is ours (one line per stage), not a bar per operator
     context.print_on_execution_start = False
     cols = list(dict.fromkeys([*encoder.raw_features, encoder.target]))
-    ds = ray.data.read_parquet(source, columns=cols)
+    ds = ray.data.read_parquet(source).select_columns(cols)  # pushed down: only these columns are read
     return ds.map_batches(functools.partial(fn, encoder=encoder, dtypes=dtypes, test_hashes=test_hashes),
                           batch_format="pyarrow", batch_size=ENCODE_BATCH_ROWS, zero_copy_batch=True)
 
@@ -498,8 +508,9 @@ def _trial_seed(seed: int | None, number: int) -> int | None:
 def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, encoder: Any, prepared: PreparedData,
                frame: Any, source: list[str], test_hashes: np.ndarray | None, *, workers: int, cpus: float,
                gpus: float, ckpt_dir: Path, tracking_uri: str, results: Path, register: bool,
-               say: Callable[[str], None]) -> RefitRun:
+               say: Callable[[str], None], fail_after_epoch: int | None = None) -> RefitRun:
     import ray.train
+    import torch
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from sparsearch.search.results import get_test_record
@@ -531,10 +542,14 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, enco
     loop_config = {"config": config, "seed": _trial_seed(spec.study.seed, t.number), "shape": shape,
                    "mean": scan.mean.astype(np.float32), "std": scan.std.astype(np.float32),
                    "batch": batch, "steps_per_epoch": steps_per_epoch, "threads": max(1, int(cpus)),
-                   "shuffle_rows": min(max(4 * batch, 1024), 200_000)}
+                   "shuffle_rows": min(max(4 * batch, 1024), 200_000), "fail_after_epoch": fail_after_epoch}
     train_ds = _dataset(source, encoder, dtypes, test_hashes, encode_batch).randomize_block_order(
         seed=loop_config["seed"])
     ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
+    resume_from = _latest_state(ckpt_dir)
+    loop_config["resume_from"] = str(resume_from) if resume_from is not None else None
+    if resume_from is not None:
+        say(f"trial {t.number}: resuming from {resume_from.parent.name}")
     trainer = TorchTrainer(
         _train_loop, train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if gpus > 0 else "gloo"),
@@ -554,9 +569,12 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, enco
         if err is not None:
             raise type(err)(str(err)) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RuntimeError(f"refit of trial {t.number} failed: {first[:300]}; no model was logged, re-run with "
-                           "--resume to continue from the last checkpoint") from None
-    state = _load_state(result.checkpoint)
+        raise RefitFailed(f"refit of trial {t.number} failed: {first[:300]}; no model was logged, re-run with "
+                          "--resume to continue from the last checkpoint") from None
+    final_state = _latest_state(ckpt_dir)  # the last epoch's, whether this run or the one it resumed wrote it
+    if final_state is None:
+        raise RefitFailed(f"refit of trial {t.number} ended without a checkpoint; no model was logged")
+    state = torch.load(final_state, weights_only=False, map_location="cpu")
     final = result.metrics or {}
     model = _build_model(config, shape, loop_config["mean"], loop_config["std"], loop_config["seed"])
     model.load_state_dict(state["model"])
@@ -576,9 +594,9 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, enco
         mask_digests=list(final.get("mask_digests", [])),
         worker_peak_rss_mb=[float(x) for x in final.get("peak_rss_mb", [])], history=history,
         checkpoint_path=str(ckpt_dir), resumed_from_epoch=int(state.get("resumed_from_epoch", 0)),
-        metrics=metrics, model=model)
+        metrics=metrics, model_encoder_columns=list(encoder.raw_features), model=model)
     if not run.masks_identical:
-        raise RuntimeError(f"refit of trial {t.number}: the ranks ended with different masks "
+        raise RefitFailed(f"refit of trial {t.number}: the ranks ended with different masks "
                            f"({run.mask_digests}); no model was logged")
     if spec.tracking.enabled:
         _log_mlflow(spec, run, model, encoder, prepared, config, accounting, tracking_uri, results, register)
@@ -588,13 +606,24 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, enco
     return run
 
 
-def _load_state(checkpoint: Any) -> dict[str, Any]:
+def _latest_state(ckpt_dir: Path) -> Path | None:
+    """The state file of the latest complete epoch checkpointed under ``ckpt_dir`` (``None``: none).
+
+    Read from the files rather than from Ray Train's own record of reported checkpoints: a rank killed right after
+    rank 0 persisted a checkpoint can stop the run before Ray Train records it. A file that does not load (a copy
+    cut short) is skipped.
+    """
     import torch
 
-    if checkpoint is None:
-        raise RuntimeError("the refit ended without a checkpoint")
-    with checkpoint.as_directory() as d:
-        return torch.load(Path(d) / STATE_FILE, weights_only=False)
+    best: tuple[int, Path] | None = None
+    for path in ckpt_dir.glob(f"*/{STATE_FILE}") if ckpt_dir.exists() else ():
+        try:
+            epoch = int(torch.load(path, weights_only=False, map_location="cpu")["epoch"])
+        except Exception:  # noqa: BLE001 - a partial or foreign file is no checkpoint
+            continue
+        if best is None or epoch > best[0]:
+            best = (epoch, path)
+    return best[1] if best is not None else None
 
 
 def _evaluate(model: Any, config: TrialConfig, encoder: Any, frame: Any, prepared: PreparedData
@@ -635,7 +664,7 @@ def _log_mlflow(spec: StudySpec, run: RefitRun, model: Any, encoder: Any, prepar
     tags = {"sparsearch.kind": "refit", "refit_of_trial": str(run.trial), "optuna.study_name": spec.study.name}
     run_id = tracker.start_parent(f"refit-trial-{run.trial}", params, tags)
     if run_id is None:
-        raise RuntimeError(f"cannot create the MLflow refit run: {'; '.join(tracker.failures)[:300]}")
+        raise RefitFailed(f"cannot create the MLflow refit run: {'; '.join(tracker.failures)[:300]}")
     status = "FAILED"
     try:
         now = int(time.time() * 1000)
@@ -654,7 +683,7 @@ def _log_mlflow(spec: StudySpec, run: RefitRun, model: Any, encoder: Any, prepar
         registered = spec.study.name if register else None
         run.model_uri = tracker.log_pyfunc_model(run_id, package, example, registered_name=registered)
         if run.model_uri is None:
-            raise RuntimeError(f"cannot log the refitted model: {'; '.join(tracker.failures)[:300]}")
+            raise RefitFailed(f"cannot log the refitted model: {'; '.join(tracker.failures)[:300]}")
         tracker.log_artifact_text(run_id, "refit.json", json.dumps(run.to_json(), indent=2))
         run.mlflow_run_id = run_id
         status = "FINISHED"
@@ -742,10 +771,8 @@ def _train_loop(cfg: dict[str, Any]) -> None:
     sync_masks()
     step, start_epoch, history = 0, 1, []
     resumed_from = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, weights_only=False, map_location=device)
+    if cfg["resume_from"] is not None:  # the driver picked the latest complete checkpoint (_latest_state)
+        state = torch.load(cfg["resume_from"], weights_only=False, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         sparsifier.generator.set_state(state["generator"])
@@ -837,3 +864,5 @@ def _train_loop(cfg: dict[str, Any]) -> None:
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)
+        if cfg.get("fail_after_epoch") == epoch and rank == world - 1:
+            os._exit(1)  # fault injection (tests): this rank dies as a killed worker would

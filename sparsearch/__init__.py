@@ -17,6 +17,7 @@ __all__ = [
     "load_study",
     "rank_features",
     "rank_interactions",
+    "refit",
     "run_study",
 ]
 
@@ -27,11 +28,13 @@ _LAZY = {
     "load_study": "sparsearch.search.spec",
     "rank_features": "sparsearch.features",
     "rank_interactions": "sparsearch.features",
+    "refit": "sparsearch.search.refit",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from sparsearch.features import rank_features, rank_interactions
     from sparsearch.search.controller import run_study
+    from sparsearch.search.refit import refit
     from sparsearch.search.results import StudyResult
     from sparsearch.search.spec import StudySpec, load_study
 
