@@ -275,9 +275,10 @@ def _check_cluster(workers: int, cpus: float, gpus: float) -> None:
     if gpus > 0 and have.get("GPU", 0.0) < workers * gpus:
         raise SpecError(f"gpus_per_worker {gpus:g} x {workers} worker(s) needs {workers * gpus:g} GPU(s); the Ray "
                         f"cluster has {have.get('GPU', 0.0):g} (use gpus_per_worker 0 to train on CPUs)")
-    if have.get("CPU", 0.0) < workers * cpus:
-        raise SpecError(f"{workers} worker(s) x {cpus:g} CPU(s) need {workers * cpus:g} CPUs; the Ray cluster has "
-                        f"{have.get('CPU', 0.0):g} (lower workers or cpus_per_worker)")
+    if have.get("CPU", 0.0) < workers * cpus + 1:  # Ray Data's reading and encoding tasks need a CPU too
+        raise SpecError(f"{workers} worker(s) x {cpus:g} CPU(s) and 1 CPU for Ray Data's reading need "
+                        f"{workers * cpus + 1:g} CPUs; the Ray cluster has {have.get('CPU', 0.0):g} (lower workers "
+                        "or cpus_per_worker)")
 
 
 def _urls(spec: StudySpec, results: Path) -> tuple[str, str]:
