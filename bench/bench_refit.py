@@ -11,7 +11,7 @@ Steps:
    informative categorical columns (Zipf-like, cardinalities 2 .. 5,000, each value a fixed random effect on the
    click logit), ``--noise`` noise columns (cardinalities 2 .. 20,000), two numeric columns (one informative, 2%
    missing) and ``click``. The effects are drawn once from ``--seed``, the rows from a generator per chunk, so every
-   chunk follows the same model. A folder that is complete (its ``_done.json`` matches the settings) is reused.
+   chunk follows the same model. A folder that is complete (its ``_done.json`` was written with the same settings) is reused.
 2. **Study.** A separate sample of ``--study-rows`` rows (another generator: none of the log's rows) is the
    study's data; the study (``--trials`` random trials of a GMP sparse MLP on the ``--top-k`` best features,
    ``--epochs`` epochs) runs once, unless ``--study`` names one that ran.
@@ -88,8 +88,9 @@ class ClickModel:
 def write_log(model: ClickModel, rows: int, chunk_rows: int, folder: Path, settings: dict[str, Any]) -> dict:
     """The parquet folder of ``rows`` rows (reused when complete with the same settings)."""
     done = folder / "_done.json"
-    if done.exists() and json.loads(done.read_text()).get("settings") == settings:
-        return json.loads(done.read_text())
+    previous = _results.load_run(done, settings)
+    if previous is not None:
+        return previous
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.parquet"):
         old.unlink()
@@ -101,8 +102,8 @@ def write_log(model: ClickModel, rows: int, chunk_rows: int, folder: Path, setti
         written += n
         print(f"[bench] wrote {written:,} of {rows:,} rows", file=sys.stderr, flush=True)
     size = sum(p.stat().st_size for p in folder.glob("*.parquet"))
-    doc = {"settings": settings, "rows": written, "parquet_bytes": size, "seconds": time.perf_counter() - t0}
-    done.write_text(json.dumps(doc))
+    doc = {"config": settings, "rows": written, "parquet_bytes": size, "seconds": time.perf_counter() - t0}
+    _results.save_run(done, doc)  # last: the folder is complete
     return doc
 
 
