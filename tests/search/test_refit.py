@@ -59,7 +59,7 @@ def test_refit_on_two_workers_streams_rows_and_keeps_masks_identical(study, tmp_
         part.write_parquet(source / f"part-{i}.parquet")
     split = result.study.user_attrs["split"]
     out = refit(study["spec"], data=source, workers=2, cpus_per_worker=0.5, results_dir=study["results"],
-                progress=False)
+                progress=False, register_model=True)
     assert len(out.runs) == 1
     run = out.runs[0]
     best = result.best_trial
@@ -96,6 +96,8 @@ def test_refit_on_two_workers_streams_rows_and_keeps_masks_identical(study, tmp_
     losses = client.get_metric_history(run.mlflow_run_id, "refit_train_loss")
     assert sorted(m.step for m in losses) == [1, 2]
     assert mlrun.data.metrics["rows_seen"] == run.rows_seen
+    versions = client.search_model_versions(f"name = '{NAME}'")  # register_model: a new registry version
+    assert [v.run_id for v in versions] == [run.mlflow_run_id]
     mlflow.set_tracking_uri(study["tracking"])
     try:
         model = mlflow.pyfunc.load_model(run.model_uri)
