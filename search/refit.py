@@ -190,6 +190,14 @@ def refit(
     storage_url, tracking_uri = _urls(spec, results)
     stored = load_result(spec.study.name, storage=storage_url, results_dir=results)  # unknown study: SpecError
     chosen = _pick_trials(stored.study, trial, len(stored.directions))
+    if register_model and not spec.tracking.enabled:
+        raise SpecError("register_model needs MLflow tracking; the study file sets [tracking] enabled = false")
+    refit_root = (results / "refit").resolve()
+    ckpt_dirs = {t.number: refit_root / f"{_safe(spec.study.name)}-trial{t.number}" for t in chosen}
+    for t in chosen:
+        if resume and not ckpt_dirs[t.number].exists():
+            raise SpecError(f"nothing to resume for trial {t.number} of study {spec.study.name!r}: no "
+                            f"checkpoints at {str(ckpt_dirs[t.number])!r} (run refit without --resume)")
     paths = _source_files(data) if data is not None else None
     start = time.perf_counter()
 
@@ -210,16 +218,11 @@ def refit(
     tmp_dir: Path | None = None
     try:
         _check_cluster(workers, cpus_per_worker, gpus_per_worker)
-        refit_root = (results / "refit").resolve()
         runs = []
         for t in chosen:
             features = features_of[t.number]
             encoder = prepared.encoder.select(features)
-            name = f"{_safe(spec.study.name)}-trial{t.number}"
-            ckpt_dir = refit_root / name
-            if resume and not ckpt_dir.exists():
-                raise SpecError(f"nothing to resume for trial {t.number} of study {spec.study.name!r}: no "
-                                f"checkpoints at {str(ckpt_dir)!r} (run refit without --resume)")
+            ckpt_dir = ckpt_dirs[t.number]
             if not resume and ckpt_dir.exists():
                 shutil.rmtree(ckpt_dir)  # a fresh refit: an earlier run's checkpoints must not be resumed
             if paths is None:

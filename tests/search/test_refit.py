@@ -147,10 +147,16 @@ def test_refit_resumes_after_a_killed_worker(study):
     (["--workers", "0"], "workers must be an integer >= 1"),
     (["--trial", "99"], "has no trial 99"),
     (["--gpus-per-worker", "1"], "needs 1 GPU(s); the Ray cluster has 0"),
+    (["--trial", "OTHER", "--resume"], "nothing to resume for trial OTHER"),
 ])
 def test_refit_bad_input_exits_2_with_one_line(study, tmp_path, capsys, extra, message):
     from sparsearch.cli import main
 
+    # OTHER: a complete trial that no test refits (the others refit the best one)
+    other = next(t.number for t in study["result"].trials
+                 if t.state.name == "COMPLETE" and t.number != study["result"].best_trial.number)
+    extra = [str(other) if a == "OTHER" else a for a in extra]
+    message = message.replace("OTHER", str(other))
     toml = _study_file(study, tmp_path)
     code = main(["refit", str(toml), "--results", str(study["results"]), "--quiet", *extra])
     err = capsys.readouterr().err.strip()
