@@ -11,13 +11,18 @@ source (``data=``), and packages it as the study packages its best model:
    encoder restricted to the trial's features (what the packaged model encodes): the study's own rows are first
    written to a temporary parquet folder (training and validation rows only, never the test rows); a ``data=``
    source is read as it is, and any of its rows identical to one of the study's test rows is dropped;
-3. one streaming pass counts the rows and the classes and measures the numeric inputs' mean and spread (the
-   network's input standardisation); neither the driver nor a worker ever holds the whole table;
+3. one streaming pass counts the rows and the classes, measures the numeric inputs' mean and spread (the
+   network's input standardisation) and gathers a bounded sample of their numbers (:data:`NUMERIC_FIT_ROWS` rows
+   of smallest row hash); neither the driver nor a worker ever holds the whole table. The driver builds the
+   trial's model once with ``spaces.train.build_model`` (numeric encoding fitted on that sample, efficient
+   ensemble, cross and FM blocks, the trial's seed) and every rank starts from it;
 4. Ray Train's ``TorchTrainer`` runs the trial's training loop on ``workers`` ranks (DDP: ``gloo`` on CPUs,
    ``nccl`` on GPUs), each rank reading its own shard of the stream (``streaming_split``), with the trial's
    global batch size split over the ranks, its learning rate schedule, epochs, sparsity method, pruning
    schedule (in optimizer steps of the refit data) and seed; masks change on rank 0's decision (broadcast after
-   every mask update, so they are identical on every rank: the run records each rank's mask digest);
+   every mask update, so they are identical on every rank: the run records each rank's mask digest); an
+   ensemble trains on the mean of its members' losses (``spaces.train.TrainingForward``/``training_loss``); the
+   model kept is the trial's best epoch's (the refit has no validation rows to choose one);
 5. rank 0 checkpoints the state after every epoch (weights, masks, optimizer, schedule position) under
    ``RESULTS/refit/<study>-trial<N>``: ``resume=True`` continues an interrupted refit from there;
 6. only when training has finished: the model is evaluated on the study's test rows, and an MLflow run
