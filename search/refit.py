@@ -602,8 +602,9 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, enco
         raise SpecError(f"trial {t.number} trains a {config.model!r}; refit streams tabular rows to an mlp only")
     dtypes = {c: frame.schema[c] for c in [*encoder.raw_features, encoder.target]}
     n_num = len(encoder.numeric_names)
+    fitted = n_num > 0 and config.numeric_encoding in ("quantile", "ple")  # encodings with statistics to fit
     stats_ds = _dataset(source, encoder, dtypes, test_hashes, _batch_stats,
-                        sample_below=_sample_below(source) if n_num else 0)
+                        sample_below=_sample_below(source) if fitted else 0)
     try:
         scan = _scan(stats_ds, n_num)
     except Exception as exc:
@@ -629,7 +630,7 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, enco
     # built once, here: the numeric encoding fitted on the scan's sample, the standardisation on every row; every
     # rank starts from this same model (weights, bins, quantiles), as the trial started from build_model's
     initial = _build_model(config, shape, scan, seed)
-    if n_num and config.numeric_encoding in ("quantile", "ple"):
+    if fitted:
         say(f"trial {t.number}: {config.numeric_encoding} encoding fitted on {scan.sample.shape[0]:,} sampled rows")
     loop_config = {"config": config, "seed": seed, "shape": shape, "model": initial, "keep_epoch": keep_epoch,
                    "batch": batch, "steps_per_epoch": steps_per_epoch, "threads": max(1, int(cpus)),

@@ -279,3 +279,28 @@ epochs = 2
 batch_size = 256
 """)
     return toml
+
+
+def test_numeric_fit_sample_is_bounded_and_independent_of_batch_order():
+    """The sample the numeric encoding is fitted on: the rows of smallest hash, at most ``size`` of them, the same
+    whichever order and grouping the batches arrive in (so a refit rebuilds the same bins on resume)."""
+    from sparsearch.search.refit import _Sample
+
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**63, 5000, dtype=np.uint64)
+    rows = rng.normal(size=(5000, 3))
+
+    def sample(order: np.ndarray, chunk: int) -> np.ndarray:
+        s = _Sample(300)
+        for i in range(0, order.size, chunk):
+            part = order[i:i + chunk]
+            s.add(hashes[part], rows[part])
+        return s.result(2)
+
+    a = sample(np.arange(5000), 250)
+    b = sample(rng.permutation(5000), 97)
+    smallest = np.argsort(hashes)[:300]
+    assert a.shape == (300, 2)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, rows[smallest, :2])
+    assert _Sample(10).result(2).shape == (0, 2)
