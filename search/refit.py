@@ -11,13 +11,18 @@ source (``data=``), and packages it as the study packages its best model:
    encoder restricted to the trial's features (what the packaged model encodes): the study's own rows are first
    written to a temporary parquet folder (training and validation rows only, never the test rows); a ``data=``
    source is read as it is, and any of its rows identical to one of the study's test rows is dropped;
-3. one streaming pass counts the rows and the classes and measures the numeric inputs' mean and spread (the
-   network's input standardisation); neither the driver nor a worker ever holds the whole table;
+3. one streaming pass counts the rows and the classes, measures the numeric inputs' mean and spread (the
+   network's input standardisation) and gathers a bounded sample of their numbers (:data:`NUMERIC_FIT_ROWS` rows
+   of smallest row hash); neither the driver nor a worker ever holds the whole table. The driver builds the
+   trial's model once with ``spaces.train.build_model`` (numeric encoding fitted on that sample, efficient
+   ensemble, cross and FM blocks, the trial's seed) and every rank starts from it;
 4. Ray Train's ``TorchTrainer`` runs the trial's training loop on ``workers`` ranks (DDP: ``gloo`` on CPUs,
    ``nccl`` on GPUs), each rank reading its own shard of the stream (``streaming_split``), with the trial's
    global batch size split over the ranks, its learning rate schedule, epochs, sparsity method, pruning
    schedule (in optimizer steps of the refit data) and seed; masks change on rank 0's decision (broadcast after
-   every mask update, so they are identical on every rank: the run records each rank's mask digest);
+   every mask update, so they are identical on every rank: the run records each rank's mask digest); an
+   ensemble trains on the mean of its members' losses (``spaces.train.TrainingForward``/``training_loss``); the
+   model kept is the trial's best epoch's (the refit has no validation rows to choose one);
 5. rank 0 checkpoints the state after every epoch (weights, masks, optimizer, schedule position) under
    ``RESULTS/refit/<study>-trial<N>``: ``resume=True`` continues an interrupted refit from there;
 6. only when training has finished: the model is evaluated on the study's test rows, and an MLflow run
@@ -27,6 +32,7 @@ source (``data=``), and packages it as the study packages its best model:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import glob
 import hashlib
@@ -65,6 +71,11 @@ ENCODE_BATCH_ROWS = 16_384
 """Rows per Ray Data encoding batch: a few MB of codes, whatever the size of the source."""
 PART_ROWS = 250_000
 """Rows per parquet file when the study's own rows are written out for streaming."""
+NUMERIC_FIT_ROWS = 200_000
+"""Rows of the bounded sample that the numeric encoding (``quantile`` quantiles, ``ple`` bins) is fitted on: the
+labelled refit rows with the smallest row hashes, gathered during the streaming pass that measures the
+standardisation (a few MB of numbers on the driver, whatever the size of the source; 1,000 quantiles and PLE's
+bins need far fewer). The model is built from it once, on the driver, and shipped to every rank."""
 
 
 class RefitFailed(RuntimeError):
@@ -94,6 +105,9 @@ class RefitRun:
     history: list[dict[str, float]]
     checkpoint_path: str
     resumed_from_epoch: int = 0
+    kept_epoch: int = 0
+    """The epoch whose model is packaged: the trial's best epoch (the refit has no validation rows to choose one;
+    the trial chose it among the epochs at the final sparsity), or the last one when the trial recorded none."""
     metrics: dict[str, float] = field(default_factory=dict)
     model_encoder_columns: list[str] = field(default_factory=list)
     """The raw columns the refitted model reads (those of the study's encoder the trial kept)."""
@@ -379,9 +393,10 @@ def _row_hashes(frame: Any, encoder: Any, target: str, prepared: PreparedData) -
     return np.unique(frame.select(cols)[te].hash_rows(seed=0).to_numpy())
 
 
-def _encode(table: Any, encoder: Any, dtypes: dict[str, Any], test_hashes: np.ndarray | None
-            ) -> tuple[Any, int]:
-    """Encode one Arrow batch of raw rows; drop rows equal to a test row. Returns (TabularData or None, dropped)."""
+def _encode(table: Any, encoder: Any, dtypes: dict[str, Any], test_hashes: np.ndarray | None, *,
+            with_hashes: bool = False) -> tuple[Any, int] | tuple[Any, int, np.ndarray]:
+    """Encode one Arrow batch of raw rows; drop rows equal to a test row. Returns (TabularData or None, dropped),
+    and with ``with_hashes`` each encoded row's hash (of the columns the model reads and the target) as well."""
     import polars as pl
 
     df = pl.from_arrow(table)
@@ -395,9 +410,11 @@ def _encode(table: Any, encoder: Any, dtypes: dict[str, Any], test_hashes: np.nd
         if dropped:
             df = df.filter(pl.Series(~hit))
     df = df.filter(pl.col(encoder.target).is_not_null())
-    if df.height == 0:
-        return None, dropped
-    return encoder.encode(df), dropped
+    data = encoder.encode(df) if df.height else None
+    if not with_hashes:
+        return data, dropped
+    keyed = df.select([pl.col(c).cast(dtypes[c], strict=False) for c in dtypes])
+    return data, dropped, keyed.hash_rows(seed=1).to_numpy().astype(np.uint64)
 
 
 def _padded(a: np.ndarray, dtype: Any) -> np.ndarray:
@@ -417,21 +434,34 @@ def encode_batch(table: Any, *, encoder: Any, dtypes: dict[str, Any],
             "num": _padded(data.numeric.astype(np.float32, copy=False), np.float32), "y": data.y}
 
 
-def _batch_stats(table: Any, *, encoder: Any, dtypes: dict[str, Any],
-                 test_hashes: np.ndarray | None) -> dict[str, np.ndarray]:
-    """One row per batch: rows, dropped test rows, class counts, and the numeric inputs' mean and M2."""
-    data, dropped = _encode(table, encoder, dtypes, test_hashes)
+def _batch_stats(table: Any, *, encoder: Any, dtypes: dict[str, Any], test_hashes: np.ndarray | None,
+                 sample_below: int = 0) -> dict[str, np.ndarray]:
+    """One statistics row per batch (``kind`` 0): rows, dropped test rows, class counts, the numeric inputs'
+    mean and M2; then one row (``kind`` 1) per row of the numeric sample: the batch's labelled rows whose hash is
+    below ``sample_below`` (out of 2**64), and its row of smallest hash (so a sample is never empty)."""
+    data, dropped, hashes = _encode(table, encoder, dtypes, test_hashes, with_hashes=True)
     k = max(len(encoder.numeric_names), 1)
     n = 0 if data is None else data.n_rows
     mean, m2 = np.zeros(k), np.zeros(k)
     counts = np.zeros(len(encoder.classes), dtype=np.int64)
+    pick = np.zeros(0, dtype=np.int64)
     if n:
         num = _padded(data.numeric, np.float32).astype(np.float64)
         mean = num.mean(axis=0)
         m2 = ((num - mean) ** 2).sum(axis=0)
         counts = np.bincount(data.y, minlength=len(encoder.classes)).astype(np.int64)
-    return {"n": np.array([n]), "dropped": np.array([dropped]), "mean": mean[None, :], "m2": m2[None, :],
-            "counts": counts[None, :]}
+        if sample_below > 0:
+            below = hashes < np.uint64(min(sample_below, 2**64 - 1))
+            below[int(np.argmin(hashes))] = True
+            pick = np.flatnonzero(below)
+    m = pick.size
+    sample = num[pick] if m else np.zeros((0, k))
+    return {"kind": np.array([0] + [1] * m, dtype=np.int8), "n": np.array([n] + [0] * m),
+            "dropped": np.array([dropped] + [0] * m),
+            "mean": np.vstack([mean[None, :], np.zeros((m, k))]), "m2": np.vstack([m2[None, :], np.zeros((m, k))]),
+            "counts": np.vstack([counts[None, :], np.zeros((m, counts.size), dtype=np.int64)]),
+            "sample": np.vstack([np.zeros((1, k)), sample]),
+            "hash": np.concatenate([np.zeros(1, np.uint64), hashes[pick] if m else np.zeros(0, np.uint64)])}
 
 
 @dataclass(frozen=True)
@@ -441,13 +471,49 @@ class _Scan:
     class_counts: list[int]
     mean: np.ndarray
     std: np.ndarray
+    sample: np.ndarray
+    """Up to :data:`NUMERIC_FIT_ROWS` labelled rows' numbers (raw), ordered by row hash: the numeric fit sample."""
 
 
-def _scan(ds: Any) -> _Scan:
-    """Merge the per-batch statistics (Chan et al.'s parallel variance): one streaming pass, no table."""
+class _Sample:
+    """The rows of smallest hash seen so far, at most ``size`` of them: order-independent, so the sample is the
+    same whatever order Ray Data delivers the batches in."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.hashes: list[np.ndarray] = []
+        self.rows: list[np.ndarray] = []
+        self.held = 0
+
+    def add(self, hashes: np.ndarray, rows: np.ndarray) -> None:
+        self.hashes.append(hashes)
+        self.rows.append(rows)
+        self.held += hashes.size
+        if self.held > 2 * self.size:
+            self._trim()
+
+    def _trim(self) -> None:
+        h, r = np.concatenate(self.hashes), np.concatenate(self.rows)
+        keep = np.lexsort((*r.T[::-1], h))[: self.size]  # by hash, ties (equal hashes) by the values
+        self.hashes, self.rows, self.held = [h[keep]], [r[keep]], keep.size
+
+    def result(self, width: int) -> np.ndarray:
+        if not self.held:
+            return np.zeros((0, width))
+        self._trim()
+        return self.rows[0][:, :width]
+
+
+def _scan(ds: Any, width: int, sample_rows: int = NUMERIC_FIT_ROWS) -> _Scan:
+    """Merge the per-batch statistics (Chan et al.'s parallel variance) and the numeric sample: one streaming
+    pass, no table. ``width``: the numeric columns."""
     n, dropped, mean, m2, counts = 0, 0, None, None, None
+    sample = _Sample(sample_rows)
     for batch in ds.iter_batches(batch_size=256, batch_format="numpy"):
-        for i in range(len(batch["n"])):
+        rows = batch["kind"] == 1
+        if rows.any():
+            sample.add(batch["hash"][rows], batch["sample"][rows])
+        for i in np.flatnonzero(~rows):
             nb, db = int(batch["n"][i]), int(batch["dropped"][i])
             dropped += db
             if nb == 0:
@@ -463,13 +529,23 @@ def _scan(ds: Any) -> _Scan:
             counts = counts + cb
             n = total
     if mean is None:
-        return _Scan(0, dropped, [], np.zeros(0), np.zeros(0))
+        return _Scan(0, dropped, [], np.zeros(0), np.zeros(0), np.zeros((0, width)))
     std = np.sqrt(m2 / n)
-    return _Scan(n, dropped, [int(c) for c in counts], mean, np.where(std > 1e-12, std, 1.0))
+    return _Scan(n, dropped, [int(c) for c in counts], mean, np.where(std > 1e-12, std, 1.0),
+                 sample.result(width))
+
+
+def _sample_below(source: list[str], sample_rows: int = NUMERIC_FIT_ROWS) -> int:
+    """The hash bound (of 2**64) below which a row joins the numeric sample: about twice ``sample_rows`` of the
+    source's rows (counted from the parquet footers), so that the sample fills without shipping every row."""
+    import pyarrow.parquet as pq
+
+    total = sum(pq.read_metadata(f).num_rows for f in source)
+    return 2**64 if total <= 2 * sample_rows else int(2**64 * (2 * sample_rows / total))
 
 
 def _dataset(source: list[str], encoder: Any, dtypes: dict[str, Any], test_hashes: np.ndarray | None,
-             fn: Callable[..., Any]) -> Any:
+             fn: Callable[..., Any], **kwargs: Any) -> Any:
     import functools
 
     import ray.data
@@ -479,7 +555,7 @@ def _dataset(source: list[str], encoder: Any, dtypes: dict[str, Any], test_hashe
     context.print_on_execution_start = False
     cols = list(dict.fromkeys([*encoder.raw_features, encoder.target]))
     ds = ray.data.read_parquet(source).select_columns(cols)  # pushed down: only these columns are read
-    return ds.map_batches(functools.partial(fn, encoder=encoder, dtypes=dtypes, test_hashes=test_hashes),
+    return ds.map_batches(functools.partial(fn, encoder=encoder, dtypes=dtypes, test_hashes=test_hashes, **kwargs),
                           batch_format="pyarrow", batch_size=ENCODE_BATCH_ROWS, zero_copy_batch=True)
 
 
@@ -517,6 +593,7 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, enco
     import torch
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from sparsearch.search.records import trial_metrics
     from sparsearch.search.results import get_test_record
     from sparsearch.spaces import config_from_params
 
@@ -524,9 +601,12 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, enco
     if config.model != "mlp":
         raise SpecError(f"trial {t.number} trains a {config.model!r}; refit streams tabular rows to an mlp only")
     dtypes = {c: frame.schema[c] for c in [*encoder.raw_features, encoder.target]}
-    stats_ds = _dataset(source, encoder, dtypes, test_hashes, _batch_stats)
+    n_num = len(encoder.numeric_names)
+    fitted = n_num > 0 and config.numeric_encoding in ("quantile", "ple")  # encodings with statistics to fit
+    stats_ds = _dataset(source, encoder, dtypes, test_hashes, _batch_stats,
+                        sample_below=_sample_below(source) if fitted else 0)
     try:
-        scan = _scan(stats_ds)
+        scan = _scan(stats_ds, n_num)
     except Exception as exc:
         err = _first_error_line(exc)
         if err is not None:
@@ -543,8 +623,16 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, enco
     steps_per_epoch = max(1, math.ceil(per_rank / batch))
     shape = {"cardinalities": list(encoder.cardinalities), "n_cat": len(encoder.categorical_names),
              "n_num": len(encoder.numeric_names), "n_classes": len(encoder.classes)}
-    loop_config = {"config": config, "seed": _trial_seed(spec.study.seed, t.number), "shape": shape,
-                   "mean": scan.mean.astype(np.float32), "std": scan.std.astype(np.float32),
+    seed = _trial_seed(spec.study.seed, t.number)
+    total_epochs = config.epochs + (config.dense_finetune_epochs if config.is_sparse else 0)
+    best_epoch = int(trial_metrics(t).get("best_epoch", 0))
+    keep_epoch = best_epoch if 1 <= best_epoch <= total_epochs else None
+    # built once, here: the numeric encoding fitted on the scan's sample, the standardisation on every row; every
+    # rank starts from this same model (weights, bins, quantiles), as the trial started from build_model's
+    initial = _build_model(config, shape, scan, seed)
+    if fitted:
+        say(f"trial {t.number}: {config.numeric_encoding} encoding fitted on {scan.sample.shape[0]:,} sampled rows")
+    loop_config = {"config": config, "seed": seed, "shape": shape, "model": initial, "keep_epoch": keep_epoch,
                    "batch": batch, "steps_per_epoch": steps_per_epoch, "threads": max(1, int(cpus)),
                    "shuffle_rows": min(max(4 * batch, 1024), 200_000), "fail_after_epoch": fail_after_epoch}
     train_ds = _dataset(source, encoder, dtypes, test_hashes, encode_batch).randomize_block_order(
@@ -580,8 +668,8 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, enco
         raise RefitFailed(f"refit of trial {t.number} ended without a checkpoint; no model was logged")
     state = torch.load(final_state, weights_only=False, map_location="cpu")
     final = result.metrics or {}
-    model = _build_model(config, shape, loop_config["mean"], loop_config["std"], loop_config["seed"])
-    model.load_state_dict(state["model"])
+    model = copy.deepcopy(initial)
+    model.load_state_dict(state["kept"] if state.get("kept") is not None else state["model"])
     model.eval()
 
     test_metrics, metrics, accounting = _evaluate(model, config, encoder, frame, prepared)
@@ -598,6 +686,7 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, enco
         mask_digests=list(final.get("mask_digests", [])),
         worker_peak_rss_mb=[float(x) for x in final.get("peak_rss_mb", [])], history=history,
         checkpoint_path=str(ckpt_dir), resumed_from_epoch=int(state.get("resumed_from_epoch", 0)),
+        kept_epoch=int(state.get("kept_epoch", len(history))),
         metrics=metrics, model_encoder_columns=list(encoder.raw_features), model=model)
     if not run.masks_identical:
         raise RefitFailed(f"refit of trial {t.number}: the ranks ended with different masks "
@@ -637,7 +726,7 @@ def _evaluate(model: Any, config: TrialConfig, encoder: Any, frame: Any, prepare
 
     from sparsearch.spaces import accounting as acc
     from sparsearch.spaces import evaluate_model
-    from sparsearch.spaces.train import _account, _inputs  # the accounting every trial gets (same figures)
+    from sparsearch.spaces.train import account_model, model_inputs  # the accounting every trial gets
 
     te = prepared.indices["test"]
     plain = dc.replace(encoder, crosses=())  # the frame holds the crossed columns already
@@ -645,9 +734,9 @@ def _evaluate(model: Any, config: TrialConfig, encoder: Any, frame: Any, prepare
         test = plain.encode(frame, [te])[0]
     else:  # no test rows: the accounting's latency sample comes from the first rows
         test = plain.encode(frame, [np.arange(min(64, frame.height))])[0]
-    inputs = _inputs(test)
+    inputs = model_inputs(test)
     positions = acc.output_positions(model, tuple(x[:64] for x in inputs))
-    metrics, accounting = _account(model, config, inputs, positions, measure=True)
+    metrics, accounting = account_model(model, config, inputs, positions, measure=True)
     return (evaluate_model(model, test) if te.size else None), metrics, accounting
 
 
@@ -697,26 +786,26 @@ def _log_mlflow(spec: StudySpec, run: RefitRun, model: Any, encoder: Any, prepar
 
 
 # -- the training loop of each Ray Train worker ---------------------------------------------------------------------
-def _build_model(config: TrialConfig, shape: dict[str, Any], mean: np.ndarray, std: np.ndarray,
-                 seed: int | None) -> Any:
-    """The trial's network for the refit rows' shapes, its input standardisation from the streaming pass."""
+def _build_model(config: TrialConfig, shape: dict[str, Any], scan: _Scan, seed: int | None) -> Any:
+    """The trial's network as ``spaces.train.build_model`` builds it (numeric encoding, ensemble, cross and FM
+    blocks), for the refit rows' shapes: its numeric encoding fitted on the scan's bounded sample of the refit
+    rows, its standardisation measured on all of them, its initial weights from the trial's seed."""
     import torch
 
     from sparsearch.spaces import TabularData
     from sparsearch.spaces.train import build_model
 
-    probe = TabularData(categorical=np.zeros((1, shape["n_cat"]), np.int32),
-                        cardinalities=tuple(shape["cardinalities"]),
-                        numeric=np.zeros((1, shape["n_num"]), np.float32), y=np.zeros(1, np.int64),
-                        task="binary" if shape["n_classes"] == 2 else "multiclass", n_classes=shape["n_classes"])
+    n_num = shape["n_num"]
+    sample = scan.sample[:, :n_num] if scan.sample.shape[0] else np.zeros((1, n_num))
+    m = sample.shape[0]
+    rows = TabularData(categorical=np.zeros((m, shape["n_cat"]), np.int32),
+                       cardinalities=tuple(shape["cardinalities"]), numeric=sample.astype(np.float32),
+                       y=np.zeros(m, np.int64), task="binary" if shape["n_classes"] == 2 else "multiclass",
+                       n_classes=shape["n_classes"])
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)  # the trial's initial weights
-        model = build_model(config, probe)
-    with torch.no_grad():
-        model.numeric_mean.copy_(torch.as_tensor(mean[:shape["n_num"]]))
-        model.numeric_std.copy_(torch.as_tensor(std[:shape["n_num"]]))
-    return model
+        return build_model(config, rows, numeric_mean=scan.mean[:n_num], numeric_std=scan.std[:n_num])
 
 
 def _mask_digest(model: Any) -> str:
@@ -739,7 +828,14 @@ def _train_loop(cfg: dict[str, Any]) -> None:
     from sparsearch.spaces.masked import masked_modules
     from sparsearch.spaces.methods import make_method
     from sparsearch.spaces.sparsifier import Sparsifier
-    from sparsearch.spaces.train import _loss_fn, _scales, lr_at, make_optimizer
+    from sparsearch.spaces.train import (
+        TrainingForward,
+        loss_function,
+        lr_at,
+        make_optimizer,
+        sparsifier_scales,
+        training_loss,
+    )
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -747,16 +843,16 @@ def _train_loop(cfg: dict[str, Any]) -> None:
     torch.set_num_threads(cfg["threads"])
     config, seed, shape = cfg["config"], cfg["seed"], cfg["shape"]
     device = ray.train.torch.get_device()
-    model = _build_model(config, shape, cfg["mean"], cfg["std"], seed)
-    n_out = model.head.out_features
-    loss_fn = _loss_fn(n_out)
-    # masks change only through the sparsifier (then broadcast below): DDP need not re-send buffers every step
-    net = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"broadcast_buffers": False})
+    model = copy.deepcopy(cfg["model"])  # the driver's model: the same weights, bins and quantiles on every rank
+    loss_fn = loss_function(model.head.out_features)
+    # masks change only through the sparsifier (then broadcast below): DDP need not re-send buffers every step;
+    # DDP wraps the training forward pass (an ensemble's member logits) so that every gradient is averaged
+    net = ray.train.torch.prepare_model(TrainingForward(model), parallel_strategy_kwargs={"broadcast_buffers": False})
     optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sparse = config.is_sparse
     sparsifier = Sparsifier(model, pattern=config.pattern, distribution=config.distribution,
                             criterion=config.criterion, optimizer=optimizer, seed=seed, nm_keep=config.nm_keep,
-                            nm_group=config.nm_group, erk_power=config.erk_power, scales=_scales(config, model))
+                            nm_group=config.nm_group, erk_power=config.erk_power, scales=sparsifier_scales(config, model))
     method = make_method(config.method if sparse else "dense", target_sparsity=config.target_sparsity,
                          schedule=config.schedule, start_frac=config.start_frac, end_frac=config.end_frac,
                          mask_updates=config.mask_updates, dst_interval=config.dst_interval,
@@ -774,6 +870,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
 
     sync_masks()
     step, start_epoch, history = 0, 1, []
+    keep_epoch, kept = cfg.get("keep_epoch"), None
     resumed_from = 0
     if cfg["resume_from"] is not None:  # the driver picked the latest complete checkpoint (_latest_state)
         state = torch.load(cfg["resume_from"], weights_only=False, map_location=device)
@@ -781,6 +878,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
         optimizer.load_state_dict(state["optimizer"])
         sparsifier.generator.set_state(state["generator"])
         method.n_updates, step, history = state["n_updates"], state["step"], list(state["history"])
+        kept = state.get("kept")
         start_epoch = resumed_from = state["epoch"] + 1
     updates_seen = method.n_updates
     shard = ray.train.get_dataset_shard("train")
@@ -805,8 +903,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
             elif b is None:
                 break
             cat, num, y = b["cat"][:, :n_cat], b["num"][:, :n_num], b["y"]
-            logits = net(cat, num)
-            loss = loss_fn(logits.float(), y)
+            loss = training_loss(loss_fn, net(cat, num), y)  # an ensemble: the mean of its members' losses
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.lr_schedule != "constant":
@@ -859,12 +956,15 @@ def _train_loop(cfg: dict[str, Any]) -> None:
             digests, rss = [g[0] for g in gathered], [g[1] for g in gathered]
         metrics = {"epoch": epoch, "rows": n_rows, "train_loss": history[-1]["train_loss"],
                    "mask_digests": digests, "peak_rss_mb": rss}
+        if rank == 0 and epoch == keep_epoch and not last:  # the last epoch's model is the one in the state
+            kept = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         if rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                             "optimizer": optimizer.state_dict(), "generator": sparsifier.generator.get_state(),
                             "n_updates": method.n_updates, "step": step, "epoch": epoch, "history": history,
-                            "resumed_from_epoch": resumed_from, "last": last}, Path(tmp) / STATE_FILE)
+                            "resumed_from_epoch": resumed_from, "last": last, "kept": kept,
+                            "kept_epoch": keep_epoch if kept is not None else epoch}, Path(tmp) / STATE_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)

@@ -73,7 +73,9 @@ def selection_metric(objectives: tuple[str, ...] | list[str]) -> str | None:
     return next((o for o in objectives if o in EPOCH_METRICS), None)
 
 
-def _inputs(data: TabularData | ImageData) -> tuple[torch.Tensor, ...]:
+def model_inputs(data: TabularData | ImageData) -> tuple[torch.Tensor, ...]:
+    """The tensors a model built by :func:`build_model` takes for ``data``: ``(categorical, numeric)`` codes and
+    numbers for tabular data (codes as they are, int32 or int64; numbers float32), ``(x,)`` for images."""
     if isinstance(data, TabularData):
         # int32 or int64 codes as they are (embeddings take either): no per-trial int64 copy of the table
         return (torch.from_numpy(np.ascontiguousarray(data.categorical)),
@@ -81,8 +83,17 @@ def _inputs(data: TabularData | ImageData) -> tuple[torch.Tensor, ...]:
     return (torch.from_numpy(np.ascontiguousarray(data.x, dtype=np.float32)),)
 
 
-def build_model(config: TrialConfig, data: TabularData | ImageData) -> nn.Module:
-    """The model a config describes, sized for ``data`` (SparseMLP for tabular data, SparseCNN for images)."""
+def build_model(config: TrialConfig, data: TabularData | ImageData, *, numeric_mean: np.ndarray | None = None,
+                numeric_std: np.ndarray | None = None) -> nn.Module:
+    """The model a config describes, sized for ``data`` (SparseMLP for tabular data, SparseCNN for images).
+
+    A tabular model's numeric statistics are fitted on ``data`` (the training rows): the standardisation
+    (``numeric_mean``/``numeric_std`` buffers) and the numeric encoding's quantiles or bins
+    (:func:`~sparsearch.spaces.numeric.make_numeric_encoding`). ``numeric_mean`` and ``numeric_std`` (one value
+    per numeric column) replace the standardisation measured on ``data``: a caller that streams more rows than
+    it holds (``sparsearch refit``) measures them in one pass and passes a bounded sample of the rows as ``data``.
+    Weights are initialised from torch's global generator (seed it for a reproducible model).
+    """
     widths = list(config.widths)
     if config.iso_flop and config.is_sparse:
         widths = iso_flop_widths(widths, config.target_sparsity)
@@ -93,6 +104,10 @@ def build_model(config: TrialConfig, data: TabularData | ImageData) -> nn.Module
         num = data.numeric.astype(np.float64)
         mean = torch.tensor(num.mean(axis=0) if num.shape[0] else np.zeros(num.shape[1]), dtype=torch.float32)
         std = torch.tensor(num.std(axis=0) if num.shape[0] else np.ones(num.shape[1]), dtype=torch.float32)
+        if numeric_mean is not None:
+            mean = torch.as_tensor(np.asarray(numeric_mean, dtype=np.float32).reshape(num.shape[1]))
+        if numeric_std is not None:
+            std = torch.as_tensor(np.asarray(numeric_std, dtype=np.float32).reshape(num.shape[1]))
         std = torch.where(std > 1e-12, std, torch.ones_like(std))
         # fitted on ``data``: the training rows (quantiles, bins); ``None`` for the standardised scalar
         encoder = make_numeric_encoding(config.numeric_encoding, num, bins=config.numeric_bins,
@@ -111,12 +126,43 @@ def build_model(config: TrialConfig, data: TabularData | ImageData) -> nn.Module
     raise DataError(f"train_and_evaluate needs TabularData or ImageData, got {type(data).__name__}")
 
 
-def _loss_fn(n_out: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def loss_function(n_out: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss ``loss(logits, y)`` for a head of ``n_out`` outputs: binary cross-entropy on the logit
+    when ``n_out == 1``, else cross-entropy (``y``: class indices). See :func:`training_loss` for ensembles."""
     if n_out == 1:
         bce = nn.BCEWithLogitsLoss()
         return lambda logits, y: bce(logits.squeeze(1), y.float())
     ce = nn.CrossEntropyLoss()
     return lambda logits, y: ce(logits, y)
+
+
+class TrainingForward(nn.Module):
+    """The forward pass that training differentiates: the model's logits, or for an efficient ensemble
+    (``ensemble_size > 1``) each member's logits ``(batch, k, n_out)`` (:meth:`SparseMLP.member_logits`), so that
+    :func:`training_loss` averages the members' losses (TabM) instead of taking the loss of their mean.
+
+    A module (not a function) so that a data-parallel wrapper (``DistributedDataParallel``) can wrap it and still
+    see every parameter's gradient; it holds the model, it owns no state of its own.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.members = int(getattr(model, "ensemble_size", 1))
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.members > 1:
+            return self.model.member_logits(*inputs)
+        return self.model(*inputs)
+
+
+def training_loss(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], logits: torch.Tensor,
+                  y: torch.Tensor) -> torch.Tensor:
+    """The loss of one batch from :class:`TrainingForward`'s ``logits``: ``loss_fn`` itself, or for an ensemble's
+    ``(batch, k, n_out)`` member logits the mean over members of each member's loss (:func:`member_losses`)."""
+    if logits.dim() == 3:
+        return member_losses(loss_fn, logits.float(), y)
+    return loss_fn(logits.float(), y)
 
 
 def _predict(model: nn.Module, inputs: tuple[torch.Tensor, ...], batch: int = 8192) -> np.ndarray:
@@ -144,7 +190,7 @@ def evaluate_model(model: nn.Module, data: TabularData | ImageData, *, prefix: s
     """
     if data.n_rows == 0:
         raise DataError("evaluate_model needs at least one row")
-    metrics = classification_metrics(data.y, _predict(model, _inputs(data)))
+    metrics = classification_metrics(data.y, _predict(model, model_inputs(data)))
     return {prefix + k.removeprefix("val_"): v for k, v in metrics.items()}
 
 
@@ -291,9 +337,9 @@ def _run(config, train, val, *, seed, callback, return_model, measure, device, m
     t_start = time.perf_counter()
     model = build_model(config, train)
     n_out = model.head.out_features
-    loss_fn = _loss_fn(n_out)
-    members = int(getattr(model, "ensemble_size", 1))
-    x_train, x_val = _inputs(train), _inputs(val)
+    loss_fn = loss_function(n_out)
+    forward = TrainingForward(model)
+    x_train, x_val = model_inputs(train), model_inputs(val)
     y_train = torch.from_numpy(train.y.astype(np.int64))
     n = train.n_rows
     batch = min(config.batch_size, n)
@@ -316,7 +362,7 @@ def _run(config, train, val, *, seed, callback, return_model, measure, device, m
     sparsifier = Sparsifier(
         model, pattern=config.pattern, distribution=config.distribution, criterion=config.criterion,
         optimizer=optimizer, seed=seed, nm_keep=config.nm_keep, nm_group=config.nm_group,
-        erk_power=config.erk_power, scales=_scales(config, model),
+        erk_power=config.erk_power, scales=sparsifier_scales(config, model),
     )
     method = make_method(
         config.method if sparse else "dense", target_sparsity=config.target_sparsity, schedule=config.schedule,
@@ -357,13 +403,9 @@ def _run(config, train, val, *, seed, callback, return_model, measure, device, m
         for b in range(steps_per_epoch):
             idx = perm[b * batch : (b + 1) * batch]
             idx_d = idx.to(device, non_blocking=True)
-            with autocast():
-                if members > 1:  # an efficient ensemble trains on the mean of its members' losses (TabM)
-                    logits = model.member_logits(*(t[idx_d] for t in x_train))
-                else:
-                    logits = model(*(t[idx_d] for t in x_train))
-            loss = (member_losses(loss_fn, logits.float(), y_train[idx_d]) if members > 1
-                    else loss_fn(logits.float(), y_train[idx_d]))
+            with autocast():  # an efficient ensemble trains on the mean of its members' losses (TabM)
+                logits = forward(*(t[idx_d] for t in x_train))
+            loss = training_loss(loss_fn, logits, y_train[idx_d])
             optimizer.zero_grad(set_to_none=True)
             (scaler.scale(loss) if scaler is not None else loss).backward()
             if config.lr_schedule != "constant":
@@ -404,7 +446,7 @@ def _run(config, train, val, *, seed, callback, return_model, measure, device, m
         row["best"] = float(row["epoch"] == best.epoch)
     model.eval()
     model.to("cpu")  # exports, latencies and the returned model are on the CPU
-    metrics, accounting = _account(model, config, x_val_cpu, positions, measure=measure)
+    metrics, accounting = account_model(model, config, x_val_cpu, positions, measure=measure)
     accounting["device"] = {"device": str(device), "mixed_precision": str(amp_dtype).removeprefix("torch.")
                             if amp_dtype is not None else "off"}
     metrics.update(best.metrics)
@@ -429,7 +471,10 @@ def _step(optimizer: torch.optim.Optimizer, scaler: Any) -> None:
         scaler.update()
 
 
-def _scales(config: TrialConfig, model: nn.Module) -> list[float] | None:
+def sparsifier_scales(config: TrialConfig, model: nn.Module) -> list[float] | None:
+    """The per-layer density scales the :class:`Sparsifier` of ``model`` gets under ``config`` (``None`` unless
+    ``config.distribution == "searched"``): the config's ``layer_scales`` for the last layers, 1 for the others
+    (pruned embeddings come first)."""
     if config.distribution != "searched":
         return None
     from .masked import masked_modules
@@ -440,7 +485,21 @@ def _scales(config: TrialConfig, model: nn.Module) -> list[float] | None:
     return [1.0] * max(0, n_layers - len(scales)) + scales[-n_layers:] if scales else None
 
 
-def _account(model, config, x_val, positions, *, measure: bool) -> tuple[dict[str, float], dict[str, Any]]:
+def account_model(model: nn.Module, config: TrialConfig, x_val: tuple[torch.Tensor, ...], positions: Any, *,
+                  measure: bool) -> tuple[dict[str, float], dict[str, Any]]:
+    """The sparsity, size, FLOP and (with ``measure``) CPU latency figures every trained model reports.
+
+    Args:
+        model: the trained (masked) model, on the CPU.
+        config: its trial config (its target sparsity and the config go into the figures).
+        x_val: :func:`model_inputs` of some rows; the latency is measured on the first :data:`LATENCY_BATCH`.
+        positions: ``accounting.output_positions(model, inputs)`` (output positions per layer, for the FLOPs).
+        measure: measure the latency of the masked, compacted and CSR models.
+
+    Returns:
+        ``(metrics, accounting)``: the metric values (names in ``METRICS``) and the JSON-serialisable details
+        (per-layer table, sizes, compact shapes, ensemble, latency).
+    """
     summary = acc.sparsity_summary(model)
     table = acc.layer_table(model, positions)
     flops_dense = 2.0 * sum(r["macs_dense"] for r in table)

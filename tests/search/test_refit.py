@@ -115,6 +115,76 @@ def test_refit_on_two_workers_streams_rows_and_keeps_masks_identical(study, tmp_
         assert doc[key] not in (None, [], {})
 
 
+FAMILY = "refit-family"
+
+
+@pytest.fixture(scope="module")
+def family_study(study):
+    """A study of the new model family (issue #29): piecewise-linear numbers, a 2-member efficient ensemble, a
+    DCN-v2 cross layer and FM products, sharing the results folder of ``study``."""
+    from sparsearch.search.controller import run_study
+
+    spec = StudySpec(
+        study=StudySection(name=FAMILY, n_trials=1, sampler="random", seed=5),
+        data=DataSpec(frame=study["frame"], target="label", top_k=3),
+        space={"depth": 1, "width": 16, "target_sparsity": 0.8, "methods": ["gmp"], "numeric_encoding": ["ple"],
+               "numeric_bins": 8, "ensemble_size": 2, "cross_layers": 1, "cross_rank": 4, "fm_dim": 4},
+        train={"epochs": 2, "batch_size": 256}, tracking=TrackingSpec(),
+    )
+    return {"spec": spec, "result": run_study(spec, results_dir=study["results"], progress=False)}
+
+
+def test_refit_reproduces_the_trials_model_family(study, family_study):
+    """ple + ensemble_size 2 + cross_layers 1 on 2 workers: the refitted network has the trial's blocks, its
+    PLE bins are fitted on the refit's training rows (never a test row), the masks agree across the ranks, and
+    the packaged pyfunc scores the raw test rows exactly as the reported test metrics say."""
+    from sklearn.metrics import roc_auc_score
+
+    from sparsearch.search.data import fit_encoder
+    from sparsearch.search.refit import _mask_digest, refit
+    from sparsearch.spaces.ensemble import MaskedEnsembleLinear
+    from sparsearch.spaces.numeric import PiecewiseLinear, ple_bins
+
+    spec = family_study["spec"]
+    out = refit(spec, workers=2, cpus_per_worker=0.5, results_dir=study["results"], progress=False)
+    run = out.runs[0]
+    model = run.model
+    assert run.workers == 2 and run.masks_identical and len(set(run.mask_digests)) == 1
+    assert len(run.mask_digests) == 2 and _mask_digest(model) == run.mask_digests[0]
+    # the trial's model family, as spaces.train.build_model builds it for the trial's config
+    assert isinstance(model.numeric_encoder, PiecewiseLinear) and model.ensemble_size == 2
+    assert len(model.cross) == 1 and isinstance(model.head, MaskedEnsembleLinear)
+    assert run.metrics["params_members"] > 0 and 1 <= run.kept_epoch <= 2
+    assert run.metrics["realized_sparsity"] == pytest.approx(0.8, abs=0.05)
+    # PLE bins: those of the refit's rows (the study's training and validation rows), not of all rows
+    prepared, full = fit_encoder(spec, study["results"])
+    enc = prepared.encoder.select(run.model_encoder_columns)
+    assert enc.numeric_names, "the study must have a numeric column for this test to mean anything"
+    rows = np.sort(np.concatenate([prepared.indices["train"], prepared.indices["val"]]))
+    refit_rows = enc.encode(full[rows]).numeric
+    want = PiecewiseLinear(ple_bins(refit_rows, 8)).state_dict()
+    everything = PiecewiseLinear(ple_bins(enc.encode(full).numeric, 8)).state_dict()
+    got = model.numeric_encoder.state_dict()
+    assert got.keys() == want.keys() and model.numeric_encoder.out_features > 0
+    for k in want:
+        np.testing.assert_allclose(got[k].numpy(), want[k].numpy(), rtol=1e-6)
+    assert any(v.shape != everything[k].shape or not np.allclose(v.numpy(), everything[k].numpy())
+               for k, v in want.items()), "the test rows must change the bins for this check to mean anything"
+    # the packaged model predicts raw rows and reproduces the reported test metrics
+    assert set(run.test_metrics) == {"test_auc", "test_logloss", "test_accuracy"}
+    mlflow.set_tracking_uri(study["tracking"])
+    try:
+        pyfunc = mlflow.pyfunc.load_model(run.model_uri)
+    finally:
+        mlflow.set_tracking_uri(None)
+    te = prepared.indices["test"]
+    raw = full[te].select(run.model_encoder_columns)
+    proba = pyfunc.predict(raw.to_pandas()).to_numpy()
+    assert proba.shape == (te.size, 2)
+    y = enc.encode(full[te]).y
+    assert roc_auc_score(y, proba[:, 1]) == pytest.approx(run.test_metrics["test_auc"], abs=1e-6)
+
+
 @pytest.mark.slow
 def test_refit_resumes_after_a_killed_worker(study):
     """The worker dies after epoch 1's checkpoint: no model is logged; ``resume`` continues from epoch 2 on the
@@ -209,3 +279,28 @@ epochs = 2
 batch_size = 256
 """)
     return toml
+
+
+def test_numeric_fit_sample_is_bounded_and_independent_of_batch_order():
+    """The sample the numeric encoding is fitted on: the rows of smallest hash, at most ``size`` of them, the same
+    whichever order and grouping the batches arrive in (so a refit rebuilds the same bins on resume)."""
+    from sparsearch.search.refit import _Sample
+
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**63, 5000, dtype=np.uint64)
+    rows = rng.normal(size=(5000, 3))
+
+    def sample(order: np.ndarray, chunk: int) -> np.ndarray:
+        s = _Sample(300)
+        for i in range(0, order.size, chunk):
+            part = order[i:i + chunk]
+            s.add(hashes[part], rows[part])
+        return s.result(2)
+
+    a = sample(np.arange(5000), 250)
+    b = sample(rng.permutation(5000), 97)
+    smallest = np.argsort(hashes)[:300]
+    assert a.shape == (300, 2)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, rows[smallest, :2])
+    assert _Sample(10).result(2).shape == (0, 2)
