@@ -235,7 +235,8 @@ HASH_FUNCTIONS.register("fnv1a64")(_fnv1a64_codes)
 HASH_FUNCTIONS.register("polars")(_polars_codes)
 STABLE_HASH = "fnv1a64"
 """The hash new encoders use: 64-bit FNV-1a of the value's UTF-8 text, modulo ``n_buckets`` (:func:`fnv1a64`);
-documented, stable across versions and languages, so a hashed column can be encoded outside Python."""
+documented, stable across versions and languages, so a hashed column can be encoded outside Python. Measured on
+a loaded 2-core VM: 0.15 s for 2M 12-byte strings, 0.17 s for 2M int64 ids (polars' own hash: 0.01 s, 0.05 s)."""
 _LEGACY_HASH = "polars"
 
 
