@@ -32,7 +32,7 @@ from sparsearch._ray import connect_ray
 from sparsearch._table import table
 from sparsearch.errors import DataError, SpecError
 from sparsearch.search.controller import run_study
-from sparsearch.search.results import StudyResult, load_result
+from sparsearch.search.results import RunInfo, StudyResult, load_result
 from sparsearch.search.spec import StudySpec, apply_overrides, load_study, parse_study
 
 __all__ = ["CompareReport", "best_so_far", "compare_samplers", "comparison_run", "decide", "incumbent_test_vectors",
@@ -344,7 +344,7 @@ def compare_samplers(
             if existing is None or done < spec.study.n_trials:
                 remaining = spec.study.n_trials - done
                 res = run_study(spec, results_dir=results, progress=progress, n_trials=remaining)
-                fingerprint = res.info.get("data_fingerprint", fingerprint)
+                fingerprint = res.info.data_fingerprint if isinstance(res.info, RunInfo) else fingerprint
             else:
                 res = existing
             values = _run_values(res)[: spec.study.n_trials]

@@ -35,14 +35,14 @@ import optuna
 from sparsearch._ray import check_ray_reachable, connect_ray, set_ray_env
 from sparsearch._redact import redact
 from sparsearch.errors import ConnectionProblem, SpecError, first_line
-from sparsearch.search._internals import study_id
+from sparsearch.search import records
 from sparsearch.search.data import PreparedData, prepare_data
-from sparsearch.search.execution import Execution
-from sparsearch.search.finish import detach_study, evaluate_test, finish_parent, sync_unlogged
+from sparsearch.search.execution import Execution, resolve_urls
+from sparsearch.search.finish import detach_study, evaluate_test, finish_parent
+from sparsearch.search.listeners import LoopListener, ModelKeeper, ProgressListener, TrackingListener
 from sparsearch.search.loop import SearchLoop
-from sparsearch.search.progress import ProgressPrinter
 from sparsearch.search.registry import make_pruner, make_sampler
-from sparsearch.search.results import StudyResult, load_result
+from sparsearch.search.results import RunInfo, StudyResult, load_result
 from sparsearch.search.spec import StudySpec, load_study, pruning_window_note, startup_note
 from sparsearch.search.storage import (
     RayStorageProxy,
@@ -53,7 +53,6 @@ from sparsearch.search.storage import (
     start_storage_server,
 )
 from sparsearch.search.tracking import warm_up_plots
-from sparsearch.search.trial_log import TrialLog
 from sparsearch.search.worker import execute_trial
 
 __all__ = ["StudyResult", "load_result", "run_study"]
@@ -106,10 +105,9 @@ def run_study(
 
         spec = parse_study(apply_overrides(spec.to_raw(), overrides), default_name=spec.study.name)
     results = _check_results_dir(Path(results_dir))
-    ex = Execution(spec, results, progress)
     start = time.perf_counter()
 
-    open_storage(ex.storage_url)  # fail fast on a bad or unreachable storage, before any work
+    open_storage(resolve_urls(spec, results)[0])  # fail fast on a bad or unreachable storage, before any work
     set_ray_env()  # before Ray's first import: it reads them once (localhost resolution)
     import ray
 
@@ -117,9 +115,7 @@ def run_study(
         check_ray_reachable(spec.execution.ray_address)  # and on an unreachable Ray address
     from concurrent.futures import ThreadPoolExecutor
 
-    # trial child runs are written by a writer process of the driver's (off the search loop's GIL), or its thread
-    ex.trial_log = TrialLog(ex.tracker, use_process=spec.tracking.enabled and spec.tracking.writer == "process",
-                            log_file=results / "logs" / "mlflow-writer.log")
+    ex = Execution(spec, results)  # starts the MLflow writer process
     # MLflow's store set-up (seconds for a new SQLite store: schema migrations) overlaps data preparation and Ray's
     # start; its failure is still reported before any trial runs, and first, as when it ran alone
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsearch-mlflow-connect")
@@ -151,7 +147,7 @@ def run_study(
         # (other nodes, databases, memory). It starts in the background: the driver has opened the storage already.
         if not (is_journal(ex.storage_url) and _single_node(spec.execution.ray_address)):
             actor = start_storage_server(ex.storage_url, wait=is_memory_url(ex.storage_url))
-        result = _drive(ex, prepared, data_refs, actor, start)
+        result = _drive(ex, prepared, data_refs, actor, start, show_progress=bool(progress))
         status = "FINISHED"
         return result
     except KeyboardInterrupt:
@@ -167,8 +163,7 @@ def run_study(
             f"storage {redact(ex.storage_url)!r} failed mid-study ({type(exc).__name__}: {redact(first)[:200]}); "
             "finished trials are kept: re-run the same command to resume") from None
     finally:
-        if ex.trial_log is not None:
-            ex.trial_log.close()
+        ex.trial_log.close()
         ex.tracker.flush()
         if ex.tracker.parent_run_id is not None and status != "FINISHED":
             ex.tracker.finish_parent(status, {}, {"status": status})
@@ -203,7 +198,7 @@ def _open_study(ex: Execution, storage: RayStorageProxy) -> optuna.Study:
                 f"study {spec.study.name!r} already exists in {redact(ex.storage_url)!r} with directions {have}, "
                 f"but this study asks for {ex.directions}; use another --study-name"
             )
-        stored = existing.user_attrs.get("objectives")
+        stored = records.stored_objectives(existing)
         if stored is not None and list(stored) != ex.objectives:
             raise SpecError(f"study {spec.study.name!r} already exists with objectives {stored}, but this study "
                             f"asks for {ex.objectives}; use another --study-name")
@@ -212,8 +207,7 @@ def _open_study(ex: Execution, storage: RayStorageProxy) -> optuna.Study:
         return existing
     study = optuna.create_study(study_name=spec.study.name, storage=storage, sampler=sampler, pruner=pruner,
                                 directions=ex.directions, load_if_exists=True)
-    study.set_user_attr("objectives", ex.objectives)
-    study.set_user_attr("created_by", "sparsearch")
+    records.set_study_identity(study, ex.objectives)
     _set_metric_names(study, ex.objectives)
     return study
 
@@ -229,9 +223,10 @@ def _set_metric_names(study: optuna.Study, objectives: list[str]) -> None:
 
 
 def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: Any,
-           start: float) -> StudyResult:
+           start: float, *, show_progress: bool) -> StudyResult:
     """One execution once Ray, the data and (maybe) the storage actor are up: open the study, start the parent
-    run, run the search loop, then the end-of-study work."""
+    run, run the search loop with its listeners (MLflow child runs, kept models, progress lines), then the
+    end-of-study work."""
     import ray
 
     spec = ex.spec
@@ -249,57 +244,60 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: A
     if cpus > cluster_cpus:
         raise SpecError(f"[execution] cpus_per_trial = {cpus} but the Ray cluster has only {cluster_cpus:g} CPUs")
     workers = spec.execution.workers or max(1, min(int(cluster_cpus // cpus), gpu_slots))
-    _start_parent(ex, study, prepared, workers, n_before)
-    if prepared.split and study.user_attrs.get("split") != prepared.split:
-        study.set_user_attr("split", prepared.split)  # how the rows were split (read back by `show`)
-    ex.trial_log.attach(storage, study_id(study))
+    progress = ProgressListener(study, spec.study.n_trials, ex.objectives) if show_progress else None
+    _start_parent(ex, prepared, workers, n_before, progress)
+    records.set_split(study, prepared.split)
+    keeper = ModelKeeper(ex.directions)
+    listeners: list[LoopListener] = [TrackingListener(ex, study, storage, prepared.fingerprint), keeper]
+    if progress is not None:
+        listeners.append(progress)
     ex.record_driver(study, storage)
-    stale, requeued_at_start = ex.fail_stale(study, storage, set())
-    if stale:
-        ex.say(f"failed {stale} stale RUNNING trial(s) left by a stopped driver; {requeued_at_start} re-queued")
 
     # a trial that reserves GPUs gets a fresh worker process (Ray's max_calls=1 for GPU tasks): CUDA is set up
     # once per process, for the CUDA_VISIBLE_DEVICES Ray gave that process's first task
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(execute_trial)
-    notes = [_note(ex, pruning_window_note(spec))]  # before any trial runs: the user can still stop and fix it
     loop = SearchLoop(ex, study, storage, prepared, task, actor, data_refs,
-                      driver_node=ray.get_runtime_context().get_node_id(), workers=workers,
-                      pending_retries=requeued_at_start)  # re-queued trials run on top of this execution's budget
-    try:
-        loop.run()
-    finally:
-        ex.trial_log.close()
-        if not loop.interrupted:
-            sync_unlogged(ex, study, storage)
+                      driver_node=ray.get_runtime_context().get_node_id(), workers=workers, listeners=listeners)
+    # stale trials left by a stopped driver: re-queued ones run on top of this execution's budget
+    stale, requeued_at_start = loop.fail_stale()
+    if stale and progress is not None:
+        progress.say(f"failed {stale} stale RUNNING trial(s) left by a stopped driver; {requeued_at_start} re-queued")
+    notes = [_note(progress, pruning_window_note(spec))]  # before any trial runs: the user can still stop and fix it
+    outcome = loop.run()
 
-    notes.append(_note(ex, startup_note(study)))
-    evaluate_test(ex, study, prepared, task, data_refs)
+    notes.append(_note(progress, startup_note(study)))
+    evaluate_test(ex, study, prepared, task, data_refs, keeper, progress.say if progress else _quiet)
     elapsed = time.perf_counter() - start
-    finish_parent(ex, study, prepared, elapsed)
+    model_uri = finish_parent(ex, study, prepared, elapsed, keeper)
     return StudyResult(
         study_name=spec.study.name, storage=redact(ex.storage_url),
         tracking_uri=redact(ex.tracking_uri) if spec.tracking.enabled else None,
         mlflow_parent_run_id=ex.tracker.parent_run_id, study=detach_study(ex, study), objectives=ex.objectives,
-        directions=ex.directions, elapsed_s=elapsed, n_trials_run=ex.n_run, model_uri=ex.model_uri,
-        info={"workers": workers, "cpus_per_trial": cpus, "data_fingerprint": prepared.fingerprint,
-              "n_rows": prepared.n_rows, "split": prepared.split, "ranking_rows": prepared.ranking_rows,
-              "features": list(prepared.candidates), "crosses": list(prepared.crosses), "timings": prepared.timings,
-              "ranking_cached": prepared.ranking_cached, "mlflow_failures": len(ex.tracker.failures),
-              "mlflow_logging": ex.trial_log.mode, "notes": [n for n in notes if n]},
+        directions=ex.directions, elapsed_s=elapsed, n_trials_run=outcome.n_run, model_uri=model_uri,
+        info=RunInfo(workers=workers, cpus_per_trial=cpus, data_fingerprint=prepared.fingerprint,
+                     n_rows=prepared.n_rows, split=prepared.split, ranking_rows=prepared.ranking_rows,
+                     features=list(prepared.candidates), crosses=list(prepared.crosses), timings=prepared.timings,
+                     ranking_cached=prepared.ranking_cached, mlflow_failures=len(ex.tracker.failures),
+                     mlflow_logging=ex.trial_log.mode, notes=[n for n in notes if n]),
     )
 
 
-def _note(ex: Execution, note: str | None) -> str | None:
+def _quiet(text: str) -> None:
+    """Where messages go when progress is off: nowhere."""
+
+
+def _note(progress: ProgressListener | None, note: str | None) -> str | None:
     """Show a study-level warning on the progress lines, else as a Python warning; the result's info keeps it."""
-    if note and ex.printer is not None:
-        ex.say(f"note: {note}")
+    if note and progress is not None:
+        progress.say(f"note: {note}")
     elif note:
         warnings.warn(note, UserWarning, stacklevel=4)  # at the caller of run_study
     return note
 
 
-def _start_parent(ex: Execution, study: optuna.Study, prepared: PreparedData, workers: int, n_before: int) -> None:
-    """Start the MLflow parent run of this execution (with the ranking as an artifact) and the progress lines."""
+def _start_parent(ex: Execution, prepared: PreparedData, workers: int, n_before: int,
+                  progress: ProgressListener | None) -> None:
+    """Start the MLflow parent run of this execution (with the ranking as an artifact); say what the study is."""
     spec = ex.spec
     cpus = spec.execution.cpus_per_trial
     params = {"study": spec.study.model_dump(mode="json"), "data": spec.data.model_dump(mode="json"),
@@ -319,9 +317,8 @@ def _start_parent(ex: Execution, study: optuna.Study, prepared: PreparedData, wo
             prepared.ranking.write_csv(path)
             ex.tracker.log_artifact_file(parent, path)
 
-    if ex.progress:
-        ex.printer = ProgressPrinter(spec.study.n_trials, ex.objectives)
-        ex.say(f"study {spec.study.name!r}: {spec.study.n_trials} trials, sampler {spec.study.sampler}, "
+    if progress is not None:
+        progress.say(f"study {spec.study.name!r}: {spec.study.n_trials} trials, sampler {spec.study.sampler}, "
                f"{workers} workers x {cpus:g} CPU, data {prepared.n_rows} rows, "
                f"{len(prepared.candidates) or '-'} features after prefilter"
                f"{f' + {len(prepared.crosses)} crosses' if prepared.crosses else ''}"

@@ -28,8 +28,8 @@ from sparsearch._frames import to_polars
 from sparsearch.errors import DataError, first_line
 from sparsearch.search.spec import StudySpec
 
-__all__ = ["PreparedData", "add_crosses", "apply_crosses", "cross_recipes", "prepare_data", "rank_training_pairs",
-           "rank_training_rows", "select_features", "trial_features"]
+__all__ = ["PreparedData", "add_crosses", "apply_crosses", "cross_recipes", "fit_encoder", "prepare_data",
+           "rank_training_pairs", "rank_training_rows", "select_features", "trial_feature_subset", "trial_features"]
 
 log = logging.getLogger("sparsearch")
 
@@ -113,30 +113,60 @@ def _class_codes(df: Any, target: str) -> np.ndarray:
 
 def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
     """Load, split, rank on the training rows (cached per data fingerprint and split), prefilter and encode."""
+    if spec.data.is_image:
+        return _prepare_images(spec)
+    prepared, df = fit_encoder(spec, results_dir)
+    t0 = time.perf_counter()
+    # straight into the three parts: no full encoded copy besides them (the frame, the parts and one column at a
+    # time is the peak: 9.2 GB measured for clicklog_large's 2M x 316 with int64 codes, where a full copy then subsets
+    # peaked near 20 GB; the codes are int32 since, 2.4 GB less)
+    ix = prepared.indices
+    # the frame holds the crossed columns already: encode them as they are (not computed a second time)
+    plain = dataclasses.replace(prepared.encoder, crosses=())
+    train, val, test = plain.encode(df, [ix["train"], ix["val"], ix["test"]])
+    timings = {**prepared.timings, "encode_s": prepared.timings["encode_s"] + time.perf_counter() - t0}
+    return dataclasses.replace(prepared, train=train, val=val, test=test if ix["test"].size else None,
+                               timings=timings)
+
+
+def _prepare_images(spec: StudySpec) -> PreparedData:
     timings: dict[str, float] = {}
     seed = spec.study.seed or 0
     val_f, test_f = spec.train.val_fraction, spec.train.test_fraction
+    from sparsearch.spaces import IMAGE_DATASETS, split_indices
+
+    t0 = time.perf_counter()
+    loader = IMAGE_DATASETS[spec.data.generator]
+    images = loader(**spec.data.params)
+    own_test = spec.data.generator == "fashion_mnist"
+    if own_test:  # the data set's own test images (all of them: a `limit` shrinks the training part only)
+        test = loader(**{k: v for k, v in spec.data.params.items() if k != "limit"}, part="test")
+        tr, va, _ = split_indices(images.y, val_f, 0.0, seed)
+        te = np.arange(test.n_rows)
+        train, val = images.subset(tr), images.subset(va)
+    else:
+        tr, va, te = split_indices(images.y, val_f, test_f, seed)
+        train, val, test = images.subset(tr), images.subset(va), images.subset(te) if te.size else None
+    digest = hashlib.sha256(np.ascontiguousarray(images.x).tobytes()[:50_000_000]).hexdigest()[:16]
+    timings["load_s"] = time.perf_counter() - t0
+    split = _split_info((tr, va, te), spec, seed, "t10k" if own_test else "split")
+    return PreparedData(train=train, val=val, test=test, split=split, fingerprint=digest,
+                    n_rows=images.n_rows, timings=timings, indices={"train": tr, "val": va, "test": te})
+
+
+def fit_encoder(spec: StudySpec, results_dir: Path) -> tuple[PreparedData, Any]:
+    """Every step of :func:`prepare_data` for tabular data but the encoding: load, split, rank on the training
+    rows (cached), prefilter, add crosses and fit the encoder on the training rows.
+
+    Returns the :class:`PreparedData` without encoded parts (``train``, ``val`` and ``test`` are ``None``) and the
+    loaded frame (crossed columns added) whose rows ``indices`` index. ``sparsearch refit`` uses it to rebuild the
+    study's encoder and split without encoding every row in memory.
+    """
     if spec.data.is_image:
-        from sparsearch.spaces import IMAGE_DATASETS, split_indices
-
-        t0 = time.perf_counter()
-        loader = IMAGE_DATASETS[spec.data.generator]
-        images = loader(**spec.data.params)
-        own_test = spec.data.generator == "fashion_mnist"
-        if own_test:  # the data set's own test images (all of them: a `limit` shrinks the training part only)
-            test = loader(**{k: v for k, v in spec.data.params.items() if k != "limit"}, part="test")
-            tr, va, _ = split_indices(images.y, val_f, 0.0, seed)
-            te = np.arange(test.n_rows)
-            train, val = images.subset(tr), images.subset(va)
-        else:
-            tr, va, te = split_indices(images.y, val_f, test_f, seed)
-            train, val, test = images.subset(tr), images.subset(va), images.subset(te) if te.size else None
-        digest = hashlib.sha256(np.ascontiguousarray(images.x).tobytes()[:50_000_000]).hexdigest()[:16]
-        timings["load_s"] = time.perf_counter() - t0
-        split = _split_info((tr, va, te), spec, seed, "t10k" if own_test else "split")
-        return PreparedData(train=train, val=val, test=test, split=split, fingerprint=digest,
-                            n_rows=images.n_rows, timings=timings, indices={"train": tr, "val": va, "test": te})
-
+        raise DataError("this step needs tabular data; an image study has no encoder")
+    timings: dict[str, float] = {}
+    seed = spec.study.seed or 0
+    val_f, test_f = spec.train.val_fraction, spec.train.test_fraction
     import polars as pl
 
     from sparsearch.features import RankingCache, data_fingerprint, validate_target
@@ -198,18 +228,13 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
     encoder = TabularEncoder.fit(df, target, features=[*candidates, *crosses], rows=tr,
                                  min_count=dict.fromkeys(crosses, CROSS_MIN_COUNT),
                                  ordered_ints=spec.data.ordered_ints)
-    # straight into the three parts: no full encoded copy besides them (the frame, the parts and one column at a
-    # time is the peak: 9.2 GB measured for clicklog_large's 2M x 316 with int64 codes, where a full copy then subsets
-    # peaked near 20 GB; the codes are int32 since, 2.4 GB less)
-    train, val, test = encoder.encode(df, [tr, va, te])
-    test = test if te.size else None
-    encoder = encoder.with_crosses(recipes)
+    encoder = encoder.with_crosses(recipes)  # the frame has the crossed columns already: encode() reads them
     timings["encode_s"] = time.perf_counter() - t0
-    return PreparedData(train=train, val=val, test=test, split=split, fingerprint=fingerprint, n_rows=df.height,
+    return PreparedData(train=None, val=None, test=None, split=split, fingerprint=fingerprint, n_rows=df.height,
                         candidates=tuple(candidates), crosses=tuple(crosses), pairs=pairs,
                         ranking=ranking, ranking_cached=cached,
                         ranking_rows=ranking_rows, timings=timings, indices={"train": tr, "val": va, "test": te},
-                        encoder=encoder, example=raw)
+                        encoder=encoder, example=raw), df
 
 
 def _detached(frame: Any) -> Any:
@@ -279,6 +304,16 @@ def trial_features(prepared: PreparedData, k: int | None, c: int | None) -> tupl
         return None
     base = prepared.candidates if k is None else prepared.candidates[:k]
     return tuple(base) + tuple(prepared.crosses if c is None else prepared.crosses[:c])
+
+
+def trial_feature_subset(spec: StudySpec, prepared: PreparedData,
+                         params: dict[str, Any]) -> tuple[str, ...] | None:
+    """The features of the trial with ``params``: its searched ``data.top_k`` (when ``[data] top_k`` is a range)
+    and ``data.crosses`` (see :func:`trial_features`); ``None`` for all candidates."""
+    top_k = spec.data.top_k
+    k = int(params["data.top_k"]) if top_k is not None and top_k[0] < top_k[1] and "data.top_k" in params else None
+    c = int(params["data.crosses"]) if "data.crosses" in params else None
+    return trial_features(prepared, k, c)
 
 
 def select_features(data: Any, keep: list[str] | tuple[str, ...] | None) -> Any:

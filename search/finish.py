@@ -6,7 +6,7 @@ In the order ``run_study`` calls them:
    execution); it runs even when the loop stopped on an error, never after Ctrl-C;
 2. :func:`evaluate_test` evaluates the best trial (or every Pareto trial) once on the held-out test rows;
 3. :func:`finish_parent` gives the parent run the trials table, best-so-far metrics, best trials, Optuna's plots
-   and the best model (:func:`log_best_model`);
+   and the best model (:func:`_log_best_model`), and returns the model's URI;
 4. :func:`detach_study` returns a study object that outlives the storage actor.
 """
 
@@ -21,14 +21,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sparsearch._redact import redact
-from sparsearch.search._internals import study_id, study_storage, trial_id
-from sparsearch.search.data import PreparedData, trial_features
-from sparsearch.search.execution import DONE_PREFIX, DRIVER_ATTR, Execution
-from sparsearch.search.results import TEST_PREFIX, best_complete, best_values, get_test_record
-from sparsearch.search.spec import StudySpec
+from sparsearch.search import records
+from sparsearch.search._internals import study_storage, trial_id
+from sparsearch.search.data import PreparedData, trial_feature_subset
+from sparsearch.search.execution import Execution
+from sparsearch.search.listeners import ModelKeeper
+from sparsearch.search.protocol import TrialReport, build_payload
+from sparsearch.search.records import get_test_record
+from sparsearch.search.results import best_complete, best_values
 from sparsearch.search.storage import is_memory_url, open_storage
-from sparsearch.search.trial_log import LOGGED_PREFIX, RUN_PREFIX
-from sparsearch.search.worker import TrialPayload, TrialReport
 
 __all__ = ["detach_study", "evaluate_test", "finish_parent", "sync_unlogged"]
 
@@ -41,53 +42,41 @@ def sync_unlogged(ex: Execution, study: optuna.Study, storage: optuna.storages.B
         return
     ex.tracker.resume()
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    logged = study_storage(study).get_study_system_attrs(study_id(study))
+    logged = records.study_system_attrs(study)
     now = time.time()
     existing: dict[int, str] | None = None
     for t in study.get_trials(deepcopy=False, states=finished):
-        if f"{LOGGED_PREFIX}{t.number}" in logged:
+        if records.logged_run(logged, t.number) is not None:
             continue
-        owner = t.system_attrs.get(DRIVER_ATTR)
-        if owner not in (None, ex.driver_id) and f"{DONE_PREFIX}{owner}" not in logged:
+        owner = records.owner(t)
+        if owner is not None and owner != ex.driver_id and not records.driver_done(logged, owner):
             finished_at = t.datetime_complete.timestamp() if t.datetime_complete else 0.0
             if now - finished_at <= ex.spec.execution.stale_after:
                 continue  # a live driver logs its own trials (syncing them too gave duplicate child runs)
         # finish the child run created at dispatch when there is one, so a trial never gets two runs: the one
         # recorded in the study, else one in MLflow that a killed driver (or a storage outage) left unrecorded
-        run_id = logged.get(f"{RUN_PREFIX}{t.number}")
+        run_id = records.created_run(logged, t.number)
         if run_id is None:
             if existing is None:
                 existing = ex.tracker.child_runs(study.study_name)
             run_id = existing.get(t.number) or ex.tracker.start_trial(
                 t.number, t.params, {"study": study.study_name, "synced_late": "true"})
-        metrics = dict(t.user_attrs.get("metrics", {}))
-        if ex.tracker.finish_trial(run_id, state=t.state.name, metrics=metrics,
-                                   error=t.user_attrs.get("fail_reason")):
-            _mark_logged(study, t.number, run_id)
+        if ex.tracker.finish_trial(run_id, state=t.state.name, metrics=records.trial_metrics(t),
+                                   error=records.fail_reason(t)):
+            records.mark_logged(study, t.number, run_id)
     # this driver has logged what it could: its remaining unlogged trials are any later driver's to sync
-    study_storage(study).set_study_system_attr(study_id(study), f"{DONE_PREFIX}{ex.driver_id}", time.time())
+    records.mark_driver_done(study, ex.driver_id)
 
 
-def _mark_logged(study: optuna.Study, number: int, run_id: str) -> None:
-    """Record (on the study: a finished trial is read-only) that trial ``number`` has its MLflow child run."""
-    study_storage(study).set_study_system_attr(study_id(study), f"{LOGGED_PREFIX}{number}", run_id)
-
-
-def _trial_features(spec: StudySpec, prepared: PreparedData, params: dict[str, Any]) -> tuple[str, ...] | None:
-    top_k = spec.data.top_k
-    k = int(params["data.top_k"]) if top_k is not None and top_k[0] < top_k[1] and "data.top_k" in params else None
-    c = int(params["data.crosses"]) if "data.crosses" in params else None
-    return trial_features(prepared, k, c)
-
-
-def evaluate_test(ex: Execution, study: optuna.Study, prepared: PreparedData, task: Any,
-                   data_refs: list[Any]) -> None:
+def evaluate_test(ex: Execution, study: optuna.Study, prepared: PreparedData, task: Any, data_refs: list[Any],
+                  keeper: ModelKeeper, say: Callable[[str], None]) -> None:
     """Evaluate the best trial (single objective) or every Pareto trial once on the held-out test rows.
 
     A trial's test metrics are stored as the study user attribute ``test:<number>`` and never recomputed for the
     same split: a resumed study that keeps its incumbent reports the same figures. The model comes from this
     execution when it trained the trial; otherwise (an incumbent of an earlier execution that was never tested) the
-    trial is re-trained from its stored parameters with its own seed, on a Ray worker, and marked ``retrained``.
+    trial is re-trained from its stored parameters with its own seed, on a Ray worker, and marked ``retrained``
+    (its model is then kept in ``keeper`` too). ``say`` shows each trial's test metrics.
     """
     import ray
 
@@ -105,41 +94,41 @@ def evaluate_test(ex: Execution, study: optuna.Study, prepared: PreparedData, ta
         if rec is not None and rec.get("split_digest") == digest:
             continue
         retrained = False
-        kept = ex.models.get(t.number)
+        kept = keeper.models.get(t.number)
         try:
             if kept is not None:
                 model, features = kept[1], kept[2]
             else:
-                features = _trial_features(spec, prepared, t.params)
+                features = trial_feature_subset(spec, prepared, t.params)
                 config = config_from_params(t.params, spec.space, spec.train,
                                             n_features=len(prepared.candidates) or None)
-                payload = TrialPayload(
-                    study_name=spec.study.name, trial_id=trial_id(t), number=t.number, config=config,
-                    objectives=tuple(ex.objectives), sampler=spec.study.sampler, pruner="none", pruner_params={},
-                    seed=spec.study.seed, cpus=spec.execution.cpus_per_trial, features=features, return_model=True)
+                payload = build_payload(spec, trial_id=trial_id(t), number=t.number, config=config,
+                                        features=features, dispatch=None)
                 report: TrialReport = ray.get(task.remote(payload, None, data_refs))
                 if report.state != "COMPLETE" or report.model is None:
                     raise RuntimeError(f"re-training trial {t.number} ended {report.state}: {report.error}")
                 model, retrained = report.model, True
-                ex.models[t.number] = (ex.signed(list(t.values)), model, features)  # the model logged for this trial
+                keeper.keep_retrained(t, model, features)  # the model logged for this trial
             metrics = evaluate_model(model, select_features(prepared.test, features))
         except Exception as exc:  # a test evaluation must never lose the study
             log.warning("could not evaluate trial %d on the test rows: %s", t.number, exc)
             continue
         rec = {"metrics": metrics, "n_rows": int(prepared.test.n_rows), "split_digest": digest,
                "retrained": retrained, "driver": ex.driver_id}
-        study.set_user_attr(f"{TEST_PREFIX}{t.number}", rec)
-        run_id = study_storage(study).get_study_system_attrs(study_id(study)).get(f"{LOGGED_PREFIX}{t.number}")
+        records.store_test_record(study, t.number, rec)
+        run_id = records.logged_run(records.study_system_attrs(study), t.number)
         ex.tracker.log_run(run_id, metrics, {"test_evaluated": "true", "test_rows": str(rec["n_rows"])})
-        ex.say(f"trial {t.number} on {rec['n_rows']} held-out test rows: "
+        say(f"trial {t.number} on {rec['n_rows']} held-out test rows: "
                + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 
-def finish_parent(ex: Execution, study: optuna.Study, prepared: PreparedData, elapsed: float) -> None:
+def finish_parent(ex: Execution, study: optuna.Study, prepared: PreparedData, elapsed: float,
+                  keeper: ModelKeeper) -> str | None:
+    """Give the parent run its summary, plots and best model; return the model's URI when one was logged."""
     tracker = ex.tracker
     parent = tracker.parent_run_id
     if parent is None:
-        return
+        return None
     trials = study.get_trials(deepcopy=False)
     metrics = {
         "n_trials": len(trials),
@@ -165,12 +154,13 @@ def finish_parent(ex: Execution, study: optuna.Study, prepared: PreparedData, el
     if metrics["n_complete"] >= 1:
         for name, html in _plots(study, ex.objectives).items():
             tracker.log_artifact_text(parent, name, html)
-    if ex.spec.tracking.log_model:
-        _log_best_model(ex, study, prepared, parent)
+    model_uri = _log_best_model(ex, study, prepared, parent, keeper) if ex.spec.tracking.log_model else None
     tracker.finish_parent("FINISHED", metrics, {"status": "FINISHED"})
+    return model_uri
 
 
-def _log_best_model(ex: Execution, study: optuna.Study, prepared: PreparedData, parent: str) -> None:
+def _log_best_model(ex: Execution, study: optuna.Study, prepared: PreparedData, parent: str,
+                    keeper: ModelKeeper) -> str | None:
     """Log the best trial's model as a pyfunc that takes raw rows (tabular studies; an image study's network is
     logged with mlflow.pytorch); record its URI on the study for ``sparsearch predict``.
 
@@ -178,36 +168,30 @@ def _log_best_model(ex: Execution, study: optuna.Study, prepared: PreparedData, 
     re-trained for the test rows), else this execution's best trial's.
     """
     best = best_complete(study, len(ex.objectives))
-    kept = ex.models.get(best[0].number) if best else None
+    kept = keeper.models.get(best[0].number) if best else None
     if kept is not None and kept[1] is not None:
         network, features, number = kept[1], kept[2], best[0].number
-    elif (kept_best := ex.best_kept()) is not None:
+    elif (kept_best := keeper.best_kept()) is not None:
         (_, network, features), number = kept_best, None
     else:
-        return
+        return None
     if prepared.encoder is None:
-        ex.model_uri = ex.tracker.log_torch_model(parent, network)
+        model_uri = ex.tracker.log_torch_model(parent, network)
     else:
         from sparsearch.search.model import build_model_package
 
         package = build_model_package(network, prepared.encoder, features)
         registered = ex.spec.study.name if ex.spec.tracking.register_model else None
         example = prepared.example.select(list(package.encoder.raw_features))  # raw rows, as the model reads them
-        ex.model_uri = ex.tracker.log_pyfunc_model(parent, package, example, registered_name=registered)
-    if ex.model_uri is not None:
-        study.set_user_attr("model_uri", ex.model_uri)
-        study.set_user_attr("model_tracking_uri", redact(ex.tracking_uri))
-        study.set_user_attr("model_trial", number)  # None: this execution's best, not the study's incumbent
+        model_uri = ex.tracker.log_pyfunc_model(parent, package, example, registered_name=registered)
+    if model_uri is not None:
+        records.set_model(study, model_uri, redact(ex.tracking_uri), number)
+    return model_uri
 
 
 def _child_runs(study: optuna.Study) -> dict[int, str]:
     """Trial number -> MLflow child run id, as recorded in the study (see :mod:`sparsearch.search.trial_log`)."""
-    out: dict[int, str] = {}
-    for key, value in study_storage(study).get_study_system_attrs(study_id(study)).items():
-        for prefix in (RUN_PREFIX, LOGGED_PREFIX):
-            if key.startswith(prefix) and key[len(prefix):].isdigit() and isinstance(value, str):
-                out[int(key[len(prefix):])] = value
-    return out
+    return records.child_runs(records.study_system_attrs(study))
 
 
 class _SnapshotStudy(optuna.Study):

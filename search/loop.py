@@ -6,11 +6,16 @@ One trial, followed by reading :class:`SearchLoop` top to bottom:
    the driver and submits it as a Ray task; an :class:`InFlight` record keeps what the driver needs of it;
 2. :meth:`SearchLoop.collect` gets its :class:`~sparsearch.search.worker.TrialReport` (or the task's error),
    re-queues it when its worker or node was lost, stores the report and tells the study
-   (:meth:`~sparsearch.search.execution.Execution.tell`), and finishes its MLflow child run;
+   (:meth:`~sparsearch.search.execution.Execution.tell`);
 3. between results, :meth:`SearchLoop.heartbeat` refreshes the heartbeats of the trials in flight and fails the
    trials of stopped drivers, and :meth:`SearchLoop.enforce_timeouts` cancels trials over ``trial_timeout``;
 4. :meth:`SearchLoop.run` repeats until the budget (``n_trials``, ``timeout``, pending retries) is used and nothing
-   is in flight; on Ctrl-C, :meth:`SearchLoop.interrupt` fails and re-queues what was in flight.
+   is in flight, and returns a :class:`~sparsearch.search.listeners.LoopOutcome`; on Ctrl-C,
+   :meth:`SearchLoop.interrupt` fails and re-queues what was in flight.
+
+Everything else a trial brings about (its MLflow child run, the progress line, the model kept for the test rows)
+is done by the :class:`~sparsearch.search.listeners.LoopListener` s the loop is given: at each trial's start, its
+report, its end, and the loop's end. The loop never calls MLflow.
 
 Random search is this same loop with ``sampler = "random"``.
 """
@@ -24,14 +29,14 @@ from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.trial import TrialState
 
-from sparsearch.errors import first_line
+from sparsearch.search import records
 from sparsearch.search._internals import study_storage, trial_id
-from sparsearch.search.data import PreparedData, trial_features
-from sparsearch.search.execution import DRIVER_ATTR, HEARTBEAT_ATTR, Execution
-from sparsearch.search.storage import is_backend_failure, is_journal, is_memory_url
-from sparsearch.search.worker import MEMORY_REASON_ATTR, TrialPayload, TrialReport
+from sparsearch.search.data import PreparedData, trial_feature_subset
+from sparsearch.search.execution import Execution
+from sparsearch.search.listeners import LoopListener, LoopOutcome, TrialEnd
+from sparsearch.search.protocol import Dispatch, TrialReport, build_payload
+from sparsearch.search.storage import is_backend_failure
 
 __all__ = ["InFlight", "SearchLoop", "propose", "worker_lost"]
 
@@ -60,7 +65,7 @@ class SearchLoop:
     """Ask, dispatch, collect and tell until the study's budget is used (see the module docstring).
 
     Args:
-        ex: this execution (spec, driver id, tracker, trial log, kept models).
+        ex: this execution (spec, driver id, storage URL).
         study: the study, over ``storage``.
         storage: the driver's own handle on the study's storage.
         prepared: the prepared data (candidates, crosses, fingerprint).
@@ -69,6 +74,7 @@ class SearchLoop:
         data_refs: object refs of the training and validation data (put once).
         driver_node: the driver's Ray node id (workers there open a journal file directly).
         workers: at most this many trials in flight.
+        listeners: called at each trial's start, report and end, and at the loop's end, in this order.
         pending_retries: re-queued trials this execution runs on top of its ``n_trials``.
     """
 
@@ -81,12 +87,15 @@ class SearchLoop:
     data_refs: list[Any]
     driver_node: str
     workers: int
+    listeners: list[LoopListener] = field(default_factory=list)
     pending_retries: int = 0
     in_flight: dict[Any, InFlight] = field(default_factory=dict)
     """Object ref of each running task -> its record."""
     worker_space: dict[str, Any] = field(default_factory=dict)
     """Parameters that objectives suggest inside workers (name -> latest distribution), learned from results."""
     budget_used: int = 0
+    n_run: int = 0
+    """Trials this execution dispatched."""
     interrupted: bool = False
 
     def __post_init__(self) -> None:
@@ -99,8 +108,9 @@ class SearchLoop:
         self.searched_c = crosses is not None and crosses[0] < crosses[1] and len(self.prepared.crosses) > crosses[0]
 
     # -- the loop ---------------------------------------------------------------------------------------------------
-    def run(self) -> None:
-        """Run trials until the budget is used and none is in flight."""
+    def run(self) -> LoopOutcome:
+        """Run trials until the budget is used and none is in flight; the listeners' ``on_finish`` follows, also
+        after an error or Ctrl-C."""
         import ray
 
         interval = self.ex.spec.execution.heartbeat_interval
@@ -120,6 +130,15 @@ class SearchLoop:
             self.interrupted = True
             self.interrupt()
             raise
+        finally:
+            outcome = LoopOutcome(n_run=self.n_run, interrupted=self.interrupted)
+            for listener in self.listeners:
+                listener.on_finish(outcome)
+        return outcome
+
+    def notify(self, end: TrialEnd) -> None:
+        for listener in self.listeners:
+            listener.on_trial_end(end)
 
     def can_start_new(self, now: float) -> bool:
         """Whether the budget allows a fresh trial (``n_trials`` not reached, ``timeout`` not passed)."""
@@ -137,7 +156,8 @@ class SearchLoop:
 
         ex, spec, study, storage, prepared = self.ex, self.ex.spec, self.study, self.storage, self.prepared
         trial = study.ask()
-        is_retry = "retry_of" in trial.user_attrs
+        retry_of = records.retry_of(trial)
+        is_retry = retry_of is not None
         # A fresh trial uses the budget; a re-queued one uses a pending retry. Another driver on the same study
         # may pop "our" re-queued trials first: whatever we get then still uses up a slot, so the loop ends.
         if not is_retry and self.budget_used < spec.study.n_trials:
@@ -149,50 +169,39 @@ class SearchLoop:
         # the trial's owner, at once: a later driver on this host fails it as soon as this process is gone (see
         # Execution.fail_stale); until the first heartbeat, the trial's start time stands for one
         try:
-            storage.set_trial_system_attr(trial_id(trial), DRIVER_ATTR, ex.driver_id)
+            records.record_owner(storage, trial_id(trial), ex.driver_id)
         except UpdateFinishedTrialError:  # this driver stalled and another one failed the trial as stale
             log.warning("trial %d was failed as stale by another driver before it started here", trial.number)
             return
         top_k, crosses = spec.data.top_k, spec.data.crosses
         try:
-            features = None
-            k = trial.suggest_int("data.top_k", top_k[0], top_k[1]) if self.searched_k else None
-            c = (trial.suggest_int("data.crosses", crosses[0], min(crosses[1], len(prepared.crosses)))
-                 if self.searched_c else None)
-            if k is not None or c is not None:
-                features = trial_features(prepared, k, c)
+            if self.searched_k:
+                trial.suggest_int("data.top_k", top_k[0], top_k[1])
+            if self.searched_c:
+                trial.suggest_int("data.crosses", crosses[0], min(crosses[1], len(prepared.crosses)))
+            features = trial_feature_subset(spec, prepared, trial.params)
             config = suggest_config(trial, spec.space, spec.train, n_features=len(prepared.candidates) or None)
         except Exception as exc:  # an invalid combination of parameters fails this trial only
-            storage.set_trial_user_attr(trial_id(trial), "fail_reason", f"{type(exc).__name__}: {exc}"[:500])
-            storage.set_trial_system_attr(trial_id(trial), DRIVER_ATTR, ex.driver_id)
-            frozen = study.tell(trial, state=TrialState.FAIL)
-            ex.trial_done(study, frozen, 0.0)
+            frozen = records.fail_trial(study, trial, records.invalid_config_reason(exc), ex.driver_id)
+            self.notify(TrialEnd(frozen, "invalid"))
             return
         target = getattr(config, "target_sparsity", None)
-        attrs = {"target_sparsity": float(target)} if target is not None else {}  # stored with the result
-        run_tags = {"study": spec.study.name, "sampler": spec.study.sampler, "seed": str(spec.study.seed),
-                    "data_fingerprint": prepared.fingerprint,
-                    **({"retry_of": str(trial.user_attrs["retry_of"])} if is_retry else {})}
-        ex.trial_log.start(trial.number, dict(trial.params), run_tags)  # never blocks the search loop
+        attrs = records.driver_attrs(target)  # stored with the result
         distributions = trial.distributions  # a copy on each access
-        execution = spec.execution
-        payload = TrialPayload(
-            study_name=spec.study.name, trial_id=trial_id(trial), number=trial.number, config=config,
-            objectives=tuple(ex.objectives), sampler=spec.study.sampler, pruner=spec.study.pruner,
-            pruner_params=spec.pruner_params(), seed=spec.study.seed, cpus=execution.cpus_per_trial,
-            features=features, memory_mb=execution.trial_memory_mb, objective=spec.study.objective,
-            return_model=spec.tracking.log_model or prepared.test is not None,
+        dispatch = Dispatch(
             params={name: (value, distributions[name]) for name, value in trial.params.items()},
             proposals=propose(study, trial, self.worker_space) if self.worker_space else {},
             user_attrs={**trial.user_attrs, **attrs}, datetime_start=trial.datetime_start,
-            local_storage=ex.storage_url if is_journal(ex.storage_url) else None, driver_node=self.driver_node,
-            gpus=execution.gpus_per_trial, mixed_precision=execution.mixed_precision,
-            storage_retries=0 if is_memory_url(ex.storage_url) else 3,
-        )
+            storage_url=ex.storage_url, driver_node=self.driver_node,
+            return_model=spec.tracking.log_model or prepared.test is not None)
+        payload = build_payload(spec, trial_id=trial_id(trial), number=trial.number, config=config,
+                                features=features, dispatch=dispatch)
+        for listener in self.listeners:
+            listener.on_trial_start(trial, payload)
         ref = self.task.remote(payload, self.actor, self.data_refs)
         self.in_flight[ref] = InFlight(trial=trial, started=time.monotonic(), attrs=attrs,
                                        driver_params=frozenset(payload.params), features=features)
-        ex.n_run += 1
+        self.n_run += 1
 
     def collect(self, ref: Any) -> None:
         """Store the finished task's report (or its error) and tell the study; re-queue a lost worker's trial."""
@@ -204,33 +213,25 @@ class SearchLoop:
         try:
             report: TrialReport = ray.get(ref)
         except Exception as exc:
-            reason = info.reason or storage.get_trial_user_attrs(trial_id(trial)).get(MEMORY_REASON_ATTR)
+            reason = info.reason or records.stored_fail_reason(storage, trial_id(trial))
             lost = worker_lost(exc)
             retryable = reason is None and lost
-            first = first_line(str(exc), limit=200)
-            reason = reason or (f"worker died: {type(exc).__name__}: {first}" if lost else
-                                f"task error: {type(exc).__name__}: {first}")
+            reason = reason or records.task_error_reason(exc, lost=lost)
             report = TrialReport("FAIL", error=reason, duration_s=time.monotonic() - info.started)
             if retryable and ex.requeue(study, storage.get_trial(trial_id(trial))):
                 self.pending_retries += 1
-                report.error = reason + " (re-queued)"
+                report.error = records.requeued(reason)
         else:
             if report.retryable and ex.requeue(study, storage.get_trial(trial_id(trial))):
                 self.pending_retries += 1
-                first, _, rest = (report.error or "storage outage").partition("\n")
-                report.error = f"{first} (re-queued)\n{rest}"
+                report.error = records.requeued(report.error or records.Reason.STORAGE_OUTAGE.value)
+        for listener in self.listeners:
+            listener.on_report(trial, report)
         frozen = ex.tell(study, trial, report, info.attrs)
         for name, dist in frozen.distributions.items():  # learn the parameters objectives suggest in workers
             if name not in info.driver_params:
                 self.worker_space[name] = dist
-        layer_sparsity = {f"layer_sparsity.{layer['name']}": layer["sparsity"]
-                          for layer in report.accounting.get("layers", []) if layer.get("prunable")}
-        ex.trial_log.finish(frozen.number, state=frozen.state.name, history=report.history,
-                            metrics={**report.metrics, **layer_sparsity}, accounting=report.accounting,
-                            error=report.error if frozen.state == TrialState.FAIL else None,
-                            tags={"device": report.device} if report.device else None)
-        ex.keep_model(frozen, report.model, info.features)
-        ex.trial_done(study, frozen, report.duration_s)
+        self.notify(TrialEnd(frozen, "ran", report, info.features))
 
     # -- between results --------------------------------------------------------------------------------------------
     def heartbeat(self, now: float) -> None:
@@ -238,12 +239,20 @@ class SearchLoop:
         self.last_beat = now
         self.ex.record_driver(self.study, self.storage)
         for info in self.in_flight.values():
-            try:
-                self.storage.set_trial_system_attr(trial_id(info.trial), HEARTBEAT_ATTR, time.time())
-            except UpdateFinishedTrialError:  # failed as stale by another driver: see Execution.tell
-                pass
+            records.record_heartbeat(self.storage, trial_id(info.trial))
+        self.fail_stale()
+
+    def fail_stale(self) -> tuple[int, int]:
+        """Fail the RUNNING trials of stopped drivers (not those in flight here) and re-queue them: this driver
+        runs them on top of its budget. Returns ``(failed, requeued)``."""
         ids = {trial_id(info.trial) for info in self.in_flight.values()}
-        self.pending_retries += self.ex.fail_stale(self.study, self.storage, ids)[1]  # this driver runs them
+
+        def failed(t: optuna.trial.FrozenTrial, run_id: str | None) -> None:
+            self.notify(TrialEnd(t, "stale", run_id=run_id))
+
+        stale, requeued = self.ex.fail_stale(self.study, self.storage, ids, failed)
+        self.pending_retries += requeued
+        return stale, requeued
 
     def enforce_timeouts(self, now: float) -> None:
         """Cancel the tasks that ran over ``trial_timeout``; :meth:`collect` then fails them with that reason."""
@@ -254,7 +263,7 @@ class SearchLoop:
             return
         for ref, info in list(self.in_flight.items()):
             if info.reason is None and now - info.started > timeout:
-                info.reason = f"time budget exceeded: ran over trial_timeout = {timeout:g}s"
+                info.reason = records.timeout_reason(timeout)
                 ray.cancel(ref, force=True)
 
     def interrupt(self) -> None:
@@ -264,11 +273,9 @@ class SearchLoop:
         for ref, info in list(self.in_flight.items()):
             ray.cancel(ref, force=True)
             trial = info.trial
-            self.storage.set_trial_user_attr(trial_id(trial), "fail_reason", "interrupted (re-queued for the next run)")
-            self.storage.set_trial_system_attr(trial_id(trial), DRIVER_ATTR, self.ex.driver_id)
-            frozen = self.study.tell(trial, state=TrialState.FAIL)
+            frozen = records.fail_trial(self.study, trial, records.Reason.INTERRUPTED.value, self.ex.driver_id)
             self.ex.requeue(self.study, frozen)
-            self.ex.trial_log.finish(frozen.number, state="FAIL", error="interrupted")
+            self.notify(TrialEnd(frozen, "interrupted"))
 
 
 def worker_lost(exc: BaseException) -> bool:

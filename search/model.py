@@ -152,18 +152,19 @@ def load_study_model(study_name: str, *, results_dir: str | os.PathLike[str] = "
         SpecError: no such study, or it has no logged model.
     """
     from sparsearch.errors import SpecError
+    from sparsearch.search import records
     from sparsearch.search.results import load_result
     from sparsearch.search.tracking import default_tracking_uri
 
     result = load_result(study_name, storage=storage, results_dir=results_dir)
-    uri = result.study.user_attrs.get("model_uri")
+    uri = records.model_uri(result.study)
     if not uri:
         raise SpecError(f"study {study_name!r} has no logged model (run it with [tracking] log_model = true and "
                         "the built-in objective on tabular data)")
     local = Path(results_dir) / "mlflow.db"
     store = (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
              or (default_tracking_uri(Path(results_dir)) if local.exists() else None)
-             or result.study.user_attrs.get("model_tracking_uri"))
+             or records.model_tracking_uri(result.study))
     return _load_pyfunc(uri, store), uri
 
 

@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,64 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sparsearch._redact import redact
 from sparsearch.errors import SpecError
+from sparsearch.search import records
 from sparsearch.search._internals import study_id
+from sparsearch.search.records import get_test_record
 from sparsearch.search.storage import default_storage_url, env_storage_url, open_storage
-from sparsearch.search.trial_log import LOGGED_PREFIX
 
-__all__ = ["TEST_PREFIX", "StudyResult", "best_complete", "best_values", "get_test_record", "load_result",
+__all__ = ["RunInfo", "StoredInfo", "StudyResult", "best_complete", "best_values", "get_test_record", "load_result",
            "trial_json"]
+
+
+class _Info:
+    """The ``info`` of a run JSON: a typed record whose :meth:`to_json` is the documented object (its fields, in
+    order). ``info["key"]`` and ``info.get("key")`` still read it as the former dict did."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]  # subclasses are dataclasses
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in {f.name for f in dataclasses.fields(self)}:  # type: ignore[arg-type]  # as above
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+
+@dataclass(frozen=True)
+class RunInfo(_Info):
+    """What one execution of a study reports besides its trials (``info`` of ``sparsearch run --json``)."""
+
+    workers: int
+    cpus_per_trial: float
+    data_fingerprint: str
+    n_rows: int
+    split: dict[str, Any]
+    """How the rows were split (see README, "The run JSON")."""
+    ranking_rows: dict[str, Any]
+    """The rows the prefilter ranked."""
+    features: list[str]
+    """The candidate features after the prefilter, best first."""
+    crosses: list[str]
+    timings: dict[str, float]
+    ranking_cached: bool
+    mlflow_failures: int
+    mlflow_logging: str
+    """Where trial child runs were written: ``process``, ``thread`` or ``off``."""
+    notes: list[str]
+    """Study-level warnings (also shown on the progress lines or as Python warnings)."""
+
+
+@dataclass(frozen=True)
+class StoredInfo(_Info):
+    """The ``info`` of a study read back from storage (``sparsearch show``)."""
+
+    n_mlflow_child_runs: int
+    split: dict[str, Any] | None
 
 
 @dataclass
@@ -38,7 +91,7 @@ class StudyResult:
     directions: list[str]
     elapsed_s: float = 0.0
     n_trials_run: int = 0
-    info: dict[str, Any] = field(default_factory=dict)
+    info: RunInfo | StoredInfo | None = None
     model_uri: str | None = None
     """The best trial's model as an MLflow pyfunc (raw rows in, probabilities out), when one was logged:
     ``mlflow.pyfunc.load_model(model_uri).predict(raw_frame)``."""
@@ -100,9 +153,9 @@ class StudyResult:
             "pareto_front": [t.number for t in self.best_trials] if len(self.directions) > 1 else None,
             "test_metrics": _jsonable(tests.get(best.number)) if best is not None and best.number in tests else None,
             "test": [{"number": n, "metrics": _jsonable(m)} for n, m in tests.items()],
-            "split": _jsonable(self.info.get("split")),
+            "split": _jsonable(self.info.split if self.info is not None else None),
             "elapsed_s": round(self.elapsed_s, 3),
-            "info": self.info,
+            "info": self.info.to_json() if self.info is not None else {},
             "trials": [trial_json(t) for t in self.trials],
         }
 
@@ -129,16 +182,6 @@ def trial_json(t: FrozenTrial) -> dict[str, Any]:
         "user_attrs": _jsonable(dict(t.user_attrs)),
         "duration_s": duration,
     }
-
-
-TEST_PREFIX = "test:"
-"""Study user attribute per trial number: that trial's metrics on the held-out test rows (set once)."""
-
-
-def get_test_record(study: optuna.Study, number: int) -> dict[str, Any] | None:
-    """The stored test evaluation of trial ``number`` (``{"metrics": ..., "n_rows": ..., ...}``) or ``None``."""
-    rec = study.user_attrs.get(f"{TEST_PREFIX}{number}")
-    return rec if isinstance(rec, dict) else None
 
 
 def best_complete(study: optuna.Study, n_objectives: int) -> list[FrozenTrial]:
@@ -172,10 +215,10 @@ def load_result(study_name: str, *, storage: str | None = None,
         from sparsearch.errors import unknown_choice
 
         raise unknown_choice(f"study in {redact(url)!r}", study_name, names) from None
-    objectives = list(study.user_attrs.get("objectives") or study.metric_names
+    objectives = list(records.stored_objectives(study) or study.metric_names
                       or [f"value_{i}" for i in range(len(study.directions))])
-    logged = [k for k in backend.get_study_system_attrs(study_id(study)) if k.startswith(LOGGED_PREFIX)]
+    logged = records.logged_numbers(backend.get_study_system_attrs(study_id(study)))
     return StudyResult(study_name=study_name, storage=redact(url), tracking_uri=None, mlflow_parent_run_id=None,
                        study=study, objectives=objectives, directions=[d.name.lower() for d in study.directions],
-                       info={"n_mlflow_child_runs": len(logged), "split": study.user_attrs.get("split")},
-                       model_uri=study.user_attrs.get("model_uri"))
+                       info=StoredInfo(n_mlflow_child_runs=len(logged), split=records.stored_split(study)),
+                       model_uri=records.model_uri(study))

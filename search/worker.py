@@ -1,6 +1,7 @@
 """What runs inside a Ray worker for one trial.
 
-The worker trains the configuration the driver sampled and returns a :class:`TrialReport`. A custom objective
+The worker trains the configuration the driver sampled and returns a
+:class:`~sparsearch.search.protocol.TrialReport` (the wire protocol is :mod:`~sparsearch.search.protocol`). A custom objective
 gets a :class:`WorkerTrial`: an ``optuna.trial.BaseTrial`` whose suggestions the driver has usually proposed already
 (so a define-by-run parameter costs no round trip to the storage) and which goes to the study through the storage
 actor only when it must (a parameter never seen before, a trial pruner, ``trial.study``). With a trial pruner, each
@@ -16,79 +17,16 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from optuna.trial import BaseTrial
 
+from sparsearch.search import records
 from sparsearch.search._internals import trial_handle
+from sparsearch.search.protocol import TrialPayload, TrialReport
 
-__all__ = ["TrialPayload", "TrialReport", "WorkerTrial", "execute_trial"]
-
-MEMORY_REASON_ATTR = "fail_reason"
-
-
-@dataclass(frozen=True)
-class TrialPayload:
-    """Everything a worker needs besides the data."""
-
-    study_name: str
-    trial_id: int
-    number: int
-    config: Any
-    objectives: tuple[str, ...]
-    sampler: str
-    pruner: str
-    pruner_params: dict[str, Any]
-    seed: int | None
-    cpus: float
-    features: tuple[str, ...] | None = None
-    memory_mb: int | None = None
-    objective: str | Callable[..., Any] | None = None
-    """A ``"module:function"`` imported in the worker, or the function itself (serialised by Ray)."""
-    return_model: bool = True
-    params: dict[str, tuple[Any, Any]] = field(default_factory=dict)
-    """Parameters the driver already set on the trial: name -> (value, distribution)."""
-    proposals: dict[str, tuple[Any, Any]] = field(default_factory=dict)
-    """Values the driver's sampler proposes for parameters the objective suggests itself: name -> (value,
-    distribution). Used (and then stored) only when the objective suggests that name with that distribution."""
-    user_attrs: dict[str, Any] = field(default_factory=dict)
-    datetime_start: Any = None
-    local_storage: str | None = None
-    """A journal-file storage URL that workers on ``driver_node`` open themselves instead of using the actor."""
-    driver_node: str | None = None
-    gpus: float = 0.0
-    """GPUs Ray reserved for the trial (``[execution] gpus_per_trial``)."""
-    mixed_precision: bool = False
-    storage_retries: int = 3
-    """How often a call safe to repeat is sent again when the storage actor restarts (0: in-memory study)."""
-
-
-@dataclass
-class TrialReport:
-    """The outcome of one trial as the driver sees it."""
-
-    state: str
-    values: list[float] | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    history: list[dict[str, float]] = field(default_factory=list)
-    accounting: dict[str, Any] = field(default_factory=dict)
-    model: Any = None
-    error: str | None = None
-    duration_s: float = 0.0
-    node: str | None = None
-    """The Ray node that ran the trial."""
-    params: dict[str, tuple[float, Any]] = field(default_factory=dict)
-    """Parameters suggested in the worker and not yet in storage: name -> (internal value, distribution)."""
-    intermediate: dict[int, float] = field(default_factory=dict)
-    """Values reported with ``trial.report`` and not yet in storage (no trial pruner): step -> value."""
-    user_attrs: dict[str, Any] = field(default_factory=dict)
-    """``trial.set_user_attr`` calls not yet in storage."""
-    retryable: bool = False
-    """A FAIL that is not the trial's own (the study's storage was unreachable from the worker): re-queued."""
-    device: str | None = None
-    """Where the trial trained: ``cpu`` or ``cuda:N (name)``, with the GPU ids Ray assigned."""
+__all__ = ["WorkerTrial", "execute_trial"]
 
 
 def _memory_watchdog(limit_mb: int, on_exceed: Callable[[float], None]) -> threading.Event:
@@ -416,97 +354,120 @@ def execute_trial(payload: TrialPayload, storage_actor: Any, data_refs: list[Any
     """Train and evaluate one trial; report epochs to the study; never raise for a trial's own failure.
 
     ``data_refs`` are the object refs of the train and validation sets, in a list so that Ray does not resolve
-    them for every task: the worker process keeps them deserialised across the trials it runs.
+    them for every task: the worker process keeps them deserialised across the trials it runs. The steps:
+    set up the process (:func:`_set_up`), watch its memory (:func:`_watch_memory`), run the objective or the
+    built-in training (:func:`_run_trial`), and turn its outcome or exception into a report (:func:`_failed`),
+    with what the worker's trial holds attached (:class:`_TrialRun`).
     """
-    import ray
-    import torch
-
-    from sparsearch.search.data import select_features
-
     started = time.perf_counter()
-    node = ray.get_runtime_context().get_node_id()
-    threads = max(1, int(payload.cpus))
-    torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = _LazyStorage(payload, storage_actor, node)
-
-    watchdog = None
-    if payload.memory_mb is not None:
-        def exceeded(rss_mb: float) -> None:
-            reason = f"memory budget exceeded: resident {rss_mb:.0f} MB > trial_memory_mb {payload.memory_mb}"
-            try:  # the driver reads it when the worker is gone, and fails the trial without retrying it
-                storage.get().set_trial_user_attr(payload.trial_id, MEMORY_REASON_ATTR, reason)
-            except Exception as exc:  # the process exits next: say so in the worker's log, never silently
-                print(f"sparsearch: trial {payload.number}: {reason}; the reason could not be stored "
-                      f"({type(exc).__name__}: {exc}), so the driver sees a worker death", file=sys.stderr,
-                      flush=True)
-
-        watchdog = _memory_watchdog(payload.memory_mb, exceeded)
-
-    history: list[dict[str, float]] = []
-    trial: WorkerTrial | None = None
-
-    device, device_note = _trial_device(payload.gpus)
-
-    def done(report: TrialReport) -> TrialReport:
-        report.duration_s = time.perf_counter() - started
-        report.node = node
-        report.device = device_note
-        return trial.collect(report) if trial is not None else report
-
+    run = _TrialRun(payload, storage_actor, started)
+    watchdog = _watch_memory(payload, run.storage)
     try:
-        trial_seed = None if payload.seed is None else payload.seed * 100_003 + payload.number
-        prune = payload.pruner != "none" and len(payload.objectives) == 1
-        if prune or payload.objective is not None:
-            trial = WorkerTrial(payload, storage, pruning=prune, sampler_seed=trial_seed)
-
-        def on_epoch(step: int, metrics: dict[str, float]) -> None:
-            # one call per validation report (step from 1; the epoch itself with one report per epoch)
-            history.append({"epoch": step, **metrics, "step": step})
-            if prune and payload.objectives[0] in metrics:
-                trial.report(float(metrics[payload.objectives[0]]), step)
-                if trial.should_prune():
-                    epoch = metrics.get("epoch", step)
-                    raise optuna.TrialPruned(f"trial pruner stopped the trial at report {step} (epoch {epoch:g})")
-
-        train, val = _study_data(data_refs)
-        train_k = select_features(train, payload.features)
-        val_k = select_features(val, payload.features)
-        if payload.objective is not None:
-            fn = payload.objective if callable(payload.objective) else _resolve_objective(payload.objective)
-            result = fn(trial, payload.config, train_k, val_k, on_epoch)
-            metrics = dict(result) if isinstance(result, dict) else {payload.objectives[0]: float(result)}
-            outcome_accounting: dict[str, Any] = {}
-            model = None
-        else:
-            from sparsearch.spaces import selection_metric, train_and_evaluate
-
-            outcome = train_and_evaluate(  # keeps the best epoch by the first validation objective
-                payload.config, train_k, val_k, seed=trial_seed, threads=threads, callback=on_epoch,
-                return_model=payload.return_model, device=device, mixed_precision=payload.mixed_precision,
-                select=selection_metric(payload.objectives),
-            )
-            metrics = dict(outcome.metrics)
-            outcome_accounting = dict(outcome.accounting)
-            model = outcome.model
-            if not history:
-                history = [dict(h) for h in outcome.history]
-        missing = [o for o in payload.objectives if o not in metrics]
-        if missing:
-            raise KeyError(f"the trial did not report objective {missing[0]!r}; it reported {sorted(metrics)}")
-        values = [float(metrics[o]) for o in payload.objectives]
-        return done(TrialReport("COMPLETE", values=values, metrics=metrics, history=history,
-                                accounting=outcome_accounting, model=model))
+        return run.done(_run_trial(payload, run, data_refs))
     except optuna.TrialPruned as exc:
-        return done(TrialReport("PRUNED", history=history, error=str(exc)))
+        return run.done(TrialReport("PRUNED", history=run.history, error=str(exc)))
     except Exception as exc:
-        tb = traceback.format_exc(limit=8)
-        from sparsearch.search.storage import is_storage_outage
-
-        if is_storage_outage(exc):  # not the trial's fault: the driver re-queues it, as for a lost worker
-            return done(TrialReport("FAIL", history=history, retryable=True,
-                                    error=f"storage outage in the worker: {type(exc).__name__}: {exc}\n{tb}"))
-        return done(TrialReport("FAIL", history=history, error=f"{type(exc).__name__}: {exc}\n{tb}"))
+        return run.done(_failed(exc, run.history))
     finally:
         if watchdog is not None:
             watchdog.set()
+
+
+class _TrialRun:
+    """One trial in this worker: its node, device, storage access, trial object and epoch history."""
+
+    def __init__(self, payload: TrialPayload, storage_actor: Any, started: float) -> None:
+        import ray
+        import torch
+
+        self.payload, self.started = payload, started
+        self.node = ray.get_runtime_context().get_node_id()
+        self.threads = max(1, int(payload.cpus))
+        torch.set_num_threads(self.threads)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.storage = _LazyStorage(payload, storage_actor, self.node)
+        self.device, self.device_note = _trial_device(payload.gpus)
+        self.history: list[dict[str, float]] = []
+        self.seed = None if payload.seed is None else payload.seed * 100_003 + payload.number
+        self.prune = payload.pruner != "none" and len(payload.objectives) == 1
+        self.trial: WorkerTrial | None = None
+        if self.prune or payload.objective is not None:
+            self.trial = WorkerTrial(payload, self.storage, pruning=self.prune, sampler_seed=self.seed)
+
+    def on_epoch(self, step: int, metrics: dict[str, float]) -> None:
+        """One call per validation report (step from 1; the epoch itself with one report per epoch)."""
+        self.history.append({"epoch": step, **metrics, "step": step})
+        objective = self.payload.objectives[0]
+        if self.prune and self.trial is not None and objective in metrics:
+            self.trial.report(float(metrics[objective]), step)
+            if self.trial.should_prune():
+                epoch = metrics.get("epoch", step)
+                raise optuna.TrialPruned(f"trial pruner stopped the trial at report {step} (epoch {epoch:g})")
+
+    def done(self, report: TrialReport) -> TrialReport:
+        """``report`` with the trial's duration, node and device, and what the worker's trial holds."""
+        report.duration_s = time.perf_counter() - self.started
+        report.node = self.node
+        report.device = self.device_note
+        return self.trial.collect(report) if self.trial is not None else report
+
+
+def _watch_memory(payload: TrialPayload, storage: _LazyStorage) -> threading.Event | None:
+    """Start the memory watchdog of a trial with ``trial_memory_mb``: over budget, the reason is stored on the
+    trial (the driver fails it without retrying it) and the process exits."""
+    limit = payload.memory_mb
+    if limit is None:
+        return None
+
+    def exceeded(rss_mb: float) -> None:
+        reason = records.memory_reason(rss_mb, limit)
+        try:  # the driver reads it when the worker is gone, and fails the trial without retrying it
+            records.set_fail_reason(storage.get(), payload.trial_id, reason)
+        except Exception as exc:  # the process exits next: say so in the worker's log, never silently
+            print(f"sparsearch: trial {payload.number}: {reason}; the reason could not be stored "
+                  f"({type(exc).__name__}: {exc}), so the driver sees a worker death", file=sys.stderr,
+                  flush=True)
+
+    return _memory_watchdog(limit, exceeded)
+
+
+def _run_trial(payload: TrialPayload, run: _TrialRun, data_refs: list[Any]) -> TrialReport:
+    """Run the custom objective or the built-in training on the trial's features; a COMPLETE report."""
+    from sparsearch.search.data import select_features
+
+    train, val = _study_data(data_refs)
+    train_k = select_features(train, payload.features)
+    val_k = select_features(val, payload.features)
+    accounting: dict[str, Any] = {}
+    model = None
+    if payload.objective is not None:
+        fn = payload.objective if callable(payload.objective) else _resolve_objective(payload.objective)
+        result = fn(run.trial, payload.config, train_k, val_k, run.on_epoch)
+        metrics = dict(result) if isinstance(result, dict) else {payload.objectives[0]: float(result)}
+    else:
+        from sparsearch.spaces import selection_metric, train_and_evaluate
+
+        outcome = train_and_evaluate(  # keeps the best epoch by the first validation objective
+            payload.config, train_k, val_k, seed=run.seed, threads=run.threads, callback=run.on_epoch,
+            return_model=payload.return_model, device=run.device, mixed_precision=payload.mixed_precision,
+            select=selection_metric(payload.objectives),
+        )
+        metrics, accounting, model = dict(outcome.metrics), dict(outcome.accounting), outcome.model
+        if not run.history:
+            run.history = [dict(h) for h in outcome.history]
+    missing = [o for o in payload.objectives if o not in metrics]
+    if missing:
+        raise KeyError(f"the trial did not report objective {missing[0]!r}; it reported {sorted(metrics)}")
+    values = [float(metrics[o]) for o in payload.objectives]
+    return TrialReport("COMPLETE", values=values, metrics=metrics, history=run.history, accounting=accounting,
+                       model=model)
+
+
+def _failed(exc: Exception, history: list[dict[str, float]]) -> TrialReport:
+    """The FAIL report of a trial that raised ``exc``; a storage outage is not the trial's fault (re-queued)."""
+    from sparsearch.search.storage import is_storage_outage
+
+    tb = traceback.format_exc(limit=8)
+    if is_storage_outage(exc):  # the driver re-queues it, as for a lost worker
+        return TrialReport("FAIL", history=history, retryable=True, error=records.outage_reason(exc, tb))
+    return TrialReport("FAIL", history=history, error=f"{type(exc).__name__}: {exc}\n{tb}")

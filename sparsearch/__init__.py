@@ -18,6 +18,7 @@ __all__ = [
     "load_study",
     "rank_features",
     "rank_interactions",
+    "refit",
     "run_study",
 ]
 
@@ -29,12 +30,14 @@ _LAZY = {
     "load_study": "sparsearch.search.spec",
     "rank_features": "sparsearch.features",
     "rank_interactions": "sparsearch.features",
+    "refit": "sparsearch.search.refit",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from sparsearch.features import rank_features, rank_interactions
     from sparsearch.search.controller import run_study
     from sparsearch.search.export import export_study
+    from sparsearch.search.refit import refit
     from sparsearch.search.results import StudyResult
     from sparsearch.search.spec import StudySpec, load_study
 

@@ -144,6 +144,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", metavar="URI", help="MLflow store (default: the results folder's)")
     _add_common(p)
 
+    p = sub.add_parser("refit", help="retrain a trial on every training row with Ray Train and Ray Data",
+                       formatter_class=_formatter,
+                       description="Retrain a study's trial (default: the best, or each Pareto trial) from its "
+                       "parameters and seed on the study's training and validation rows (never its test rows), or "
+                       "on a larger parquet source, data-parallel with Ray Train; rows stream through Ray Data. "
+                       "Logs an MLflow 'refit' run with the packaged model and reports test metrics beside the "
+                       "trial's.")
+    p.add_argument("study", metavar="STUDY", help="the study file (.toml) or bundled study name the study ran from")
+    p.add_argument("--trial", type=int, metavar="N", help="trial number to refit (default: the best trial(s))")
+    p.add_argument("--data", metavar="PATH", help="train on this parquet file, folder or glob (the study's columns) "
+                   "instead of the study's rows")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="Ray Train workers (default: %(default)s)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="N",
+                   help="CPUs of each worker (default: %(default)s)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="N",
+                   help="GPUs of each worker; > 0 trains on GPUs with nccl (default: %(default)s, gloo on CPUs)")
+    p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: RAY_ADDRESS or local)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted refit from its last checkpoint")
+    p.add_argument("--register-model", action="store_true",
+                   help="register the refitted model as a new version of the model named after the study")
+    p.add_argument("--storage", metavar="URL", help="storage URL (default: the study file's, else the results "
+                   "folder's journal)")
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow store (default: the study file's, else the "
+                   "results folder's)")
+    p.add_argument("--results", default="sparsearch-results", metavar="DIR", help="results folder")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_common(p)
+
     p = sub.add_parser("ui", help="start the MLflow UI over the results", formatter_class=_formatter,
                        description="Start the MLflow UI on 127.0.0.1 over the results folder's tracking store.")
     p.add_argument("--results", default="sparsearch-results", metavar="DIR", help="results folder")
@@ -439,13 +467,42 @@ def _cmd_export(args: argparse.Namespace) -> int:
         result = export_study(args.study_name, fmt=args.format, out=args.out, results_dir=args.results,
                               storage=args.storage, tracking_uri=args.tracking_uri)
     except ImportError as exc:  # the export extra is not installed: an environment to fix, one line
-        raise SpecError(str(exc).splitlines()[0]) from None
+        raise SpecError(first_line(exc)) from None
     doc = result.as_dict()
     opset = f", opset {doc['opset']}" if doc["opset"] is not None else ""
     note = "" if doc["portable"] else (" (packaged before the stable hash: a hashed column's buckets need polars' "
                                        "hash, see the README)")
     _emit(args, doc, f"exported {doc['model_uri']} ({doc['format']}{opset}): wrote {doc['network']} and "
           f"{doc['encoder']}{note}")
+    return 0
+
+
+def _cmd_refit(args: argparse.Namespace) -> int:
+    from sparsearch.search.refit import RefitFailed, refit
+
+    overrides = {k: v for k, v in (("storage", args.storage), ("tracking_uri", args.tracking_uri)) if v is not None}
+    try:
+        result = refit(args.study, trial=args.trial, data=args.data, workers=args.workers,
+                       cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+                       ray_address=args.ray_address, results_dir=args.results, resume=args.resume,
+                       register_model=args.register_model, progress=not args.quiet, **overrides)
+    except RefitFailed as exc:  # not bad input: training stopped (a worker died); checkpoints are kept
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: refit interrupted; no model was logged (add --resume to continue from the last "
+              "checkpoint)", file=sys.stderr)
+        return 130
+    doc = result.to_json()
+    lines = []
+    for run in doc["runs"]:
+        test = ", ".join(f"{k}={v:.4g}" for k, v in (run["test_metrics"] or {}).items())
+        trial = ", ".join(f"{k}={v:.4g}" for k, v in (run["trial_test_metrics"] or {}).items())
+        lines += [f"refit of trial #{run['trial']}: {run['rows_seen']:,} rows seen over {run['epochs']} epoch(s) "
+                  f"on {run['workers']} worker(s), {run['rows_per_s']:,.0f} rows/s",
+                  f"  test (refit): {test or '-'}", f"  test (trial): {trial or '-'}",
+                  f"  model: {run['model_uri']}"]
+    _emit(args, doc, "\n".join(lines))
     return 0
 
 
@@ -558,7 +615,8 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 COMMANDS = {"run": _cmd_run, "rank": _cmd_rank, "compare": _cmd_compare, "show": _cmd_show, "predict": _cmd_predict,
-            "export": _cmd_export, "ui": _cmd_ui, "dashboard": _cmd_dashboard, "studies": _cmd_studies}
+            "export": _cmd_export, "refit": _cmd_refit, "ui": _cmd_ui, "dashboard": _cmd_dashboard,
+            "studies": _cmd_studies}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -154,7 +154,8 @@ class DataSpec(_Section):
     _section: ClassVar[str] = "data"
 
     generator: str | None = Field(
-        None, description="A bundled data generator or loader (click_log; digits, fashion_mnist for images)."
+        None, description="A bundled data generator or loader (click_log, affinity_log: a planted user x item "
+        "affinity; digits, fashion_mnist for images)."
     )
     params: dict[str, Any] = Field({}, description="Keyword arguments of the generator (e.g. n_rows).")
     path: str | None = Field(None, description="A parquet/CSV/TSV file, a directory or a glob (instead of generator).")

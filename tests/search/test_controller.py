@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from sparsearch.errors import ConnectionProblem, SpecError
 from sparsearch.search.controller import run_study
-from sparsearch.search.execution import HEARTBEAT_ATTR
+from sparsearch.search.records import HEARTBEAT_ATTR
 from sparsearch.search.spec import load_study
 from sparsearch.search.storage import open_storage
 
@@ -304,11 +304,11 @@ def test_driver_keeps_only_refs_to_the_training_and_validation_rows(tmp_path, mo
     seen: dict = {}
     drive = controller._drive
 
-    def spy(ex, prepared, data_refs, actor, start):
+    def spy(ex, prepared, data_refs, actor, start, **kwargs):
         gc.collect()
         seen.update(train=prepared.train, val=prepared.val, alive=made[0][0]() is not None,
                     n=[ray.get(r).n_rows for r in data_refs])
-        return drive(ex, prepared, data_refs, actor, start)
+        return drive(ex, prepared, data_refs, actor, start, **kwargs)
 
     monkeypatch.setattr(controller, "prepare_data", watched)
     monkeypatch.setattr(controller, "_drive", spy)

@@ -1,4 +1,4 @@
-"""Execution: which trained models are kept for the test rows and the packaged model (one record, not two)."""
+"""ModelKeeper: which trained models are kept for the test rows and the packaged model (one record, not two)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,12 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from sparsearch.search.execution import Execution
-from sparsearch.search.spec import parse_study
+from sparsearch.search.listeners import ModelKeeper, TrialEnd
+from sparsearch.search.protocol import TrialReport
 
 
 def _ex(tmp_path, directions):
-    objectives = ["val_logloss", "nnz_params"][: len(directions)]
-    spec = parse_study({"study": {"name": "e", "n_trials": 1, "objectives": objectives, "directions": directions},
-                        "data": {"generator": "click_log"}, "tracking": {"enabled": False}})
-    return Execution(spec, tmp_path, progress=False)
+    return ModelKeeper(directions)
 
 
 def _trial(number, values):
@@ -47,7 +44,7 @@ def test_a_retrained_incumbent_is_ranked_in_the_same_order(tmp_path):
     """Models re-trained for the test rows are stored with signed values too (they once were raw)."""
     ex = _ex(tmp_path, ["minimize"])
     ex.keep_model(_trial(5, [0.4]), "this-run", None)
-    ex.models[1] = (ex.signed([0.1]), "retrained-incumbent", None)
+    ex.keep_retrained(_trial(1, [0.1]), "retrained-incumbent", None)
     assert ex.best_kept()[0] == 1
     assert ex.signed([0.1]) == [-0.1]
     assert _ex(tmp_path, ["maximize"]).signed([0.1]) == [0.1]
@@ -60,3 +57,10 @@ def test_failed_or_model_less_trials_are_not_kept(tmp_path):
     ex.keep_model(failed, "m", None)
     assert ex.models == {} and ex.best_kept() is None
     assert optuna.__version__  # the trial factory above is Optuna's own
+
+
+def test_the_keeper_listens_only_to_trials_that_ran_here(tmp_path):
+    keeper = _ex(tmp_path, ["maximize"])
+    keeper.on_trial_end(TrialEnd(_trial(0, [0.9]), "interrupted"))
+    keeper.on_trial_end(TrialEnd(_trial(1, [0.8]), "ran", TrialReport("COMPLETE", model="m1"), ("a",)))
+    assert keeper.best_kept() == (1, "m1", ("a",))

@@ -13,8 +13,9 @@ from optuna.trial import TrialState
 
 from sparsearch.errors import SpecError
 from sparsearch.search import _liveness
-from sparsearch.search.execution import DRIVER_ATTR, DRIVER_PROC_PREFIX, HEARTBEAT_ATTR, Execution
+from sparsearch.search.execution import Execution
 from sparsearch.search.loop import worker_lost
+from sparsearch.search.records import DRIVER_ATTR, DRIVER_PROC_PREFIX, HEARTBEAT_ATTR
 from sparsearch.search.spec import load_study, parse_study
 from sparsearch.search.storage import IDEMPOTENT, RayStorageProxy, StorageActorLost, open_storage
 
@@ -73,7 +74,7 @@ def _study_with_running_trial(tmp_path, *, owner: str, record: dict | None, beat
 def _execution(tmp_path, stale_after=60.0):
     spec = parse_study({**BASE, "execution": {"heartbeat_interval": 0.5, "stale_after": stale_after},
                         "tracking": {"enabled": False}})
-    return Execution(spec, tmp_path, progress=False)
+    return Execution(spec, tmp_path)
 
 
 def test_a_dead_driver_on_this_host_is_failed_at_once_and_requeued(tmp_path):

@@ -13,7 +13,7 @@ from sparsearch.errors import DataError, SpecError
 from sparsearch.search.compare import to_test_metric, verdict
 from sparsearch.search.controller import load_result, run_study
 from sparsearch.search.data import prepare_data, rank_training_rows, select_features
-from sparsearch.search.results import TEST_PREFIX, get_test_record
+from sparsearch.search.records import TEST_PREFIX, get_test_record
 from sparsearch.search.spec import load_study
 from sparsearch.spaces import (
     config_from_params,

@@ -7,9 +7,10 @@ import time
 import optuna
 import pytest
 
+from sparsearch.search.records import LOGGED_PREFIX, RUN_PREFIX
 from sparsearch.search.storage import open_storage
 from sparsearch.search.tracking import Tracker
-from sparsearch.search.trial_log import LOGGED_PREFIX, RUN_PREFIX, TrialLog
+from sparsearch.search.trial_log import TrialLog
 
 
 @pytest.mark.parametrize("use_process", [True, False], ids=["process", "thread"])
@@ -63,8 +64,8 @@ def test_a_dead_writer_process_loses_no_trial_and_blocks_nothing(tmp_path):
     tracker.start_parent("parent", {}, {})
     trial_log.attach(study._storage, study._study_id)
     trial_log.start(0, {"x": 1}, {})
-    trial_log._proc.kill()  # the writer process dies (OOM killer, a crash)
-    trial_log._proc.wait()
+    trial_log._process.proc.kill()  # the writer process dies (OOM killer, a crash)
+    trial_log._process.proc.wait()
     for n in range(1, 50):  # the search loop goes on: nothing blocks
         trial_log.start(n, {"x": n}, {})
         trial_log.finish(n, state="COMPLETE", metrics={"val_auc": 0.5})

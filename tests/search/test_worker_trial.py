@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import optuna
@@ -10,7 +11,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from sparsearch.errors import ConnectionProblem
-from sparsearch.search.worker import TrialPayload, TrialReport, WorkerTrial, _LazyStorage
+from sparsearch.search.protocol import Dispatch, TrialPayload, TrialReport, build_payload
+from sparsearch.search.worker import WorkerTrial, _LazyStorage
 
 X = FloatDistribution(-3.0, 3.0)
 
@@ -201,3 +203,24 @@ def test_worker_reopens_a_journal_file_that_was_replaced(tmp_path):
     again = _local_journal(url)
     assert again is not first
     assert [s.study_name for s in again.get_all_studies()] == ["new"]
+
+
+def test_one_builder_fills_the_payload_of_a_dispatched_trial_and_of_a_retraining():
+    from sparsearch.search.spec import parse_study
+
+    spec = parse_study({"study": {"name": "p", "n_trials": 1, "pruner": "median", "seed": 3},
+                        "data": {"generator": "click_log"},
+                        "execution": {"trial_memory_mb": 900, "cpus_per_trial": 2}})
+    dist = FloatDistribution(0, 1)
+    dispatch = Dispatch(params={"x": (0.5, dist)}, proposals={}, user_attrs={"target_sparsity": 0.9},
+                        datetime_start=None, storage_url="journal:/tmp/s.journal", driver_node="n1", return_model=False)
+    sent = build_payload(spec, trial_id=7, number=2, config="cfg", features=("a",), dispatch=dispatch)
+    assert (sent.pruner, sent.memory_mb, sent.cpus, sent.seed, sent.return_model) == ("median", 900, 2, 3, False)
+    assert sent.local_storage == "journal:/tmp/s.journal" and sent.storage_retries == 3 and sent.params["x"][0] == 0.5
+    in_memory = build_payload(spec, trial_id=7, number=2, config="cfg", features=None,
+                              dispatch=dataclasses.replace(dispatch, storage_url="inmemory"))
+    assert in_memory.local_storage is None and in_memory.storage_retries == 0
+    again = build_payload(spec, trial_id=7, number=2, config="cfg", features=("a",), dispatch=None)
+    assert (again.pruner, again.pruner_params, again.return_model, again.memory_mb, again.params) == (
+        "none", {}, True, None, {})
+    assert again.objectives == sent.objectives == tuple(spec.study.objectives)

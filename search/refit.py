@@ -1,0 +1,872 @@
+"""Refit a finished trial on every training row: Ray Train data-parallel, rows streamed through Ray Data.
+
+A study trains each trial on its training rows, held in memory, and selects on the validation rows.
+:func:`refit` retrains a chosen trial (the best one by default, each Pareto trial of a multi-objective study)
+from its parameters and seed on the training **and** validation rows of the study's data, or on a larger parquet
+source (``data=``), and packages it as the study packages its best model:
+
+1. the study's encoder and split are rebuilt (:func:`~sparsearch.search.data.fit_encoder`: the same rows, the
+   same ranking, the encoder fitted on the same training rows; the split must match the one the study stored);
+2. the rows come from parquet files through Ray Data and are encoded batch by batch (``map_batches``) by that
+   encoder restricted to the trial's features (what the packaged model encodes): the study's own rows are first
+   written to a temporary parquet folder (training and validation rows only, never the test rows); a ``data=``
+   source is read as it is, and any of its rows identical to one of the study's test rows is dropped;
+3. one streaming pass counts the rows and the classes and measures the numeric inputs' mean and spread (the
+   network's input standardisation); neither the driver nor a worker ever holds the whole table;
+4. Ray Train's ``TorchTrainer`` runs the trial's training loop on ``workers`` ranks (DDP: ``gloo`` on CPUs,
+   ``nccl`` on GPUs), each rank reading its own shard of the stream (``streaming_split``), with the trial's
+   global batch size split over the ranks, its learning rate schedule, epochs, sparsity method, pruning
+   schedule (in optimizer steps of the refit data) and seed; masks change on rank 0's decision (broadcast after
+   every mask update, so they are identical on every rank: the run records each rank's mask digest);
+5. rank 0 checkpoints the state after every epoch (weights, masks, optimizer, schedule position) under
+   ``RESULTS/refit/<study>-trial<N>``: ``resume=True`` continues an interrupted refit from there;
+6. only when training has finished: the model is evaluated on the study's test rows, and an MLflow run
+   ``refit-trial-<N>`` under the study's experiment gets the curves, the accounting and the packaged pyfunc model
+   (registered as a new version with ``register_model``). An interrupted refit logs no model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import logging
+import math
+import os
+import resource
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sparsearch.errors import DataError, SpecError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import optuna
+
+    from sparsearch.search.data import PreparedData
+    from sparsearch.search.spec import StudySpec
+    from sparsearch.spaces import TrialConfig
+
+__all__ = ["RefitFailed", "RefitResult", "RefitRun", "refit"]
+
+log = logging.getLogger("sparsearch")
+
+STATE_FILE = "refit_state.pt"
+"""The file of a Ray Train checkpoint that holds the refit's state."""
+ENCODE_BATCH_ROWS = 16_384
+"""Rows per Ray Data encoding batch: a few MB of codes, whatever the size of the source."""
+PART_ROWS = 250_000
+"""Rows per parquet file when the study's own rows are written out for streaming."""
+
+
+class RefitFailed(RuntimeError):
+    """Training stopped (a worker died, a rank failed): no model was logged; ``resume=True`` continues."""
+
+
+@dataclass
+class RefitRun:
+    """One refitted trial: what the run JSON reports (see :meth:`to_json`)."""
+
+    trial: int
+    trial_values: list[float]
+    model_uri: str | None
+    mlflow_run_id: str | None
+    rows_seen: int
+    rows_per_epoch: int
+    rows_per_s: float
+    train_seconds: float
+    epochs: int
+    workers: int
+    test_metrics: dict[str, float] | None
+    trial_test_metrics: dict[str, float] | None
+    dropped_test_rows: int
+    masks_identical: bool
+    mask_digests: list[str]
+    worker_peak_rss_mb: list[float]
+    history: list[dict[str, float]]
+    checkpoint_path: str
+    resumed_from_epoch: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    model_encoder_columns: list[str] = field(default_factory=list)
+    """The raw columns the refitted model reads (those of the study's encoder the trial kept)."""
+    model: Any = None
+    """The refitted network (CPU, eval mode); not part of the JSON."""
+
+    def to_json(self) -> dict[str, Any]:
+        doc = {k: v for k, v in dataclasses.asdict(self).items() if k != "model"}
+        return json.loads(json.dumps(doc, default=_json_default))
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    return str(v)
+
+
+@dataclass
+class RefitResult:
+    """What :func:`refit` returns: one :class:`RefitRun` per refitted trial."""
+
+    study_name: str
+    data: str
+    runs: list[RefitRun]
+    elapsed_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The document of ``sparsearch refit --json`` (README, "Refit, export and serve")."""
+        return {"study_name": self.study_name, "data": self.data, "elapsed_s": round(self.elapsed_s, 3),
+                "runs": [r.to_json() for r in self.runs]}
+
+
+# -- the public entry point -----------------------------------------------------------------------------------------
+def refit(
+    study: str | os.PathLike[str] | StudySpec,
+    *,
+    trial: int | None = None,
+    data: str | os.PathLike[str] | None = None,
+    workers: int = 1,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float = 0.0,
+    ray_address: str | None = None,
+    results_dir: str | os.PathLike[str] = "sparsearch-results",
+    resume: bool = False,
+    register_model: bool = False,
+    progress: bool | Callable[[str], None] = True,
+    _fail_after_epoch: int | None = None,
+    **overrides: Any,
+) -> RefitResult:
+    """Retrain a study's trial on all its training rows with Ray Train and Ray Data (see the module docstring).
+
+    Args:
+        study: the study file, bundled study name or :class:`StudySpec` the study ran from (its storage, MLflow
+            store, data and split are read from it; ``overrides`` as in :func:`run_study`).
+        trial: the trial number to refit; ``None``: the best trial, or every Pareto trial.
+        data: a parquet file, folder or glob with the study's columns to train on instead of the study's
+            training and validation rows (rows equal to one of the study's test rows are dropped).
+        workers: Ray Train workers (data-parallel ranks).
+        cpus_per_worker, gpus_per_worker: Ray resources of each worker; a GPU worker trains on its GPU with
+            ``nccl``, else ``gloo`` on the CPU.
+        ray_address: a Ray cluster to join (default: ``RAY_ADDRESS``, else a private local Ray).
+        results_dir: the study's results folder (storage, MLflow store; refit checkpoints go to ``refit/``).
+        resume: continue an interrupted refit of the same trial from its last checkpoint.
+        register_model: register the refitted model as a new version of the model named after the study.
+        progress: print progress lines to stderr (or pass them to a callable).
+        _fail_after_epoch: fault injection for tests: the last rank's process dies (``os._exit``) once that
+            epoch's checkpoint is written, as a killed worker would.
+
+    Raises:
+        SpecError: an unknown study or trial, ``workers < 1``, a GPU request the cluster cannot meet, nothing
+            to resume (all before any training worker starts).
+        DataError: ``data`` is missing columns the model reads (named), or has no rows.
+
+    Example:
+        >>> import sparsearch
+        >>> result = sparsearch.refit("quickstart", workers=2)  # doctest: +SKIP
+        >>> result.runs[0].model_uri, result.runs[0].test_metrics  # doctest: +SKIP
+    """
+    from sparsearch._ray import connect_ray, set_ray_env
+    from sparsearch.search.data import fit_encoder
+    from sparsearch.search.results import load_result
+    from sparsearch.search.spec import StudySpec, apply_overrides, load_study, parse_study
+
+    say = _sayer(progress)
+    _check_resources(workers, cpus_per_worker, gpus_per_worker)
+    spec = study if isinstance(study, StudySpec) else load_study(study, **overrides)
+    if isinstance(study, StudySpec) and overrides:
+        spec = parse_study(apply_overrides(spec.to_raw(), overrides), default_name=spec.study.name)
+    if spec.data.is_image:
+        raise SpecError(f"study {spec.study.name!r} trains on images; refit streams tabular parquet rows only")
+    if spec.study.objective is not None:
+        raise SpecError(f"study {spec.study.name!r} uses a custom objective; refit retrains the built-in one only")
+    results = Path(results_dir)
+    storage_url, tracking_uri = _urls(spec, results)
+    stored = load_result(spec.study.name, storage=storage_url, results_dir=results)  # unknown study: SpecError
+    chosen = _pick_trials(stored.study, trial, len(stored.directions))
+    if register_model and not spec.tracking.enabled:
+        raise SpecError("register_model needs MLflow tracking; the study file sets [tracking] enabled = false")
+    refit_root = (results / "refit").resolve()
+    ckpt_dirs = {t.number: refit_root / f"{_safe(spec.study.name)}-trial{t.number}" for t in chosen}
+    for t in chosen:
+        if resume and not ckpt_dirs[t.number].exists():
+            raise SpecError(f"nothing to resume for trial {t.number} of study {spec.study.name!r}: no "
+                            f"checkpoints at {str(ckpt_dirs[t.number])!r} (run refit without --resume)")
+    paths = _source_files(data) if data is not None else None
+    start = time.perf_counter()
+
+    say(f"refit of study {spec.study.name!r}, trial(s) {', '.join(str(t.number) for t in chosen)}: "
+        "rebuilding the study's split and encoder")
+    prepared, frame = fit_encoder(spec, results)
+    want = (stored.study.user_attrs.get("split") or {}).get("digest")
+    if want is not None and want != prepared.split.get("digest"):
+        raise DataError(f"study {spec.study.name!r} was split differently (digest {want}, now "
+                        f"{prepared.split.get('digest')}): its data, seed or fractions changed since it ran")
+    features_of = {t.number: _trial_features(spec, prepared, t.params) for t in chosen}
+    if paths is not None:
+        for t in chosen:  # columns before any worker starts
+            _check_columns(paths, prepared.encoder.select(features_of[t.number]), data)
+
+    set_ray_env()
+    started_ray = connect_ray(ray_address or spec.execution.ray_address)
+    tmp_dir: Path | None = None
+    try:
+        _check_cluster(workers, cpus_per_worker, gpus_per_worker)
+        runs = []
+        for t in chosen:
+            features = features_of[t.number]
+            encoder = prepared.encoder.select(features)
+            ckpt_dir = ckpt_dirs[t.number]
+            if not resume and ckpt_dir.exists():
+                shutil.rmtree(ckpt_dir)  # a fresh refit: an earlier run's checkpoints must not be resumed
+            if paths is None:
+                if tmp_dir is None:
+                    tmp_dir = refit_root / f"tmp-rows-{uuid.uuid4().hex[:8]}"
+                    cols = sorted({*prepared.encoder.raw_features, spec.data.target})
+                    _write_rows(frame, cols, _train_val_rows(prepared), tmp_dir)
+                    say(f"wrote the {_n_train_val(prepared):,} training and validation rows to {tmp_dir}")
+                source, test_hashes = sorted(glob.glob(str(tmp_dir / "*.parquet"))), None
+            else:
+                source, test_hashes = paths, _row_hashes(frame, encoder, spec.data.target, prepared)
+            run = _refit_one(spec, stored.study, t, features, encoder, prepared, frame, source, test_hashes,
+                             workers=workers, cpus=cpus_per_worker, gpus=gpus_per_worker, ckpt_dir=ckpt_dir,
+                             tracking_uri=tracking_uri, results=results, register=register_model, say=say,
+                             fail_after_epoch=_fail_after_epoch)
+            runs.append(run)
+    finally:
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    return RefitResult(study_name=spec.study.name, data=str(data) if data is not None else "study",
+                       runs=runs, elapsed_s=time.perf_counter() - start)
+
+
+# -- validation ---------------------------------------------------------------------------------------------------
+def _sayer(progress: bool | Callable[[str], None]) -> Callable[[str], None]:
+    if callable(progress):
+        return progress
+    if progress:
+        import sys
+
+        return lambda text: print(f"[refit] {text}", file=sys.stderr, flush=True)
+    return lambda text: None
+
+
+def _check_resources(workers: Any, cpus: Any, gpus: Any) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SpecError(f"workers must be an integer >= 1 (Ray Train ranks), got {workers!r}")
+    if not isinstance(cpus, (int, float)) or isinstance(cpus, bool) or not cpus > 0:
+        raise SpecError(f"cpus_per_worker must be a number > 0, got {cpus!r}")
+    if not isinstance(gpus, (int, float)) or isinstance(gpus, bool) or gpus < 0:
+        raise SpecError(f"gpus_per_worker must be a number >= 0 (0: train on CPUs), got {gpus!r}")
+
+
+def _check_cluster(workers: int, cpus: float, gpus: float) -> None:
+    """Fail before any worker starts when the Ray cluster cannot hold the workers."""
+    import ray
+
+    have = ray.cluster_resources()
+    if gpus > 0 and have.get("GPU", 0.0) < workers * gpus:
+        raise SpecError(f"gpus_per_worker {gpus:g} x {workers} worker(s) needs {workers * gpus:g} GPU(s); the Ray "
+                        f"cluster has {have.get('GPU', 0.0):g} (use gpus_per_worker 0 to train on CPUs)")
+    if have.get("CPU", 0.0) < workers * cpus + 1:  # Ray Data's reading and encoding tasks need a CPU too
+        raise SpecError(f"{workers} worker(s) x {cpus:g} CPU(s) and 1 CPU for Ray Data's reading need "
+                        f"{workers * cpus + 1:g} CPUs; the Ray cluster has {have.get('CPU', 0.0):g} (lower workers "
+                        "or cpus_per_worker)")
+
+
+def _urls(spec: StudySpec, results: Path) -> tuple[str, str]:
+    from sparsearch.search.storage import absolute_storage_url, default_storage_url, env_storage_url
+    from sparsearch.search.tracking import default_tracking_uri
+
+    storage = absolute_storage_url(spec.storage.url or env_storage_url() or default_storage_url(results))
+    return storage, spec.tracking.uri or default_tracking_uri(results)
+
+
+def _pick_trials(study: optuna.Study, number: int | None, n_objectives: int) -> list[Any]:
+    from optuna.trial import TrialState
+
+    from sparsearch.search.results import best_complete
+
+    if number is None:
+        best = best_complete(study, n_objectives)
+        if not best:
+            raise SpecError(f"study {study.study_name!r} has no complete trial to refit")
+        return best
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        raise SpecError(f"study {study.study_name!r} has no trial {number}; its trials are 0 .. {len(trials) - 1}")
+    t = trials[number]
+    if t.state != TrialState.COMPLETE:
+        raise SpecError(f"trial {number} of study {study.study_name!r} is {t.state.name}; only a COMPLETE trial "
+                        "can be refitted")
+    return [t]
+
+
+def _trial_features(spec: StudySpec, prepared: PreparedData, params: dict[str, Any]) -> tuple[str, ...] | None:
+    """The features the trial kept (its searched ``data.top_k`` and ``data.crosses``), as the study chose them."""
+    from sparsearch.search.data import trial_features
+
+    top_k = spec.data.top_k
+    k = int(params["data.top_k"]) if top_k is not None and top_k[0] < top_k[1] and "data.top_k" in params else None
+    c = int(params["data.crosses"]) if "data.crosses" in params else None
+    return trial_features(prepared, k, c)
+
+
+def _source_files(data: str | os.PathLike[str]) -> list[str]:
+    """The parquet files of a file, folder or glob (sorted); SpecError when there are none."""
+    text = str(data)
+    p = Path(text)
+    if p.is_dir():
+        files = sorted(str(f) for f in p.rglob("*.parquet"))
+    elif any(ch in text for ch in "*?["):
+        files = sorted(f for f in glob.glob(text, recursive=True) if f.endswith(".parquet"))
+    else:
+        files = [text] if p.is_file() else []
+    if not files:
+        raise SpecError(f"--data {text!r}: no parquet files there (give a .parquet file, a folder or a glob)")
+    return [str(Path(f).resolve()) for f in files]
+
+
+def _check_columns(paths: list[str], encoder: Any, data: Any) -> None:
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(paths[0]).names)
+    needed = [*encoder.raw_features, encoder.target]
+    missing = [c for c in needed if c not in names]
+    if missing:
+        raise DataError(f"--data {str(data)!r} lacks column(s) {', '.join(missing)} that the study's encoder "
+                        f"reads ({', '.join(needed)})")
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+# -- the rows -----------------------------------------------------------------------------------------------------
+def _train_val_rows(prepared: PreparedData) -> np.ndarray:
+    return np.sort(np.concatenate([prepared.indices["train"], prepared.indices["val"]]))
+
+
+def _n_train_val(prepared: PreparedData) -> int:
+    return int(prepared.indices["train"].size + prepared.indices["val"].size)
+
+
+def _write_rows(frame: Any, columns: list[str], rows: np.ndarray, out: Path) -> None:
+    """Write ``rows`` of ``frame`` (raw columns) as a parquet folder, ``PART_ROWS`` rows per file."""
+    out.mkdir(parents=True, exist_ok=True)
+    sub = frame.select(columns)
+    for i in range(0, rows.size, PART_ROWS):
+        sub[rows[i:i + PART_ROWS]].write_parquet(out / f"part-{i // PART_ROWS:05d}.parquet")
+
+
+def _row_hashes(frame: Any, encoder: Any, target: str, prepared: PreparedData) -> np.ndarray:
+    """Sorted hashes of the study's test rows (the columns the model reads and the target), to drop them from a
+    ``data=`` source: a test row is never trained on, even when the source holds the study's own rows."""
+    te = prepared.indices["test"]
+    if te.size == 0:
+        return np.zeros(0, dtype=np.uint64)
+    cols = [*encoder.raw_features, target]
+    return np.unique(frame.select(cols)[te].hash_rows(seed=0).to_numpy())
+
+
+def _encode(table: Any, encoder: Any, dtypes: dict[str, Any], test_hashes: np.ndarray | None
+            ) -> tuple[Any, int]:
+    """Encode one Arrow batch of raw rows; drop rows equal to a test row. Returns (TabularData or None, dropped)."""
+    import polars as pl
+
+    df = pl.from_arrow(table)
+    if not isinstance(df, pl.DataFrame):  # pragma: no cover - a batch is a table
+        df = df.to_frame()
+    dropped = 0
+    if test_hashes is not None and test_hashes.size and df.height:
+        keyed = df.select([pl.col(c).cast(dtypes[c], strict=False) for c in dtypes])
+        hit = np.isin(keyed.hash_rows(seed=0).to_numpy(), test_hashes)
+        dropped = int(hit.sum())
+        if dropped:
+            df = df.filter(pl.Series(~hit))
+    df = df.filter(pl.col(encoder.target).is_not_null())
+    if df.height == 0:
+        return None, dropped
+    return encoder.encode(df), dropped
+
+
+def _padded(a: np.ndarray, dtype: Any) -> np.ndarray:
+    """A 2-d block of one column at least (Ray Data's tensor columns need a non-empty row shape)."""
+    return a if a.shape[1] else np.zeros((a.shape[0], 1), dtype=dtype)
+
+
+def encode_batch(table: Any, *, encoder: Any, dtypes: dict[str, Any],
+                 test_hashes: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Ray Data ``map_batches`` function: raw Arrow rows -> ``cat`` (int32), ``num`` (float32), ``y`` (int64)."""
+    data, _ = _encode(table, encoder, dtypes, test_hashes)
+    if data is None:
+        n_cat, n_num = max(len(encoder.categorical_names), 1), max(len(encoder.numeric_names), 1)
+        return {"cat": np.zeros((0, n_cat), np.int32), "num": np.zeros((0, n_num), np.float32),
+                "y": np.zeros(0, np.int64)}
+    return {"cat": _padded(data.categorical.astype(np.int32, copy=False), np.int32),
+            "num": _padded(data.numeric.astype(np.float32, copy=False), np.float32), "y": data.y}
+
+
+def _batch_stats(table: Any, *, encoder: Any, dtypes: dict[str, Any],
+                 test_hashes: np.ndarray | None) -> dict[str, np.ndarray]:
+    """One row per batch: rows, dropped test rows, class counts, and the numeric inputs' mean and M2."""
+    data, dropped = _encode(table, encoder, dtypes, test_hashes)
+    k = max(len(encoder.numeric_names), 1)
+    n = 0 if data is None else data.n_rows
+    mean, m2 = np.zeros(k), np.zeros(k)
+    counts = np.zeros(len(encoder.classes), dtype=np.int64)
+    if n:
+        num = _padded(data.numeric, np.float32).astype(np.float64)
+        mean = num.mean(axis=0)
+        m2 = ((num - mean) ** 2).sum(axis=0)
+        counts = np.bincount(data.y, minlength=len(encoder.classes)).astype(np.int64)
+    return {"n": np.array([n]), "dropped": np.array([dropped]), "mean": mean[None, :], "m2": m2[None, :],
+            "counts": counts[None, :]}
+
+
+@dataclass(frozen=True)
+class _Scan:
+    n_rows: int
+    dropped: int
+    class_counts: list[int]
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def _scan(ds: Any) -> _Scan:
+    """Merge the per-batch statistics (Chan et al.'s parallel variance): one streaming pass, no table."""
+    n, dropped, mean, m2, counts = 0, 0, None, None, None
+    for batch in ds.iter_batches(batch_size=256, batch_format="numpy"):
+        for i in range(len(batch["n"])):
+            nb, db = int(batch["n"][i]), int(batch["dropped"][i])
+            dropped += db
+            if nb == 0:
+                continue
+            mb, qb, cb = batch["mean"][i], batch["m2"][i], batch["counts"][i]
+            if mean is None:
+                n, mean, m2, counts = nb, mb.copy(), qb.copy(), cb.copy()
+                continue
+            delta = mb - mean
+            total = n + nb
+            mean = mean + delta * nb / total
+            m2 = m2 + qb + delta ** 2 * n * nb / total
+            counts = counts + cb
+            n = total
+    if mean is None:
+        return _Scan(0, dropped, [], np.zeros(0), np.zeros(0))
+    std = np.sqrt(m2 / n)
+    return _Scan(n, dropped, [int(c) for c in counts], mean, np.where(std > 1e-12, std, 1.0))
+
+
+def _dataset(source: list[str], encoder: Any, dtypes: dict[str, Any], test_hashes: np.ndarray | None,
+             fn: Callable[..., Any]) -> Any:
+    import functools
+
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # progress is ours (one line per stage), not a bar per operator
+    context.print_on_execution_start = False
+    cols = list(dict.fromkeys([*encoder.raw_features, encoder.target]))
+    ds = ray.data.read_parquet(source).select_columns(cols)  # pushed down: only these columns are read
+    return ds.map_batches(functools.partial(fn, encoder=encoder, dtypes=dtypes, test_hashes=test_hashes),
+                          batch_format="pyarrow", batch_size=ENCODE_BATCH_ROWS, zero_copy_batch=True)
+
+
+def _first_error_line(exc: BaseException) -> BaseException | None:
+    """The sparsearch error a Ray task raised, when one is in the chain."""
+    from sparsearch.errors import SparsearchError
+
+    seen = exc
+    for _ in range(10):
+        if isinstance(seen, SparsearchError):
+            return seen
+        nxt = seen.__cause__ or seen.__context__
+        if nxt is None:
+            break
+        seen = nxt
+    text = str(exc)
+    for cls in (DataError, SpecError):
+        marker = f"{cls.__name__}: "
+        if marker in text:
+            return cls(text.split(marker, 1)[1].strip().splitlines()[0])
+    return None
+
+
+# -- one trial ----------------------------------------------------------------------------------------------------
+def _trial_seed(seed: int | None, number: int) -> int | None:
+    """The seed the trial trained with (``search.worker``: ``seed * 100_003 + number``)."""
+    return None if seed is None else seed * 100_003 + number
+
+
+def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, encoder: Any, prepared: PreparedData,
+               frame: Any, source: list[str], test_hashes: np.ndarray | None, *, workers: int, cpus: float,
+               gpus: float, ckpt_dir: Path, tracking_uri: str, results: Path, register: bool,
+               say: Callable[[str], None], fail_after_epoch: int | None = None) -> RefitRun:
+    import ray.train
+    import torch
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from sparsearch.search.results import get_test_record
+    from sparsearch.spaces import config_from_params
+
+    config = config_from_params(t.params, spec.space, spec.train, n_features=len(prepared.candidates) or None)
+    if config.model != "mlp":
+        raise SpecError(f"trial {t.number} trains a {config.model!r}; refit streams tabular rows to an mlp only")
+    dtypes = {c: frame.schema[c] for c in [*encoder.raw_features, encoder.target]}
+    stats_ds = _dataset(source, encoder, dtypes, test_hashes, _batch_stats)
+    try:
+        scan = _scan(stats_ds)
+    except Exception as exc:
+        err = _first_error_line(exc)
+        if err is not None:
+            raise type(err)(str(err)) from None
+        raise
+    if scan.n_rows < workers:
+        raise DataError(f"the refit rows hold {scan.n_rows} labelled row(s); {workers} worker(s) need at least one "
+                        "each")
+    say(f"trial {t.number}: {scan.n_rows:,} rows to train on ({scan.dropped:,} equal to test rows dropped), "
+        f"classes {scan.class_counts}; {workers} worker(s)")
+    world = workers
+    per_rank = scan.n_rows // world
+    batch = max(1, math.ceil(config.batch_size / world))
+    steps_per_epoch = max(1, math.ceil(per_rank / batch))
+    shape = {"cardinalities": list(encoder.cardinalities), "n_cat": len(encoder.categorical_names),
+             "n_num": len(encoder.numeric_names), "n_classes": len(encoder.classes)}
+    loop_config = {"config": config, "seed": _trial_seed(spec.study.seed, t.number), "shape": shape,
+                   "mean": scan.mean.astype(np.float32), "std": scan.std.astype(np.float32),
+                   "batch": batch, "steps_per_epoch": steps_per_epoch, "threads": max(1, int(cpus)),
+                   "shuffle_rows": min(max(4 * batch, 1024), 200_000), "fail_after_epoch": fail_after_epoch}
+    train_ds = _dataset(source, encoder, dtypes, test_hashes, encode_batch).randomize_block_order(
+        seed=loop_config["seed"])
+    ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
+    resume_from = _latest_state(ckpt_dir)
+    loop_config["resume_from"] = str(resume_from) if resume_from is not None else None
+    if resume_from is not None:
+        say(f"trial {t.number}: resuming from {resume_from.parent.name}")
+    trainer = TorchTrainer(
+        _train_loop, train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if gpus > 0 else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
+                                               resources_per_worker={"CPU": cpus, **({"GPU": gpus} if gpus else {})}),
+        run_config=ray.train.RunConfig(name=ckpt_dir.name, storage_path=str(ckpt_dir.parent),
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                                       failure_config=ray.train.FailureConfig(max_failures=0)),
+        datasets={"train": train_ds},
+    )
+    say(f"trial {t.number}: training {config.epochs + (config.dense_finetune_epochs if config.is_sparse else 0)} "
+        f"epoch(s) of {steps_per_epoch} step(s) per rank, batch {batch} per rank")
+    try:
+        result = trainer.fit()
+    except Exception as exc:
+        err = _first_error_line(exc)
+        if err is not None:
+            raise type(err)(str(err)) from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RefitFailed(f"refit of trial {t.number} failed: {first[:300]}; no model was logged, re-run with "
+                          "--resume to continue from the last checkpoint") from None
+    final_state = _latest_state(ckpt_dir)  # the last epoch's, whether this run or the one it resumed wrote it
+    if final_state is None:
+        raise RefitFailed(f"refit of trial {t.number} ended without a checkpoint; no model was logged")
+    state = torch.load(final_state, weights_only=False, map_location="cpu")
+    final = result.metrics or {}
+    model = _build_model(config, shape, loop_config["mean"], loop_config["std"], loop_config["seed"])
+    model.load_state_dict(state["model"])
+    model.eval()
+
+    test_metrics, metrics, accounting = _evaluate(model, config, encoder, frame, prepared)
+    rec = get_test_record(study, t.number)
+    history = list(state["history"])
+    rows_seen = int(sum(h["rows"] for h in history))
+    seconds = float(sum(h["seconds"] for h in history))
+    run = RefitRun(
+        trial=t.number, trial_values=list(t.values), model_uri=None, mlflow_run_id=None, rows_seen=rows_seen,
+        rows_per_epoch=int(history[-1]["rows"]) if history else 0,
+        rows_per_s=rows_seen / seconds if seconds > 0 else 0.0, train_seconds=seconds, epochs=len(history),
+        workers=workers, test_metrics=test_metrics, trial_test_metrics=dict(rec["metrics"]) if rec else None,
+        dropped_test_rows=scan.dropped, masks_identical=len(set(final.get("mask_digests", []))) == 1,
+        mask_digests=list(final.get("mask_digests", [])),
+        worker_peak_rss_mb=[float(x) for x in final.get("peak_rss_mb", [])], history=history,
+        checkpoint_path=str(ckpt_dir), resumed_from_epoch=int(state.get("resumed_from_epoch", 0)),
+        metrics=metrics, model_encoder_columns=list(encoder.raw_features), model=model)
+    if not run.masks_identical:
+        raise RefitFailed(f"refit of trial {t.number}: the ranks ended with different masks "
+                           f"({run.mask_digests}); no model was logged")
+    if spec.tracking.enabled:
+        _log_mlflow(spec, run, model, encoder, prepared, config, accounting, tracking_uri, results, register)
+    say(f"trial {t.number}: {rows_seen:,} rows in {seconds:.1f}s ({run.rows_per_s:,.0f} rows/s); test "
+        + ", ".join(f"{k} {v:.4f}" for k, v in (test_metrics or {}).items())
+        + (f" (trial: {', '.join(f'{k} {v:.4f}' for k, v in rec['metrics'].items())})" if rec else ""))
+    return run
+
+
+def _latest_state(ckpt_dir: Path) -> Path | None:
+    """The state file of the latest complete epoch checkpointed under ``ckpt_dir`` (``None``: none).
+
+    Read from the files rather than from Ray Train's own record of reported checkpoints: a rank killed right after
+    rank 0 persisted a checkpoint can stop the run before Ray Train records it. A file that does not load (a copy
+    cut short) is skipped.
+    """
+    import torch
+
+    best: tuple[int, Path] | None = None
+    for path in ckpt_dir.glob(f"*/{STATE_FILE}") if ckpt_dir.exists() else ():
+        try:
+            epoch = int(torch.load(path, weights_only=False, map_location="cpu")["epoch"])
+        except Exception:  # noqa: BLE001 - a partial or foreign file is no checkpoint
+            continue
+        if best is None or epoch > best[0]:
+            best = (epoch, path)
+    return best[1] if best is not None else None
+
+
+def _evaluate(model: Any, config: TrialConfig, encoder: Any, frame: Any, prepared: PreparedData
+              ) -> tuple[dict[str, float] | None, dict[str, float], dict[str, Any]]:
+    """Test metrics on the study's test rows, and the model's sparsity, size, FLOP and latency accounting."""
+    import dataclasses as dc
+
+    from sparsearch.spaces import accounting as acc
+    from sparsearch.spaces import evaluate_model
+    from sparsearch.spaces.train import _account, _inputs  # the accounting every trial gets (same figures)
+
+    te = prepared.indices["test"]
+    plain = dc.replace(encoder, crosses=())  # the frame holds the crossed columns already
+    if te.size:
+        test = plain.encode(frame, [te])[0]
+    else:  # no test rows: the accounting's latency sample comes from the first rows
+        test = plain.encode(frame, [np.arange(min(64, frame.height))])[0]
+    inputs = _inputs(test)
+    positions = acc.output_positions(model, tuple(x[:64] for x in inputs))
+    metrics, accounting = _account(model, config, inputs, positions, measure=True)
+    return (evaluate_model(model, test) if te.size else None), metrics, accounting
+
+
+def _log_mlflow(spec: StudySpec, run: RefitRun, model: Any, encoder: Any, prepared: PreparedData,
+                config: TrialConfig, accounting: dict[str, Any], tracking_uri: str, results: Path,
+                register: bool) -> None:
+    """The ``refit-trial-<N>`` run: curves, accounting, the packaged pyfunc model; written after training only."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from sparsearch.search.model import SparsearchModel
+    from sparsearch.search.tracking import Tracker
+
+    tracker = Tracker(tracking_uri, spec.tracking.experiment or spec.study.name, results / "artifacts",
+                      study_name=spec.study.name)
+    tracker.connect()
+    params = {"trial": run.trial, "workers": run.workers, "epochs": run.epochs, **config.to_dict()}
+    tags = {"sparsearch.kind": "refit", "refit_of_trial": str(run.trial), "optuna.study_name": spec.study.name}
+    run_id = tracker.start_parent(f"refit-trial-{run.trial}", params, tags)
+    if run_id is None:
+        raise RefitFailed(f"cannot create the MLflow refit run: {'; '.join(tracker.failures)[:300]}")
+    status = "FAILED"
+    try:
+        now = int(time.time() * 1000)
+        client = MlflowClient(tracking_uri)
+        curves = [Metric(f"refit_{k}", float(v), now, int(h["epoch"])) for h in run.history
+                  for k, v in h.items() if k != "epoch" and math.isfinite(float(v))]
+        for i in range(0, len(curves), 1000):
+            client.log_batch(run_id, metrics=curves[i:i + 1000])
+        summary = {"rows_seen": run.rows_seen, "rows_per_s": run.rows_per_s, "train_seconds": run.train_seconds,
+                   **run.metrics, **(run.test_metrics or {}),
+                   **{f"trial_{k}": v for k, v in (run.trial_test_metrics or {}).items()}}
+        tracker.log_run(run_id, summary)
+        tracker.log_artifact_text(run_id, "accounting.json", json.dumps(accounting, indent=2, default=str))
+        package = SparsearchModel(encoder, model)
+        example = prepared.example.select(list(encoder.raw_features))
+        registered = spec.study.name if register else None
+        run.model_uri = tracker.log_pyfunc_model(run_id, package, example, registered_name=registered)
+        if run.model_uri is None:
+            raise RefitFailed(f"cannot log the refitted model: {'; '.join(tracker.failures)[:300]}")
+        tracker.log_artifact_text(run_id, "refit.json", json.dumps(run.to_json(), indent=2))
+        run.mlflow_run_id = run_id
+        status = "FINISHED"
+    finally:
+        tracker.finish_parent(status, {}, {"status": status})
+        tracker.flush()
+
+
+# -- the training loop of each Ray Train worker ---------------------------------------------------------------------
+def _build_model(config: TrialConfig, shape: dict[str, Any], mean: np.ndarray, std: np.ndarray,
+                 seed: int | None) -> Any:
+    """The trial's network for the refit rows' shapes, its input standardisation from the streaming pass."""
+    import torch
+
+    from sparsearch.spaces import TabularData
+    from sparsearch.spaces.train import build_model
+
+    probe = TabularData(categorical=np.zeros((1, shape["n_cat"]), np.int32),
+                        cardinalities=tuple(shape["cardinalities"]),
+                        numeric=np.zeros((1, shape["n_num"]), np.float32), y=np.zeros(1, np.int64),
+                        task="binary" if shape["n_classes"] == 2 else "multiclass", n_classes=shape["n_classes"])
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)  # the trial's initial weights
+        model = build_model(config, probe)
+    with torch.no_grad():
+        model.numeric_mean.copy_(torch.as_tensor(mean[:shape["n_num"]]))
+        model.numeric_std.copy_(torch.as_tensor(std[:shape["n_num"]]))
+    return model
+
+
+def _mask_digest(model: Any) -> str:
+    from sparsearch.spaces.masked import masked_modules
+
+    h = hashlib.sha256()
+    for name, m in masked_modules(model):
+        h.update(name.encode())
+        h.update(m.mask.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _train_loop(cfg: dict[str, Any]) -> None:
+    """One Ray Train rank: the trial's training loop (``spaces.train``) over this rank's shard of the stream."""
+    import ray.train
+    import ray.train.torch
+    import torch
+    import torch.distributed as dist
+
+    from sparsearch.spaces.masked import masked_modules
+    from sparsearch.spaces.methods import make_method
+    from sparsearch.spaces.sparsifier import Sparsifier
+    from sparsearch.spaces.train import _loss_fn, _scales, lr_at, make_optimizer
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    distributed = world > 1 and dist.is_available() and dist.is_initialized()
+    torch.set_num_threads(cfg["threads"])
+    config, seed, shape = cfg["config"], cfg["seed"], cfg["shape"]
+    device = ray.train.torch.get_device()
+    model = _build_model(config, shape, cfg["mean"], cfg["std"], seed)
+    n_out = model.head.out_features
+    loss_fn = _loss_fn(n_out)
+    # masks change only through the sparsifier (then broadcast below): DDP need not re-send buffers every step
+    net = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"broadcast_buffers": False})
+    optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sparse = config.is_sparse
+    sparsifier = Sparsifier(model, pattern=config.pattern, distribution=config.distribution,
+                            criterion=config.criterion, optimizer=optimizer, seed=seed, nm_keep=config.nm_keep,
+                            nm_group=config.nm_group, erk_power=config.erk_power, scales=_scales(config, model))
+    method = make_method(config.method if sparse else "dense", target_sparsity=config.target_sparsity,
+                         schedule=config.schedule, start_frac=config.start_frac, end_frac=config.end_frac,
+                         mask_updates=config.mask_updates, dst_interval=config.dst_interval,
+                         dst_alpha=config.dst_alpha)
+    steps_per_epoch = cfg["steps_per_epoch"]
+    total_epochs = config.epochs + (config.dense_finetune_epochs if sparse else 0)
+    all_steps = steps_per_epoch * total_epochs
+    method.setup(sparsifier, steps_per_epoch * config.epochs)
+
+    def sync_masks() -> None:
+        if distributed:  # rank 0's masks on every rank: identical whatever each rank computed
+            for _, m in masked_modules(model):
+                dist.broadcast(m.weight_mask, src=0)
+                m.apply_mask()
+
+    sync_masks()
+    step, start_epoch, history = 0, 1, []
+    resumed_from = 0
+    if cfg["resume_from"] is not None:  # the driver picked the latest complete checkpoint (_latest_state)
+        state = torch.load(cfg["resume_from"], weights_only=False, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        sparsifier.generator.set_state(state["generator"])
+        method.n_updates, step, history = state["n_updates"], state["step"], list(state["history"])
+        start_epoch = resumed_from = state["epoch"] + 1
+    updates_seen = method.n_updates
+    shard = ray.train.get_dataset_shard("train")
+    n_cat, n_num = shape["n_cat"], shape["n_num"]
+    model.train()
+    for epoch in range(start_epoch, total_epochs + 1):
+        finetune = epoch > config.epochs
+        if finetune and epoch == config.epochs + 1:
+            sparsifier.remove_masks()
+        t0 = time.perf_counter()
+        rows, loss_sum, done = 0, 0.0, 0
+        batches = iter(shard.iter_torch_batches(batch_size=cfg["batch"], local_shuffle_buffer_size=cfg["shuffle_rows"],
+                                                local_shuffle_seed=None if seed is None else seed + epoch,
+                                                device=device))
+        while done < steps_per_epoch:
+            b = next(batches, None)
+            if distributed:  # every rank steps together: stop when any rank's shard is exhausted
+                flag = torch.tensor([0 if b is None else 1], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+                if int(flag.item()) == 0:
+                    break
+            elif b is None:
+                break
+            cat, num, y = b["cat"][:, :n_cat], b["num"][:, :n_num], b["y"]
+            logits = net(cat, num)
+            loss = loss_fn(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.lr_schedule != "constant":
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(config, step, all_steps)
+            if sparse and not finetune:
+                if method.wants_dense_grad(step + 1):
+                    sparsifier.capture_dense_grads()
+                sparsifier.mask_gradients()
+                optimizer.step()
+                sparsifier.apply_masks()
+                step += 1
+                method.after_step(step)
+                if method.n_updates != updates_seen:
+                    updates_seen = method.n_updates
+                    sync_masks()
+            else:
+                optimizer.step()
+                step += 1
+            done += 1
+            rows += int(y.shape[0])
+            loss_sum += float(loss.detach()) * int(y.shape[0])
+        if done < steps_per_epoch and sparse and not finetune:
+            # fewer rows than counted reached this rank: run the schedule's remaining mask updates of the epoch
+            for s in range(step + 1, epoch * steps_per_epoch + 1):
+                method.after_step(s)
+            step = epoch * steps_per_epoch
+            if method.n_updates != updates_seen:
+                updates_seen = method.n_updates
+                sync_masks()
+        totals = torch.tensor([rows, loss_sum], dtype=torch.float64)
+        if distributed:
+            dist.all_reduce(totals)
+        seconds = time.perf_counter() - t0
+        if distributed:
+            t = torch.tensor([seconds], dtype=torch.float64)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            seconds = float(t.item())
+        n_rows = int(totals[0].item())
+        history.append({"epoch": float(epoch), "rows": float(n_rows), "seconds": seconds,
+                        "train_loss": float(totals[1].item()) / max(n_rows, 1),
+                        "rows_per_s": n_rows / seconds if seconds > 0 else 0.0,
+                        "mask_sparsity": sparsifier.mask_sparsity(), "mask_updates": float(method.n_updates)})
+        last = epoch == total_epochs
+        digests = [_mask_digest(model)]
+        rss = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0]  # KiB on Linux
+        if distributed:
+            gathered: list[Any] = [None] * world
+            dist.all_gather_object(gathered, (digests[0], rss[0]))
+            digests, rss = [g[0] for g in gathered], [g[1] for g in gathered]
+        metrics = {"epoch": epoch, "rows": n_rows, "train_loss": history[-1]["train_loss"],
+                   "mask_digests": digests, "peak_rss_mb": rss}
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                            "optimizer": optimizer.state_dict(), "generator": sparsifier.generator.get_state(),
+                            "n_updates": method.n_updates, "step": step, "epoch": epoch, "history": history,
+                            "resumed_from_epoch": resumed_from, "last": last}, Path(tmp) / STATE_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics)
+        if cfg.get("fail_after_epoch") == epoch and rank == world - 1:
+            os._exit(1)  # fault injection (tests): this rank dies as a killed worker would
