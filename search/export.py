@@ -5,9 +5,9 @@ and writes into one folder:
 
 - ``model.onnx`` (``--format onnx``) or ``model.pt`` (``--format torchscript``): the compact network (dead units
   removed), returning class probabilities and logits (:mod:`sparsearch.spaces.portable`);
-- ``encoder.json``: the encoder of the model's raw columns (format ``sparsearch-encoder/1``, see the README), with
-  a ``network`` section (file, format, ONNX opset, input and output names) and a ``source`` section (study, model
-  URI, trial, library versions).
+- ``encoder.json``: the encoder of the model's raw columns (format ``sparsearch-encoder/2``, see the README), with
+  a ``network`` section (file, format, ONNX opset, input and output names, the blocks the network holds) and a
+  ``source`` section (study, model URI, trial, library versions).
 
 Files are written under temporary names and renamed when complete, so an interrupted export leaves no
 half-written model behind.

@@ -11,7 +11,7 @@ packaged model encodes new rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
@@ -20,10 +20,11 @@ import numpy as np
 from sparsearch._frames import to_polars
 from sparsearch.errors import DataError
 
+from ._registry import Registry
 from .data import TabularData
 
-__all__ = ["CODE_DTYPE", "CROSS_MIN_COUNT", "MISSING_CODE", "OOV_CODE", "ColumnEncoding", "Cross", "TabularEncoder",
-           "encode_tabular"]
+__all__ = ["CODE_DTYPE", "CROSS_MIN_COUNT", "HASH_FUNCTIONS", "MISSING_CODE", "OOV_CODE", "STABLE_HASH",
+           "ColumnEncoding", "Cross", "TabularEncoder", "encode_tabular", "fnv1a64"]
 
 #: Code of a missing value in every categorical column.
 MISSING_CODE = 0
@@ -49,6 +50,9 @@ class ColumnEncoding:
         indicator: numeric (or ordered): a ``<name>_missing`` 0/1 input follows the column.
         ordered: categorical integer column that is also an ordered numeric input named like the column (its value,
             filled and flagged like a numeric column), so the network sees both its codes and its order.
+        hash: categorical, hashed: the function that maps a value to its bucket (:data:`HASH_FUNCTIONS`);
+            :data:`STABLE_HASH` unless given. An encoder pickled before this field existed (a model packaged
+            then) unpickles with ``"polars"``, the hash it was trained with.
     """
 
     name: str
@@ -59,6 +63,20 @@ class ColumnEncoding:
     fill: float = 0.0
     indicator: bool = False
     ordered: bool = False
+    hash: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_buckets is None:
+            if self.hash is not None:
+                raise ValueError(f"column {self.name!r}: hash={self.hash!r} needs n_buckets (a hashed column)")
+            return
+        object.__setattr__(self, "hash", HASH_FUNCTIONS.check(self.hash or STABLE_HASH))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a ColumnEncoding pickled before ``hash`` existed was hashed with polars' Series.hash: keep it
+        if "hash" not in state:
+            state = {**state, "hash": _LEGACY_HASH if state.get("n_buckets") is not None else None}
+        self.__dict__.update(state)
 
     @property
     def cardinality(self) -> int:
@@ -148,10 +166,83 @@ def _categorical_view(s: Any) -> Any:
     return s
 
 
-def _hashed(s: Any, n_buckets: int) -> Any:
+FNV64_OFFSET_BASIS = 0xCBF29CE484222325
+"""The 64-bit FNV-1a offset basis (Fowler, Noll, Vo; IETF draft-eastlake-fnv)."""
+FNV64_PRIME = 0x100000001B3
+"""The 64-bit FNV prime."""
+
+
+def fnv1a64(s: Any) -> np.ndarray:
+    """The 64-bit FNV-1a hash of each value's text (``uint64``; a missing value gets the offset basis).
+
+    The text is polars' ``String`` cast of the value (integers in decimal, dates as ISO text), as UTF-8 bytes;
+    ``h = offset_basis``, then for each byte ``h = (h XOR byte) * prime mod 2**64``. Vectorised over the Arrow
+    buffers of the text: one numpy pass per byte position, over the values at least that long (longest first),
+    so the cost is the total number of bytes plus a fixed cost per position of the longest value.
+
+    Example:
+        >>> import polars as pl
+        >>> [hex(h) for h in fnv1a64(pl.Series(["", "a", "foobar"]))]  # the FNV reference values
+        ['0xcbf29ce484222325', '0xaf63dc4c8601ec8c', '0x85944171f73967e8']
+    """
+    import polars as pl
+    import pyarrow as pa
+
+    arr = s.cast(pl.String).to_arrow()
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = arr.cast(pa.large_string())  # int64 offsets, one data buffer
+    n = len(arr)
+    _, offsets_buf, data_buf = arr.buffers()
+    h = np.full(n, FNV64_OFFSET_BASIS, dtype=np.uint64)
+    if n == 0 or data_buf is None:
+        return h
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arr.offset:arr.offset + n + 1]
+    data = np.frombuffer(data_buf, dtype=np.uint8)
+    lengths = np.diff(offsets)
+    order = np.argsort(-lengths, kind="stable")  # longest first: the values still hashing are a prefix
+    starts, lengths = offsets[:-1][order], lengths[order]
+    longer = np.searchsorted(-lengths, -np.arange(int(lengths[0]) if n else 0), side="left")  # len > k
+    hs = h[order]
+    prime = np.uint64(FNV64_PRIME)
+    for k, m in enumerate(longer.tolist()):
+        part = hs[:m]  # a view: updated in place (uint64 arithmetic wraps modulo 2**64)
+        part ^= data[starts[:m] + k]
+        part *= prime
+    h[order] = hs
+    return h
+
+
+def _fnv1a64_codes(s: Any, n_buckets: int) -> np.ndarray:
+    codes = (fnv1a64(s) % np.uint64(n_buckets)).astype(CODE_DTYPE) + CODE_DTYPE(_FIRST_CODE)
+    codes[s.is_null().to_numpy()] = MISSING_CODE
+    return codes
+
+
+def _polars_codes(s: Any, n_buckets: int) -> np.ndarray:
+    """The codes of models packaged before :data:`STABLE_HASH`, exactly: polars' ``Series.hash(seed=0)`` of the
+    text (not stable across polars versions), under which a missing value got the bucket of polars' hash of
+    null rather than the missing code."""
     import polars as pl
 
-    return ((s.cast(pl.String).hash(seed=0) % n_buckets).cast(pl.Int32) + _FIRST_CODE).fill_null(MISSING_CODE)
+    codes = ((s.cast(pl.String).hash(seed=0) % n_buckets).cast(pl.Int32) + _FIRST_CODE).fill_null(MISSING_CODE)
+    return codes.to_numpy().astype(CODE_DTYPE)
+
+
+HASH_FUNCTIONS: Registry[Callable[[Any, int], np.ndarray]] = Registry("hash function")
+"""How a hashed column's values become codes: ``2 + bucket`` with ``bucket`` in ``0 .. n_buckets - 1``."""
+HASH_FUNCTIONS.register("fnv1a64")(_fnv1a64_codes)
+HASH_FUNCTIONS.register("polars")(_polars_codes)
+STABLE_HASH = "fnv1a64"
+"""The hash new encoders use: 64-bit FNV-1a of the value's UTF-8 text, modulo ``n_buckets`` (:func:`fnv1a64`);
+documented, stable across versions and languages, so a hashed column can be encoded outside Python. Measured on
+a loaded 2-core VM: 0.15 s for 2M 12-byte strings, 0.17 s for 2M int64 ids (polars' own hash: 0.01 s, 0.05 s)."""
+_LEGACY_HASH = "polars"
+
+
+def _hashed(s: Any, n_buckets: int, function: str) -> np.ndarray:
+    """Codes of a hashed column (writable ``CODE_DTYPE``): ``2 + bucket``; a missing value the missing code."""
+    return HASH_FUNCTIONS.get(function)(s, n_buckets)
 
 
 @dataclass(frozen=True, eq=False)
@@ -393,7 +484,7 @@ class TabularEncoder:
         unreadable = (s.is_not_null() & typed.is_null()).to_numpy()  # e.g. "abc" in an integer column
         view = _categorical_view(typed)
         if col.n_buckets is not None:
-            codes = _hashed(view, col.n_buckets).to_numpy().astype(CODE_DTYPE)
+            codes = _hashed(view, col.n_buckets, col.hash or _LEGACY_HASH)
         else:
             known = view.replace_strict(col.vocabulary, np.arange(_FIRST_CODE, _FIRST_CODE + len(col.vocabulary)),
                                         default=OOV_CODE, return_dtype=pl.Int32)

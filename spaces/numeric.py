@@ -85,10 +85,23 @@ class QuantileEncoding(nn.Module):
         return cls(torch.from_numpy(qt.quantiles_.astype(np.float32)))
 
     @staticmethod
-    def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    def _count_at_most(xp: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per row, how many of ``xp``'s (features, q) non-decreasing values are ``<= x`` (features, n)."""
+        return torch.searchsorted(xp, x.contiguous(), right=True)
+
+    @staticmethod
+    def _clip(u: torch.Tensor) -> torch.Tensor:
+        return u.clamp(_QUANTILE_BOUND, 1.0 - _QUANTILE_BOUND)
+
+    @staticmethod
+    def _normal_quantile(u: torch.Tensor) -> torch.Tensor:
+        """The standard normal quantile function of ``u`` in ``(0, 1)`` (float64)."""
+        return math.sqrt(2.0) * torch.erfinv(2.0 * u - 1.0)
+
+    def _interp(self, x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
         """Row-wise ``np.interp``: ``x`` (features, n), ``xp`` (features, q) non-decreasing, ``fp`` (q,)."""
         q = xp.shape[1]
-        hi = torch.searchsorted(xp, x.contiguous(), right=True).clamp(1, q - 1)
+        hi = self._count_at_most(xp, x).clamp(1, q - 1)
         lo = hi - 1
         x_lo, x_hi = xp.gather(1, lo), xp.gather(1, hi)
         width = x_hi - x_lo
@@ -105,8 +118,110 @@ class QuantileEncoding(nn.Module):
         xt = x.t().double()
         forward = self._interp(xt, xp, ref)
         backward = self._interp(-xt, -xp.flip(1), -ref.flip(0))
-        u = (0.5 * (forward - backward)).clamp(_QUANTILE_BOUND, 1.0 - _QUANTILE_BOUND)
-        return (math.sqrt(2.0) * torch.erfinv(2.0 * u - 1.0)).t().to(x.dtype)
+        u = self._clip(0.5 * (forward - backward))
+        return self._normal_quantile(u).t().to(x.dtype)
+
+
+# Wichura's algorithm AS 241 (PPND16, Applied Statistics 37(3), 1988): the normal quantile function as rational
+# functions in three ranges, relative error about 1e-16 (the coefficients as printed there, highest degree first)
+_AS241_CENTRAL = ((2509.0809287301226727, 33430.575583588128105, 67265.770927008700853, 45921.953931549871457,
+                   13731.693765509461125, 1971.5909503065514427, 133.14166789178437745, 3.387132872796366608),
+                  (5226.495278852545925, 28729.085735721942674, 39307.89580009271061, 21213.794301586595867,
+                   5394.1960214247511077, 687.1870074920579083, 42.313330701600911252, 1.0))
+_AS241_INNER_TAIL = ((7.7454501427834140764e-4, 0.0227238449892691845833, 0.24178072517745061177,
+                      1.27045825245236838258, 3.64784832476320460504, 5.7694972214606914055,
+                      4.6303378461565452959, 1.42343711074968357734),
+                     (1.05075007164441684324e-9, 5.475938084995344946e-4, 0.0151986665636164571966,
+                      0.14810397642748007459, 0.68976733498510000455, 1.6763848301838038494,
+                      2.05319162663775882187, 1.0))
+_AS241_OUTER_TAIL = ((2.01033439929228813265e-7, 2.71155556874348757815e-5, 0.0012426609473880784386,
+                      0.026532189526576123093, 0.29656057182850489123, 1.7848265399172913358,
+                      5.4637849111641143699, 6.6579046435011037772),
+                     (2.04426310338993978564e-15, 1.4215117583164458887e-7, 1.8463183175100546818e-5,
+                      7.868691311456132591e-4, 0.0148753612908506148525, 0.13692988092273580531,
+                      0.59983220655588793769, 1.0))
+
+
+def _const(value: float | tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
+    """``value`` as a tensor of ``like``'s dtype: a Python float in a traced graph is stored as a float32
+    constant by ``torch.onnx.export`` (1 - 1e-7 becomes 1 - 1.19e-7), which float64 code cannot afford."""
+    return torch.tensor(value, dtype=like.dtype, device=like.device)
+
+
+def _rational(r: torch.Tensor, coefficients: tuple[tuple[float, ...], tuple[float, ...]]) -> torch.Tensor:
+    """``P(r) / Q(r)`` by Horner's rule, the coefficients highest degree first."""
+    a, b = _const(coefficients[0], r), _const(coefficients[1], r)
+    num, den = torch.zeros_like(r) + a[0], torch.zeros_like(r) + b[0]
+    for i in range(1, a.shape[0]):
+        num = num * r + a[i]
+    for i in range(1, b.shape[0]):
+        den = den * r + b[i]
+    return num / den
+
+
+def normal_quantile(p: torch.Tensor) -> torch.Tensor:
+    """The standard normal quantile function ``Phi^-1(p)`` for ``p`` in ``(0, 1)`` with elementary operations
+    only (Wichura 1988, algorithm AS 241 "PPND16": rational functions of ``q = p - 1/2`` for ``|q| <= 0.425``,
+    else of ``r = sqrt(-log(min(p, 1 - p)))`` for ``r <= 5`` and beyond; relative error about 1e-16 in float64).
+
+    It equals ``sqrt(2) * torch.erfinv(2 p - 1)`` to float64 rounding, and it exports to ONNX, which has no
+    ``erfinv``: :class:`PortableQuantileEncoding` uses it.
+
+    Example:
+        >>> p = torch.tensor([1e-7, 0.025, 0.5, 0.975], dtype=torch.float64)
+        >>> [round(v, 6) for v in normal_quantile(p).tolist()]
+        [-5.199338, -1.959964, 0.0, 1.959964]
+    """
+    q = p - 0.5
+    central = q * _rational(_const(0.180625, p) - q * q, _AS241_CENTRAL)
+    r = torch.sqrt(-torch.log(torch.minimum(p, 1.0 - p)))
+    tail = torch.where(r <= 5.0, _rational(r - _const(1.6, p), _AS241_INNER_TAIL),
+                       _rational(r - 5.0, _AS241_OUTER_TAIL))
+    return torch.where(q.abs() <= _const(0.425, p), central, torch.where(q < 0, -tail, tail))
+
+
+class PortableQuantileEncoding(QuantileEncoding):
+    """:class:`QuantileEncoding`'s function with operations every ONNX runtime has: the export form of a
+    ``quantile`` encoding (``spaces.portable`` swaps it in; training and the packaged pyfunc keep
+    :class:`QuantileEncoding`).
+
+    - ``searchsorted`` becomes a branch-free binary search: ``ceil(log2(q + 1))`` steps of a gather and a
+      comparison (the same count of quantiles ``<= x``, exactly, also with repeated quantiles), in
+      ``O(features x rows)`` memory where a comparison against every quantile would take ``x q``;
+    - ``sqrt(2) erfinv(2u - 1)`` becomes :func:`normal_quantile` (AS 241) of the same float64 ``u``;
+    - float64 constants are float64 tensors (see :func:`_const`).
+      Precomputing the normal values at the quantile knots and interpolating them would not be the same
+      function (the normal quantile is not linear between knots), so the transform is computed, not tabulated.
+
+    Everything else (the interpolation, the averaging of the two directions, the clip) is the inherited code, so
+    the output differs from :class:`QuantileEncoding`'s by float64 rounding of the normal quantile only (then
+    rounded to float32).
+    """
+
+    @classmethod
+    def of(cls, encoding: QuantileEncoding) -> PortableQuantileEncoding:
+        """The portable form of a fitted ``encoding`` (same quantile buffer)."""
+        return cls(encoding.quantiles.detach().t())
+
+    @staticmethod
+    def _count_at_most(xp: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        q = xp.shape[1]
+        count = torch.zeros(x.shape, dtype=torch.int64, device=x.device)
+        step = 1 << (q.bit_length() - 1)  # the largest power of two <= q: the counts 0..q need its bits
+        while step:  # invariant: the first ``count`` quantiles are <= x; try to extend it by ``step``
+            candidate = count + step
+            value = xp.gather(1, (candidate - 1).clamp(max=q - 1))
+            count = torch.where((candidate <= q) & (value <= x), candidate, count)
+            step >>= 1
+        return count
+
+    @staticmethod
+    def _clip(u: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(u, _const(_QUANTILE_BOUND, u), _const(1.0 - _QUANTILE_BOUND, u))
+
+    @staticmethod
+    def _normal_quantile(u: torch.Tensor) -> torch.Tensor:
+        return normal_quantile(u)
 
 
 def _fit_rows(x: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -6,15 +6,22 @@
   yet standardised: the network holds the standardisation); outputs: ``probabilities`` (float32, one column per
   class label) and ``logits``. The batch dimension is dynamic.
 - :func:`encoder_document` describes a fitted :class:`~.encoder.TabularEncoder` as a JSON-ready dict (the format
-  ``sparsearch-encoder/1``, documented in the README's "Refit, export and serve" section): for every raw column how
-  its value becomes an input (vocabulary and codes, hash buckets, numeric fill and missing-value indicator), the
-  recipes of crossed columns, the class labels, and the order of the network's inputs.
+  ``sparsearch-encoder/2``, documented in the README's "Refit, export and serve" section): for every raw column how
+  its value becomes an input (vocabulary and codes, hash buckets and the hash function, numeric fill and
+  missing-value indicator, an ordered integer column's numeric input), the recipes of crossed columns, the class
+  labels, and the order of the network's inputs. What the network's own blocks need (quantiles, bins, PLR
+  weights, cross layers, ensemble adapters) is in the network file, not in the JSON.
+
+Every block of :class:`~.models.SparseMLP` exports. The ``quantile`` numeric encoding uses two operators ONNX
+lacks (``searchsorted``, ``erfinv``): the ONNX file holds its portable form (:func:`onnx_form`), equal to float64
+rounding.
 
 The ONNX exporter (``onnx``, ``onnxscript``) is an optional dependency: ``pip install 'sparsearch[export]'``.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import tempfile
@@ -25,13 +32,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from .encoder import _FIRST_CODE, CROSS_SEPARATOR, MISSING_CODE, OOV_CODE, TabularEncoder
+from .encoder import (
+    _FIRST_CODE,
+    CROSS_SEPARATOR,
+    FNV64_OFFSET_BASIS,
+    FNV64_PRIME,
+    MISSING_CODE,
+    OOV_CODE,
+    STABLE_HASH,
+    TabularEncoder,
+)
+from .numeric import PortableQuantileEncoding, QuantileEncoding
 
 __all__ = ["ENCODER_FORMAT", "ONNX_OPSET", "ProbabilityModel", "encoder_document", "export_onnx",
-           "export_torchscript"]
+           "export_torchscript", "network_blocks", "onnx_form"]
 
-ENCODER_FORMAT = "sparsearch-encoder/1"
-"""The ``format`` field of :func:`encoder_document`'s output; the number changes when a reader must change."""
+ENCODER_FORMAT = "sparsearch-encoder/2"
+"""The ``format`` field of :func:`encoder_document`'s output; the number changes when a reader must change
+(2: hashed columns hash with FNV-1a and say so in ``hash``; ordered integer columns feed a numeric input too)."""
 ONNX_OPSET = 20
 """The ONNX opset the network is exported with (ONNX Runtime 1.17 and later run it)."""
 INPUT_NAMES = ("categorical", "numeric")
@@ -73,8 +91,8 @@ def export_onnx(network: nn.Module, path: str | Path, *, opset: int = ONNX_OPSET
     """
     onnx = _require("onnx")
     _require("onnxscript")
-    wrapped = ProbabilityModel(network).eval()
     example = _example_inputs(network)
+    wrapped = ProbabilityModel(onnx_form(network)).eval()
     batch = torch.export.Dim("batch")
     quiet = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript")]
     levels = [lg.level for lg in quiet]
@@ -99,7 +117,7 @@ def export_onnx(network: nn.Module, path: str | Path, *, opset: int = ONNX_OPSET
                                         "sparsearch.outputs": ",".join(OUTPUT_NAMES)})
     onnx.save(model, str(path))
     return {"file": Path(path).name, "format": "onnx", "opset": written, "inputs": list(INPUT_NAMES),
-            "outputs": list(OUTPUT_NAMES)}
+            "outputs": list(OUTPUT_NAMES), "blocks": network_blocks(network)}
 
 
 def export_torchscript(network: nn.Module, path: str | Path) -> dict[str, Any]:
@@ -111,7 +129,46 @@ def export_torchscript(network: nn.Module, path: str | Path) -> dict[str, Any]:
         traced = torch.jit.trace(wrapped, _example_inputs(network))
         torch.jit.save(traced, str(path))
     return {"file": Path(path).name, "format": "torchscript", "inputs": list(INPUT_NAMES),
-            "outputs": list(OUTPUT_NAMES), "torch": torch.__version__}
+            "outputs": list(OUTPUT_NAMES), "torch": torch.__version__, "blocks": network_blocks(network)}
+
+
+def network_blocks(network: nn.Module) -> dict[str, Any]:
+    """The optional blocks a tabular network holds, for the reader's information (the network file applies
+    them; nothing of them is needed to encode rows): its numeric encoding, cross layers, pairwise-product
+    width and ensemble size.
+
+    Example:
+        >>> from sparsearch.spaces import SparseMLP
+        >>> network_blocks(SparseMLP([4, 5], 2, [8], 1, fm_dim=3, ensemble_size=2))
+        {'numeric_encoding': 'standard', 'cross_layers': 0, 'fm_dim': 3, 'ensemble_size': 2}
+    """
+    from .numeric import PeriodicEncoding, PiecewiseLinear
+
+    names = {QuantileEncoding: "quantile", PortableQuantileEncoding: "quantile", PiecewiseLinear: "ple",
+             PeriodicEncoding: "plr"}
+    encoder = getattr(network, "numeric_encoder", None)
+    return {"numeric_encoding": "standard" if encoder is None else names.get(type(encoder), type(encoder).__name__),
+            "cross_layers": len(network.cross) if hasattr(network, "cross") else 0,
+            "fm_dim": int(network.fm.dim) if hasattr(network, "fm") else 0,
+            "ensemble_size": int(getattr(network, "ensemble_size", 1))}
+
+
+def onnx_form(network: nn.Module) -> nn.Module:
+    """``network`` with every block that uses an operator ONNX lacks replaced by its portable form, which
+    computes the same function (a copy when something is replaced; ``network`` itself otherwise).
+
+    The one such block is the ``quantile`` numeric encoding (``torch.searchsorted`` and ``torch.erfinv``):
+    it becomes :class:`~.numeric.PortableQuantileEncoding` (a binary search of gathers and comparisons, the
+    normal quantile function by Wichura's AS 241), equal to it to float64 rounding. Every other block (PLE, PLR,
+    cross layers, pairwise products, ensembles) exports as it is. TorchScript runs every operator, so
+    :func:`export_torchscript` keeps the network as trained.
+    """
+    encoder = getattr(network, "numeric_encoder", None)
+    if type(encoder) is not QuantileEncoding:
+        return network
+    portable = copy.deepcopy(network)
+    portable.numeric_encoder = PortableQuantileEncoding.of(encoder)
+    return portable.eval()
 
 
 def _require(module: str) -> Any:
@@ -157,6 +214,19 @@ def _vocabulary(values: Any, dtype: Any) -> list[Any]:
     return out
 
 
+def _hash_entry(function: str | None) -> dict[str, Any]:
+    """The ``hash`` entry of a hashed column: the function, stated precisely enough to implement it."""
+    if function == STABLE_HASH:
+        return {"function": STABLE_HASH, "input": "the value's text as UTF-8 bytes (as a vocabulary would hold it: "
+                                                  "integers in decimal, dates as ISO text)",
+                "offset_basis": f"0x{FNV64_OFFSET_BASIS:016x}", "prime": f"0x{FNV64_PRIME:x}",
+                "step": "for each byte: h = (h XOR byte) * prime modulo 2**64, from h = offset_basis",
+                "code": "first_known + h modulo n_buckets (h as an unsigned 64-bit integer); missing: missing"}
+    # polars' hash is not a documented, stable function: a reader outside Python cannot compute it
+    return {"function": "polars", "code": "first_known + polars.Series.hash(seed=0) of the value's text modulo "
+                                          "n_buckets (a missing value: its hash of null, too)"}
+
+
 def encoder_document(encoder: TabularEncoder, network: nn.Module | None = None) -> dict[str, Any]:
     """The JSON-ready description of ``encoder`` (format :data:`ENCODER_FORMAT`); with ``network``, also the
     standardisation the network applies to each numeric input (for reference: the network applies it itself).
@@ -187,24 +257,30 @@ def encoder_document(encoder: TabularEncoder, network: nn.Module | None = None) 
                 "bin_edges": [None if e is None else [_number(x) for x in e] for e in cross.edges],
                 "separator": CROSS_SEPARATOR,
             }
-        if col.kind == "numeric":
-            entry["fill"] = _number(col.fill)
-            entry["indicator"] = bool(col.indicator)
-            entry["input_index"] = i_num
+        numeric: dict[str, Any] = {}
+        if col.kind == "numeric" or col.ordered:  # a number input (and its indicator), in column order
             inputs = 1 + int(col.indicator)
+            numeric = {"fill": _number(col.fill), "indicator": bool(col.indicator)}
             if mean is not None and std is not None:
-                entry["standardise"] = {"mean": mean[i_num:i_num + inputs], "std": std[i_num:i_num + inputs],
-                                        "applied_by": "network"}
-            i_num += inputs
+                numeric["standardise"] = {"mean": mean[i_num:i_num + inputs], "std": std[i_num:i_num + inputs],
+                                          "applied_by": "network"}
+        if col.kind == "numeric":
+            entry.update(numeric)
+            entry["input_index"] = i_num
+            i_num += 1 + int(col.indicator)
         else:
             entry["input_index"] = i_cat
             i_cat += 1
+            entry["ordered"] = bool(col.ordered)
+            if col.ordered:  # also its value as a number: read as the column's dtype, else fill (and flag)
+                entry.update(numeric)
+                entry["numeric_index"] = i_num
+                i_num += 1 + int(col.indicator)
             if col.n_buckets is not None:
                 entry["encoding"] = "hash"
                 entry["n_buckets"] = int(col.n_buckets)
-                # polars' hash is not a documented, stable function: a reader outside Python cannot compute it
-                entry["hash"] = "polars.Series.hash(seed=0) of the value as text, modulo n_buckets, plus 2"
-                entry["portable"] = False
+                entry["hash"] = _hash_entry(col.hash)
+                entry["portable"] = entry["hash"]["function"] == STABLE_HASH
             else:
                 entry["encoding"] = "vocabulary"
                 entry["vocabulary"] = _vocabulary(col.vocabulary, col.raw_dtype)
@@ -223,7 +299,7 @@ def encoder_document(encoder: TabularEncoder, network: nn.Module | None = None) 
         },
         "outputs": {"probabilities": {"name": OUTPUT_NAMES[0], "columns": [str(c) for c in encoder.classes]},
                     "logits": {"name": OUTPUT_NAMES[1]}},
-        "portable": all(c.n_buckets is None for c in encoder.columns),
+        "portable": all(c["portable"] for c in columns if "portable" in c),
         "columns": columns,
         "polars": pl.__version__,
     }

@@ -470,7 +470,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise SpecError(first_line(exc)) from None
     doc = result.as_dict()
     opset = f", opset {doc['opset']}" if doc["opset"] is not None else ""
-    note = "" if doc["portable"] else " (a hashed column: its buckets need polars' hash, see the README)"
+    note = "" if doc["portable"] else (" (packaged before the stable hash: a hashed column's buckets need polars' "
+                                       "hash, see the README)")
     _emit(args, doc, f"exported {doc['model_uri']} ({doc['format']}{opset}): wrote {doc['network']} and "
           f"{doc['encoder']}{note}")
     return 0

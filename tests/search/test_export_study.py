@@ -85,6 +85,28 @@ def _cross_value(col: dict, row: dict):
     return cross["separator"].join(texts)
 
 
+def _hash_code(col: dict, codes: dict, text: str) -> int:
+    """A hashed column's code, from the ``hash`` entry: 64-bit FNV-1a of the UTF-8 text, modulo n_buckets."""
+    spec = col["hash"]
+    assert spec["function"] == "fnv1a64" and col["portable"], spec
+    h, prime = int(spec["offset_basis"], 16), int(spec["prime"], 16)
+    for byte in text.encode("utf-8"):
+        h = ((h ^ byte) * prime) % 2**64
+    return codes["first_known"] + h % col["n_buckets"]
+
+
+def _number_input(col: dict, num: np.ndarray, r: int, j: int, v, kind: str) -> None:
+    """A numeric input (and its indicator at ``j + 1``): the value as a float, else the fill."""
+    ok, value = (False, None) if _missing(v) else _read(v, kind)
+    value = float(value) if ok else None
+    if col["dtype"] == "Float32" and ok:
+        value = float(np.float32(value))
+    bad = not ok or not math.isfinite(value)
+    num[r, j] = _edge(col["fill"]) if bad else value
+    if col["indicator"]:
+        num[r, j + 1] = float(bad)
+
+
 def reference_decode(doc: dict, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """(int32 categorical codes, float32 numeric inputs) for raw rows (dicts), from ``encoder.json`` alone."""
     codes = doc["codes"]
@@ -92,20 +114,14 @@ def reference_decode(doc: dict, rows: list[dict]) -> tuple[np.ndarray, np.ndarra
     cat = np.zeros((len(rows), n_cat), dtype=np.int32)
     num = np.zeros((len(rows), n_num), dtype=np.float32)
     for col in doc["columns"]:
-        assert col["kind"] == "numeric" or col["encoding"] == "vocabulary", "hashed columns are not portable"
         lookup = {json.dumps(v): codes["first_known"] + i for i, v in enumerate(col.get("vocabulary") or [])}
         j = col["input_index"]
         for r, row in enumerate(rows):
             if col["kind"] == "numeric":
-                v = row[col["name"]]
-                ok, value = (False, None) if _missing(v) else _read(v, "float")
-                if col["dtype"] == "Float32" and ok:
-                    value = float(np.float32(value))
-                bad = not ok or not math.isfinite(value)
-                num[r, j] = _edge(col["fill"]) if bad else value
-                if col["indicator"]:
-                    num[r, j + 1] = float(bad)
+                _number_input(col, num, r, j, row[col["name"]], "float")
                 continue
+            if col["ordered"]:  # an ordered integer column: also its value as a number
+                _number_input(col, num, r, col["numeric_index"], row[col["name"]], col["dtype_kind"])
             if "cross" in col:
                 value = _cross_value(col, row)
                 cat[r, j] = codes["missing"] if value is None else lookup.get(json.dumps(value),
@@ -116,7 +132,12 @@ def reference_decode(doc: dict, rows: list[dict]) -> tuple[np.ndarray, np.ndarra
                 cat[r, j] = codes["missing"]
                 continue
             ok, value = _read(v, col["dtype_kind"])
-            cat[r, j] = lookup.get(json.dumps(value), codes["out_of_vocabulary"]) if ok else codes["out_of_vocabulary"]
+            if not ok:
+                cat[r, j] = codes["out_of_vocabulary"]
+            elif col["encoding"] == "hash":
+                cat[r, j] = _hash_code(col, codes, _text(value, col["dtype_kind"]))
+            else:
+                cat[r, j] = lookup.get(json.dumps(value), codes["out_of_vocabulary"])
     return cat, num
 
 
@@ -144,8 +165,11 @@ def study(tmp_path_factory, ray_session):
     frame = raw_frame()
     spec = StudySpec(
         study=StudySection(name=NAME, n_trials=2, sampler="random", seed=2),
-        data=DataSpec(frame=frame, target="label", top_k=[4, 4], crosses=3),
-        space={"depth": [1, 2], "width": [16, 32], "target_sparsity": 0.8, "methods": ["gmp"]},
+        data=DataSpec(frame=frame, target="label", top_k=[4, 4], crosses=3, ordered_ints=20),
+        # the new model family end to end: a quantile encoding (portable form in ONNX), a cross layer, pairwise
+        # products, a 2-member ensemble, shop (30 integers) also an ordered number
+        space={"depth": [1, 2], "width": [16, 32], "target_sparsity": 0.8, "methods": ["gmp"],
+               "numeric_encoding": ["quantile"], "cross_layers": 1, "cross_rank": 4, "fm_dim": 4, "ensemble_size": 2},
         train={"epochs": 2}, tracking=TrackingSpec(),
     )
     result = run_study(spec, results_dir=results, progress=False)
@@ -201,7 +225,7 @@ def _run_network(fmt: str, path, cat: np.ndarray, num: np.ndarray) -> np.ndarray
 def test_exported_network_fed_by_the_json_encoder_reproduces_the_pyfunc(study, model, test_rows, fmt, tmp_path):
     result = _export(study, fmt, tmp_path / "out")
     doc = json.loads(result.encoder.read_text())
-    assert doc == result.document and doc["format"] == "sparsearch-encoder/1" and doc["portable"]
+    assert doc == result.document and doc["format"] == "sparsearch-encoder/2" and doc["portable"]
     assert doc["network"]["format"] == fmt and result.network.exists()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([result.network.name, "encoder.json"])
     package = model.unwrap_python_model()
@@ -209,6 +233,9 @@ def test_exported_network_fed_by_the_json_encoder_reproduces_the_pyfunc(study, m
     crosses = [c for c in doc["columns"] if "cross" in c]
     assert crosses, "the study should have crossed features for the recipes to be exercised"
     assert any(e is not None for c in crosses for e in c["cross"]["bin_edges"]), "no cross with a binned float"
+    assert any(c.get("ordered") for c in doc["columns"]), "the study should have an ordered integer column"
+    assert doc["network"]["blocks"] == {"numeric_encoding": "quantile", "cross_layers": 1, "fm_dim": 4,
+                                        "ensemble_size": 2}
 
     cat, num = reference_decode(doc, test_rows.to_dict("records"))
     # the reader of the JSON gives exactly the package encoder's codes ...
@@ -286,15 +313,48 @@ def test_an_image_network_is_refused(tmp_path):
         export_torchscript(SparseCNN(1, 8, 3), tmp_path / "m.pt")
 
 
-def test_a_hashed_column_is_described_and_marked_not_portable():
+def test_a_hashed_column_is_portable_and_the_json_reader_reproduces_its_codes():
+    """Hashed string and integer columns: the reader, from the document's ``hash`` entry alone, gives the
+    encoder's codes for known, unseen, missing, unreadable and non-ASCII values; an ordered integer column's
+    number and indicator land where ``numeric_index`` says."""
+    from sparsearch.spaces import TabularEncoder
+    from sparsearch.spaces.portable import encoder_document
+
+    rng = np.random.default_rng(5)
+    n = 600
+    frame = pl.DataFrame({"user": [f"u{k}" for k in rng.integers(0, 400, n)], "kind": rng.choice(["a", "b"], n),
+                          "item": pl.Series(rng.integers(-500, 500, n)).set(pl.Series(rng.random(n) < 0.1), None),
+                          "price": rng.normal(size=n), "y": rng.integers(0, 2, n)})
+    enc = TabularEncoder.fit(frame, "y", max_cardinality=60, ordered_ints=30)
+    doc = json.loads(json.dumps(encoder_document(enc), allow_nan=False))
+    user, kind, item, price = doc["columns"]
+    assert user["encoding"] == "hash" and user["n_buckets"] == 58 and user["portable"] and "vocabulary" not in user
+    assert user["hash"]["function"] == "fnv1a64" and user["hash"]["offset_basis"] == "0xcbf29ce484222325"
+    assert item["encoding"] == "hash" and item["ordered"] and item["indicator"] and item["numeric_index"] == 0
+    assert kind["encoding"] == "vocabulary" and kind["vocabulary"] == ["a", "b"] and not kind["ordered"]
+    assert price["input_index"] == 2 and doc["inputs"]["numeric"]["columns"] == ["item", "item_missing", "price"]
+    assert doc["portable"] is True
+    rows = frame.drop("y").to_pandas()
+    rows["user"] = rows["user"].astype(object)
+    rows["item"] = rows["item"].astype(object)
+    rows.loc[0:4, "user"] = ["nobody", "日本", "", None, "é"]
+    rows.loc[5:9, "item"] = [10**6, None, 3.5, 7.0, -3]  # unseen, missing, unreadable, a whole float
+    cat, num = reference_decode(doc, rows.to_dict("records"))
+    want_cat, want_num = enc.transform(rows)
+    np.testing.assert_array_equal(cat, want_cat)
+    np.testing.assert_array_equal(num, want_num)
+    assert len(np.unique(cat[:, 0])) > 40 and cat[3, 0] == 0 and cat[7, 2] == 1 and num[7, 1] == 1.0
+
+
+def test_a_model_packaged_with_polars_hash_is_described_as_not_portable():
     from sparsearch.spaces import TabularEncoder
     from sparsearch.spaces.portable import encoder_document
 
     frame = pl.DataFrame({"user": [f"u{i}" for i in range(40)], "kind": ["a", "b"] * 20, "y": [0, 1] * 20})
-    doc = encoder_document(TabularEncoder.fit(frame, "y", max_cardinality=10))
-    user, kind = doc["columns"]
-    assert user["encoding"] == "hash" and user["n_buckets"] == 8 and not user["portable"] and "vocabulary" not in user
-    assert kind["encoding"] == "vocabulary" and kind["vocabulary"] == ["a", "b"]
+    enc = TabularEncoder.fit(frame, "y", max_cardinality=10)
+    object.__setattr__(enc.columns[0], "hash", "polars")  # as an encoder pickled before the stable hash loads
+    doc = encoder_document(enc)
+    assert doc["columns"][0]["hash"]["function"] == "polars" and doc["columns"][0]["portable"] is False
     assert doc["portable"] is False
 
 
@@ -329,6 +389,104 @@ def test_a_multiclass_model_with_a_boolean_column_round_trips_through_the_json(t
     cat, num = reference_decode(doc, rows.to_dict("records"))
     got = _run_network("onnx", tmp_path / "m.onnx", cat, num)
     np.testing.assert_allclose(got, package.predict(None, rows).to_numpy(), atol=1e-5, rtol=0)
+
+
+# -- every ingredient of the model family, without a study ----------------------------------------------------------
+INGREDIENTS = {  # name: (encoder options, TrialConfig options)
+    "standard": ({}, {}),
+    "quantile": ({}, {"numeric_encoding": "quantile"}),
+    "ple": ({}, {"numeric_encoding": "ple", "numeric_bins": 6}),
+    "plr": ({}, {"numeric_encoding": "plr", "numeric_embedding_dim": 4}),
+    "cross_layers": ({}, {"cross_layers": 2, "cross_rank": 4}),
+    "fm": ({}, {"fm_dim": 4}),
+    "ensemble": ({}, {"ensemble_size": 3}),
+    "ordered_ints": ({"ordered_ints": 20}, {}),
+    "hashed": ({"max_cardinality": 64}, {}),
+}
+ALL = ({"ordered_ints": 20, "max_cardinality": 64},
+       {"numeric_encoding": "quantile", "cross_layers": 1, "cross_rank": 4, "fm_dim": 4, "ensemble_size": 3})
+
+
+def ingredient_frame(n_classes: int, n: int = 1800, seed: int = 8) -> pl.DataFrame:
+    """Strings (one with 300 values: hashed under max_cardinality 64), an integer with 30 values (ordered under
+    ordered_ints 20), a boolean, a Float64 and a Float32 number, missing values in each."""
+    rng = np.random.default_rng(seed)
+    city, user = rng.choice([f"c{i}" for i in range(12)], n), rng.integers(0, 300, n)
+    shop, promo = rng.integers(0, 30, n), rng.random(n) < 0.4
+    price, size = rng.lognormal(2.0, 0.5, n), rng.normal(size=n)
+    score = (np.isin(city, ["c1", "c3", "c5"]) * 1.5 + 0.08 * shop + (user % 7 == 0) - 0.2 * price
+             + promo * (size > 0) + size)
+    cuts = np.quantile(score, np.linspace(0, 1, n_classes + 1)[1:-1])
+    label = np.searchsorted(cuts, score + rng.normal(scale=0.7, size=n))
+    miss = lambda p: pl.Series(rng.random(n) < p)  # noqa: E731
+    return pl.DataFrame({
+        "city": city, "user": [f"user-{u}" for u in user], "shop": pl.Series(shop).set(miss(0.05), None),
+        "promo": pl.Series(promo).set(miss(0.05), None), "price": pl.Series(price).set(miss(0.05), None),
+        "size": pl.Series(size, dtype=pl.Float32), "label": [f"k{v}" for v in label],
+    })
+
+
+def ingredient_rows(frame: pl.DataFrame) -> pd.DataFrame:
+    """Raw held-out rows with unseen, missing and unreadable values."""
+    raw = frame.drop("label").to_pandas()
+    for column in ("city", "user", "shop", "promo"):
+        raw[column] = raw[column].astype(object)
+    raw.loc[0:4, "city"] = "atlantis"
+    raw.loc[5:9, "user"] = ["nobody", "日本", "", "user-301", "user-0 "]
+    raw.loc[10:14, "shop"] = [999, -5, 3.5, None, 7.0]  # unseen (an ordered number still), unreadable, missing
+    raw.loc[15:19, "promo"] = None
+    raw.loc[20:24, "user"] = None
+    raw.loc[25:29, "price"] = [np.nan, np.inf, -np.inf, 1e6, -1e6]
+    raw.loc[30:34, "size"] = [np.nan, 1e3, -1e3, 0.0, 1e-9]
+    return raw
+
+
+def _parity(encoder_options: dict, config_options: dict, n_classes: int, tmp_path) -> None:
+    from sparsearch.search.model import build_model_package
+    from sparsearch.spaces import TabularEncoder, TrialConfig, train_and_evaluate
+    from sparsearch.spaces.portable import encoder_document, export_onnx, export_torchscript
+
+    frame = ingredient_frame(n_classes)
+    train_rows, val_rows, test_rows = np.arange(0, 1200), np.arange(1200, 1500), np.arange(1500, 1800)
+    enc = TabularEncoder.fit(frame, "label", rows=train_rows, **encoder_options)
+    train, val = enc.encode(frame, [train_rows, val_rows])
+    config = TrialConfig(widths=(32, 16), depth=2, epochs=2, batch_size=128, lr=1e-2, target_sparsity=0.7, start_frac=0.0,
+                         end_frac=0.5, **config_options)
+    network = train_and_evaluate(config, train, val, seed=0, measure_latency=False).model.eval()
+    package = build_model_package(network, enc, None)
+    compact = package.network("compact")
+    if config_options.get("numeric_encoding") not in (None, "standard"):
+        assert hasattr(compact, "numeric_encoder")
+    doc = json.loads(json.dumps(encoder_document(enc, compact), allow_nan=False))
+    assert doc["portable"] is True and doc["classes"] == [f"k{i}" for i in range(n_classes)]
+    rows = ingredient_rows(frame[test_rows])
+    cat, num = reference_decode(doc, rows.to_dict("records"))
+    expected = package.predict(None, rows).to_numpy()
+    assert expected.std(axis=0).max() > 0.02  # a model whose outputs vary: parity means something
+    export_onnx(compact, tmp_path / "m.onnx")
+    export_torchscript(compact, tmp_path / "m.pt")
+    for fmt, path in (("onnx", tmp_path / "m.onnx"), ("torchscript", tmp_path / "m.pt")):
+        got = _run_network(fmt, path, cat, num)
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0, err_msg=fmt)
+    # exporting leaves the pyfunc as it was, bit for bit (the ONNX export swaps blocks in a copy)
+    np.testing.assert_array_equal(package.predict(None, rows).to_numpy(), expected)
+    if config_options.get("numeric_encoding") == "quantile":
+        from sparsearch.spaces.numeric import QuantileEncoding
+
+        assert type(compact.numeric_encoder) is QuantileEncoding
+
+
+@pytest.mark.parametrize("ingredient", list(INGREDIENTS))
+def test_each_ingredient_exports_and_reproduces_the_pyfunc(ingredient, tmp_path):
+    """Per ingredient of the model family (numeric encodings, cross layers, FM block, efficient ensemble,
+    ordered integer columns, hashed columns): the JSON reader + ONNX Runtime and TorchScript give the pyfunc's
+    probabilities to 1e-5 on raw rows with unseen, missing and unreadable values."""
+    _parity(*INGREDIENTS[ingredient], n_classes=2, tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_all_ingredients_together_export_and_reproduce_the_pyfunc(n_classes, tmp_path):
+    _parity(*ALL, n_classes=n_classes, tmp_path=tmp_path)
 
 
 # -- the logged model's requirements, and MLflow's model server ----------------------------------------------------

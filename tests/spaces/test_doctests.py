@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["_registry", "config", "models", "accounting", "distributions", "patterns", "schedules", "spec", "encoder",
-           "data", "numeric", "ensemble", "masked"]
+           "data", "numeric", "ensemble", "masked", "portable"]
 
 
 @pytest.mark.parametrize("name", MODULES)

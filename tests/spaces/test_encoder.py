@@ -170,3 +170,63 @@ def test_ordered_ints_keep_their_codes_and_add_their_value_as_a_number():
     assert data.numeric.shape == (n, 3) and data.categorical.shape == (n, 2)
     with pytest.raises(DataError, match="ordered_ints must be an integer >= 2"):
         TabularEncoder.fit(df, "y", ordered_ints=1)
+
+
+def _fnv1a64_reference(data: bytes) -> int:
+    """64-bit FNV-1a, byte by byte (the published definition)."""
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) % 2**64
+    return h
+
+
+def test_hashed_columns_use_a_documented_stable_hash():
+    """64-bit FNV-1a of the value's UTF-8 text, modulo n_buckets, plus 2 (a missing value: the missing code):
+    the same codes as a byte-by-byte implementation, whatever polars' own hash does."""
+    from sparsearch.spaces.encoder import STABLE_HASH, fnv1a64
+
+    assert [_fnv1a64_reference(b) for b in (b"", b"a", b"foobar")] == [0xCBF29CE484222325, 0xAF63DC4C8601EC8C,
+                                                                       0x85944171F73967E8]  # FNV test vectors
+    rng = np.random.default_rng(4)
+    users = [f"user-{k}" for k in rng.integers(0, 5000, 3000)] + ["é", "日本語", "x" * 300, ""]
+    ids = rng.integers(-10**12, 10**12, len(users))
+    frame = pl.DataFrame({"user": users, "id": ids, "y": rng.integers(0, 2, len(users))})
+    enc = TabularEncoder.fit(frame, "y", max_cardinality=1000)
+    assert [(c.name, c.n_buckets, c.hash) for c in enc.columns] == [("user", 998, STABLE_HASH),
+                                                                    ("id", 998, STABLE_HASH)]
+    rows = pl.DataFrame({"user": users[:50] + ["never seen", None], "id": [*ids[:50].tolist(), 7, None]})
+    cat, _ = enc.transform(rows)
+    for j, column in enumerate(("user", "id")):
+        texts = [None if v is None else str(v) for v in rows[column].to_list()]
+        expected = [0 if t is None else 2 + _fnv1a64_reference(t.encode()) % 998 for t in texts]
+        assert cat[:, j].tolist() == expected
+    assert len(np.unique(cat[:50, 0])) > 40  # the buckets spread
+    chunked = pl.concat([pl.Series(users[:7]), pl.Series(users[7:20])], rechunk=False)  # two Arrow chunks
+    assert fnv1a64(chunked).tolist() == [_fnv1a64_reference(u.encode()) for u in users[:20]]
+    assert fnv1a64(pl.Series(users[:20]).slice(5, 9)).tolist() == [_fnv1a64_reference(u.encode())
+                                                                     for u in users[5:14]]
+
+
+def test_an_encoder_pickled_before_the_stable_hash_keeps_polars_hash():
+    """A model packaged before ``ColumnEncoding.hash`` existed unpickles with the hash it was trained with."""
+    import pickle
+
+    from sparsearch.errors import SpecError
+    from sparsearch.spaces.encoder import ColumnEncoding
+
+    frame = pl.DataFrame({"user": [f"u{i}" for i in range(40)], "kind": ["a", "b"] * 20, "y": [0, 1] * 20})
+    enc = TabularEncoder.fit(frame, "y", max_cardinality=10)
+    for col in enc.columns:  # what an old pickle holds: no ``hash`` attribute
+        col.__dict__.pop("hash")
+    old = pickle.loads(pickle.dumps(enc))
+    assert [c.hash for c in old.columns] == ["polars", None]
+    users = pl.Series(["u1", None, "zz", "u7"])
+    cat, _ = old.transform(pl.DataFrame({"user": users, "kind": ["a"] * 4}))
+    legacy = ((users.hash(seed=0) % 8).cast(pl.Int32) + 2).to_list()  # the encoder's code before: null hashed too
+    assert cat[:, 0].tolist() == legacy
+    assert TabularEncoder.fit(frame, "y", max_cardinality=10).transform(
+        pl.DataFrame({"user": users, "kind": ["a"] * 4}))[0][1, 0] == MISSING_CODE
+    with pytest.raises(SpecError, match="unknown hash function 'md5'.*fnv1a64, polars"):
+        ColumnEncoding("user", "categorical", pl.String, n_buckets=8, hash="md5")
+    with pytest.raises(ValueError, match="hash='fnv1a64' needs n_buckets"):
+        ColumnEncoding("user", "categorical", pl.String, vocabulary=pl.Series(["a"]), hash="fnv1a64")

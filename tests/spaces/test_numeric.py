@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import optuna
 import pytest
@@ -128,3 +130,66 @@ def test_statistics_of_very_many_rows_come_from_a_seeded_sample(monkeypatch):
     bins = ple_bins(x, 8)
     assert all(torch.equal(u, v) for u, v in zip(bins, ple_bins(x, 8), strict=True))
     assert bins[0][0] >= x[:, 0].min() and bins[0][-1] <= x[:, 0].max()
+
+
+def test_normal_quantile_is_the_erfinv_transform_to_float64_rounding():
+    from scipy.special import ndtri
+
+    from sparsearch.spaces.numeric import normal_quantile
+
+    u = torch.cat([torch.tensor([1e-7, 1 - 1e-7, 0.5, 0.075, 0.925, 0.07499, 0.07501, 1e-300, 0.3],
+                                dtype=torch.float64),
+                   torch.rand(20_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 1e-12])
+    ours = normal_quantile(u)
+    assert torch.isfinite(ours).all() and ours[2] == 0.0
+    np.testing.assert_allclose(ours.numpy(), ndtri(u.numpy()), rtol=1e-14, atol=1e-300)  # all three ranges
+    torch_value = math.sqrt(2.0) * torch.erfinv(2.0 * u[u > 1e-10] - 1.0)  # 2u - 1 rounds away the far tail
+    np.testing.assert_allclose(ours[u > 1e-10].numpy(), torch_value.numpy(), rtol=1e-11, atol=1e-14)
+
+
+def test_the_portable_quantile_encoding_computes_the_same_function():
+    from sparsearch.spaces.numeric import PortableQuantileEncoding
+
+    train = _numbers(3000, 0)
+    train[:, 1] = np.round(train[:, 1] / 3)  # few values: many repeated quantiles
+    enc = QuantileEncoding.fit(train)
+    portable = PortableQuantileEncoding.of(enc)
+    assert torch.equal(portable.quantiles, enc.quantiles)
+    new = np.concatenate([_numbers(800, 1), train[:200], [[1e9, -1e9, 0.5], [-1e9, 1e9, 1.0]]])
+    x = torch.tensor(new, dtype=torch.float32)
+    xp, xt = enc.quantiles.double(), x.t().double()
+    for a, b in ((xp, xt), (-xp.flip(1), -xt)):  # both directions of the interpolation: the same counts exactly
+        counts = portable._count_at_most(a, b)
+        assert torch.equal(counts, enc._count_at_most(a, b)) and counts.min() == 0 and counts.max() == a.shape[1]
+    for q in range(1, 20):  # every length, duplicates, values on and beside the knots
+        knots = torch.sort(torch.randint(0, 4, (2, q)).double(), dim=1).values
+        at = torch.randint(-1, 5, (2, 30)).double()
+        assert torch.equal(PortableQuantileEncoding._count_at_most(knots, at), torch.searchsorted(knots, at, right=True))
+    out, ref = portable(x), enc(x)
+    assert out.abs().max() > 5.0  # the clipped tails are reached
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=0, atol=1e-6)
+
+
+def test_the_trained_quantile_encoding_still_runs_searchsorted_and_erfinv_bit_for_bit():
+    """Training and the packaged pyfunc keep the torch operators (the portable form is for ONNX only): the
+    encoding equals the transform written out with them, exactly."""
+    enc = QuantileEncoding.fit(_numbers(3000, 0))
+    x = torch.tensor(_numbers(500, 2), dtype=torch.float32)
+    xp = enc.quantiles.double()
+    ref = torch.linspace(0.0, 1.0, xp.shape[1], dtype=torch.float64)
+
+    def interp(v, knots, values):
+        q = knots.shape[1]
+        hi = torch.searchsorted(knots, v.contiguous(), right=True).clamp(1, q - 1)
+        lo = hi - 1
+        x_lo, x_hi = knots.gather(1, lo), knots.gather(1, hi)
+        width = x_hi - x_lo
+        t = torch.where(width > 0, (v - x_lo) / torch.where(width > 0, width, torch.ones_like(width)),
+                        torch.zeros_like(v))
+        out = values[lo] + t.clamp(0.0, 1.0) * (values[hi] - values[lo])
+        out = torch.where(v <= knots[:, :1], values[0].expand_as(out), out)
+        return torch.where(v >= knots[:, -1:], values[-1].expand_as(out), out)
+
+    xt = x.t().double()
+    u = (0.5 * (interp(xt, xp, ref) - interp(-xt, -xp.flip(1), -ref.flip(0)))).clamp(1e-7, 1.0 - 1e-7)
+    assert torch.equal(enc(x), (math.sqrt(2.0) * torch.erfinv(2.0 * u - 1.0)).t().float())
