@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sparsearch.errors import DataError, SpecError
+from sparsearch.errors import DataError, SpecError, first_line
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -660,13 +660,13 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, enco
         err = _first_error_line(exc)
         if err is not None:
             raise type(err)(str(err)) from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise RefitFailed(f"refit of trial {t.number} failed: {first[:300]}; no model was logged, re-run with "
                           "--resume to continue from the last checkpoint") from None
     final_state = _latest_state(ckpt_dir)  # the last epoch's, whether this run or the one it resumed wrote it
     if final_state is None:
         raise RefitFailed(f"refit of trial {t.number} ended without a checkpoint; no model was logged")
-    state = torch.load(final_state, weights_only=False, map_location="cpu")
+    state = torch.load(final_state, weights_only=True, map_location="cpu")
     final = result.metrics or {}
     model = copy.deepcopy(initial)
     model.load_state_dict(state["kept"] if state.get("kept") is not None else state["model"])
@@ -711,7 +711,7 @@ def _latest_state(ckpt_dir: Path) -> Path | None:
     best: tuple[int, Path] | None = None
     for path in ckpt_dir.glob(f"*/{STATE_FILE}") if ckpt_dir.exists() else ():
         try:
-            epoch = int(torch.load(path, weights_only=False, map_location="cpu")["epoch"])
+            epoch = int(torch.load(path, weights_only=True, map_location="cpu")["epoch"])
         except Exception:  # noqa: BLE001 - a partial or foreign file is no checkpoint
             continue
         if best is None or epoch > best[0]:
@@ -873,7 +873,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
     keep_epoch, kept = cfg.get("keep_epoch"), None
     resumed_from = 0
     if cfg["resume_from"] is not None:  # the driver picked the latest complete checkpoint (_latest_state)
-        state = torch.load(cfg["resume_from"], weights_only=False, map_location=device)
+        state = torch.load(cfg["resume_from"], weights_only=True, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         sparsifier.generator.set_state(state["generator"])
