@@ -183,3 +183,29 @@ def test_startup_with_timeout_is_set_from_the_first_trials_durations():
     assert plan.to_json()["n_startup_trials"] == 4 and plan.source == "timeout"
     assert plan.estimated_trials == 20.0
     assert "4 trial(s)" in said[0] and "~20 trials expected" in said[0]
+
+
+# -- encoding cache ---------------------------------------------------------------------------------------------------
+
+def test_encoding_cache_key_follows_data_split_and_encoder_and_round_trips(tmp_path):
+    import numpy as np
+    import polars as pl
+
+    from sparsearch.search.encoding_cache import encoded_key, load_encoded, store_encoded
+    from sparsearch.spaces.encoder import TabularEncoder
+
+    df = pl.DataFrame({"a": ["x", "y", "x", "z"], "b": [1.0, 2.0, 3.0, 4.0], "click": [0, 1, 0, 1]})
+    enc = TabularEncoder.fit(df, "click", rows=np.array([0, 1]))
+    other = TabularEncoder.fit(df, "click", rows=np.array([0, 1, 2, 3]))  # fitted on other rows
+    key = encoded_key("fp", "split1", enc)
+    assert key == encoded_key("fp", "split1", enc)
+    assert len({key, encoded_key("fp", "split2", enc), encoded_key("fp2", "split1", enc),
+                encoded_key("fp", "split1", other)}) == 4
+    assert load_encoded(tmp_path, key) is None
+    parts = tuple(enc.encode(df, [np.array([0, 1]), np.array([2]), np.array([3])]))
+    store_encoded(tmp_path, key, parts)
+    back = load_encoded(tmp_path, key)
+    assert back is not None and np.array_equal(back[0].categorical, parts[0].categorical)
+    assert np.array_equal(back[2].y, parts[2].y)
+    (tmp_path / f"encoded-{key}.pkl").write_bytes(b"half a fil")  # a torn file: encode again, never crash
+    assert load_encoded(tmp_path, key) is None
