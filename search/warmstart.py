@@ -9,6 +9,9 @@
   which and why. A study that does not exist, or has none completed, is a one-line error naming the studies there.
 - ``"none"``: no warm start.
 
+A study with a custom ``[study] objective`` gets no portfolio (a note says so): its parameters need not be the
+bundled models'.
+
 Every enqueued trial carries the trial user attribute ``warm_start`` (:func:`records.enqueue_warm`), which the run
 JSON shows and the MLflow child run gets as a tag. A resumed study that holds a warm-start trial already (of any
 state) is not warm-started again. Enqueued trials count towards the sampler's start-up trials (Optuna's TPE counts
@@ -175,6 +178,11 @@ def warm_start(study: optuna.Study, spec: StudySpec, storage: Any) -> WarmStart:
         return result
     if records.warm_started(study):
         result.notes.append(f"warm start {mode}: this study was warm-started before; nothing enqueued again")
+        return result
+    if mode == "portfolio" and spec.study.objective is not None:
+        # the portfolio holds parameters of sparsearch's own models: a custom objective may search anything
+        result.notes.append("warm start portfolio: not used with a custom [study] objective (the portfolio holds "
+                            "parameters of sparsearch's own models); use \"study:NAME\" or \"none\"")
         return result
     if mode == "portfolio":
         candidates = _portfolio(spec, result.notes)

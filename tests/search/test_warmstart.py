@@ -209,3 +209,11 @@ def test_encoding_cache_key_follows_data_split_and_encoder_and_round_trips(tmp_p
     assert np.array_equal(back[2].y, parts[2].y)
     (tmp_path / f"encoded-{key}.pkl").write_bytes(b"half a fil")  # a torn file: encode again, never crash
     assert load_encoded(tmp_path, key) is None
+
+
+def test_portfolio_is_not_used_with_a_custom_objective():
+    spec = spec_of(warm_start="portfolio", objective="sparsearch_test_objectives:quadratic")
+    study = new_study()
+    done = warm_start(study, spec, study._storage)
+    assert done.enqueued == 0 and study.get_trials() == []
+    assert "not used with a custom [study] objective" in done.notes[0]
