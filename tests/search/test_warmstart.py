@@ -217,3 +217,17 @@ def test_portfolio_is_not_used_with_a_custom_objective():
     done = warm_start(study, spec, study._storage)
     assert done.enqueued == 0 and study.get_trials() == []
     assert "not used with a custom [study] objective" in done.notes[0]
+
+
+@pytest.mark.parametrize(("name", "entries"), [("quickstart", 2), ("flights", 2), ("clicklog_large", 2),
+                                               ("fashion_cnn", 1)])
+def test_bundled_studies_warm_start_from_their_portfolio_entries_unchanged(name, entries):
+    spec = load_study(name)
+    assert spec.study.warm_start == "portfolio"
+    study = new_study()
+    done = warm_start(study, spec, study._storage)
+    assert (done.enqueued, done.notes) == (entries, [])  # every entry fits the bundled spaces as measured
+    source = next(e for e in PORTFOLIO if e["model"] == spec.space.model)
+    first = fixed(waiting(study)[0])
+    assert {k: v for k, v in source["params"].items() if k in first} == first
+    assert first["arch.depth"] == source["params"]["arch.depth"]
