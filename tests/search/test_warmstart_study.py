@@ -51,3 +51,12 @@ def test_warm_start_from_a_missing_study_exits_2_naming_the_studies(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert "study:nope" in last and "studies there: 'first'" in last
+
+
+def test_timeout_study_sets_its_startup_from_the_first_trials(tmp_path):
+    result = run(tiny("timed", n_trials=50, timeout=15.0), tmp_path)
+    startup = result.to_json()["info"]["startup"]
+    assert startup["source"] == "timeout"  # provisional (a fifth of 50: 10) until the first 2 trials ended
+    expected = startup["estimated_trials"]
+    assert 0 < expected <= 50
+    assert startup["n_startup_trials"] == max(2, round(expected / 5)) <= 10
