@@ -109,8 +109,9 @@ def run_study(
     results = _check_results_dir(Path(results_dir))
     start = time.perf_counter()
 
-    opened = open_storage(resolve_urls(spec, results)[0])  # fail fast on a bad or unreachable storage, before any work
-    source_study(spec, opened)  # and on a warm start from a study that is not there (or has no completed trial)
+    # fail fast on a bad or unreachable storage, before any work, and on a warm start from a study that is not
+    # there (or has no completed trial)
+    source_study(spec, open_storage(resolve_urls(spec, results)[0]))
     set_ray_env()  # before Ray's first import: it reads them once (localhost resolution)
     import ray
 
@@ -276,7 +277,8 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: A
     stale, requeued_at_start = loop.fail_stale()
     if stale and progress is not None:
         progress.say(f"failed {stale} stale RUNNING trial(s) left by a stopped driver; {requeued_at_start} re-queued")
-    notes = [_note(progress, pruning_window_note(spec)), *(_note(progress, n) for n in warm.notes)]  # before any trial runs: the user can still stop and fix it
+    # before any trial runs: the user can still stop and fix it
+    notes = [_note(progress, pruning_window_note(spec)), *(_note(progress, n) for n in warm.notes)]
     outcome = loop.run()
 
     notes.append(_note(progress, startup_note(study)))
@@ -293,7 +295,8 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: A
                      features=list(prepared.candidates), crosses=list(prepared.crosses), timings=prepared.timings,
                      ranking_cached=prepared.ranking_cached, mlflow_failures=len(ex.tracker.failures),
                      mlflow_logging=ex.trial_log.mode, notes=[n for n in notes if n],
-                     encoding_cached=prepared.encoding_cached, prepare_s=round(prepared.timings.get("prepare_s", 0.0), 3), warm_start=warm.to_json(),
+                     encoding_cached=prepared.encoding_cached,
+                     prepare_s=round(prepared.timings.get("prepare_s", 0.0), 3), warm_start=warm.to_json(),
                      startup=plan.to_json() if plan is not None else None),
     )
 
