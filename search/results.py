@@ -69,7 +69,7 @@ class RunInfo(_Info):
     notes: list[str]
     """Study-level warnings (also shown on the progress lines or as Python warnings)."""
     encoding_cached: bool = False
-    """Whether the encoded rows came from the encoding cache (``results/cache/encoded-*.pkl``)."""
+    """Whether the encoded rows came from the encoding cache (``results/cache/encoded-*.npz``)."""
     prepare_s: float = 0.0
     """Seconds of data preparation (load or generate, rank, crosses, encode), apart from the search's time; the
     parts are in ``timings``."""

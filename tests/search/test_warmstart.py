@@ -206,8 +206,10 @@ def test_encoding_cache_key_follows_data_split_and_encoder_and_round_trips(tmp_p
     store_encoded(tmp_path, key, parts)
     back = load_encoded(tmp_path, key)
     assert back is not None and np.array_equal(back[0].categorical, parts[0].categorical)
-    assert np.array_equal(back[2].y, parts[2].y)
-    (tmp_path / f"encoded-{key}.pkl").write_bytes(b"half a fil")  # a torn file: encode again, never crash
+    assert np.array_equal(back[2].y, parts[2].y) and np.array_equal(back[1].numeric, parts[1].numeric)
+    for field in ("cardinalities", "categorical_names", "numeric_names", "task", "n_classes", "classes"):
+        assert getattr(back[0], field) == getattr(parts[0], field), field
+    (tmp_path / f"encoded-{key}.npz").write_bytes(b"half a fil")  # a torn file: encode again, never crash
     assert load_encoded(tmp_path, key) is None
 
 
