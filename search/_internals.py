@@ -19,7 +19,8 @@ import optuna
 from optuna.storages.journal._file import BaseJournalFileLock
 
 __all__ = ["BaseJournalFileLock", "get_fluent_tracking_uri", "hypervolume", "journal_parts", "pareto_mask",
-           "restore_fluent_tracking_uri", "set_journal_backend", "study_id", "study_storage", "sync_journal",
+           "restore_fluent_tracking_uri", "set_journal_backend", "set_startup_trials", "startup_trials", "study_id",
+           "study_storage", "sync_journal",
            "trial_handle", "trial_id"]
 
 # -- Optuna: a study's storage and ids ---------------------------------------------------------------------------
@@ -117,3 +118,23 @@ def restore_fluent_tracking_uri(saved: Any) -> None:
     from mlflow.tracking._tracking_service import utils
 
     utils._tracking_uri = saved
+
+
+# -- Optuna: a sampler's start-up trial count ------------------------------------------------------------------------
+# Why: with only a time budget, the number of random start-up trials follows the expected number of trials, which
+# is known only once the first trials have run (search/startup.py). TPESampler and GPSampler take
+# ``n_startup_trials`` in their constructor and keep it as ``_n_startup_trials`` (read at every ``sample_*``
+# call); neither has a public setter, and rebuilding the sampler mid-study would lose its seeded random state.
+
+
+def startup_trials(sampler: optuna.samplers.BaseSampler) -> int | None:
+    """A TPE or GP sampler's ``n_startup_trials``, or ``None`` for a sampler without one."""
+    n = getattr(sampler, "_n_startup_trials", None)
+    return int(n) if isinstance(n, int) else None
+
+
+def set_startup_trials(sampler: optuna.samplers.BaseSampler, n: int) -> None:
+    """Set a TPE or GP sampler's ``n_startup_trials`` after it was built."""
+    if startup_trials(sampler) is None:
+        raise TypeError(f"{type(sampler).__name__} has no n_startup_trials")
+    sampler._n_startup_trials = int(n)

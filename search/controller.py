@@ -44,6 +44,7 @@ from sparsearch.search.loop import SearchLoop
 from sparsearch.search.registry import make_pruner, make_sampler
 from sparsearch.search.results import RunInfo, StudyResult, load_result
 from sparsearch.search.spec import StudySpec, load_study, pruning_window_note, startup_note
+from sparsearch.search.startup import StartupListener, StartupPlan, plan_startup, sampler_params
 from sparsearch.search.storage import (
     RayStorageProxy,
     is_backend_failure,
@@ -53,6 +54,7 @@ from sparsearch.search.storage import (
     start_storage_server,
 )
 from sparsearch.search.tracking import warm_up_plots
+from sparsearch.search.warmstart import source_study, warm_start
 from sparsearch.search.worker import execute_trial
 
 __all__ = ["StudyResult", "load_result", "run_study"]
@@ -107,7 +109,9 @@ def run_study(
     results = _check_results_dir(Path(results_dir))
     start = time.perf_counter()
 
-    open_storage(resolve_urls(spec, results)[0])  # fail fast on a bad or unreachable storage, before any work
+    # fail fast on a bad or unreachable storage, before any work, and on a warm start from a study that is not
+    # there (or has no completed trial)
+    source_study(spec, open_storage(resolve_urls(spec, results)[0]))
     set_ray_env()  # before Ray's first import: it reads them once (localhost resolution)
     import ray
 
@@ -183,9 +187,9 @@ def _single_node(address: str | None) -> bool:
     return not joined and len([n for n in ray.nodes() if n.get("Alive")]) == 1
 
 
-def _open_study(ex: Execution, storage: RayStorageProxy) -> optuna.Study:
+def _open_study(ex: Execution, storage: RayStorageProxy, plan: StartupPlan | None = None) -> optuna.Study:
     spec = ex.spec
-    sampler = make_sampler(spec.study.sampler, spec.study.seed, **spec.study.sampler_params)
+    sampler = make_sampler(spec.study.sampler, spec.study.seed, **sampler_params(spec, plan))
     pruner = make_pruner(spec.study.pruner, **spec.pruner_params())
     try:
         existing = optuna.load_study(study_name=spec.study.name, storage=storage, sampler=sampler, pruner=pruner)
@@ -236,7 +240,8 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: A
     # are ~100x cheaper than actor round trips); only an in-memory storage lives in the actor alone.
     storage = RayStorageProxy(actor, retries=0) if is_memory_url(ex.storage_url) else open_storage(ex.storage_url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _open_study(ex, storage)
+    plan = plan_startup(spec)  # budget-aware start-up trials (search/startup.py)
+    study = _open_study(ex, storage, plan)
     n_before = len(study.get_trials(deepcopy=False))
 
     cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
@@ -251,6 +256,16 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: A
     listeners: list[LoopListener] = [TrackingListener(ex, study, storage, prepared.fingerprint), keeper]
     if progress is not None:
         listeners.append(progress)
+    say = progress.say if progress else _quiet
+    if plan is not None and plan.source == "provisional":
+        listeners.append(StartupListener(study.sampler, plan, timeout=float(spec.study.timeout or 0),
+                                         n_trials=spec.study.n_trials, workers=workers, say=say))
+    if plan is not None:
+        say(plan.describe())
+    # before the stale trials are re-queued: a resumed, warm-started study is not warm-started again
+    warm = warm_start(study, spec, storage)
+    if warm.enqueued:
+        say(f"warm start {warm.mode}: {warm.enqueued} trial(s) enqueued")
     ex.record_driver(study, storage)
 
     # a trial that reserves GPUs gets a fresh worker process (Ray's max_calls=1 for GPU tasks): CUDA is set up
@@ -262,7 +277,8 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: A
     stale, requeued_at_start = loop.fail_stale()
     if stale and progress is not None:
         progress.say(f"failed {stale} stale RUNNING trial(s) left by a stopped driver; {requeued_at_start} re-queued")
-    notes = [_note(progress, pruning_window_note(spec))]  # before any trial runs: the user can still stop and fix it
+    # before any trial runs: the user can still stop and fix it
+    notes = [_note(progress, pruning_window_note(spec)), *(_note(progress, n) for n in warm.notes)]
     outcome = loop.run()
 
     notes.append(_note(progress, startup_note(study)))
@@ -278,7 +294,10 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: A
                      n_rows=prepared.n_rows, split=prepared.split, ranking_rows=prepared.ranking_rows,
                      features=list(prepared.candidates), crosses=list(prepared.crosses), timings=prepared.timings,
                      ranking_cached=prepared.ranking_cached, mlflow_failures=len(ex.tracker.failures),
-                     mlflow_logging=ex.trial_log.mode, notes=[n for n in notes if n]),
+                     mlflow_logging=ex.trial_log.mode, notes=[n for n in notes if n],
+                     encoding_cached=prepared.encoding_cached,
+                     prepare_s=round(prepared.timings.get("prepare_s", 0.0), 3), warm_start=warm.to_json(),
+                     startup=plan.to_json() if plan is not None else None),
     )
 
 
@@ -322,7 +341,9 @@ def _start_parent(ex: Execution, prepared: PreparedData, workers: int, n_before:
                f"{workers} workers x {cpus:g} CPU, data {prepared.n_rows} rows, "
                f"{len(prepared.candidates) or '-'} features after prefilter"
                f"{f' + {len(prepared.crosses)} crosses' if prepared.crosses else ''}"
-               f"{' (cached ranking)' if prepared.ranking_cached else ''}; storage {redact(ex.storage_url)}")
+               f"{' (cached ranking)' if prepared.ranking_cached else ''}"
+               f"{' (cached encoding)' if prepared.encoding_cached else ''}; data prepared in "
+               f"{prepared.timings.get('prepare_s', 0.0):.1f}s; storage {redact(ex.storage_url)}")
 
 
 def _check_gpus(gpus: float) -> int:

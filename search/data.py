@@ -26,6 +26,7 @@ import numpy as np
 
 from sparsearch._frames import to_polars
 from sparsearch.errors import DataError, first_line
+from sparsearch.search.encoding_cache import encoded_key, load_encoded, store_encoded
 from sparsearch.search.spec import StudySpec
 
 __all__ = ["PreparedData", "add_crosses", "apply_crosses", "cross_recipes", "fit_encoder", "prepare_data",
@@ -57,6 +58,8 @@ class PreparedData:
     ranking: Any = None
     """The full ranking (polars DataFrame) or ``None``."""
     ranking_cached: bool = False
+    encoding_cached: bool = False
+    """Whether the encoded parts came from the encoding cache (search/encoding_cache.py)."""
     ranking_rows: dict[str, Any] = field(default_factory=dict)
     """The rows the ranking was computed on (``{"rows": "train", "n_rows": ..., "split_digest": ...}``)."""
     timings: dict[str, float] = field(default_factory=dict)
@@ -113,8 +116,10 @@ def _class_codes(df: Any, target: str) -> np.ndarray:
 
 def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
     """Load, split, rank on the training rows (cached per data fingerprint and split), prefilter and encode."""
+    start = time.perf_counter()
     if spec.data.is_image:
-        return _prepare_images(spec)
+        images = _prepare_images(spec)
+        return dataclasses.replace(images, timings={**images.timings, "prepare_s": time.perf_counter() - start})
     prepared, df = fit_encoder(spec, results_dir)
     t0 = time.perf_counter()
     # straight into the three parts: no full encoded copy besides them (the frame, the parts and one column at a
@@ -123,10 +128,19 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
     ix = prepared.indices
     # the frame holds the crossed columns already: encode them as they are (not computed a second time)
     plain = dataclasses.replace(prepared.encoder, crosses=())
-    train, val, test = plain.encode(df, [ix["train"], ix["val"], ix["test"]])
-    timings = {**prepared.timings, "encode_s": prepared.timings["encode_s"] + time.perf_counter() - t0}
+    # the encoded parts are cached per data, split and fitted encoder (search/encoding_cache.py)
+    cache_dir = Path(results_dir) / "cache"
+    key = encoded_key(prepared.fingerprint, str(prepared.split.get("digest", "")), prepared.encoder)
+    parts = load_encoded(cache_dir, key)
+    cached = parts is not None
+    if parts is None:
+        parts = tuple(plain.encode(df, [ix["train"], ix["val"], ix["test"]]))
+        store_encoded(cache_dir, key, parts)
+    train, val, test = parts
+    timings = {**prepared.timings, "encode_s": prepared.timings["encode_s"] + time.perf_counter() - t0,
+               "prepare_s": time.perf_counter() - start}
     return dataclasses.replace(prepared, train=train, val=val, test=test if ix["test"].size else None,
-                               timings=timings)
+                               timings=timings, encoding_cached=cached)
 
 
 def _prepare_images(spec: StudySpec) -> PreparedData:

@@ -101,6 +101,9 @@ class TrackingListener(LoopListener):
     def on_trial_start(self, trial: optuna.Trial, payload: TrialPayload) -> None:
         retry_of = records.retry_of(trial)
         tags = {**self.tags, **({"retry_of": str(retry_of)} if retry_of is not None else {})}
+        warm = records.warm_source(trial)
+        if warm is not None:
+            tags[records.WARM_START] = warm  # the MLflow child run says where a warm-start trial came from
         self.ex.trial_log.start(trial.number, dict(trial.params), tags)  # never blocks the search loop
 
     def on_trial_end(self, end: TrialEnd) -> None:

@@ -4,7 +4,8 @@ This module is the one place that spells a study key or a failure reason. Other 
 
 - **trial user attributes** (shown by ``trials_dataframe``, the run JSON and ``show``): ``fail_reason`` (or
   ``note`` for a trial that ended otherwise with a message), ``metrics``, the headline metrics, ``duration_s``,
-  ``ray_node``, ``device``, ``target_sparsity``, and ``retry_of`` / ``attempt`` on a re-queued trial;
+  ``ray_node``, ``device``, ``target_sparsity``, ``retry_of`` / ``attempt`` on a re-queued trial, and
+  ``warm_start`` (``"portfolio"`` or ``"study:NAME"``) on a trial enqueued by ``[study] warm_start``;
 - **trial system attributes**: the driver that owns the trial (:data:`DRIVER_ATTR`) and its heartbeat
   (:data:`HEARTBEAT_ATTR`);
 - **study user attributes**: ``objectives``, ``created_by``, ``split``, ``test:<number>`` (a trial's metrics on
@@ -45,6 +46,7 @@ __all__ = [
     "memory_reason", "model_uri", "model_tracking_uri", "record_driver", "record_heartbeat", "record_owner",
     "requeue", "retry_of", "run_key", "logged_key", "set_model", "set_split", "set_study_identity",
     "stored_objectives", "stored_split", "store_and_tell", "store_test_record", "trial_metrics",
+    "WARM_START", "enqueue_warm", "warm_source", "warm_started",
 ]
 
 # -- trial user attributes -----------------------------------------------------------------------------------------
@@ -65,6 +67,8 @@ RETRY_OF = "retry_of"
 """On a re-queued trial: the number of the trial it runs again."""
 ATTEMPT = "attempt"
 """On a re-queued trial: how many times its work was re-queued (up to ``max_retries``)."""
+WARM_START = "warm_start"
+"""On a trial enqueued by ``[study] warm_start``: where its parameters came from (``portfolio``, ``study:NAME``)."""
 
 # -- trial system attributes ---------------------------------------------------------------------------------------
 DRIVER_ATTR = "sparsearch:driver"
@@ -228,7 +232,8 @@ def requeue(study: optuna.Study, t: FrozenTrial, max_retries: int) -> bool:
     attempt = int(t.user_attrs.get(ATTEMPT, 0)) + 1
     if attempt > max_retries:
         return False
-    study.enqueue_trial(dict(t.params), user_attrs={RETRY_OF: t.number, ATTEMPT: attempt})
+    warm = {WARM_START: t.user_attrs[WARM_START]} if WARM_START in t.user_attrs else {}
+    study.enqueue_trial(dict(t.params), user_attrs={RETRY_OF: t.number, ATTEMPT: attempt, **warm})
     return True
 
 
@@ -420,3 +425,19 @@ def model_uri(study: optuna.Study) -> str | None:
 
 def model_tracking_uri(study: optuna.Study) -> str | None:
     return study.user_attrs.get(MODEL_TRACKING_URI)
+
+
+def enqueue_warm(study: optuna.Study, params: Mapping[str, Any], source: str) -> None:
+    """Enqueue a warm-start trial with ``params``, marked with :data:`WARM_START` = ``source``."""
+    study.enqueue_trial(dict(params), user_attrs={WARM_START: source}, skip_if_exists=False)
+
+
+def warm_source(t: FrozenTrial | optuna.Trial) -> str | None:
+    """Where a warm-start trial's parameters came from, or ``None`` for a trial the sampler chose."""
+    source = t.user_attrs.get(WARM_START)
+    return str(source) if source is not None else None
+
+
+def warm_started(study: optuna.Study) -> bool:
+    """Whether any trial of ``study`` (waiting, running or finished) was enqueued by a warm start."""
+    return any(WARM_START in t.user_attrs for t in study.get_trials(deepcopy=False))

@@ -68,6 +68,17 @@ class RunInfo(_Info):
     """Where trial child runs were written: ``process``, ``thread`` or ``off``."""
     notes: list[str]
     """Study-level warnings (also shown on the progress lines or as Python warnings)."""
+    encoding_cached: bool = False
+    """Whether the encoded rows came from the encoding cache (``results/cache/encoded-*.npz``)."""
+    prepare_s: float = 0.0
+    """Seconds of data preparation (load or generate, rank, crosses, encode), apart from the search's time; the
+    parts are in ``timings``."""
+    warm_start: dict[str, Any] = dataclasses.field(default_factory=lambda: {"mode": "none", "enqueued": 0,
+                                                                            "notes": []})
+    """``[study] warm_start``: ``mode``, trials ``enqueued`` by this execution and ``notes`` (clipped, skipped)."""
+    startup: dict[str, Any] | None = None
+    """The sampler's start-up trials (``n_startup_trials``, ``source``: user / n_trials / timeout / provisional,
+    ``estimated_trials``); ``None`` for a sampler without start-up trials (search/startup.py)."""
 
 
 @dataclass(frozen=True)

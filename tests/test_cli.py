@@ -139,6 +139,7 @@ def test_json_stdout_carries_only_the_document(monkeypatch, capsys):
 
 EXPECTED_OVERRIDE_FLAGS = [  # the flags `run` and `compare` had when the CLI typed them by hand
     "--study-name NAME", "--n-trials N", "--timeout SECONDS", "--sampler NAME", "--pruner NAME", "--seed N",
+    "--warm-start WHAT",  # issue 30
     "--data PATH", "--target COL", "--top-k K", "--epochs N", "--workers N", "--ray-address ADDR",
     "--storage URL", "--tracking-uri URI",
 ]

@@ -50,6 +50,7 @@ OVERRIDES: dict[str, Override] = _table(
     sampler=Override("study", "sampler", metavar="NAME", hint=" (tpe, random, nsga2, ...)"),
     pruner=Override("study", "pruner", metavar="NAME", hint=" (none, median, hyperband, ...)"),
     seed=Override("study", "seed", int, "N"),
+    warm_start=Override("study", "warm_start", metavar="WHAT", hint=" (portfolio, study:NAME, none)"),
     data=Override("data", "path", metavar="PATH", hint=": your parquet/CSV file, folder or glob"),  # or frame
     target=Override("data", "target", metavar="COL", hint=" column"),
     top_k=Override("data", "top_k", int, "K", hint=" features kept by the prefilter"),

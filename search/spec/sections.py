@@ -70,6 +70,10 @@ class StudySection(_Section):
     sampler_params: dict[str, Any] = Field({}, description="Keyword arguments of the sampler (e.g. "
                                            "{ population_size = 20 } for nsga2, { n_startup_trials = 5 } for tpe).")
     seed: int | None = Field(0, description="Seed of the sampler and of every trial's training.")
+    warm_start: str = Field(
+        "none", description="Trials enqueued before the search: \"portfolio\" (a few strong configurations "
+        "measured on the bundled studies, fitted to this space; the bundled studies set it), \"study:NAME\" (the "
+        "best completed trials of an earlier study in the same storage) or \"none\".")
     pruner: str = Field(
         "none", description="Trial pruner (early stopping of bad trials): none, median, successive_halving, "
         "hyperband, percentile, threshold, or an Optuna pruner class. Single-objective studies only. A run warns "
@@ -85,6 +89,13 @@ class StudySection(_Section):
     @classmethod
     def _name_ok(cls, v: str) -> str:
         return _safe_name(v)
+
+    @field_validator("warm_start")
+    @classmethod
+    def _warm_start_ok(cls, v: str) -> str:
+        from sparsearch.search.warmstart import check_warm_start
+
+        return check_warm_start(v)
 
     @field_validator("sampler")
     @classmethod

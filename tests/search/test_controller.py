@@ -70,7 +70,9 @@ def test_tiny_quickstart_trains_sparse_models_and_logs_everything(tmp_path):
     assert len(parents) == 1 and parents[0].info.run_id == result.mlflow_parent_run_id
     assert len(children) == 3
     assert result.info["mlflow_logging"] == "process" and result.info["mlflow_failures"] == 0
-    assert len(result.info["notes"]) == 1 and "ran as random search" in result.info["notes"][0]  # 3 < 10 start-up
+    # budget-aware start-up: a fifth of 3 trials, at least 2 (search/startup.py): TPE guided the third trial
+    assert result.info["startup"]["n_startup_trials"] == 2 and result.info["startup"]["source"] == "n_trials"
+    assert result.info["notes"] == []
     history = client.get_metric_history(children[0].info.run_id, "val_auc")
     assert [m.step for m in history] == [1]
     assert "realized_sparsity" in children[0].data.metrics

@@ -101,3 +101,24 @@ def test_fluent_tracking_uri_round_trip(tmp_path):
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         if saved_env is not None:
             os.environ["MLFLOW_TRACKING_URI"] = saved_env
+
+
+def test_startup_trials_are_read_and_set_on_tpe_and_gp_samplers():
+    from sparsearch.search._internals import set_startup_trials, startup_trials
+
+    def xs(sampler):
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(lambda t: (t.suggest_float("x", 0, 1) - 0.3) ** 2, n_trials=6)
+        return [t.params["x"] for t in study.trials]
+
+    random_start = xs(optuna.samplers.TPESampler(n_startup_trials=10, seed=0))  # 6 trials, all at random
+    tpe = optuna.samplers.TPESampler(n_startup_trials=10, seed=0)
+    assert startup_trials(tpe) == 10
+    set_startup_trials(tpe, 2)
+    guided = xs(tpe)
+    # the same seeded random start-up, then TPE guides from the third trial on: the draws part
+    assert guided[:2] == random_start[:2] and guided[2:] != random_start[2:]
+    assert startup_trials(optuna.samplers.GPSampler(n_startup_trials=4, seed=0)) == 4
+    assert startup_trials(optuna.samplers.RandomSampler(seed=0)) is None
+    with pytest.raises(TypeError, match="RandomSampler has no n_startup_trials"):
+        set_startup_trials(optuna.samplers.RandomSampler(seed=0), 2)

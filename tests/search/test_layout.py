@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 GOLDEN = Path(__file__).parent / "data" / "layout.json"
 
 STABLE_TAGS = {"sparsearch.kind", "sampler", "seed", "status", "study", "state", "best_trial", "test_evaluated",
-               "optuna.study_name", "optuna.trial.number", "optuna.trial.state"}
+               "optuna.study_name", "optuna.trial.number", "optuna.trial.state", "warm_start"}
 """Tags whose values are the same on every run (the rest: ids, times, paths, users, fingerprints)."""
 
 FREE_KEYS = {"params", "best_params"}
@@ -51,6 +51,8 @@ def _study(name: str, objective: str | None) -> dict[str, Any]:
     }
     if objective:
         raw["study"]["objective"] = f"sparsearch_test_objectives:{objective}"
+    else:  # a warm-start trial: its user attribute and child-run tag are part of the layout
+        raw["study"]["warm_start"] = "portfolio"
     return raw
 
 

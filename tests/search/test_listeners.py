@@ -134,7 +134,9 @@ def test_run_info_serialises_in_the_documented_order():
                    mlflow_failures=0, mlflow_logging="process", notes=[])
     assert list(info.to_json()) == ["workers", "cpus_per_trial", "data_fingerprint", "n_rows", "split",
                                     "ranking_rows", "features", "crosses", "timings", "ranking_cached",
-                                    "mlflow_failures", "mlflow_logging", "notes"]
+                                    "mlflow_failures", "mlflow_logging", "notes", "encoding_cached", "prepare_s",
+                                    "warm_start", "startup"]
+    assert info["warm_start"] == {"mode": "none", "enqueued": 0, "notes": []} and info["startup"] is None
     assert info["n_rows"] == 10 and info.get("nope", 3) == 3
     with pytest.raises(KeyError):
         info["nope"]

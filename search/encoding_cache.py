@@ -1,0 +1,89 @@
+"""The encoding cache: the encoded train / validation / test parts of a study's data, reused across executions
+of a study and across the runs of ``compare`` when the data, its split and the fitted encoder are the same.
+
+The key (``results/cache/encoded-<key>.npz``) is the SHA-256 of the data fingerprint, the split's digest (which
+rows are training, validation and test rows) and the fitted encoder itself (its pickled bytes, hashed only: the
+features, the crosses' recipes, the vocabularies and numeric statistics, and so every encoder option). The
+encoder is still fitted on the training rows every time (it is small, and the packaged model needs it); only the
+encoding of every row, the costly part, is skipped on a hit. A different split, data or encoder gives another
+key. The file is a numpy ``.npz`` read with ``allow_pickle=False`` (arrays) and a JSON member (the rest): loading
+it never runs code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pickle
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["encoded_key", "load_encoded", "store_encoded"]
+
+_ARRAYS = ("categorical", "numeric", "y")
+_PARTS = ("train", "val", "test")
+
+
+def encoded_key(fingerprint: str, split_digest: str, encoder: Any) -> str:
+    """The cache key of the encoded parts of ``fingerprint``'s rows split as ``split_digest`` by ``encoder``."""
+    h = hashlib.sha256()
+    for part in (fingerprint.encode(), split_digest.encode(), pickle.dumps(encoder, protocol=4)):
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.hexdigest()[:32]
+
+
+def _path(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / f"encoded-{key}.npz"
+
+
+def _plain(v: Any) -> Any:
+    """JSON form of a field: tuples as lists, numpy scalars as Python ones."""
+    if isinstance(v, tuple | list):
+        return [_plain(x) for x in v]
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def load_encoded(cache_dir: Path, key: str) -> tuple[Any, Any, Any] | None:
+    """The cached ``(train, val, test)`` parts for ``key``, or ``None`` (absent or unreadable: encode again)."""
+    from sparsearch.spaces.data import TabularData
+
+    path = _path(cache_dir, key)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            out = []
+            for name in _PARTS:
+                fields = meta[name]
+                arrays = {a: z[f"{name}.{a}"] for a in _ARRAYS}
+                out.append(TabularData(**arrays, **{k: tuple(v) if isinstance(v, list) else v
+                                                    for k, v in fields.items()}))
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+        return None
+    return out[0], out[1], out[2]
+
+
+def store_encoded(cache_dir: Path, key: str, parts: tuple[Any, Any, Any]) -> None:
+    """Write the parts for ``key`` atomically (a reader never sees half a file); a full disk only skips caching."""
+    path = _path(cache_dir, key)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.npz")
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict[str, Any] = {}
+    for name, part in zip(_PARTS, parts, strict=True):
+        fields = {f.name: getattr(part, f.name) for f in dataclasses.fields(part)}
+        for a in _ARRAYS:
+            arrays[f"{name}.{a}"] = np.asarray(fields.pop(a))
+        meta[name] = {k: _plain(v) for k, v in fields.items()}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)

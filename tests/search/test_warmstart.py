@@ -1,0 +1,235 @@
+"""Warm starts (portfolio, study:NAME), budget-aware start-up and the encoding cache, without Ray."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from sparsearch.errors import SpecError
+from sparsearch.search import records
+from sparsearch.search._internals import startup_trials
+from sparsearch.search.listeners import TrialEnd
+from sparsearch.search.registry import make_sampler
+from sparsearch.search.spec import load_study
+from sparsearch.search.startup import StartupListener, budget_startup, plan_startup, sampler_params
+from sparsearch.search.warmstart import PORTFOLIO, warm_start
+
+
+def spec_of(space: dict | None = None, **study):
+    raw = {"study": {"name": "s", "n_trials": 30, **study},
+           "data": {"generator": "click_log", "params": {"n_rows": 2000, "n_noise": 4, "max_cardinality": 100}},
+           "space": space or {"depth": [1, 3], "width": [8, 64], "distributions": ["uniform", "erk"]}, "train": {"epochs": 1, "batch_size": 256}}
+    return load_study(raw)
+
+
+def new_study(name: str = "s", storage=None) -> optuna.Study:
+    return optuna.create_study(study_name=name, storage=storage or optuna.storages.InMemoryStorage(),
+                               direction="maximize")
+
+
+def waiting(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+
+
+def fixed(t: optuna.trial.FrozenTrial) -> dict:
+    """An enqueued (WAITING) trial's parameters: Optuna keeps them aside until the trial is asked for."""
+    return t.system_attrs["fixed_params"]
+
+
+# -- portfolio --------------------------------------------------------------------------------------------------------
+
+def test_portfolio_entries_are_clipped_to_the_space_with_a_note():
+    spec = spec_of(warm_start="portfolio")  # width [8, 64]: the flights entry's 113 and 185 do not fit
+    study = new_study()
+    done = warm_start(study, spec, study._storage)
+    mlp_entries = [e for e in PORTFOLIO if e["model"] == "mlp"]
+    assert done.enqueued == len(mlp_entries) == 2
+    queued = waiting(study)
+    assert [records.warm_source(t) for t in queued] == ["portfolio", "portfolio"]
+    flights = fixed(queued[0])
+    assert flights["arch.width_l1"] == 64 and flights["arch.width_l2"] == 64 and flights["arch.width_l0"] == 64
+    assert any("flights trial 27" in n and "arch.width_l1 113 -> 64" in n for n in done.notes)
+    # the new model family at today's values, and no data parameter (it depends on the data)
+    assert not any(k.startswith("data.") for k in flights)
+
+
+def test_portfolio_entry_whose_choice_is_not_offered_is_skipped_with_a_note():
+    spec = spec_of({"depth": [1, 3], "width": [8, 64], "distributions": ["uniform"]}, warm_start="portfolio")
+    study = new_study()
+    done = warm_start(study, spec, study._storage)
+    assert done.enqueued == 1  # flights uses erk: skipped; clicklog uses uniform: kept
+    assert fixed(waiting(study)[0])["sparsity.distribution"] == "uniform"
+    assert any("flights trial 27" in n and "skipped" in n and "'erk' is not offered" in n for n in done.notes)
+
+
+def test_enqueued_portfolio_trial_is_what_the_driver_samples():
+    from sparsearch.spaces.config import suggest_config
+
+    spec = spec_of(warm_start="portfolio")
+    study = new_study()
+    warm_start(study, spec, study._storage)
+    trial = study.ask()
+    config = suggest_config(trial, spec.space, spec.train)
+    assert records.warm_source(trial) == "portfolio"
+    assert config.depth == 3 and config.widths == (64, 64, 64) and config.ensemble_size == 1
+
+
+def test_resumed_study_is_not_warm_started_twice():
+    spec = spec_of(warm_start="portfolio")
+    study = new_study()
+    first = warm_start(study, spec, study._storage)
+    again = warm_start(study, spec, study._storage)
+    assert first.enqueued == 2 and again.enqueued == 0
+    assert len(study.get_trials(deepcopy=False)) == 2
+    assert "nothing enqueued again" in again.notes[0]
+
+
+def test_warm_start_none_enqueues_nothing_and_bad_values_are_refused():
+    study = new_study()
+    assert warm_start(study, spec_of(), study._storage).enqueued == 0
+    assert study.get_trials() == []
+    with pytest.raises(SpecError, match="warm_start must be \"portfolio\", \"none\" or \"study:NAME\""):
+        spec_of(warm_start="portfolios")
+
+
+# -- study:NAME -------------------------------------------------------------------------------------------------------
+
+def _earlier(storage, spec) -> None:
+    """A finished study 'old' with 3 completed trials: one out of today's width range, one with an unknown param."""
+    old = new_study("old", storage)
+    base = {"arch.depth": 1, "arch.width_l0": 32, "arch.embedding_dim": 8, "arch.dropout": 0.1,
+            "sparsity.method": "gmp", "sparsity.pattern": "unstructured", "sparsity.target": 0.8,
+            "sparsity.distribution": "uniform", "sparsity.criterion": "magnitude", "sched.schedule": "cubic",
+            "sched.start_frac": 0.25, "sched.end_frac": 0.75, "sched.mask_updates": 10, "train.lr": 0.01,
+            "train.optimizer": "adam", "train.weight_decay": 0.0}
+    old.add_trial(optuna.trial.create_trial(params=base, distributions=_dists(base), value=0.70))
+    wide = {**base, "arch.width_l0": 500}
+    old.add_trial(optuna.trial.create_trial(params=wide, distributions=_dists(wide), value=0.90))
+    odd = {**base, "arch.mystery": 3}
+    old.add_trial(optuna.trial.create_trial(params=odd, distributions=_dists(odd), value=0.80))
+
+
+def _dists(params):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    return {k: CategoricalDistribution([v]) if isinstance(v, str) else FloatDistribution(v - 1000, v + 1000)
+            for k, v in params.items()}
+
+
+def test_study_name_enqueues_compatible_trials_and_skips_the_others_saying_why():
+    storage = optuna.storages.InMemoryStorage()
+    spec = spec_of(warm_start="study:old")
+    _earlier(storage, spec)
+    study = new_study("s", storage)
+    done = warm_start(study, spec, storage)
+    assert done.enqueued == 1
+    (queued,) = waiting(study)
+    assert fixed(queued)["arch.width_l0"] == 32 and records.warm_source(queued) == "study:old"
+    assert any("trial 1 of study 'old' skipped" in n and "arch.width_l0=500" in n and "[8, 64]" in n
+               for n in done.notes)
+    assert any("trial 2 of study 'old' skipped" in n and "arch.mystery" in n for n in done.notes)
+
+
+def test_study_name_that_does_not_exist_names_the_studies_present():
+    storage = optuna.storages.InMemoryStorage()
+    spec = spec_of(warm_start="study:nope")
+    _earlier(storage, spec)
+    study = new_study("s", storage)
+    with pytest.raises(SpecError, match=r"no such earlier study .*studies there: 'old'\)$"):
+        warm_start(study, spec, storage)
+
+
+def test_study_name_without_completed_trial_is_refused_naming_the_studies():
+    storage = optuna.storages.InMemoryStorage()
+    empty = new_study("empty", storage)
+    empty.enqueue_trial({"arch.depth": 1})
+    study = new_study("s", storage)
+    with pytest.raises(SpecError, match=r"study:empty\": that study has no completed trial \(studies there: 'empty'\)"):
+        warm_start(study, spec_of(warm_start="study:empty"), storage)
+
+
+# -- start-up ---------------------------------------------------------------------------------------------------------
+
+def test_startup_follows_n_trials_unless_the_user_sets_it():
+    plan = plan_startup(spec_of(n_trials=30))
+    assert (plan.n_startup_trials, plan.source) == (6, "n_trials")
+    sampler = make_sampler("tpe", 0, **sampler_params(spec_of(n_trials=30), plan))
+    assert startup_trials(sampler) == 6
+    assert budget_startup(3) == 2
+    user = spec_of(n_trials=30, sampler_params={"n_startup_trials": 9})
+    assert (plan_startup(user).n_startup_trials, plan_startup(user).source) == (9, "user")
+    assert plan_startup(spec_of(sampler="random")) is None
+    assert plan_startup(spec_of(n_trials=30)).to_json()["warm_start_trials_count"] is True
+
+
+class _Report:
+    def __init__(self, s: float) -> None:
+        self.duration_s = s
+
+
+def test_startup_with_timeout_is_set_from_the_first_trials_durations():
+    spec = spec_of(n_trials=100, timeout=60.0)
+    plan = plan_startup(spec)
+    assert (plan.n_startup_trials, plan.source) == (20, "provisional")
+    sampler = make_sampler("tpe", 0, **sampler_params(spec, plan))
+    said: list[str] = []
+    listener = StartupListener(sampler, plan, timeout=60.0, n_trials=100, workers=2, say=said.append)
+    frozen = optuna.trial.create_trial(value=0.5)
+    listener.on_trial_end(TrialEnd(frozen, "ran", _Report(4.0)))
+    assert startup_trials(sampler) == 20  # one of the first two trials: not yet
+    listener.on_trial_end(TrialEnd(frozen, "ran", _Report(8.0)))
+    # 60 s x 2 workers / 6 s = 20 expected trials -> a fifth: 4
+    assert startup_trials(sampler) == 4
+    assert plan.to_json()["n_startup_trials"] == 4 and plan.source == "timeout"
+    assert plan.estimated_trials == 20.0
+    assert "4 trial(s)" in said[0] and "~20 trials expected" in said[0]
+
+
+# -- encoding cache ---------------------------------------------------------------------------------------------------
+
+def test_encoding_cache_key_follows_data_split_and_encoder_and_round_trips(tmp_path):
+    import numpy as np
+    import polars as pl
+
+    from sparsearch.search.encoding_cache import encoded_key, load_encoded, store_encoded
+    from sparsearch.spaces.encoder import TabularEncoder
+
+    df = pl.DataFrame({"a": ["x", "y", "x", "z"], "b": [1.0, 2.0, 3.0, 4.0], "click": [0, 1, 0, 1]})
+    enc = TabularEncoder.fit(df, "click", rows=np.array([0, 1]))
+    other = TabularEncoder.fit(df, "click", rows=np.array([0, 1, 2, 3]))  # fitted on other rows
+    key = encoded_key("fp", "split1", enc)
+    assert key == encoded_key("fp", "split1", enc)
+    assert len({key, encoded_key("fp", "split2", enc), encoded_key("fp2", "split1", enc),
+                encoded_key("fp", "split1", other)}) == 4
+    assert load_encoded(tmp_path, key) is None
+    parts = tuple(enc.encode(df, [np.array([0, 1]), np.array([2]), np.array([3])]))
+    store_encoded(tmp_path, key, parts)
+    back = load_encoded(tmp_path, key)
+    assert back is not None and np.array_equal(back[0].categorical, parts[0].categorical)
+    assert np.array_equal(back[2].y, parts[2].y) and np.array_equal(back[1].numeric, parts[1].numeric)
+    for field in ("cardinalities", "categorical_names", "numeric_names", "task", "n_classes", "classes"):
+        assert getattr(back[0], field) == getattr(parts[0], field), field
+    (tmp_path / f"encoded-{key}.npz").write_bytes(b"half a fil")  # a torn file: encode again, never crash
+    assert load_encoded(tmp_path, key) is None
+
+
+def test_portfolio_is_not_used_with_a_custom_objective():
+    spec = spec_of(warm_start="portfolio", objective="sparsearch_test_objectives:quadratic")
+    study = new_study()
+    done = warm_start(study, spec, study._storage)
+    assert done.enqueued == 0 and study.get_trials() == []
+    assert "not used with a custom [study] objective" in done.notes[0]
+
+
+@pytest.mark.parametrize(("name", "entries"), [("quickstart", 2), ("flights", 2), ("clicklog_large", 2),
+                                               ("fashion_cnn", 1)])
+def test_bundled_studies_warm_start_from_their_portfolio_entries_unchanged(name, entries):
+    spec = load_study(name)
+    assert spec.study.warm_start == "portfolio"
+    study = new_study()
+    done = warm_start(study, spec, study._storage)
+    assert (done.enqueued, done.notes) == (entries, [])  # every entry fits the bundled spaces as measured
+    source = next(e for e in PORTFOLIO if e["model"] == spec.space.model)
+    first = fixed(waiting(study)[0])
+    assert {k: v for k, v in source["params"].items() if k in first} == first
+    assert first["arch.depth"] == source["params"]["arch.depth"]
