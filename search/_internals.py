@@ -13,14 +13,15 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.distributions import BaseDistribution
 
 # Why: sparsearch's journal lock queues its own processes (an flock on a side file) in front of Optuna's open-file
 # lock; it subclasses the base of Optuna's file locks, which Optuna 5 does not re-export.
 from optuna.storages.journal._file import BaseJournalFileLock
 
 __all__ = ["BaseJournalFileLock", "get_fluent_tracking_uri", "hypervolume", "journal_parts", "pareto_mask",
-           "restore_fluent_tracking_uri", "set_journal_backend", "study_id", "study_storage", "sync_journal",
-           "trial_handle", "trial_id"]
+           "relative_sample", "restore_fluent_tracking_uri", "set_journal_backend", "startup_trials", "study_id",
+           "study_storage", "sync_journal", "trial_handle", "trial_id"]
 
 # -- Optuna: a study's storage and ids ---------------------------------------------------------------------------
 # Why: the driver writes bookkeeping a finished trial can no longer hold (its MLflow run id, driver heartbeats) as
@@ -52,6 +53,26 @@ def trial_handle(study: optuna.Study, tid: int) -> optuna.Trial:
     but not its constructor.
     """
     return optuna.Trial(study, tid)
+
+
+# -- Optuna: samplers ----------------------------------------------------------------------------------------------
+# Why: the driver proposes a worker's parameters from the trial's relative sample (what ``Trial._suggest`` uses),
+# and a study note warns when a model-based sampler never left its random start-up phase. ``Trial.relative_params``
+# is an undocumented property and the start-up count is kept only as ``_n_startup_trials``.
+
+
+def relative_sample(trial: optuna.Trial) -> tuple[dict[str, Any], dict[str, BaseDistribution]]:
+    """``(values, search space)`` of the trial's relative sample (drawn on first use, as ``Trial._suggest`` does)."""
+    values = trial.relative_params
+    return values, trial.relative_search_space or {}
+
+
+def startup_trials(sampler: optuna.samplers.BaseSampler) -> int | None:
+    """How many trials a TPE or GP sampler samples at random before its model takes over; ``None`` for others."""
+    if not isinstance(sampler, optuna.samplers.TPESampler | optuna.samplers.GPSampler):
+        return None
+    n = getattr(sampler, "_n_startup_trials", None)
+    return n if isinstance(n, int) else None
 
 
 # -- Optuna: journal storage internals ----------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 
 from sparsearch.search import records
-from sparsearch.search._internals import study_storage, trial_id
+from sparsearch.search._internals import relative_sample, study_storage, trial_id
 from sparsearch.search.data import PreparedData, trial_feature_subset
 from sparsearch.search.execution import Execution
 from sparsearch.search.listeners import LoopListener, LoopOutcome, TrialEnd
@@ -301,8 +301,7 @@ def propose(study: optuna.Study, trial: optuna.Trial, worker_space: dict[str, An
         return {}
     out: dict[str, tuple[Any, Any]] = {}
     try:
-        relative = trial.relative_params
-        space = trial.relative_search_space or {}
+        relative, space = relative_sample(trial)
         frozen = None
         for name in names:
             dist = worker_space[name]
