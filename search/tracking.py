@@ -136,7 +136,7 @@ def _store_lock(uri: str) -> Iterator[None]:
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
-        fcntl = None  # type: ignore[assignment]
+        fcntl = None  # type: ignore[assignment]  # a module or None: Windows has no fcntl
     if fcntl is None or not uri.startswith("sqlite:///"):
         yield
         return

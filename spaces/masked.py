@@ -30,7 +30,7 @@ class MaskedMixin:
     weight_mask: torch.Tensor
 
     def _init_mask(self) -> None:
-        self.register_buffer("weight_mask", torch.ones_like(self.weight.detach()))  # type: ignore[attr-defined]
+        self.register_buffer("weight_mask", torch.ones_like(self.weight.detach()))  # type: ignore[attr-defined]  # mixed into nn.Module
 
     @property
     def mask(self) -> torch.Tensor:
