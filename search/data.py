@@ -20,13 +20,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sparsearch._frames import to_polars
 from sparsearch.errors import DataError, first_line
 from sparsearch.search.spec import StudySpec
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from sparsearch.spaces.data import ImageData, TabularData
+    from sparsearch.spaces.encoder import TabularEncoder
 
 __all__ = ["PreparedData", "add_crosses", "apply_crosses", "cross_recipes", "fit_encoder", "prepare_data",
            "rank_training_pairs", "rank_training_rows", "select_features", "trial_feature_subset", "trial_features"]
@@ -38,31 +44,33 @@ log = logging.getLogger("sparsearch")
 class PreparedData:
     """What the controller puts in the object store, plus what it logs."""
 
-    train: Any
-    val: Any
+    train: TabularData | ImageData | None
+    """The encoded training rows; ``None`` once the controller has put them in the object store, and in what
+    :func:`fit_encoder` returns."""
+    val: TabularData | ImageData | None
     fingerprint: str
     n_rows: int
-    test: Any = None
+    test: TabularData | ImageData | None = None
     """The held-out test rows (``None`` with ``test_fraction = 0``): evaluated once, for the best trial(s)."""
     split: dict[str, Any] = field(default_factory=dict)
     """How the rows were split: sizes, fractions, seed and a digest of the row indices."""
-    indices: dict[str, Any] = field(default_factory=dict)
+    indices: dict[str, np.ndarray] = field(default_factory=dict)
     """Row indices of ``train``, ``val`` and ``test`` in the loaded data (driver only; never shipped to workers)."""
     candidates: tuple[str, ...] = ()
     """Features after the prefilter, best first (empty for image data)."""
     crosses: tuple[str, ...] = ()
     """Crossed pair features (``[data] crosses``), best pair first; encoded after the candidates."""
-    pairs: Any = None
+    pairs: pl.DataFrame | None = None
     """The ranked pairs the crosses came from (polars DataFrame) or ``None``."""
-    ranking: Any = None
+    ranking: pl.DataFrame | None = None
     """The full ranking (polars DataFrame) or ``None``."""
     ranking_cached: bool = False
     ranking_rows: dict[str, Any] = field(default_factory=dict)
     """The rows the ranking was computed on (``{"rows": "train", "n_rows": ..., "split_digest": ...}``)."""
     timings: dict[str, float] = field(default_factory=dict)
-    encoder: Any = None
+    encoder: TabularEncoder | None = None
     """The fitted :class:`~sparsearch.spaces.encoder.TabularEncoder` (driver only: it packages the best model)."""
-    example: Any = None
+    example: pl.DataFrame | None = None
     """A few raw rows of the candidate features (polars; the packaged model's input example)."""
 
 

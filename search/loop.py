@@ -25,9 +25,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.exceptions import UpdateFinishedTrialError
 
 from sparsearch.search import records
@@ -37,6 +38,11 @@ from sparsearch.search.execution import Execution
 from sparsearch.search.listeners import LoopListener, LoopOutcome, TrialEnd
 from sparsearch.search.protocol import Dispatch, TrialReport, build_payload
 from sparsearch.search.storage import is_backend_failure
+
+if TYPE_CHECKING:
+    from ray import ObjectRef
+    from ray.actor import ActorHandle
+    from ray.remote_function import RemoteFunction
 
 __all__ = ["InFlight", "SearchLoop", "propose", "worker_lost"]
 
@@ -82,16 +88,16 @@ class SearchLoop:
     study: optuna.Study
     storage: optuna.storages.BaseStorage
     prepared: PreparedData
-    task: Any
-    actor: Any
-    data_refs: list[Any]
+    task: RemoteFunction
+    actor: ActorHandle
+    data_refs: list[ObjectRef]
     driver_node: str
     workers: int
     listeners: list[LoopListener] = field(default_factory=list)
     pending_retries: int = 0
-    in_flight: dict[Any, InFlight] = field(default_factory=dict)
+    in_flight: dict[ObjectRef, InFlight] = field(default_factory=dict)
     """Object ref of each running task -> its record."""
-    worker_space: dict[str, Any] = field(default_factory=dict)
+    worker_space: dict[str, BaseDistribution] = field(default_factory=dict)
     """Parameters that objectives suggest inside workers (name -> latest distribution), learned from results."""
     budget_used: int = 0
     n_run: int = 0
@@ -203,7 +209,7 @@ class SearchLoop:
                                        driver_params=frozenset(payload.params), features=features)
         self.n_run += 1
 
-    def collect(self, ref: Any) -> None:
+    def collect(self, ref: ObjectRef) -> None:
         """Store the finished task's report (or its error) and tell the study; re-queue a lost worker's trial."""
         import ray
 
@@ -288,7 +294,8 @@ def worker_lost(exc: BaseException) -> bool:
     return isinstance(exc, lost)
 
 
-def propose(study: optuna.Study, trial: optuna.Trial, worker_space: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+def propose(study: optuna.Study, trial: optuna.Trial,
+            worker_space: dict[str, BaseDistribution]) -> dict[str, tuple[Any, BaseDistribution]]:
     """Values the study's sampler proposes for the parameters a worker is expected to suggest.
 
     Taken, as ``Trial._suggest`` would, from the trial's relative sample when the parameter is in the sampler's
@@ -299,7 +306,7 @@ def propose(study: optuna.Study, trial: optuna.Trial, worker_space: dict[str, An
     names = [name for name in worker_space if name not in trial.params]
     if not names:
         return {}
-    out: dict[str, tuple[Any, Any]] = {}
+    out: dict[str, tuple[Any, BaseDistribution]] = {}
     try:
         relative, space = relative_sample(trial)
         frozen = None
