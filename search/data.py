@@ -86,7 +86,7 @@ def _load_frame(spec: StudySpec) -> Any:
         params = dict(data.params)
         params.setdefault("seed", spec.study.seed)
         try:
-            df = DATASETS[data.generator](**params)
+            df = DATASETS[data.generator](**params)  # type: ignore[index]  # the spec requires one here
         except TypeError as exc:
             raise DataError(f"[data] params for generator {data.generator!r}: {exc}") from None
     if data.sql is not None:
@@ -130,6 +130,7 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
     # peaked near 20 GB; the codes are int32 since, 2.4 GB less)
     ix = prepared.indices
     # the frame holds the crossed columns already: encode them as they are (not computed a second time)
+    assert prepared.encoder is not None  # fit_encoder fits one
     plain = dataclasses.replace(prepared.encoder, crosses=())
     train, val, test = plain.encode(df, [ix["train"], ix["val"], ix["test"]])
     timings = {**prepared.timings, "encode_s": prepared.timings["encode_s"] + time.perf_counter() - t0}
@@ -144,7 +145,7 @@ def _prepare_images(spec: StudySpec) -> PreparedData:
     from sparsearch.spaces import IMAGE_DATASETS, split_indices
 
     t0 = time.perf_counter()
-    loader = IMAGE_DATASETS[spec.data.generator]
+    loader = IMAGE_DATASETS[spec.data.generator]  # type: ignore[index]  # image data: always a generator
     images = loader(**spec.data.params)
     own_test = spec.data.generator == "fashion_mnist"
     if own_test:  # the data set's own test images (all of them: a `limit` shrinks the training part only)
@@ -154,7 +155,7 @@ def _prepare_images(spec: StudySpec) -> PreparedData:
         train, val = images.subset(tr), images.subset(va)
     else:
         tr, va, te = split_indices(images.y, val_f, test_f, seed)
-        train, val, test = images.subset(tr), images.subset(va), images.subset(te) if te.size else None
+        train, val, test = images.subset(tr), images.subset(va), images.subset(te) if te.size else None  # type: ignore[assignment]  # None: no test rows
     digest = hashlib.sha256(np.ascontiguousarray(images.x).tobytes()[:50_000_000]).hexdigest()[:16]
     timings["load_s"] = time.perf_counter() - t0
     split = _split_info((tr, va, te), spec, seed, "t10k" if own_test else "split")

@@ -182,9 +182,9 @@ class SearchLoop:
         top_k, crosses = spec.data.top_k, spec.data.crosses
         try:
             if self.searched_k:
-                trial.suggest_int("data.top_k", top_k[0], top_k[1])
+                trial.suggest_int("data.top_k", top_k[0], top_k[1])  # type: ignore[index]  # searched_k: not None
             if self.searched_c:
-                trial.suggest_int("data.crosses", crosses[0], min(crosses[1], len(prepared.crosses)))
+                trial.suggest_int("data.crosses", crosses[0], min(crosses[1], len(prepared.crosses)))  # type: ignore[index]  # searched_c
             features = trial_feature_subset(spec, prepared, trial.params)
             config = suggest_config(trial, spec.space, spec.train, n_features=len(prepared.candidates) or None)
         except Exception as exc:  # an invalid combination of parameters fails this trial only

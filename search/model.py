@@ -47,7 +47,7 @@ def _check(kind: str, value: Any, allowed: tuple[str, ...]) -> str:
     return str(value)
 
 
-class SparsearchModel(mlflow.pyfunc.PythonModel):
+class SparsearchModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]  # mypy misses the re-export
     """Raw rows in, class probabilities (or labels) out: the encoder, the trained network and its exports.
 
     Args:
@@ -128,12 +128,12 @@ def model_signature(model: SparsearchModel, example: Any) -> Any:
     integer column with a missing value arrives as floats, a boolean one as objects: the model casts them)."""
     import polars as pl
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
     dtypes = {c.name: c.raw_dtype for c in model.encoder.columns}
     for cross in model.encoder.crosses:  # a cross is computed from its two raw columns
         dtypes.update(zip(cross.parts, cross.dtypes, strict=True))
-    cols = [ColSpec("string" if dtypes[name] == pl.String else AnyType(), name, required=True)
+    cols: list[ColSpec | TensorSpec] = [ColSpec("string" if dtypes[name] == pl.String else AnyType(), name, required=True)
             for name in model.encoder.raw_features]
     outputs = Schema([ColSpec("double", str(c)) for c in model.classes])
     params = ParamSchema([ParamSpec("format", "string", model.default_format),

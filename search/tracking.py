@@ -404,7 +404,7 @@ class Tracker:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            self._log(self.parent_run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()
+            self._log(self.parent_run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()  # type: ignore[arg-type]  # started
                                                    if _finite(v)], tags=tags)
             self._client.set_terminated(self.parent_run_id, status=status)
 

@@ -108,7 +108,7 @@ class _LazyStorage:
             else:
                 from sparsearch.search.storage import RayStorageProxy
 
-                self._storage = RayStorageProxy(self._actor, retries=self._payload.storage_retries)
+                self._storage = RayStorageProxy(self._actor, retries=self._payload.storage_retries)  # type: ignore[abstract]  # forwarded
         return self._storage
 
 
