@@ -200,5 +200,5 @@ class ProgressListener(LoopListener):
     def trial_done(self, study: optuna.Study, frozen: FrozenTrial, duration: float) -> None:
         best = best_values(study, len(self.objectives))
         note = str(records.fail_reason(frozen) or "")[:120] if frozen.state == TrialState.FAIL else ""
-        self.printer.trial_done(frozen.number, frozen.state.name, list(frozen.values) if frozen.values else None,
+        self.printer.trial_done(frozen.number, frozen.state, list(frozen.values) if frozen.values else None,
                                 best, duration, note)

@@ -21,10 +21,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sparsearch._redact import redact
 from sparsearch.errors import ConnectionProblem, first_line
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+    from sparsearch.search.protocol import ReportState
 
 __all__ = ["EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "Tracker", "best_so_far_points", "default_tracking_uri",
            "experiment_ui_url", "warm_up_plots"]
@@ -365,7 +370,7 @@ class Tracker:
         self,
         run_id: str | None,
         *,
-        state: str,
+        state: ReportState,
         history: Sequence[Mapping[str, float]] = (),
         metrics: Mapping[str, Any] | None = None,
         accounting: Mapping[str, Any] | None = None,
@@ -421,8 +426,8 @@ class Tracker:
         self._guard("log run metrics", self._log, run_id, metrics=[
             Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)], tags=tags or {})
 
-    def log_search(self, run_id: str | None, trials: Sequence[Any], objectives: Sequence[str],
-                   directions: Sequence[str], best: Sequence[Any], child_runs: Mapping[int, str]) -> None:
+    def log_search(self, run_id: str | None, trials: Sequence[FrozenTrial], objectives: Sequence[str],
+                   directions: Sequence[str], best: Sequence[FrozenTrial], child_runs: Mapping[int, str]) -> None:
         """The search on the parent run: its progress, its trials as a table, and which trials are best.
 
         * ``best_so_far_<objective>`` metrics with step = trial number (one per finished trial, timestamped when
@@ -442,8 +447,10 @@ class Tracker:
             stamps[number] = when
             metrics += [Metric(f"best_so_far_{name}", v, when, number) for name, v in zip(objectives, values)
                         if v is not None]
+        from optuna.trial import TrialState
+
         for t in sorted(trials, key=lambda t: t.number):
-            if t.state.name == "COMPLETE" and t.values is not None:
+            if t.state == TrialState.COMPLETE and t.values is not None:
                 stamp = stamps.get(t.number) or _millis(t.datetime_complete)
                 metrics += [Metric(f"trial_{name}", float(v), stamp, t.number)
                             for name, v in zip(objectives, t.values) if _finite(v)]

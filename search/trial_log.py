@@ -28,10 +28,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sparsearch.search import records
 from sparsearch.search.tracking import Tracker
+
+if TYPE_CHECKING:
+    from sparsearch.search.protocol import ReportState
 
 __all__ = ["TrialLog", "TrialRunLogger"]
 
@@ -51,7 +54,7 @@ class TrialRunLogger:
             self.runs[number] = run_id
         return run_id
 
-    def finish(self, number: int, *, state: str, history: Sequence[Mapping[str, float]] = (),
+    def finish(self, number: int, *, state: ReportState, history: Sequence[Mapping[str, float]] = (),
                metrics: Mapping[str, Any] | None = None, accounting: Mapping[str, Any] | None = None,
                error: str | None = None, run_id: str | None = None,
                tags: Mapping[str, str] | None = None) -> tuple[str | None, bool, str | None]:
