@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from sparsearch.spaces.data import ImageData, TabularData
-    from sparsearch.spaces.encoder import TabularEncoder
+    from sparsearch.spaces.encoder import Cross, TabularEncoder
 
 __all__ = ["PreparedData", "add_crosses", "apply_crosses", "cross_recipes", "fit_encoder", "prepare_data",
            "rank_training_pairs", "rank_training_rows", "select_features", "trial_feature_subset", "trial_features"]
@@ -74,7 +74,7 @@ class PreparedData:
     """A few raw rows of the candidate features (polars; the packaged model's input example)."""
 
 
-def _load_frame(spec: StudySpec) -> Any:
+def _load_frame(spec: StudySpec) -> pl.DataFrame:
     from sparsearch.features import DATASETS, read_table
 
     data = spec.data
@@ -114,7 +114,7 @@ def _split_info(idx: tuple[np.ndarray, ...], spec: StudySpec, seed: int, test_so
             "test_source": test_source, "digest": h.hexdigest()[:16]}
 
 
-def _class_codes(df: Any, target: str) -> np.ndarray:
+def _class_codes(df: pl.DataFrame, target: str) -> np.ndarray:
     """Class index of every row (rows with a missing target must be dropped before)."""
     return df[target].rank("dense").to_numpy().astype(np.int64) - 1
 
@@ -163,7 +163,7 @@ def _prepare_images(spec: StudySpec) -> PreparedData:
                     n_rows=images.n_rows, timings=timings, indices={"train": tr, "val": va, "test": te})
 
 
-def fit_encoder(spec: StudySpec, results_dir: Path) -> tuple[PreparedData, Any]:
+def fit_encoder(spec: StudySpec, results_dir: Path) -> tuple[PreparedData, pl.DataFrame]:
     """Every step of :func:`prepare_data` for tabular data but the encoding: load, split, rank on the training
     rows (cached), prefilter, add crosses and fit the encoder on the training rows.
 
@@ -223,7 +223,7 @@ def fit_encoder(spec: StudySpec, results_dir: Path) -> tuple[PreparedData, Any]:
     raw = _detached(df.select(columns).head(5))  # the packaged model's input example
     crosses: list[str] = []
     pairs = None
-    recipes: list[Any] = []
+    recipes: list[Cross] = []
     if spec.data.crosses is not None and spec.data.crosses[1] > 0:
         t0 = time.perf_counter()
         pairs = rank_training_pairs(df, columns, target, tr, spec.data.crosses[1])
@@ -246,7 +246,7 @@ def fit_encoder(spec: StudySpec, results_dir: Path) -> tuple[PreparedData, Any]:
                         encoder=encoder, example=raw), df
 
 
-def _detached(frame: Any) -> Any:
+def _detached(frame: pl.DataFrame) -> pl.DataFrame:
     """A copy of a (small) polars frame that shares no memory with the frame it was sliced from.
 
     A polars slice (``head``, ``select``) is a view: it keeps the whole source frame's buffers alive. The study's
@@ -261,7 +261,8 @@ def _detached(frame: Any) -> Any:
     return pl.read_ipc(buf.getvalue())
 
 
-def rank_training_rows(df: Any, columns: list[str], target: str, train_rows: np.ndarray, spec: StudySpec) -> Any:
+def rank_training_rows(df: pl.DataFrame, columns: list[str], target: str, train_rows: np.ndarray,
+                       spec: StudySpec) -> pl.DataFrame:
     """The prefilter ranking, computed on the training rows only: labels of validation and test rows never
     reach it (a feature chosen with them would flatter every validation and test metric)."""
     from sparsearch.features import rank_features
@@ -270,7 +271,8 @@ def rank_training_rows(df: Any, columns: list[str], target: str, train_rows: np.
                          seed=spec.study.seed)
 
 
-def rank_training_pairs(df: Any, columns: list[str], target: str, train_rows: np.ndarray, k: int) -> Any:
+def rank_training_pairs(df: pl.DataFrame, columns: list[str], target: str, train_rows: np.ndarray,
+                        k: int) -> pl.DataFrame:
     """The ``k`` best pairs by chance-corrected interaction information, on the training rows only, among all
     ``columns`` (a pair whose features carry no signal alone is cut by a single-feature prefilter)."""
     from sparsearch.features import rank_interactions
@@ -282,14 +284,15 @@ def cross_name(a: str, b: str) -> str:
     return f"{a}*{b}"
 
 
-def add_crosses(df: Any, pairs: Any, *, rows: np.ndarray | None = None) -> tuple[Any, list[str]]:
+def add_crosses(df: pl.DataFrame, pairs: pl.DataFrame, *,
+                rows: np.ndarray | None = None) -> tuple[pl.DataFrame, list[str]]:
     """Add one categorical column per ranked pair with a positive score: the two values joined (floats by their
     equal-frequency bin among ``rows`` first, every row when ``None``; labels unused); a missing value on either
     side is a missing cross. The same as :func:`apply_crosses` of :func:`cross_recipes`."""
     return apply_crosses(df, cross_recipes(df, pairs, rows=rows))
 
 
-def apply_crosses(df: Any, recipes: list[Any]) -> tuple[Any, list[str]]:
+def apply_crosses(df: pl.DataFrame, recipes: list[Cross]) -> tuple[pl.DataFrame, list[str]]:
     """``df`` with the crossed columns of fitted :class:`~sparsearch.spaces.encoder.Cross` recipes, computed on
     every row as the packaged model computes them on new rows, and their names."""
     if not recipes:
@@ -297,7 +300,7 @@ def apply_crosses(df: Any, recipes: list[Any]) -> tuple[Any, list[str]]:
     return df.with_columns([r.compute(df) for r in recipes]), [r.name for r in recipes]
 
 
-def cross_recipes(df: Any, pairs: Any, *, rows: np.ndarray | None = None) -> list[Any]:
+def cross_recipes(df: pl.DataFrame, pairs: pl.DataFrame, *, rows: np.ndarray | None = None) -> list[Cross]:
     """The crosses of the ranked pairs with a positive score (a pair that adds nothing over its two features is
     not crossed), in rank order, their float bins fitted on ``rows`` (every row when ``None``)."""
     from sparsearch.spaces.encoder import Cross
@@ -325,9 +328,12 @@ def trial_feature_subset(spec: StudySpec, prepared: PreparedData,
     return trial_features(prepared, k, c)
 
 
-def select_features(data: Any, keep: list[str] | tuple[str, ...] | None) -> Any:
+def select_features(data: TabularData | ImageData,
+                    keep: list[str] | tuple[str, ...] | None) -> TabularData | ImageData:
     """Keep only the named features of an encoded tabular data set (``None``: keep all)."""
-    if keep is None or not hasattr(data, "categorical_names"):
+    from sparsearch.spaces.data import TabularData
+
+    if keep is None or not isinstance(data, TabularData):  # image data: no named features
         return data
     keep_set = set(keep)
     cat = [i for i, n in enumerate(data.categorical_names) if n in keep_set]
