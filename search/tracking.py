@@ -21,20 +21,28 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sparsearch._redact import redact
 from sparsearch.errors import ConnectionProblem, first_line
 
 if TYPE_CHECKING:
-    from optuna.trial import FrozenTrial
+    import datetime
 
+    import pandas as pd
+    import polars as pl
+    from optuna.trial import FrozenTrial
+    from torch import nn
+
+    from sparsearch.search.model import SparsearchModel
     from sparsearch.search.protocol import ReportState
 
 __all__ = ["EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "Tracker", "best_so_far_points", "default_tracking_uri",
            "experiment_ui_url", "warm_up_plots"]
 
 log = logging.getLogger("sparsearch")
+
+T = TypeVar("T")
 
 _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -73,7 +81,7 @@ def experiment_ui_url(base_url: str, experiment_id: str | None = None, run_id: s
     return f"{base}{path}?workflowType={UI_WORKFLOW}"
 
 
-def best_so_far_points(trials: Sequence[Any], directions: Sequence[str]) -> list[tuple[int, int, list[float | None]]]:
+def best_so_far_points(trials: Sequence[FrozenTrial], directions: Sequence[str]) -> list[tuple[int, int, list[float | None]]]:
     """The search's progress: ``(trial number, completion time in ms, best value of each objective so far)``.
 
     One point per finished trial, in trial-number order, from the first complete trial on; pruned and failed
@@ -108,7 +116,7 @@ def best_so_far_points(trials: Sequence[Any], directions: Sequence[str]) -> list
     return out
 
 
-def _millis(when: Any) -> int:
+def _millis(when: datetime.datetime | None) -> int:
     return int(when.timestamp() * 1000) if when is not None else int(time.time() * 1000)
 
 
@@ -207,7 +215,7 @@ def fluent_tracking_uri(uri: str | None) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
-def _finite(x: Any) -> bool:
+def _finite(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
 
 
@@ -288,7 +296,7 @@ class Tracker:
             msg = redact(first_line(exc))
             raise ConnectionProblem(f"cannot reach MLflow tracking store {redact(self.uri)!r}: {msg[:300]}") from None
 
-    def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _guard(self, what: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T | None:
         """Run one logging call; on failure warn once, pause logging for a while, and return ``None``."""
         if not self.enabled or self._client is None:
             return None
@@ -441,7 +449,7 @@ class Tracker:
             return
         from mlflow.entities import Metric
 
-        metrics: list[Any] = []
+        metrics: list[Metric] = []
         stamps: dict[int, int] = {}
         for number, when, values in best_so_far_points(trials, directions):
             stamps[number] = when
@@ -463,7 +471,7 @@ class Tracker:
         for number, child in runs.items():
             self._guard(f"tag best trial {number}", lambda c=child: self._client.set_tag(c, "best_trial", "true"))
 
-    def log_table(self, run_id: str | None, df: Any, name: str = "trials_table.json") -> None:
+    def log_table(self, run_id: str | None, df: pd.DataFrame, name: str = "trials_table.json") -> None:
         """Log a pandas DataFrame as an MLflow table (``MlflowClient.log_table``) on ``run_id``."""
         if run_id is None:
             return
@@ -506,7 +514,7 @@ class Tracker:
         if run_id is not None:
             self._guard(f"log artifact {path.name}", self._client.log_artifact, run_id, str(path), artifact_path)
 
-    def log_torch_model(self, run_id: str | None, model: Any, name: str = "best_model") -> str | None:
+    def log_torch_model(self, run_id: str | None, model: nn.Module, name: str = "best_model") -> str | None:
         """Log a torch model with ``mlflow.pytorch`` on ``run_id``; returns its model URI."""
         import torch
 
@@ -515,7 +523,7 @@ class Tracker:
         return self._log_model(run_id, model, "log best model", lambda mlflow: mlflow.pytorch.log_model(
             model, name=name, pip_requirements=[f"torch=={torch.__version__}"], serialization_format="pickle"))
 
-    def log_pyfunc_model(self, run_id: str | None, model: Any, example: Any, *, name: str = "best_model",
+    def log_pyfunc_model(self, run_id: str | None, model: SparsearchModel, example: pl.DataFrame | pd.DataFrame, *, name: str = "best_model",
                          registered_name: str | None = None) -> str | None:
         """Log a :class:`~sparsearch.search.model.SparsearchModel` (pyfunc) on ``run_id`` with its signature and
         input example (raw rows); optionally register it as ``registered_name``. Returns its model URI."""
