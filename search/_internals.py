@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
+from optuna.storages import BaseStorage
 
 # Why: sparsearch's journal lock queues its own processes (an flock on a side file) in front of Optuna's open-file
 # lock; it subclasses the base of Optuna's file locks, which Optuna 5 does not re-export.
@@ -81,7 +82,7 @@ def startup_trials(sampler: optuna.samplers.BaseSampler) -> int | None:
 # drops them, ``journal_parts`` returns None and writes go one by one (slower, still correct).
 
 
-def journal_parts(storage: Any) -> tuple[threading.Lock, Any] | None:
+def journal_parts(storage: BaseStorage) -> tuple[threading.Lock, Any] | None:
     """``(lock, backend)`` of a ``JournalStorage``, or ``None`` for any other storage (or an unknown layout)."""
     if not isinstance(storage, optuna.storages.JournalStorage):
         return None
@@ -126,15 +127,15 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
 # instead, and setting that default would change what a later ``MLFLOW_TRACKING_URI`` does).
 
 
-def get_fluent_tracking_uri() -> Any:
+def get_fluent_tracking_uri() -> str | None:
     """The URI ``mlflow.set_tracking_uri`` last set in this process, or ``None`` when never set."""
     from mlflow.tracking._tracking_service import utils
 
     return utils._tracking_uri
 
 
-def restore_fluent_tracking_uri(saved: Any) -> None:
+def restore_fluent_tracking_uri(saved: str | None) -> None:
     """Put back what :func:`get_fluent_tracking_uri` returned."""
     from mlflow.tracking._tracking_service import utils
 
-    utils._tracking_uri = saved
+    utils._tracking_uri = saved  # type: ignore[assignment]  # MLflow annotates it None; it holds a URI

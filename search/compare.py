@@ -489,7 +489,7 @@ def _html(report: CompareReport, png: bytes) -> str:
     rows = report.summary_rows()
     head = report.summary_head()
 
-    def cell(v: Any) -> str:
+    def cell(v: object) -> str:
         return html.escape(f"{v:.4g}" if isinstance(v, float) else str(v))
 
     trs = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)

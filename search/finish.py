@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -30,6 +30,10 @@ from sparsearch.search.protocol import TrialReport, build_payload
 from sparsearch.search.records import get_test_record
 from sparsearch.search.results import best_complete, best_values
 from sparsearch.search.storage import is_memory_url, open_storage
+
+if TYPE_CHECKING:
+    from ray import ObjectRef
+    from ray.remote_function import RemoteFunction
 
 __all__ = ["detach_study", "evaluate_test", "finish_parent", "sync_unlogged"]
 
@@ -68,7 +72,7 @@ def sync_unlogged(ex: Execution, study: optuna.Study, storage: optuna.storages.B
     records.mark_driver_done(study, ex.driver_id)
 
 
-def evaluate_test(ex: Execution, study: optuna.Study, prepared: PreparedData, task: Any, data_refs: list[Any],
+def evaluate_test(ex: Execution, study: optuna.Study, prepared: PreparedData, task: RemoteFunction, data_refs: list[ObjectRef],
                   keeper: ModelKeeper, say: Callable[[str], None]) -> None:
     """Evaluate the best trial (single objective) or every Pareto trial once on the held-out test rows.
 

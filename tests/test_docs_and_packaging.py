@@ -100,7 +100,7 @@ def _any_in_annotations(path: Path) -> int:
 
 # Issue #32 item 5: at most 40 `Any` annotations in search/ (255 when filed, counted this way). This ceiling only
 # goes down: lower it when a change removes some, never raise it.
-SEARCH_ANY_CEILING = 265
+SEARCH_ANY_CEILING = 246
 
 
 def test_any_annotations_in_search_stay_under_the_ceiling():
