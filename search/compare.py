@@ -509,7 +509,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;
 <h2>Environment</h2><pre>{env}</pre></body></html>"""
 
 
-def _log_report(base: Any, results: Path, report: CompareReport) -> str | None:
+def _log_report(base: StudySpec, results: Path, report: CompareReport) -> str | None:
     if not base.tracking.enabled:
         return None
     from sparsearch.search.tracking import Tracker, default_tracking_uri

@@ -163,7 +163,7 @@ class StudyResult:
         }
 
 
-def _jsonable(v: Any) -> Any:
+def _jsonable(v: object) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, dict):

@@ -98,9 +98,10 @@ def _any_in_annotations(path: Path) -> int:
     return count
 
 
-# Issue #32 item 5: at most 40 `Any` annotations in search/ (255 when filed, counted this way). This ceiling only
-# goes down: lower it when a change removes some, never raise it.
-SEARCH_ANY_CEILING = 246
+# Issue #32 item 5: at most 40 `Any` annotations in search/ (255 when filed by its own count; 348 counted this way
+# when the check was added, 242 on the typing branch, 244 once merged with main's refit.py). This ceiling only goes
+# down: lower it when a change removes some, never raise it.
+SEARCH_ANY_CEILING = 244
 
 
 def test_any_annotations_in_search_stay_under_the_ceiling():
