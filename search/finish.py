@@ -65,9 +65,10 @@ def sync_unlogged(ex: Execution, study: optuna.Study, storage: optuna.storages.B
                 existing = ex.tracker.child_runs(study.study_name)
             run_id = existing.get(t.number) or ex.tracker.start_trial(
                 t.number, t.params, {"study": study.study_name, "synced_late": "true"})
-        if ex.tracker.finish_trial(run_id, state=t.state.name, metrics=records.trial_metrics(t),
+        if ex.tracker.finish_trial(run_id, state=t.state.name,  # type: ignore[arg-type]  # finished: COMPLETE/PRUNED/FAIL
+                                   metrics=records.trial_metrics(t),
                                    error=records.fail_reason(t)):
-            records.mark_logged(study, t.number, run_id)
+            records.mark_logged(study, t.number, run_id)  # type: ignore[arg-type]  # logged: it has a run id
     # this driver has logged what it could: its remaining unlogged trials are any later driver's to sync
     records.mark_driver_done(study, ex.driver_id)
 
@@ -186,7 +187,8 @@ def _log_best_model(ex: Execution, study: optuna.Study, prepared: PreparedData, 
 
         package = build_model_package(network, prepared.encoder, features)
         registered = ex.spec.study.name if ex.spec.tracking.register_model else None
-        example = prepared.example.select(list(package.encoder.raw_features))  # raw rows, as the model reads them
+        # raw rows, as the model reads them (tabular data: fit_encoder keeps an example)
+        example = prepared.example.select(list(package.encoder.raw_features))  # type: ignore[union-attr]  # as above
         model_uri = ex.tracker.log_pyfunc_model(parent, package, example, registered_name=registered)
     if model_uri is not None:
         records.set_model(study, model_uri, redact(ex.tracking_uri), number)

@@ -26,7 +26,7 @@ class MaskedMixin:
     convert it on every call (about 10x slower than a float multiply on CPU); :attr:`mask` is the boolean view.
     """
 
-    weight: nn.Parameter
+    weight: torch.Tensor
     weight_mask: torch.Tensor
 
     def _init_mask(self) -> None:
