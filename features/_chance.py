@@ -159,7 +159,7 @@ def _row_contributions(a: np.ndarray, b: int, n: int, approx_above: float | None
     wins = None if lnf is None else (lnf.window("k", 0, amax), lnf.window(("b", b), b - hmax, b),
                                      lnf.window(("nb", n - b), max(0, n - b - amax), n - b))
     if wins is not None and all(w is not None for w in wins):
-        (s0, v0), (sb, vb), (snb, vnb) = wins  # type: ignore[misc]
+        (s0, v0), (sb, vb), (snb, vnb) = wins  # type: ignore[misc]  # no None: checked above
         ak = a[row] - k
         lnc_b = gb - v0[k - s0] - vb[b - k - sb]
         lnc_nb = gnb - v0[ak - s0] - vnb[(n - b) - ak - snb]

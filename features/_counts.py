@@ -84,7 +84,7 @@ def union_keys(key_sets: list[Keys]) -> tuple[Keys, list[np.ndarray]]:
     """Sorted union of several sorted-unique key sets and, for each, the positions of its keys in the union."""
     sizes = [len(k) for k in key_sets]
     if all(isinstance(k, np.ndarray) for k in key_sets):
-        allk = np.concatenate(key_sets)  # type: ignore[arg-type]
+        allk = np.concatenate(key_sets)
         span = int(allk.max()) - int(allk.min()) + 1 if len(allk) and allk.dtype.kind in "iu" else 0
         if 0 < span <= 4 * len(allk):  # integer keys in a narrow range: mark them instead of sorting
             off = allk.astype(np.int64) - np.int64(allk.min())
@@ -119,7 +119,7 @@ def merge_features_all(parts: list[FeatureCounts]) -> FeatureCounts:
     counts = np.zeros((len(keys), parts[0].counts.shape[1]), dtype=np.int64)
     for p, ix in zip(parts, idx):
         counts[ix] += p.counts  # keys of one part are distinct: no repeated index within one add
-    return FeatureCounts(keys, counts, sum(p.nulls for p in parts[1:]) + parts[0].nulls,  # type: ignore[arg-type]
+    return FeatureCounts(keys, counts, sum(p.nulls for p in parts[1:]) + parts[0].nulls,
                          any(p.numeric for p in parts))
 
 
@@ -151,7 +151,7 @@ def count_enum(s: pl.Series, y: np.ndarray, n_classes: int) -> FeatureCounts:
 
     The result is exactly what counting the decoded strings gives (same sorted keys, same table).
     """
-    cats = s.dtype.categories  # type: ignore[attr-defined]
+    cats = s.dtype.categories  # type: ignore[attr-defined]  # an Enum column (the caller checks)
     n_cat = len(cats)
     codes = s.to_physical().cast(pl.Int64)
     x = codes.fill_null(n_cat).to_numpy() if codes.null_count() else codes.to_numpy()

@@ -78,7 +78,7 @@ def _csv_header(path: Path, sep: str) -> list[str]:
 
 def _check_duplicates(names: Sequence[str], where: str) -> None:
     seen: set[str] = set()
-    dups = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    dups = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]  # set.add: None
     if dups:
         raise DataError(f"{where} has duplicate column names {dups}; column names must be unique")
 
@@ -151,7 +151,7 @@ def enum_from_dictionary(name: str, arr: Any) -> pl.Series:
         out.append(pa.Array.from_buffers(arrow_type, len(ind), [ind.buffers()[0], pa.py_buffer(mapped)],
                                          null_count=ind.null_count, offset=ind.offset))
         start += len(d)
-    phys: pl.Series = pl.from_arrow(pa.chunked_array(out, arrow_type), rechunk=False)  # type: ignore[assignment]
+    phys: pl.Series = pl.from_arrow(pa.chunked_array(out, arrow_type), rechunk=False)  # type: ignore[assignment]  # an array gives a Series
     return phys.cat.to(dtype).rename(name)
 
 
@@ -161,10 +161,10 @@ def arrow_to_polars(table: Any, dictionary: list[str]) -> pl.DataFrame:
 
     enc = {n for n in dictionary if n in table.column_names and pa.types.is_dictionary(table.schema.field(n).type)}
     if not enc:
-        return pl.from_arrow(table, rechunk=False)  # type: ignore[return-value]
+        return pl.from_arrow(table, rechunk=False)  # type: ignore[return-value]  # a table gives a frame
     # no rechunk: each column keeps its row-group chunks (copying a whole batch at once costs page faults)
     return pl.DataFrame([enum_from_dictionary(n, table.column(n)) if n in enc
-                         else pl.from_arrow(table.column(n), rechunk=False).rename(n)  # type: ignore[union-attr]
+                         else pl.from_arrow(table.column(n), rechunk=False).rename(n)
                          for n in table.column_names])
 
 

@@ -304,7 +304,7 @@ def feature_stats(finals: list[Finalized], nulls: dict[str, FeatureCounts] | Non
         asym[i] = asymptotic_mi(int(lev[i]), int(cls[i]), int(n[i]))
         if nulls:
             fn = finalize(nulls[f.name], f.name, n_rows, n_bins, missing)
-            null_mi[i] = table_mi(fn.table)[0]  # type: ignore[index]
+            null_mi[i] = table_mi(fn.table)[0]  # type: ignore[index]  # a tuple for a table
     return FeatureStats([f.name for f in finals], mi, exp_, asym, null_mi, hx, hy, n, lev, cls)
 
 

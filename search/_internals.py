@@ -13,15 +13,16 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.storages import BaseStorage
 
 # Why: sparsearch's journal lock queues its own processes (an flock on a side file) in front of Optuna's open-file
 # lock; it subclasses the base of Optuna's file locks, which Optuna 5 does not re-export.
 from optuna.storages.journal._file import BaseJournalFileLock
 
 __all__ = ["BaseJournalFileLock", "get_fluent_tracking_uri", "hypervolume", "journal_parts", "pareto_mask",
-           "restore_fluent_tracking_uri", "set_journal_backend", "set_startup_trials", "startup_trials", "study_id",
-           "study_storage", "sync_journal",
-           "trial_handle", "trial_id"]
+           "relative_sample", "restore_fluent_tracking_uri", "set_journal_backend", "set_startup_trials",
+           "startup_trials", "study_id", "study_storage", "sync_journal", "trial_handle", "trial_id"]
 
 # -- Optuna: a study's storage and ids ---------------------------------------------------------------------------
 # Why: the driver writes bookkeeping a finished trial can no longer hold (its MLflow run id, driver heartbeats) as
@@ -55,13 +56,33 @@ def trial_handle(study: optuna.Study, tid: int) -> optuna.Trial:
     return optuna.Trial(study, tid)
 
 
+# -- Optuna: samplers ----------------------------------------------------------------------------------------------
+# Why: the driver proposes a worker's parameters from the trial's relative sample (what ``Trial._suggest`` uses),
+# and a study note warns when a model-based sampler never left its random start-up phase. ``Trial.relative_params``
+# is an undocumented property and the start-up count is kept only as ``_n_startup_trials``.
+
+
+def relative_sample(trial: optuna.Trial) -> tuple[dict[str, Any], dict[str, BaseDistribution]]:
+    """``(values, search space)`` of the trial's relative sample (drawn on first use, as ``Trial._suggest`` does)."""
+    values = trial.relative_params
+    return values, trial.relative_search_space or {}
+
+
+def startup_trials(sampler: optuna.samplers.BaseSampler) -> int | None:
+    """How many trials a TPE or GP sampler samples at random before its model takes over; ``None`` for others."""
+    if not isinstance(sampler, optuna.samplers.TPESampler | optuna.samplers.GPSampler):
+        return None
+    n = getattr(sampler, "_n_startup_trials", None)
+    return n if isinstance(n, int) else None
+
+
 # -- Optuna: journal storage internals ----------------------------------------------------------------------------
 # Why: a finished trial's report is ~6 storage writes, each an fsync of the journal file; holding them and
 # appending once needs the storage's backend, the lock it writes under and its replay step. If an Optuna release
 # drops them, ``journal_parts`` returns None and writes go one by one (slower, still correct).
 
 
-def journal_parts(storage: Any) -> tuple[threading.Lock, Any] | None:
+def journal_parts(storage: BaseStorage) -> tuple[threading.Lock, Any] | None:
     """``(lock, backend)`` of a ``JournalStorage``, or ``None`` for any other storage (or an unknown layout)."""
     if not isinstance(storage, optuna.storages.JournalStorage):
         return None
@@ -106,18 +127,18 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
 # instead, and setting that default would change what a later ``MLFLOW_TRACKING_URI`` does).
 
 
-def get_fluent_tracking_uri() -> Any:
+def get_fluent_tracking_uri() -> str | None:
     """The URI ``mlflow.set_tracking_uri`` last set in this process, or ``None`` when never set."""
     from mlflow.tracking._tracking_service import utils
 
     return utils._tracking_uri
 
 
-def restore_fluent_tracking_uri(saved: Any) -> None:
+def restore_fluent_tracking_uri(saved: str | None) -> None:
     """Put back what :func:`get_fluent_tracking_uri` returned."""
     from mlflow.tracking._tracking_service import utils
 
-    utils._tracking_uri = saved
+    utils._tracking_uri = saved  # type: ignore[assignment]  # MLflow annotates it None; it holds a URI
 
 
 # -- Optuna: a sampler's start-up trial count ------------------------------------------------------------------------
@@ -127,14 +148,8 @@ def restore_fluent_tracking_uri(saved: Any) -> None:
 # call); neither has a public setter, and rebuilding the sampler mid-study would lose its seeded random state.
 
 
-def startup_trials(sampler: optuna.samplers.BaseSampler) -> int | None:
-    """A TPE or GP sampler's ``n_startup_trials``, or ``None`` for a sampler without one."""
-    n = getattr(sampler, "_n_startup_trials", None)
-    return int(n) if isinstance(n, int) else None
-
-
 def set_startup_trials(sampler: optuna.samplers.BaseSampler, n: int) -> None:
     """Set a TPE or GP sampler's ``n_startup_trials`` after it was built."""
     if startup_trials(sampler) is None:
         raise TypeError(f"{type(sampler).__name__} has no n_startup_trials")
-    sampler._n_startup_trials = int(n)
+    sampler._n_startup_trials = int(n)  # type: ignore[attr-defined]  # checked above: TPE and GP keep it

@@ -81,7 +81,7 @@ def _permutation_p(samples: tuple[np.ndarray, ...], *, paired: bool, alternative
         total, kind, stat = 2 ** samples[0].size, "sign-flip permutation test on the per-seed differences", _mean
     else:
         total = math.comb(samples[0].size + samples[1].size, samples[0].size)
-        kind, stat = "permutation test of the difference of means", _mean_difference
+        kind, stat = "permutation test of the difference of means", _mean_difference  # type: ignore[assignment]  # a statistic too
     exact = total <= EXACT_LIMIT
     res = permutation_test(samples, stat, permutation_type="samples" if paired else "independent",
                            alternative=alternative, vectorized=True, n_resamples=np.inf if exact else 99_999,
@@ -143,7 +143,7 @@ def verdict(a: list[float], b: list[float], *, maximize: bool, names: tuple[str,
         raise ValueError(f"verdict: every value must be a finite number, got {names[0]}={list(a)} and "
                          f"{names[1]}={list(b)}")
     sign = 1.0 if maximize else -1.0
-    samples = ((sign * (xa - xb),) if paired else (sign * xa, sign * xb))
+    samples: tuple[np.ndarray, ...] = ((sign * (xa - xb),) if paired else (sign * xa, sign * xb))
     diff = float(samples[0].mean()) if paired else float(samples[0].mean() - samples[1].mean())
     lo, hi = _bootstrap_ci(samples, paired=paired, n_boot=n_boot, seed=seed)
     p, test = _permutation_p(samples, paired=paired, alternative="greater", seed=seed)
@@ -236,7 +236,7 @@ class CompareReport:
 
 def environment_info(fingerprint: str | None = None) -> dict[str, Any]:
     """Package versions, machine and data fingerprint: what a reader needs to reproduce a figure."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("sparsearch", "optuna", "ray", "torch", "mlflow", "polars", "numpy", "scikit-learn"):
         try:
             versions[pkg] = metadata.version(pkg)
@@ -261,7 +261,7 @@ def incumbent_test_vectors(result: StudyResult, objectives: list[str]) -> list[l
             continue
         vec = [tests[t.number].get(to_test_metric(o)) if o.startswith("val_") else v for o, v in zip(objectives, t.values)]
         if all(x is not None and math.isfinite(x) for x in vec):
-            out.append([float(x) for x in vec])
+            out.append([float(x) for x in vec])  # type: ignore[arg-type]  # not None: checked above
     return out
 
 
@@ -349,7 +349,7 @@ def compare_samplers(
                 res = existing
             values = _run_values(res)[: spec.study.n_trials]
             runs[s][seed] = {"study_name": spec.study.name, "values": values,
-                             "split_digest": (res.info.get("split") or {}).get("digest"),
+                             "split_digest": (res.info.get("split") or {}).get("digest"),  # type: ignore[union-attr]  # a run's info
                              "test_vectors": incumbent_test_vectors(res, list(base.study.objectives)),
                              "elapsed_s": time.perf_counter() - t0, "n_complete": sum(v is not None for v in values),
                              "mlflow_parent_run_id": res.mlflow_parent_run_id}
@@ -489,7 +489,7 @@ def _html(report: CompareReport, png: bytes) -> str:
     rows = report.summary_rows()
     head = report.summary_head()
 
-    def cell(v: Any) -> str:
+    def cell(v: object) -> str:
         return html.escape(f"{v:.4g}" if isinstance(v, float) else str(v))
 
     trs = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
@@ -509,7 +509,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;
 <h2>Environment</h2><pre>{env}</pre></body></html>"""
 
 
-def _log_report(base: Any, results: Path, report: CompareReport) -> str | None:
+def _log_report(base: StudySpec, results: Path, report: CompareReport) -> str | None:
     if not base.tracking.enabled:
         return None
     from sparsearch.search.tracking import Tracker, default_tracking_uri
@@ -524,7 +524,7 @@ def _log_report(base: Any, results: Path, report: CompareReport) -> str | None:
                                                                        "seeds": report.seeds},
                                {"sparsearch.kind": "compare"})
     for suffix in (".html", ".png", ".json"):
-        tracker.log_artifact_file(run, report.report_path.with_suffix(suffix))
+        tracker.log_artifact_file(run, report.report_path.with_suffix(suffix))  # type: ignore[union-attr]  # written above
     metrics = {f"mean_{report.test_objective}_{r[0]}": r[2] for r in report.summary_rows() if r[2] is not None}
     metrics.update({f"mean_best_{r[0]}": r[6] for r in report.summary_rows() if r[6] is not None})
     tracker.finish_parent("FINISHED", metrics, {})

@@ -38,7 +38,7 @@ class _Server6(_Server):
 class _QuietHandler(WSGIRequestHandler):
     """No access log line per request (a browser makes dozens a second); errors are still printed."""
 
-    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         if str(code).startswith("5"):
             super().log_request(code, size)
 

@@ -20,7 +20,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,12 @@ from sparsearch._frames import to_polars
 from sparsearch.errors import DataError, first_line
 from sparsearch.search.encoding_cache import encoded_key, load_encoded, store_encoded
 from sparsearch.search.spec import StudySpec
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from sparsearch.spaces.data import ImageData, TabularData
+    from sparsearch.spaces.encoder import Cross, TabularEncoder
 
 __all__ = ["PreparedData", "add_crosses", "apply_crosses", "cross_recipes", "fit_encoder", "prepare_data",
            "rank_training_pairs", "rank_training_rows", "select_features", "trial_feature_subset", "trial_features"]
@@ -39,23 +45,25 @@ log = logging.getLogger("sparsearch")
 class PreparedData:
     """What the controller puts in the object store, plus what it logs."""
 
-    train: Any
-    val: Any
+    train: TabularData | ImageData | None
+    """The encoded training rows; ``None`` once the controller has put them in the object store, and in what
+    :func:`fit_encoder` returns."""
+    val: TabularData | ImageData | None
     fingerprint: str
     n_rows: int
-    test: Any = None
+    test: TabularData | ImageData | None = None
     """The held-out test rows (``None`` with ``test_fraction = 0``): evaluated once, for the best trial(s)."""
     split: dict[str, Any] = field(default_factory=dict)
     """How the rows were split: sizes, fractions, seed and a digest of the row indices."""
-    indices: dict[str, Any] = field(default_factory=dict)
+    indices: dict[str, np.ndarray] = field(default_factory=dict)
     """Row indices of ``train``, ``val`` and ``test`` in the loaded data (driver only; never shipped to workers)."""
     candidates: tuple[str, ...] = ()
     """Features after the prefilter, best first (empty for image data)."""
     crosses: tuple[str, ...] = ()
     """Crossed pair features (``[data] crosses``), best pair first; encoded after the candidates."""
-    pairs: Any = None
+    pairs: pl.DataFrame | None = None
     """The ranked pairs the crosses came from (polars DataFrame) or ``None``."""
-    ranking: Any = None
+    ranking: pl.DataFrame | None = None
     """The full ranking (polars DataFrame) or ``None``."""
     ranking_cached: bool = False
     encoding_cached: bool = False
@@ -63,13 +71,13 @@ class PreparedData:
     ranking_rows: dict[str, Any] = field(default_factory=dict)
     """The rows the ranking was computed on (``{"rows": "train", "n_rows": ..., "split_digest": ...}``)."""
     timings: dict[str, float] = field(default_factory=dict)
-    encoder: Any = None
+    encoder: TabularEncoder | None = None
     """The fitted :class:`~sparsearch.spaces.encoder.TabularEncoder` (driver only: it packages the best model)."""
-    example: Any = None
+    example: pl.DataFrame | None = None
     """A few raw rows of the candidate features (polars; the packaged model's input example)."""
 
 
-def _load_frame(spec: StudySpec) -> Any:
+def _load_frame(spec: StudySpec) -> pl.DataFrame:
     from sparsearch.features import DATASETS, read_table
 
     data = spec.data
@@ -81,7 +89,7 @@ def _load_frame(spec: StudySpec) -> Any:
         params = dict(data.params)
         params.setdefault("seed", spec.study.seed)
         try:
-            df = DATASETS[data.generator](**params)
+            df = DATASETS[data.generator](**params)  # type: ignore[index]  # the spec requires one here
         except TypeError as exc:
             raise DataError(f"[data] params for generator {data.generator!r}: {exc}") from None
     if data.sql is not None:
@@ -109,7 +117,7 @@ def _split_info(idx: tuple[np.ndarray, ...], spec: StudySpec, seed: int, test_so
             "test_source": test_source, "digest": h.hexdigest()[:16]}
 
 
-def _class_codes(df: Any, target: str) -> np.ndarray:
+def _class_codes(df: pl.DataFrame, target: str) -> np.ndarray:
     """Class index of every row (rows with a missing target must be dropped before)."""
     return df[target].rank("dense").to_numpy().astype(np.int64) - 1
 
@@ -127,6 +135,7 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
     # peaked near 20 GB; the codes are int32 since, 2.4 GB less)
     ix = prepared.indices
     # the frame holds the crossed columns already: encode them as they are (not computed a second time)
+    assert prepared.encoder is not None  # fit_encoder fits one
     plain = dataclasses.replace(prepared.encoder, crosses=())
     # the encoded parts are cached per data, split and fitted encoder (search/encoding_cache.py)
     cache_dir = Path(results_dir) / "cache"
@@ -134,9 +143,10 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
     parts = load_encoded(cache_dir, key)
     cached = parts is not None
     if parts is None:
-        parts = tuple(plain.encode(df, [ix["train"], ix["val"], ix["test"]]))
-        store_encoded(cache_dir, key, parts)
-    train, val, test = parts
+        train, val, test = plain.encode(df, [ix["train"], ix["val"], ix["test"]])
+        store_encoded(cache_dir, key, (train, val, test))
+    else:
+        train, val, test = parts
     timings = {**prepared.timings, "encode_s": prepared.timings["encode_s"] + time.perf_counter() - t0,
                "prepare_s": time.perf_counter() - start}
     return dataclasses.replace(prepared, train=train, val=val, test=test if ix["test"].size else None,
@@ -150,7 +160,7 @@ def _prepare_images(spec: StudySpec) -> PreparedData:
     from sparsearch.spaces import IMAGE_DATASETS, split_indices
 
     t0 = time.perf_counter()
-    loader = IMAGE_DATASETS[spec.data.generator]
+    loader = IMAGE_DATASETS[spec.data.generator]  # type: ignore[index]  # image data: always a generator
     images = loader(**spec.data.params)
     own_test = spec.data.generator == "fashion_mnist"
     if own_test:  # the data set's own test images (all of them: a `limit` shrinks the training part only)
@@ -160,7 +170,7 @@ def _prepare_images(spec: StudySpec) -> PreparedData:
         train, val = images.subset(tr), images.subset(va)
     else:
         tr, va, te = split_indices(images.y, val_f, test_f, seed)
-        train, val, test = images.subset(tr), images.subset(va), images.subset(te) if te.size else None
+        train, val, test = images.subset(tr), images.subset(va), images.subset(te) if te.size else None  # type: ignore[assignment]  # None: no test rows
     digest = hashlib.sha256(np.ascontiguousarray(images.x).tobytes()[:50_000_000]).hexdigest()[:16]
     timings["load_s"] = time.perf_counter() - t0
     split = _split_info((tr, va, te), spec, seed, "t10k" if own_test else "split")
@@ -168,7 +178,7 @@ def _prepare_images(spec: StudySpec) -> PreparedData:
                     n_rows=images.n_rows, timings=timings, indices={"train": tr, "val": va, "test": te})
 
 
-def fit_encoder(spec: StudySpec, results_dir: Path) -> tuple[PreparedData, Any]:
+def fit_encoder(spec: StudySpec, results_dir: Path) -> tuple[PreparedData, pl.DataFrame]:
     """Every step of :func:`prepare_data` for tabular data but the encoding: load, split, rank on the training
     rows (cached), prefilter, add crosses and fit the encoder on the training rows.
 
@@ -228,7 +238,7 @@ def fit_encoder(spec: StudySpec, results_dir: Path) -> tuple[PreparedData, Any]:
     raw = _detached(df.select(columns).head(5))  # the packaged model's input example
     crosses: list[str] = []
     pairs = None
-    recipes: list[Any] = []
+    recipes: list[Cross] = []
     if spec.data.crosses is not None and spec.data.crosses[1] > 0:
         t0 = time.perf_counter()
         pairs = rank_training_pairs(df, columns, target, tr, spec.data.crosses[1])
@@ -251,7 +261,7 @@ def fit_encoder(spec: StudySpec, results_dir: Path) -> tuple[PreparedData, Any]:
                         encoder=encoder, example=raw), df
 
 
-def _detached(frame: Any) -> Any:
+def _detached(frame: pl.DataFrame) -> pl.DataFrame:
     """A copy of a (small) polars frame that shares no memory with the frame it was sliced from.
 
     A polars slice (``head``, ``select``) is a view: it keeps the whole source frame's buffers alive. The study's
@@ -266,7 +276,8 @@ def _detached(frame: Any) -> Any:
     return pl.read_ipc(buf.getvalue())
 
 
-def rank_training_rows(df: Any, columns: list[str], target: str, train_rows: np.ndarray, spec: StudySpec) -> Any:
+def rank_training_rows(df: pl.DataFrame, columns: list[str], target: str, train_rows: np.ndarray,
+                       spec: StudySpec) -> pl.DataFrame:
     """The prefilter ranking, computed on the training rows only: labels of validation and test rows never
     reach it (a feature chosen with them would flatter every validation and test metric)."""
     from sparsearch.features import rank_features
@@ -275,7 +286,8 @@ def rank_training_rows(df: Any, columns: list[str], target: str, train_rows: np.
                          seed=spec.study.seed)
 
 
-def rank_training_pairs(df: Any, columns: list[str], target: str, train_rows: np.ndarray, k: int) -> Any:
+def rank_training_pairs(df: pl.DataFrame, columns: list[str], target: str, train_rows: np.ndarray,
+                        k: int) -> pl.DataFrame:
     """The ``k`` best pairs by chance-corrected interaction information, on the training rows only, among all
     ``columns`` (a pair whose features carry no signal alone is cut by a single-feature prefilter)."""
     from sparsearch.features import rank_interactions
@@ -287,14 +299,15 @@ def cross_name(a: str, b: str) -> str:
     return f"{a}*{b}"
 
 
-def add_crosses(df: Any, pairs: Any, *, rows: np.ndarray | None = None) -> tuple[Any, list[str]]:
+def add_crosses(df: pl.DataFrame, pairs: pl.DataFrame, *,
+                rows: np.ndarray | None = None) -> tuple[pl.DataFrame, list[str]]:
     """Add one categorical column per ranked pair with a positive score: the two values joined (floats by their
     equal-frequency bin among ``rows`` first, every row when ``None``; labels unused); a missing value on either
     side is a missing cross. The same as :func:`apply_crosses` of :func:`cross_recipes`."""
     return apply_crosses(df, cross_recipes(df, pairs, rows=rows))
 
 
-def apply_crosses(df: Any, recipes: list[Any]) -> tuple[Any, list[str]]:
+def apply_crosses(df: pl.DataFrame, recipes: list[Cross]) -> tuple[pl.DataFrame, list[str]]:
     """``df`` with the crossed columns of fitted :class:`~sparsearch.spaces.encoder.Cross` recipes, computed on
     every row as the packaged model computes them on new rows, and their names."""
     if not recipes:
@@ -302,7 +315,7 @@ def apply_crosses(df: Any, recipes: list[Any]) -> tuple[Any, list[str]]:
     return df.with_columns([r.compute(df) for r in recipes]), [r.name for r in recipes]
 
 
-def cross_recipes(df: Any, pairs: Any, *, rows: np.ndarray | None = None) -> list[Any]:
+def cross_recipes(df: pl.DataFrame, pairs: pl.DataFrame, *, rows: np.ndarray | None = None) -> list[Cross]:
     """The crosses of the ranked pairs with a positive score (a pair that adds nothing over its two features is
     not crossed), in rank order, their float bins fitted on ``rows`` (every row when ``None``)."""
     from sparsearch.spaces.encoder import Cross
@@ -330,9 +343,12 @@ def trial_feature_subset(spec: StudySpec, prepared: PreparedData,
     return trial_features(prepared, k, c)
 
 
-def select_features(data: Any, keep: list[str] | tuple[str, ...] | None) -> Any:
+def select_features(data: TabularData | ImageData,
+                    keep: list[str] | tuple[str, ...] | None) -> TabularData | ImageData:
     """Keep only the named features of an encoded tabular data set (``None``: keep all)."""
-    if keep is None or not hasattr(data, "categorical_names"):
+    from sparsearch.spaces.data import TabularData
+
+    if keep is None or not isinstance(data, TabularData):  # image data: no named features
         return data
     keep_set = set(keep)
     cat = [i for i, n in enumerate(data.categorical_names) if n in keep_set]

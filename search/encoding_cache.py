@@ -61,9 +61,9 @@ def load_encoded(cache_dir: Path, key: str) -> tuple[Any, Any, Any] | None:
             out = []
             for name in _PARTS:
                 fields = meta[name]
-                arrays = {a: z[f"{name}.{a}"] for a in _ARRAYS}
-                out.append(TabularData(**arrays, **{k: tuple(v) if isinstance(v, list) else v
-                                                    for k, v in fields.items()}))
+                kwargs: dict[str, Any] = {a: z[f"{name}.{a}"] for a in _ARRAYS}
+                kwargs.update({k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+                out.append(TabularData(**kwargs))
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
         return None
     return out[0], out[1], out[2]
@@ -73,7 +73,7 @@ def store_encoded(cache_dir: Path, key: str, parts: tuple[Any, Any, Any]) -> Non
     """Write the parts for ``key`` atomically (a reader never sees half a file); a full disk only skips caching."""
     path = _path(cache_dir, key)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.npz")
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, Any] = {}
     meta: dict[str, Any] = {}
     for name, part in zip(_PARTS, parts, strict=True):
         fields = {f.name: getattr(part, f.name) for f in dataclasses.fields(part)}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -30,6 +30,10 @@ from sparsearch.search.protocol import TrialReport, build_payload
 from sparsearch.search.records import get_test_record
 from sparsearch.search.results import best_complete, best_values
 from sparsearch.search.storage import is_memory_url, open_storage
+
+if TYPE_CHECKING:
+    from ray import ObjectRef
+    from ray.remote_function import RemoteFunction
 
 __all__ = ["detach_study", "evaluate_test", "finish_parent", "sync_unlogged"]
 
@@ -61,14 +65,15 @@ def sync_unlogged(ex: Execution, study: optuna.Study, storage: optuna.storages.B
                 existing = ex.tracker.child_runs(study.study_name)
             run_id = existing.get(t.number) or ex.tracker.start_trial(
                 t.number, t.params, {"study": study.study_name, "synced_late": "true"})
-        if ex.tracker.finish_trial(run_id, state=t.state.name, metrics=records.trial_metrics(t),
+        if ex.tracker.finish_trial(run_id, state=t.state.name,  # type: ignore[arg-type]  # finished: COMPLETE/PRUNED/FAIL
+                                   metrics=records.trial_metrics(t),
                                    error=records.fail_reason(t)):
-            records.mark_logged(study, t.number, run_id)
+            records.mark_logged(study, t.number, run_id)  # type: ignore[arg-type]  # logged: it has a run id
     # this driver has logged what it could: its remaining unlogged trials are any later driver's to sync
     records.mark_driver_done(study, ex.driver_id)
 
 
-def evaluate_test(ex: Execution, study: optuna.Study, prepared: PreparedData, task: Any, data_refs: list[Any],
+def evaluate_test(ex: Execution, study: optuna.Study, prepared: PreparedData, task: RemoteFunction, data_refs: list[ObjectRef],
                   keeper: ModelKeeper, say: Callable[[str], None]) -> None:
     """Evaluate the best trial (single objective) or every Pareto trial once on the held-out test rows.
 
@@ -182,7 +187,8 @@ def _log_best_model(ex: Execution, study: optuna.Study, prepared: PreparedData, 
 
         package = build_model_package(network, prepared.encoder, features)
         registered = ex.spec.study.name if ex.spec.tracking.register_model else None
-        example = prepared.example.select(list(package.encoder.raw_features))  # raw rows, as the model reads them
+        # raw rows, as the model reads them (tabular data: fit_encoder keeps an example)
+        example = prepared.example.select(list(package.encoder.raw_features))  # type: ignore[union-attr]  # as above
         model_uri = ex.tracker.log_pyfunc_model(parent, package, example, registered_name=registered)
     if model_uri is not None:
         records.set_model(study, model_uri, redact(ex.tracking_uri), number)

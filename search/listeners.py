@@ -17,7 +17,7 @@ the end), :class:`ModelKeeper` (the trained models the test rows and the package
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -28,6 +28,7 @@ from sparsearch.search.results import best_values
 
 if TYPE_CHECKING:
     import optuna
+    from torch import nn
 
     from sparsearch.search.execution import Execution
     from sparsearch.search.protocol import TrialPayload, TrialReport
@@ -129,7 +130,7 @@ class TrackingListener(LoopListener):
         if not outcome.interrupted:
             sync_unlogged(self.ex, self.study, self.storage)
 
-KeptModel = tuple[list[float], Any, tuple[str, ...] | None]
+KeptModel = tuple[list[float], "nn.Module", tuple[str, ...] | None]
 """A kept model: (its trial's values signed to maximise, the model, the trial's features)."""
 
 
@@ -147,7 +148,7 @@ class ModelKeeper(LoopListener):
         """``values`` with every objective turned into one to maximise (the order ``models`` keeps)."""
         return [v if d == "maximize" else -v for d, v in zip(self.directions, values)]
 
-    def best_kept(self) -> tuple[int, Any, tuple[str, ...] | None] | None:
+    def best_kept(self) -> tuple[int, nn.Module, tuple[str, ...] | None] | None:
         """``(number, model, features)`` of the kept model that is best in the first objective (ties: the
         earlier trial), or ``None`` when no model is kept."""
         if not self.models:
@@ -156,7 +157,7 @@ class ModelKeeper(LoopListener):
         _, model, features = self.models[number]
         return number, model, features
 
-    def keep_model(self, frozen: FrozenTrial, model: Any, features: tuple[str, ...] | None) -> None:
+    def keep_model(self, frozen: FrozenTrial, model: nn.Module | None, features: tuple[str, ...] | None) -> None:
         """Keep ``model`` if its trial may end up best (for the test evaluation), dropping dominated ones."""
         if model is None or frozen.state != TrialState.COMPLETE or frozen.values is None:
             return
@@ -179,7 +180,7 @@ class ModelKeeper(LoopListener):
         if end.kind == "ran" and end.report is not None:
             self.keep_model(end.trial, end.report.model, end.features)
 
-    def keep_retrained(self, frozen: FrozenTrial, model: Any, features: tuple[str, ...] | None) -> None:
+    def keep_retrained(self, frozen: FrozenTrial, model: nn.Module, features: tuple[str, ...] | None) -> None:
         """Keep a model re-trained for the test rows (an earlier execution's incumbent), whatever the others."""
         self.models[frozen.number] = (self.signed(list(frozen.values)), model, features)
 
@@ -203,5 +204,5 @@ class ProgressListener(LoopListener):
     def trial_done(self, study: optuna.Study, frozen: FrozenTrial, duration: float) -> None:
         best = best_values(study, len(self.objectives))
         note = str(records.fail_reason(frozen) or "")[:120] if frozen.state == TrialState.FAIL else ""
-        self.printer.trial_done(frozen.number, frozen.state.name, list(frozen.values) if frozen.values else None,
+        self.printer.trial_done(frozen.number, frozen.state, list(frozen.values) if frozen.values else None,
                                 best, duration, note)

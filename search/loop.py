@@ -25,18 +25,24 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.exceptions import UpdateFinishedTrialError
 
 from sparsearch.search import records
-from sparsearch.search._internals import study_storage, trial_id
+from sparsearch.search._internals import relative_sample, study_storage, trial_id
 from sparsearch.search.data import PreparedData, trial_feature_subset
 from sparsearch.search.execution import Execution
 from sparsearch.search.listeners import LoopListener, LoopOutcome, TrialEnd
 from sparsearch.search.protocol import Dispatch, TrialReport, build_payload
 from sparsearch.search.storage import is_backend_failure
+
+if TYPE_CHECKING:
+    from ray import ObjectRef
+    from ray.actor import ActorHandle
+    from ray.remote_function import RemoteFunction
 
 __all__ = ["InFlight", "SearchLoop", "propose", "worker_lost"]
 
@@ -82,16 +88,16 @@ class SearchLoop:
     study: optuna.Study
     storage: optuna.storages.BaseStorage
     prepared: PreparedData
-    task: Any
-    actor: Any
-    data_refs: list[Any]
+    task: RemoteFunction
+    actor: ActorHandle
+    data_refs: list[ObjectRef]
     driver_node: str
     workers: int
     listeners: list[LoopListener] = field(default_factory=list)
     pending_retries: int = 0
-    in_flight: dict[Any, InFlight] = field(default_factory=dict)
+    in_flight: dict[ObjectRef, InFlight] = field(default_factory=dict)
     """Object ref of each running task -> its record."""
-    worker_space: dict[str, Any] = field(default_factory=dict)
+    worker_space: dict[str, BaseDistribution] = field(default_factory=dict)
     """Parameters that objectives suggest inside workers (name -> latest distribution), learned from results."""
     budget_used: int = 0
     n_run: int = 0
@@ -176,9 +182,9 @@ class SearchLoop:
         top_k, crosses = spec.data.top_k, spec.data.crosses
         try:
             if self.searched_k:
-                trial.suggest_int("data.top_k", top_k[0], top_k[1])
+                trial.suggest_int("data.top_k", top_k[0], top_k[1])  # type: ignore[index]  # searched_k: not None
             if self.searched_c:
-                trial.suggest_int("data.crosses", crosses[0], min(crosses[1], len(prepared.crosses)))
+                trial.suggest_int("data.crosses", crosses[0], min(crosses[1], len(prepared.crosses)))  # type: ignore[index]  # searched_c
             features = trial_feature_subset(spec, prepared, trial.params)
             config = suggest_config(trial, spec.space, spec.train, n_features=len(prepared.candidates) or None)
         except Exception as exc:  # an invalid combination of parameters fails this trial only
@@ -203,7 +209,7 @@ class SearchLoop:
                                        driver_params=frozenset(payload.params), features=features)
         self.n_run += 1
 
-    def collect(self, ref: Any) -> None:
+    def collect(self, ref: ObjectRef) -> None:
         """Store the finished task's report (or its error) and tell the study; re-queue a lost worker's trial."""
         import ray
 
@@ -288,7 +294,8 @@ def worker_lost(exc: BaseException) -> bool:
     return isinstance(exc, lost)
 
 
-def propose(study: optuna.Study, trial: optuna.Trial, worker_space: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+def propose(study: optuna.Study, trial: optuna.Trial,
+            worker_space: dict[str, BaseDistribution]) -> dict[str, tuple[Any, BaseDistribution]]:
     """Values the study's sampler proposes for the parameters a worker is expected to suggest.
 
     Taken, as ``Trial._suggest`` would, from the trial's relative sample when the parameter is in the sampler's
@@ -299,10 +306,9 @@ def propose(study: optuna.Study, trial: optuna.Trial, worker_space: dict[str, An
     names = [name for name in worker_space if name not in trial.params]
     if not names:
         return {}
-    out: dict[str, tuple[Any, Any]] = {}
+    out: dict[str, tuple[Any, BaseDistribution]] = {}
     try:
-        relative = trial.relative_params
-        space = trial.relative_search_space or {}
+        relative, space = relative_sample(trial)
         frozen = None
         for name in names:
             dist = worker_space[name]

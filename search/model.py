@@ -24,13 +24,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
 from sparsearch.errors import DataError, first_line
+
+if TYPE_CHECKING:
+    import polars as pl
+    from mlflow.models import ModelSignature
+    from torch import nn
+
+    from sparsearch.spaces.encoder import TabularEncoder
 
 __all__ = ["FORMATS", "OUTPUTS", "SparsearchModel", "build_model_package", "load_study_model", "model_signature"]
 
@@ -41,13 +48,13 @@ OUTPUTS = ("proba", "class")
 DEFAULT_FORMAT = "compact"
 
 
-def _check(kind: str, value: Any, allowed: tuple[str, ...]) -> str:
+def _check(kind: str, value: object, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise DataError(f"{kind} must be one of {', '.join(allowed)}, got {value!r}")
     return str(value)
 
 
-class SparsearchModel(mlflow.pyfunc.PythonModel):
+class SparsearchModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]  # mypy misses the re-export
     """Raw rows in, class probabilities (or labels) out: the encoder, the trained network and its exports.
 
     Args:
@@ -56,7 +63,7 @@ class SparsearchModel(mlflow.pyfunc.PythonModel):
         default_format: the form used when ``predict`` is not given one.
     """
 
-    def __init__(self, encoder: Any, network: Any, *, default_format: str = DEFAULT_FORMAT) -> None:
+    def __init__(self, encoder: TabularEncoder, network: nn.Module, *, default_format: str = DEFAULT_FORMAT) -> None:
         self.encoder = encoder
         self.default_format = _check("format", default_format, FORMATS)
         self._forms: dict[str, Any] = {"dense": network.eval()}
@@ -112,28 +119,28 @@ class SparsearchModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame(proba, columns=[str(c) for c in self.classes])
 
 
-def build_model_package(network: Any, encoder: Any, features: list[str] | tuple[str, ...] | None,
+def build_model_package(network: nn.Module, encoder: TabularEncoder, features: list[str] | tuple[str, ...] | None,
                         *, default_format: str = DEFAULT_FORMAT) -> SparsearchModel:
     """The pyfunc model of a trained tabular network whose trial kept ``features`` (``None``: all encoded)."""
     enc = encoder.select(features)
-    n_cat = len(network.embeddings) if hasattr(network, "embeddings") else None
+    n_cat = len(network.embeddings) if hasattr(network, "embeddings") else None  # type: ignore[arg-type]  # a ModuleList
     if n_cat is not None and n_cat != len(enc.categorical_names):
         raise DataError(f"the network reads {n_cat} categorical features but the encoder has "
                         f"{len(enc.categorical_names)} ({', '.join(enc.categorical_names)})")
     return SparsearchModel(enc, network, default_format=default_format)
 
 
-def model_signature(model: SparsearchModel, example: Any) -> Any:
+def model_signature(model: SparsearchModel, example: pl.DataFrame) -> ModelSignature:
     """An MLflow signature for raw rows: string columns typed ``string``, every other column ``any`` (a pandas
     integer column with a missing value arrives as floats, a boolean one as objects: the model casts them)."""
     import polars as pl
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
     dtypes = {c.name: c.raw_dtype for c in model.encoder.columns}
     for cross in model.encoder.crosses:  # a cross is computed from its two raw columns
         dtypes.update(zip(cross.parts, cross.dtypes, strict=True))
-    cols = [ColSpec("string" if dtypes[name] == pl.String else AnyType(), name, required=True)
+    cols: list[ColSpec | TensorSpec] = [ColSpec("string" if dtypes[name] == pl.String else AnyType(), name, required=True)
             for name in model.encoder.raw_features]
     outputs = Schema([ColSpec("double", str(c)) for c in model.classes])
     params = ParamSchema([ParamSpec("format", "string", model.default_format),

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from optuna.trial import TrialState
 
 __all__ = ["ProgressPrinter", "format_duration"]
 
@@ -36,9 +39,10 @@ class ProgressPrinter:
     def message(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
-    def trial_done(self, number: int, state: str, values: list[float] | None, best: list[float] | None,
+    def trial_done(self, number: int, state: TrialState, values: list[float] | None, best: list[float] | None,
                    duration_s: float, note: str = "") -> None:
-        self.counts[state] = self.counts.get(state, 0) + 1
+        name = state.name
+        self.counts[name] = self.counts.get(name, 0) + 1
         self.best = best
         done = sum(self.counts.values())
         elapsed = time.perf_counter() - self.start
@@ -49,7 +53,7 @@ class ProgressPrinter:
         best_txt = "best " + (", ".join(f"{v:.4g}" for v in best) if best else "-")
         extra = f" ({note})" if note else ""
         self.message(
-            f"trial {number:>4} {state:<8}{shown} [{duration_s:.1f}s]{extra} | {done}/{self.total} done: "
+            f"trial {number:>4} {name:<8}{shown} [{duration_s:.1f}s]{extra} | {done}/{self.total} done: "
             f"{self.counts['COMPLETE']} complete, {self.counts['PRUNED']} pruned, {self.counts['FAIL']} failed | "
             f"{best_txt} | elapsed {format_duration(elapsed)}, ETA {format_duration(eta)}"
         )

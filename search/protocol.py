@@ -15,8 +15,10 @@ if TYPE_CHECKING:
     import datetime
 
     from optuna.distributions import BaseDistribution
+    from torch import nn
 
     from sparsearch.search.spec import StudySpec
+    from sparsearch.spaces.config import TrialConfig
 
 __all__ = ["Dispatch", "ReportState", "TrialPayload", "TrialReport", "build_payload"]
 
@@ -31,7 +33,7 @@ class TrialPayload:
     study_name: str
     trial_id: int
     number: int
-    config: Any
+    config: TrialConfig
     objectives: tuple[str, ...]
     sampler: str
     pruner: str
@@ -43,13 +45,13 @@ class TrialPayload:
     objective: str | Callable[..., Any] | None = None
     """A ``"module:function"`` imported in the worker, or the function itself (serialised by Ray)."""
     return_model: bool = True
-    params: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    params: dict[str, tuple[Any, BaseDistribution]] = field(default_factory=dict)
     """Parameters the driver already set on the trial: name -> (value, distribution)."""
-    proposals: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    proposals: dict[str, tuple[Any, BaseDistribution]] = field(default_factory=dict)
     """Values the driver's sampler proposes for parameters the objective suggests itself: name -> (value,
     distribution). Used (and then stored) only when the objective suggests that name with that distribution."""
     user_attrs: dict[str, Any] = field(default_factory=dict)
-    datetime_start: Any = None
+    datetime_start: datetime.datetime | None = None
     local_storage: str | None = None
     """A journal-file storage URL that workers on ``driver_node`` open themselves instead of using the actor."""
     driver_node: str | None = None
@@ -69,12 +71,12 @@ class TrialReport:
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     accounting: dict[str, Any] = field(default_factory=dict)
-    model: Any = None
+    model: nn.Module | None = None
     error: str | None = None
     duration_s: float = 0.0
     node: str | None = None
     """The Ray node that ran the trial."""
-    params: dict[str, tuple[float, Any]] = field(default_factory=dict)
+    params: dict[str, tuple[float, BaseDistribution]] = field(default_factory=dict)
     """Parameters suggested in the worker and not yet in storage: name -> (internal value, distribution)."""
     intermediate: dict[int, float] = field(default_factory=dict)
     """Values reported with ``trial.report`` and not yet in storage (no trial pruner): step -> value."""
@@ -101,7 +103,7 @@ class Dispatch:
     return_model: bool
 
 
-def build_payload(spec: StudySpec, *, trial_id: int, number: int, config: Any,
+def build_payload(spec: StudySpec, *, trial_id: int, number: int, config: TrialConfig,
                   features: tuple[str, ...] | None, dispatch: Dispatch | None) -> TrialPayload:
     """The payload of trial ``number``: dispatched by the search loop (``dispatch``), or, with ``dispatch``
     ``None``, re-trained from its parameters for the test rows (no pruner, no study access, its model returned)."""

@@ -69,7 +69,9 @@ def build_wheel(out: Path) -> Path:
     info = f"sparsearch-{version}.dist-info"
     files: dict[str, bytes] = {}
     for package in SUBPACKAGES:  # each folder with the packages nested in it (search/spec/, ...)
-        folder = Path(importlib.import_module(package).__file__).parent
+        module_file = importlib.import_module(package).__file__
+        assert module_file is not None, package  # a regular package (an __init__.py), never a namespace one
+        folder = Path(module_file).parent
         prefix = package.replace(".", "/")
         for pattern in ("*.py", *_DATA.get(package, ())):
             for source in sorted(folder.rglob(pattern)):

@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -22,6 +22,9 @@ from sparsearch.search import records
 from sparsearch.search._internals import study_id
 from sparsearch.search.records import get_test_record
 from sparsearch.search.storage import default_storage_url, env_storage_url, open_storage
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["RunInfo", "StoredInfo", "StudyResult", "best_complete", "best_values", "get_test_record", "load_result",
            "trial_json"]
@@ -124,7 +127,7 @@ class StudyResult:
         best = self.best_trials
         return best[0] if best else None
 
-    def trials_dataframe(self) -> Any:
+    def trials_dataframe(self) -> pd.DataFrame:
         """All trials as a pandas DataFrame (Optuna's layout: number, values, params_*, user_attrs_*, state)."""
         return self.study.trials_dataframe(multi_index=False)
 
@@ -171,7 +174,7 @@ class StudyResult:
         }
 
 
-def _jsonable(v: Any) -> Any:
+def _jsonable(v: object) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, dict):

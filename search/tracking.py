@@ -21,15 +21,28 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sparsearch._redact import redact
 from sparsearch.errors import ConnectionProblem, first_line
+
+if TYPE_CHECKING:
+    import datetime
+
+    import pandas as pd
+    import polars as pl
+    from optuna.trial import FrozenTrial
+    from torch import nn
+
+    from sparsearch.search.model import SparsearchModel
+    from sparsearch.search.protocol import ReportState
 
 __all__ = ["EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "Tracker", "best_so_far_points", "default_tracking_uri",
            "experiment_ui_url", "warm_up_plots"]
 
 log = logging.getLogger("sparsearch")
+
+T = TypeVar("T")
 
 _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -68,7 +81,7 @@ def experiment_ui_url(base_url: str, experiment_id: str | None = None, run_id: s
     return f"{base}{path}?workflowType={UI_WORKFLOW}"
 
 
-def best_so_far_points(trials: Sequence[Any], directions: Sequence[str]) -> list[tuple[int, int, list[float | None]]]:
+def best_so_far_points(trials: Sequence[FrozenTrial], directions: Sequence[str]) -> list[tuple[int, int, list[float | None]]]:
     """The search's progress: ``(trial number, completion time in ms, best value of each objective so far)``.
 
     One point per finished trial, in trial-number order, from the first complete trial on; pruned and failed
@@ -103,7 +116,7 @@ def best_so_far_points(trials: Sequence[Any], directions: Sequence[str]) -> list
     return out
 
 
-def _millis(when: Any) -> int:
+def _millis(when: datetime.datetime | None) -> int:
     return int(when.timestamp() * 1000) if when is not None else int(time.time() * 1000)
 
 
@@ -136,7 +149,7 @@ def _store_lock(uri: str) -> Iterator[None]:
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
-        fcntl = None  # type: ignore[assignment]
+        fcntl = None  # type: ignore[assignment]  # a module or None: Windows has no fcntl
     if fcntl is None or not uri.startswith("sqlite:///"):
         yield
         return
@@ -202,7 +215,7 @@ def fluent_tracking_uri(uri: str | None) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
-def _finite(x: Any) -> bool:
+def _finite(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
 
 
@@ -283,7 +296,7 @@ class Tracker:
             msg = redact(first_line(exc))
             raise ConnectionProblem(f"cannot reach MLflow tracking store {redact(self.uri)!r}: {msg[:300]}") from None
 
-    def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _guard(self, what: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T | None:
         """Run one logging call; on failure warn once, pause logging for a while, and return ``None``."""
         if not self.enabled or self._client is None:
             return None
@@ -365,7 +378,7 @@ class Tracker:
         self,
         run_id: str | None,
         *,
-        state: str,
+        state: ReportState,
         history: Sequence[Mapping[str, float]] = (),
         metrics: Mapping[str, Any] | None = None,
         accounting: Mapping[str, Any] | None = None,
@@ -404,7 +417,7 @@ class Tracker:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            self._log(self.parent_run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()
+            self._log(self.parent_run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()  # type: ignore[arg-type]  # started
                                                    if _finite(v)], tags=tags)
             self._client.set_terminated(self.parent_run_id, status=status)
 
@@ -421,8 +434,8 @@ class Tracker:
         self._guard("log run metrics", self._log, run_id, metrics=[
             Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)], tags=tags or {})
 
-    def log_search(self, run_id: str | None, trials: Sequence[Any], objectives: Sequence[str],
-                   directions: Sequence[str], best: Sequence[Any], child_runs: Mapping[int, str]) -> None:
+    def log_search(self, run_id: str | None, trials: Sequence[FrozenTrial], objectives: Sequence[str],
+                   directions: Sequence[str], best: Sequence[FrozenTrial], child_runs: Mapping[int, str]) -> None:
         """The search on the parent run: its progress, its trials as a table, and which trials are best.
 
         * ``best_so_far_<objective>`` metrics with step = trial number (one per finished trial, timestamped when
@@ -436,14 +449,16 @@ class Tracker:
             return
         from mlflow.entities import Metric
 
-        metrics: list[Any] = []
+        metrics: list[Metric] = []
         stamps: dict[int, int] = {}
         for number, when, values in best_so_far_points(trials, directions):
             stamps[number] = when
             metrics += [Metric(f"best_so_far_{name}", v, when, number) for name, v in zip(objectives, values)
                         if v is not None]
+        from optuna.trial import TrialState
+
         for t in sorted(trials, key=lambda t: t.number):
-            if t.state.name == "COMPLETE" and t.values is not None:
+            if t.state == TrialState.COMPLETE and t.values is not None:
                 stamp = stamps.get(t.number) or _millis(t.datetime_complete)
                 metrics += [Metric(f"trial_{name}", float(v), stamp, t.number)
                             for name, v in zip(objectives, t.values) if _finite(v)]
@@ -456,7 +471,7 @@ class Tracker:
         for number, child in runs.items():
             self._guard(f"tag best trial {number}", lambda c=child: self._client.set_tag(c, "best_trial", "true"))
 
-    def log_table(self, run_id: str | None, df: Any, name: str = "trials_table.json") -> None:
+    def log_table(self, run_id: str | None, df: pd.DataFrame, name: str = "trials_table.json") -> None:
         """Log a pandas DataFrame as an MLflow table (``MlflowClient.log_table``) on ``run_id``."""
         if run_id is None:
             return
@@ -499,7 +514,7 @@ class Tracker:
         if run_id is not None:
             self._guard(f"log artifact {path.name}", self._client.log_artifact, run_id, str(path), artifact_path)
 
-    def log_torch_model(self, run_id: str | None, model: Any, name: str = "best_model") -> str | None:
+    def log_torch_model(self, run_id: str | None, model: nn.Module, name: str = "best_model") -> str | None:
         """Log a torch model with ``mlflow.pytorch`` on ``run_id``; returns its model URI."""
         import torch
 
@@ -508,7 +523,7 @@ class Tracker:
         return self._log_model(run_id, model, "log best model", lambda mlflow: mlflow.pytorch.log_model(
             model, name=name, pip_requirements=[f"torch=={torch.__version__}"], serialization_format="pickle"))
 
-    def log_pyfunc_model(self, run_id: str | None, model: Any, example: Any, *, name: str = "best_model",
+    def log_pyfunc_model(self, run_id: str | None, model: SparsearchModel, example: pl.DataFrame | pd.DataFrame, *, name: str = "best_model",
                          registered_name: str | None = None) -> str | None:
         """Log a :class:`~sparsearch.search.model.SparsearchModel` (pyfunc) on ``run_id`` with its signature and
         input example (raw rows); optionally register it as ``registered_name``. Returns its model URI."""

@@ -28,10 +28,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sparsearch.search import records
 from sparsearch.search.tracking import Tracker
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
+
+    from sparsearch.search.protocol import ReportState
 
 __all__ = ["TrialLog", "TrialRunLogger"]
 
@@ -51,7 +56,7 @@ class TrialRunLogger:
             self.runs[number] = run_id
         return run_id
 
-    def finish(self, number: int, *, state: str, history: Sequence[Mapping[str, float]] = (),
+    def finish(self, number: int, *, state: ReportState, history: Sequence[Mapping[str, float]] = (),
                metrics: Mapping[str, Any] | None = None, accounting: Mapping[str, Any] | None = None,
                error: str | None = None, run_id: str | None = None,
                tags: Mapping[str, str] | None = None) -> tuple[str | None, bool, str | None]:
@@ -245,7 +250,7 @@ class TrialLog:
     def __init__(self, tracker: Tracker, *, use_process: bool = True, log_file: Path | None = None) -> None:
         """Start the writer process now (its imports and store connection overlap the study's start-up)."""
         self._tracker = tracker
-        self._storage: Any = None
+        self._storage: BaseStorage | None = None
         self._study_id = 0
         self._warned = False
         self._thread = ThreadWriter(tracker, TrialRunLogger(tracker), self._mark)
@@ -266,7 +271,7 @@ class TrialLog:
     def _writer(self) -> ChildRunWriter:
         return self._process if self._process is not None else self._thread
 
-    def attach(self, storage: Any, study_id: int) -> None:
+    def attach(self, storage: BaseStorage, study_id: int) -> None:
         """Begin logging into the tracker's parent run (once it exists), marking runs in this study."""
         self._storage, self._study_id = storage, study_id
         parent = self._tracker.parent_run_id
@@ -310,7 +315,8 @@ class TrialLog:
 
     def _mark(self, marks: dict[str, str]) -> None:
         try:
-            records.mark_runs(self._storage, self._study_id, marks)  # one journal append for the batch
+            # one journal append for the batch (before attach: no storage, an error counted below)
+            records.mark_runs(self._storage, self._study_id, marks)  # type: ignore[arg-type]  # as above
         except Exception as exc:  # the study's storage is down: the run exists, the next execution finishes it
             self._tracker.failures.append(f"mark child runs in the study: {type(exc).__name__}")
 

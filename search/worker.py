@@ -17,14 +17,24 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.storages import BaseStorage
 from optuna.trial import BaseTrial
 
 from sparsearch.search import records
 from sparsearch.search._internals import trial_handle
 from sparsearch.search.protocol import TrialPayload, TrialReport
+
+if TYPE_CHECKING:
+    import datetime
+
+    from ray import ObjectRef
+    from ray.actor import ActorHandle
+
+    from sparsearch.spaces.data import ImageData, TabularData
 
 __all__ = ["WorkerTrial", "execute_trial"]
 
@@ -54,12 +64,12 @@ def _resolve_objective(spec: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
-_LOCAL_STORAGES: dict[str, tuple[Any, tuple[Any, ...]]] = {}
+_LOCAL_STORAGES: dict[str, tuple[BaseStorage, tuple[object, ...]]] = {}
 """Journal storages this worker process opened, by URL, with the file's identity (a Ray worker process runs many
 trials, of many studies when Ray outlives them)."""
 
 
-def _local_journal(url: str) -> Any:
+def _local_journal(url: str) -> BaseStorage:
     """The journal storage at ``url``, opened once per worker process and reopened if the file was replaced.
 
     A journal storage keeps byte offsets into its file: a results folder deleted and created again under the same
@@ -72,7 +82,7 @@ def _local_journal(url: str) -> Any:
     try:
         st = path.stat()
         with open(path, "rb") as fh:
-            identity: tuple[Any, ...] = (st.st_dev, st.st_ino, fh.readline(1 << 16))
+            identity: tuple[object, ...] = (st.st_dev, st.st_ino, fh.readline(1 << 16))
     except OSError:
         identity = ()
     cached = _LOCAL_STORAGES.get(url)
@@ -89,11 +99,11 @@ class _LazyStorage:
     storage, calls go through the storage actor.
     """
 
-    def __init__(self, payload: TrialPayload, actor: Any, node: str) -> None:
+    def __init__(self, payload: TrialPayload, actor: ActorHandle | None, node: str) -> None:
         self._payload, self._actor, self._node = payload, actor, node
-        self._storage: Any = None
+        self._storage: BaseStorage | None = None
 
-    def get(self) -> Any:
+    def get(self) -> BaseStorage:
         if self._storage is None:
             url = self._payload.local_storage
             if url is not None and self._node == self._payload.driver_node and (
@@ -108,7 +118,7 @@ class _LazyStorage:
             else:
                 from sparsearch.search.storage import RayStorageProxy
 
-                self._storage = RayStorageProxy(self._actor, retries=self._payload.storage_retries)
+                self._storage = RayStorageProxy(self._actor, retries=self._payload.storage_retries)  # type: ignore[abstract]  # forwarded
         return self._storage
 
 
@@ -119,10 +129,10 @@ def _journal_visible(url: str) -> bool:
     return journal_path(url).is_file()
 
 
-def _single_value(distribution: Any) -> Any:
+def _single_value(distribution: BaseDistribution) -> Any:
     from optuna.distributions import CategoricalDistribution
 
-    return distribution.choices[0] if isinstance(distribution, CategoricalDistribution) else distribution.low
+    return distribution.choices[0] if isinstance(distribution, CategoricalDistribution) else distribution.low  # type: ignore[attr-defined]  # Float- or IntDistribution
 
 
 class WorkerTrial(BaseTrial):
@@ -147,11 +157,11 @@ class WorkerTrial(BaseTrial):
         self._pruning = pruning
         self._sampler_seed = sampler_seed
         self._params: dict[str, Any] = {name: value for name, (value, _) in payload.params.items()}
-        self._distributions: dict[str, Any] = {name: dist for name, (_, dist) in payload.params.items()}
+        self._distributions: dict[str, BaseDistribution] = {name: dist for name, (_, dist) in payload.params.items()}
         self._user_attrs: dict[str, Any] = dict(payload.user_attrs)
         self._study: optuna.Study | None = None
         self._remote: optuna.Trial | None = None
-        self.new_params: dict[str, tuple[float, Any]] = {}
+        self.new_params: dict[str, tuple[float, BaseDistribution]] = {}
         self.new_intermediate: dict[int, float] = {}
         self.new_user_attrs: dict[str, Any] = {}
         self.remote_calls = 0
@@ -167,7 +177,7 @@ class WorkerTrial(BaseTrial):
         return dict(self._params)
 
     @property
-    def distributions(self) -> dict[str, Any]:
+    def distributions(self) -> dict[str, BaseDistribution]:
         return dict(self._distributions)
 
     @property
@@ -175,7 +185,7 @@ class WorkerTrial(BaseTrial):
         return dict(self._user_attrs)
 
     @property
-    def datetime_start(self) -> Any:
+    def datetime_start(self) -> datetime.datetime | None:
         return self._payload.datetime_start
 
     @property
@@ -206,7 +216,7 @@ class WorkerTrial(BaseTrial):
         self.new_params.clear()
 
     # -- suggestions -----------------------------------------------------------------------------------------------
-    def _local(self, name: str, distribution: Any) -> tuple[bool, Any]:
+    def _local(self, name: str, distribution: BaseDistribution) -> tuple[bool, Any]:
         if name in self._distributions:
             old = self._distributions[name]
             optuna.distributions.check_distribution_compatibility(old, distribution)
@@ -231,7 +241,7 @@ class WorkerTrial(BaseTrial):
         self._params[name], self._distributions[name] = value, distribution
         return True, value
 
-    def _remember(self, name: str, value: Any, distribution: Any) -> Any:
+    def _remember(self, name: str, value: Any, distribution: BaseDistribution) -> Any:
         self._params.setdefault(name, value)
         self._distributions.setdefault(name, distribution)
         return value
@@ -314,11 +324,11 @@ class WorkerTrial(BaseTrial):
         return report
 
 
-_DATA: dict[str, Any] = {}
+_DATA: dict[str, TabularData | ImageData] = {}
 """The study's data in this worker process, by object id: fetched and deserialised once, not once per trial."""
 
 
-def _study_data(refs: list[Any]) -> list[Any]:
+def _study_data(refs: list[ObjectRef]) -> list[TabularData | ImageData]:
     import ray
 
     keys = [ref.hex() for ref in refs]
@@ -350,7 +360,8 @@ def _trial_device(gpus: float) -> tuple[str, str]:
     return "cuda:0", f"cuda:0 (Ray GPU {ids}: {torch.cuda.get_device_name(0)})"
 
 
-def execute_trial(payload: TrialPayload, storage_actor: Any, data_refs: list[Any]) -> TrialReport:
+def execute_trial(payload: TrialPayload, storage_actor: ActorHandle | None,
+                  data_refs: list[ObjectRef]) -> TrialReport:
     """Train and evaluate one trial; report epochs to the study; never raise for a trial's own failure.
 
     ``data_refs`` are the object refs of the train and validation sets, in a list so that Ray does not resolve
@@ -376,7 +387,7 @@ def execute_trial(payload: TrialPayload, storage_actor: Any, data_refs: list[Any
 class _TrialRun:
     """One trial in this worker: its node, device, storage access, trial object and epoch history."""
 
-    def __init__(self, payload: TrialPayload, storage_actor: Any, started: float) -> None:
+    def __init__(self, payload: TrialPayload, storage_actor: ActorHandle | None, started: float) -> None:
         import ray
         import torch
 
@@ -431,7 +442,7 @@ def _watch_memory(payload: TrialPayload, storage: _LazyStorage) -> threading.Eve
     return _memory_watchdog(limit, exceeded)
 
 
-def _run_trial(payload: TrialPayload, run: _TrialRun, data_refs: list[Any]) -> TrialReport:
+def _run_trial(payload: TrialPayload, run: _TrialRun, data_refs: list[ObjectRef]) -> TrialReport:
     """Run the custom objective or the built-in training on the trial's features; a COMPLETE report."""
     from sparsearch.search.data import select_features
 

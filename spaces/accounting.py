@@ -80,7 +80,7 @@ def sparse_macs(model: nn.Module, positions: dict[str, int]) -> int:
     total = 0
     for name, m in model.named_modules():
         if isinstance(m, COMPUTE_TYPES):
-            kept = int(m.mask.sum()) if hasattr(m, "weight_mask") else m.weight.numel()
+            kept = int(m.mask.sum()) if hasattr(m, "weight_mask") else m.weight.numel()  # type: ignore[operator]  # MaskedMixin.mask
             total += kept * positions.get(name, 1)
     return total + _interaction_macs(model)
 

@@ -80,7 +80,7 @@ class TrialConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise SpecError(f"unknown TrialConfig keys {unknown}; allowed: {', '.join(sorted(names))}")
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+        kwargs: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
         return cls(**kwargs)
 
     @property

@@ -41,13 +41,13 @@ class _Adapters:
         r = torch.ones(k, self.in_features)
         if random_signs:
             r = torch.where(torch.rand(k, self.in_features) < 0.5, -r, r)
-        self.r = nn.Parameter(r)  # type: ignore[attr-defined]
-        self.s = nn.Parameter(torch.ones(k, self.out_features))  # type: ignore[attr-defined]
-        self.c = nn.Parameter(torch.zeros(k, self.out_features))  # type: ignore[attr-defined]
+        self.r = nn.Parameter(r)
+        self.s = nn.Parameter(torch.ones(k, self.out_features))
+        self.c = nn.Parameter(torch.zeros(k, self.out_features))
 
     def adapter_params(self) -> int:
         """Parameters the members own (not shared)."""
-        return int(self.r.numel() + self.s.numel() + self.c.numel())  # type: ignore[attr-defined]
+        return int(self.r.numel() + self.s.numel() + self.c.numel())
 
 
 class EnsembleLinear(_Adapters, nn.Linear):

@@ -26,11 +26,11 @@ class MaskedMixin:
     convert it on every call (about 10x slower than a float multiply on CPU); :attr:`mask` is the boolean view.
     """
 
-    weight: nn.Parameter
+    weight: torch.Tensor
     weight_mask: torch.Tensor
 
     def _init_mask(self) -> None:
-        self.register_buffer("weight_mask", torch.ones_like(self.weight.detach()))  # type: ignore[attr-defined]
+        self.register_buffer("weight_mask", torch.ones_like(self.weight.detach()))  # type: ignore[attr-defined]  # mixed into nn.Module
 
     @property
     def mask(self) -> torch.Tensor:

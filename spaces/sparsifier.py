@@ -80,7 +80,7 @@ class Sparsifier:
         order = sorted(
             range(len(self.layers)),
             key=lambda i: (densities[i] < 1.0, -self.pattern.granularity(
-                tuple(self.layers[i][1].matrix_view(scores[i]).shape), head=self._is_head(i))),
+                tuple(self.layers[i][1].matrix_view(scores[i]).shape), head=self._is_head(i))),  # type: ignore[arg-type]  # 2-D
         )
         carry = 0.0
         for i in order:

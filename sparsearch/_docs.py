@@ -20,7 +20,7 @@ def cli_reference() -> str:
     parser = build_parser()
     parts = ["```text", "$ sparsearch --help", parser.format_help().rstrip(), "```"]
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    for name, p in sub.choices.items():
+    for name, p in sub.choices.items():  # type: ignore[union-attr]  # a subparsers action maps names to parsers
         parts += ["", f"#### `sparsearch {name}`", "", "```text", p.format_help().rstrip(), "```"]
     return "\n".join(parts)
 
@@ -53,7 +53,7 @@ def study_reference() -> str:
         doc = (model.__doc__ or "").strip().splitlines()[0]
         out += [f"#### `[{name}]`", "", doc.split(":", 1)[-1].strip(), "", "| key | default | meaning |",
                 "|---|---|---|"]
-        for key, field in model.model_fields.items():
+        for key, field in model.model_fields.items():  # type: ignore[attr-defined]  # a model class, not instance
             desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
             out.append(f"| `{key}` | `{_default(field)}` | {desc} |")
         out.append("")
@@ -67,7 +67,7 @@ def render(readme: str) -> str:
         pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
         if not pattern.search(readme):
             raise ValueError(f"README.md lacks the markers {start} ... {end}")
-        readme = pattern.sub(lambda _m, s=start, e=end, body=make(): f"{s}\n{body}\n{e}", readme)
+        readme = pattern.sub(lambda _m, s=start, e=end, body=make(): f"{s}\n{body}\n{e}", readme)  # type: ignore[misc]  # bound defaults
     return readme
 
 

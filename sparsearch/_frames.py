@@ -99,7 +99,7 @@ def to_polars(data: Any, what: str, *, columns: Sequence[str] | None = None) -> 
                 series.append(pl.from_pandas(data[name]).rename(name))
             except Exception:  # noqa: BLE001
                 values = [None if _is_missing(v) else str(v) for v in data[name].tolist()]
-                series.append(pl.Series(name, values, dtype=pl.String))
+                series.append(pl.Series(name, values, dtype=pl.String))  # type: ignore[arg-type]  # as above: Series
         return pl.DataFrame(series)
 
 

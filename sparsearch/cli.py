@@ -396,7 +396,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
         if cache is not None:
             for part, frame in (("pairs", result.pairs), ("quality", result.quality), ("ranking", result.features)):
                 if frame is not None:  # the ranking last: its file says the entry is complete
-                    cache.store(key, frame, part)
+                    cache.store(key, frame, part)  # type: ignore[arg-type]  # a cache gives a key
     ranking, pairs, report = result.features, result.pairs, result.quality
     if out is not None:
         _write_frame(out, ranking, json_indent=2)

@@ -72,3 +72,61 @@ def test_wheel_contains_every_subpackage_and_study(tmp_path):
     for study in (ROOT / "studies").glob("*.toml"):
         assert f"sparsearch/studies/{study.name}" in names
     assert any(n.endswith("entry_points.txt") for n in names)
+
+
+def _any_in_annotations(path: Path) -> int:
+    """How many times ``Any`` appears in the annotations of one module (arguments, returns, annotated names)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    annotations = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            a = node.args
+            annotations += [arg.annotation for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]
+                            if arg is not None and arg.annotation is not None]
+            annotations += [node.returns] if node.returns is not None else []
+        elif isinstance(node, ast.AnnAssign):
+            annotations.append(node.annotation)
+    count = 0
+    for ann in annotations:
+        for sub in ast.walk(ann):
+            if isinstance(sub, ast.Name) and sub.id == "Any" or isinstance(sub, ast.Attribute) and sub.attr == "Any":
+                count += 1
+            elif isinstance(sub, ast.Constant) and isinstance(sub.value, str):  # a quoted annotation
+                count += len(re.findall(r"\bAny\b", sub.value))
+    return count
+
+
+# Issue #32 item 5: at most 40 `Any` annotations in search/ (255 when filed by its own count; 348 counted this way
+# when the check was added, 242 on the typing branch, 244 once merged with main's refit.py). This ceiling only goes
+# down: lower it when a change removes some, never raise it.
+SEARCH_ANY_CEILING = 244
+
+
+def test_any_annotations_in_search_stay_under_the_ceiling():
+    counts = {p.relative_to(ROOT).as_posix(): _any_in_annotations(p) for p in sorted((ROOT / "search").rglob("*.py"))}
+    assert "search/loop.py" in counts and len(counts) >= 30  # the walk found the package
+    total = sum(counts.values())
+    worst = sorted(counts.items(), key=lambda kv: -kv[1])[:5]
+    assert total <= SEARCH_ANY_CEILING, f"{total} Any annotations in search/ (ceiling {SEARCH_ANY_CEILING}): {worst}"
+
+
+def test_any_counter_counts_arguments_returns_names_and_quoted_annotations(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("from typing import Any\nimport typing\n"
+                   "def f(a: Any, *b: 'dict[str, Any]', c: int = 1, **d: typing.Any) -> list[Any]:\n"
+                   "    x: Any = 1\n    y = Any\n    return [x]\n")
+    assert _any_in_annotations(src) == 5
+
+
+def test_every_type_ignore_names_its_error_code_and_a_reason():
+    pattern = re.compile(r"#\s*type:\s*ignore(?P<rest>.*)$")
+    bad = []
+    for folder in ("search", "sparsearch", "features", "spaces", "studies"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                m = pattern.search(line)
+                if m and not re.match(r"\[[a-z-]+(, *[a-z-]+)*\]\s+#\s*\S", m.group("rest")):
+                    bad.append(f"{path.relative_to(ROOT)}:{n}")
+    assert not bad, f"`# type: ignore[code]  # reason` is the allowed form; these lack a code or a reason: {bad}"

@@ -49,7 +49,7 @@ def _resolve_source(source: str | os.PathLike[str]) -> tuple[Path, dict[str, Any
     return path, raw
 
 
-def _set(raw: dict[str, Any], section: str, key: str, value: Any) -> None:
+def _set(raw: dict[str, Any], section: str, key: str, value: object) -> None:
     """Set ``raw[section][key] = value``; a dotted key (``params.n_rows``) walks into nested tables."""
     target = raw.setdefault(section, {})
     path = key.split(".")
@@ -113,7 +113,7 @@ def _drop_options_of_a_replaced_choice(raw: dict[str, Any], overrides: dict[str,
             study.pop(f"{choice}_params", None)
 
 
-def load_study(source: str | os.PathLike[str] | dict[str, Any], **overrides: Any) -> StudySpec:
+def load_study(source: str | os.PathLike[str] | dict[str, Any], **overrides: object) -> StudySpec:
     """Load and validate a study from a TOML path, a bundled study name, or a raw dict.
 
     Args:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import optuna
 
 from sparsearch.search import registry
+from sparsearch.search._internals import startup_trials
 from sparsearch.search.spec.sections import StudySpec
 
 __all__ = ["pruner_comparison_steps", "pruning_window_note", "startup_note"]
@@ -95,8 +96,8 @@ def startup_note(study: optuna.Study) -> str | None:
     and a comparison of it against random search compares random with random.
     """
     sampler = study.sampler
-    n_startup = getattr(sampler, "_n_startup_trials", None)  # TPESampler (and GPSampler) keep it here
-    if not isinstance(sampler, optuna.samplers.TPESampler | optuna.samplers.GPSampler) or n_startup is None:
+    n_startup = startup_trials(sampler)
+    if n_startup is None:
         return None
     n = len(study.get_trials(deepcopy=False))
     if n > n_startup:

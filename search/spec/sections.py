@@ -40,7 +40,7 @@ class _Section(StrictModel):
 
     # pydantic calls an overridden __init__ from model_validate too (a study file's sections): marked as a base
     # init, it is called only when Python code builds a section (tests/search/test_python_api.py fails if that changes)
-    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]  # a marker attribute on a function
 
 
 def _safe_name(v: str | None) -> str | None:

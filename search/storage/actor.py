@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optuna.storages import BaseStorage
 
@@ -16,6 +16,9 @@ from sparsearch.errors import ConnectionProblem, SpecError, first_line
 from sparsearch.search.storage.opening import open_storage
 from sparsearch.search.storage.rdb import is_backend_failure
 from sparsearch.search.storage.urls import is_memory_url
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
 
 __all__ = ["IDEMPOTENT", "RayStorageProxy", "StorageActorLost", "StorageServer", "is_storage_outage",
            "start_storage_server"]
@@ -37,7 +40,7 @@ class StorageServer:
         return True
 
 
-def start_storage_server(url: str, *, wait: bool = True) -> Any:
+def start_storage_server(url: str, *, wait: bool = True) -> ActorHandle:
     """Start the storage actor on this (the driver's) node; with ``wait``, until its storage is open.
 
     Without ``wait`` the actor's process starts in the background (about a second here) while trials run; its
@@ -55,10 +58,10 @@ def start_storage_server(url: str, *, wait: bool = True) -> Any:
     node = ray.get_runtime_context().get_node_id()
     restarts = 0 if is_memory_url(url) else -1
     actor_cls = ray.remote(num_cpus=0, max_restarts=restarts, max_task_retries=0)(StorageServer)
-    actor = actor_cls.options(
+    actor: ActorHandle = actor_cls.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False),
         runtime_env={"env_vars": {"OPTUNA_DISABLE_PROGRESS": "1"}},
-    ).remote(url)
+    ).remote(url)  # type: ignore[assignment]  # ray's annotations give the actor or its class
     if not wait:
         return actor
     try:
@@ -139,8 +142,8 @@ class RayStorageProxy(BaseStorage):
         return (_proxy, (self._actor, self._retries))
 
 
-def _proxy(actor: Any, retries: int) -> RayStorageProxy:
-    return RayStorageProxy(actor, retries=retries)
+def _proxy(actor: ActorHandle, retries: int) -> RayStorageProxy:
+    return RayStorageProxy(actor, retries=retries)  # type: ignore[abstract]  # forwarded: _FORWARDED below
 
 
 def _forwarder(name: str) -> Any:

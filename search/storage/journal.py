@@ -19,7 +19,7 @@ from optuna.storages.journal import JournalFileOpenLock
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # a module or None: Windows has no fcntl
 
 from sparsearch.errors import SpecError
 from sparsearch.search._internals import BaseJournalFileLock, journal_parts, set_journal_backend, sync_journal
@@ -134,10 +134,10 @@ def batched_writes(storage: BaseStorage) -> Iterator[None]:
         return
     lock, backend = parts
     with lock:
-        backend = journal_parts(storage)[1]  # type: ignore[index]
+        backend = journal_parts(storage)[1]  # type: ignore[index]  # not None: checked above, same storage
         if not isinstance(backend, _BatchingBackend):
             backend = _BatchingBackend(backend)
-            set_journal_backend(storage, backend)  # type: ignore[arg-type]
+            set_journal_backend(storage, backend)  # type: ignore[arg-type]  # a JournalStorage: journal_parts said so
     batches = _BATCHES.__dict__.setdefault("held", {})
     if id(backend) in batches:  # nested: the outer block appends
         yield
@@ -151,4 +151,4 @@ def batched_writes(storage: BaseStorage) -> Iterator[None]:
         if held:
             with lock:  # as JournalStorage's own writes: append, then read back
                 backend.append_logs(held)
-                sync_journal(storage)  # type: ignore[arg-type]
+                sync_journal(storage)  # type: ignore[arg-type]  # a JournalStorage, as above

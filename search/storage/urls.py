@@ -40,9 +40,9 @@ def absolute_storage_url(url: str) -> str:
         path = journal_path(url)
         return f"journal:{path.expanduser().absolute()}" if str(path).strip() else url
     if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///")
-        if path and path != ":memory:" and not path.startswith("/"):
-            return f"sqlite:///{Path(path).expanduser().absolute()}"
+        db = url.removeprefix("sqlite:///")
+        if db and db != ":memory:" and not db.startswith("/"):
+            return f"sqlite:///{Path(db).expanduser().absolute()}"
     return url
 
 

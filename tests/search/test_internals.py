@@ -122,3 +122,28 @@ def test_startup_trials_are_read_and_set_on_tpe_and_gp_samplers():
     assert startup_trials(optuna.samplers.RandomSampler(seed=0)) is None
     with pytest.raises(TypeError, match="RandomSampler has no n_startup_trials"):
         set_startup_trials(optuna.samplers.RandomSampler(seed=0), 2)
+
+
+def test_relative_sample_is_the_samplers_relative_draw():
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(n_startup_trials=1, multivariate=True, seed=0))
+    dist = optuna.distributions.FloatDistribution(0.0, 1.0)
+    for _ in range(3):
+        t = study.ask({"x": dist, "y": dist})
+        study.tell(t, t.params["x"] + t.params["y"])
+    values, space = internals.relative_sample(study.ask())
+    assert space == {"x": dist, "y": dist}
+    assert set(values) == {"x", "y"} and all(0.0 <= v <= 1.0 for v in values.values())
+
+
+def test_relative_sample_of_an_independent_sampler_is_empty(study):
+    assert internals.relative_sample(study.ask()) == ({}, {})
+
+
+@pytest.mark.parametrize("make", [lambda: optuna.samplers.TPESampler(n_startup_trials=7),
+                                  lambda: optuna.samplers.GPSampler(n_startup_trials=7)])
+def test_startup_trials_of_model_based_samplers(make):
+    assert internals.startup_trials(make()) == 7
+
+
+def test_startup_trials_of_other_samplers_is_none():
+    assert internals.startup_trials(optuna.samplers.RandomSampler()) is None
