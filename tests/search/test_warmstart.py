@@ -221,14 +221,20 @@ def test_portfolio_is_not_used_with_a_custom_objective():
     assert "not used with a custom [study] objective" in done.notes[0]
 
 
-@pytest.mark.parametrize(("name", "entries"), [("quickstart", 2), ("flights", 2), ("clicklog_large", 2),
-                                               ("fashion_cnn", 1)])
-def test_bundled_studies_warm_start_from_their_portfolio_entries_unchanged(name, entries):
+# flights searches only targets of 80% sparsity or more (issue 29 compares it with boosting at >= 80%), so the
+# clicklog_large entry, measured at 54%, is clipped to it: the one note a bundled study prints
+FLIGHTS_CLIP = ("warm start portfolio: portfolio entry 'clicklog_large trial 6' clipped to this space: "
+                "sparsity.target 0.543696 -> 0.8")
+
+
+@pytest.mark.parametrize(("name", "entries", "notes"), [("quickstart", 2, []), ("flights", 2, [FLIGHTS_CLIP]),
+                                                        ("clicklog_large", 2, []), ("fashion_cnn", 1, [])])
+def test_bundled_studies_warm_start_from_their_portfolio_entries_unchanged(name, entries, notes):
     spec = load_study(name)
     assert spec.study.warm_start == "portfolio"
     study = new_study()
     done = warm_start(study, spec, study._storage)
-    assert (done.enqueued, done.notes) == (entries, [])  # every entry fits the bundled spaces as measured
+    assert (done.enqueued, done.notes) == (entries, notes)  # every entry fits the bundled spaces as measured
     source = next(e for e in PORTFOLIO if e["model"] == spec.space.model)
     first = fixed(waiting(study)[0])
     assert {k: v for k, v in source["params"].items() if k in first} == first
