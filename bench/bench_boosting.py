@@ -31,7 +31,7 @@ first test rows): the best network in its compact and CSR forms (the pyfunc form
 raw rows (encoder included), against LightGBM's ``predict_proba`` on a pandas frame and its booster on a numeric
 array, default and tuned.
 
-Each seed's record goes to bench/out/boosting/ as soon as it finishes and is skipped when the command runs again
+Each seed's record goes to bench/results/boosting/ as soon as it finishes and is skipped when the command runs again
 with the same settings (``--force`` runs it again); the summary (per-seed table, paired verdicts ours vs each peer
 on test AUC via ``sparsearch.search.compare.verdict``, latency) goes to bench/results/boosting-flights.json
 (``--smoke``: bench/out/boosting/smoke/, never bench/results).
@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _results  # noqa: E402  (bench/ is not a package)
 
 RUNS = _results.OUT / "boosting"
+RECORDS = _results.RESULTS / "boosting"
 STUDY = "flights"
 DATA = "nycflights13/flights.parquet"
 ALL_ROWS = 100_000_000
@@ -415,7 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     rows, todo = [], []
     for seed in seeds:
         config = {**config_base, "seed": seed}
-        path = RUNS / f"{settings['label']}-s{seed}.json"
+        # each seed's record is committed beside the summary (bench/results/boosting/), so that a session that ends
+        # mid-benchmark keeps every finished seed; smoke records stay under bench/out
+        path = (RUNS if args.smoke else RECORDS) / f"{settings['label']}-s{seed}.json"
         done = None if args.force else _results.load_run(path, config)
         if done is None:
             todo.append((seed, config, path))
