@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import time
 import uuid
 import warnings
@@ -74,8 +75,29 @@ def _check_results_dir(results_dir: Path) -> Path:
     return results_dir
 
 
+OWN_TABLE_STUDY = "table"
+"""The bundled study a run with data and no study name uses (``sparsearch run --data FILE --target COL``)."""
+
+
+def _own_table_study(overrides: dict[str, object], progress: bool | Callable[[str], None]) -> str:
+    """The study name for a run given data but no study; a one-line error when the data or target is missing."""
+    missing = [f"{flag} ({key}=)" for flag, key in (("--data", "data"), ("--target", "target"))
+               if overrides.get(key) is None]
+    if missing:
+        raise SpecError(f"no study given: name one (a .toml file or a bundled study such as 'quickstart'), or give "
+                        f"your own table with --data FILE --target COL; missing {' and '.join(missing)}")
+    note = (f"no study given: running the bundled study {OWN_TABLE_STUDY!r} on your table "
+            f"(target {overrides['target']!r}); the same as: sparsearch run {OWN_TABLE_STUDY} --data ... --target ...")
+    if callable(progress):
+        progress(note)
+    elif progress:
+        print(f"sparsearch: {note}", file=sys.stderr, flush=True)
+    log.info(note)
+    return OWN_TABLE_STUDY
+
+
 def run_study(
-    study: str | os.PathLike[str] | StudySpec,
+    study: str | os.PathLike[str] | StudySpec | None = None,
     *,
     results_dir: str | os.PathLike[str] = "sparsearch-results",
     progress: bool | Callable[[str], None] = True,
@@ -84,7 +106,9 @@ def run_study(
     """Run (or resume) a study and return its result.
 
     Args:
-        study: a study file path, a bundled study name (``"quickstart"``) or a :class:`StudySpec`.
+        study: a study file path, a bundled study name (``"quickstart"``) or a :class:`StudySpec`. ``None`` with
+            ``data=`` and ``target=``: the bundled study for your own table (:data:`OWN_TABLE_STUDY`), whose name
+            is printed.
         results_dir: where the embedded Optuna storage, MLflow store, artifacts and caches live.
         progress: print one progress line per trial to stderr (``True``), nothing (``False``).
         **overrides: see :data:`sparsearch.search.spec.OVERRIDES` (``n_trials=5``, ``sampler="random"``, ...)
@@ -101,6 +125,8 @@ def run_study(
         >>> result = sparsearch.run_study("quickstart", n_trials=2, **{"train.epochs": 1})  # doctest: +SKIP
         >>> result.best_trial.values  # doctest: +SKIP
     """
+    if study is None:
+        study = _own_table_study(overrides, progress)
     spec = study if isinstance(study, StudySpec) else load_study(study, **overrides)
     if isinstance(study, StudySpec) and overrides:
         from sparsearch.search.spec import apply_overrides, parse_study

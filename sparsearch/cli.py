@@ -66,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run or resume a study", formatter_class=_formatter,
                        description="Run a study (a .toml file or a bundled study name such as 'quickstart'). "
-                       "Re-running with the same name and storage resumes it.")
-    p.add_argument("study", metavar="STUDY", help="study file (.toml) or bundled study name")
+                       "Re-running with the same name and storage resumes it. With no STUDY, --data FILE --target "
+                       "COL runs the bundled study for your own table ('table').")
+    p.add_argument("study", metavar="STUDY", nargs="?", default=None,
+                   help="study file (.toml) or bundled study name (default with --data: 'table')")
     _add_overrides(p)
     _add_common(p)
 

@@ -35,7 +35,8 @@ def test_version():
     ("args", "expected"),
     [
         (["frobnicate"], "invalid choice: 'frobnicate'"),
-        (["run"], "the following arguments are required: STUDY"),
+        (["run"], "no study given: name one"),
+        (["run", "--data", "mine.parquet"], "missing --target (target=)"),
         (["run", "quickstart", "--n-trials", "many"], "invalid int value: 'many'"),
         (["run", "quickstart", "--quiet", "--verbose"], "not allowed with argument"),
         (["run", "no-such-study"], "unknown study"),

@@ -154,3 +154,27 @@ def test_run_study_keyword_data_and_objective(tmp_path):
     assert [t.state.name for t in result.trials] == ["COMPLETE"] * 2
     assert all(t.user_attrs["metrics"]["n_features"] == 4 for t in result.trials)
     assert result.info["n_rows"] == 2000
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_run_study_with_data_and_no_study_runs_the_bundled_table_study_and_says_so(tmp_path):
+    from sparsearch.features import make_click_log
+    from sparsearch.search.controller import OWN_TABLE_STUDY, run_study
+
+    df = make_click_log(3000, n_noise=2, seed=5).rename({"click": "clicked"})
+    said: list[str] = []
+    result = run_study(data=df, target="clicked", n_trials=2, results_dir=tmp_path / "res", progress=said.append,
+                       **{"tracking.enabled": False, "train.epochs": 1, "study.warm_start": "none"})
+    assert result.study.study_name == OWN_TABLE_STUDY == "table"
+    assert any("running the bundled study 'table'" in line for line in said), said
+    assert [t.state.name for t in result.trials] == ["COMPLETE"] * 2
+    assert result.test_metrics()  # scored once on the held-out rows of the user's table
+
+
+@pytest.mark.parametrize(("kwargs", "missing"), [({}, "--data (data=) and --target (target=)"),
+                                                  ({"data": "x.parquet"}, "--target (target=)")])
+def test_run_study_with_no_study_needs_data_and_target(tmp_path, kwargs, missing):
+    from sparsearch.search.controller import run_study
+
+    with pytest.raises(SpecError, match=r"^no study given: .*missing " + missing.replace("(", r"\(").replace(")", r"\)")):
+        run_study(results_dir=tmp_path, progress=False, **kwargs)

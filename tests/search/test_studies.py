@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from sparsearch.errors import DataError
+from sparsearch.errors import DataError, SpecError
 from sparsearch.search.data import prepare_data
 from sparsearch.search.spec import bundled_studies, load_study
 
@@ -22,15 +22,16 @@ def test_the_four_studies_are_bundled() -> None:
 
 @pytest.mark.parametrize("name", sorted(bundled_studies()))
 def test_every_bundled_study_loads_and_names_its_command(name: str) -> None:
-    spec = load_study(name)
+    # the study for your own table has no data source of its own: it takes --data and --target
+    spec = load_study(name, **({"data": "table.parquet", "target": "y"} if name == "table" else {}))
     assert spec.study.name == name
     header = bundled_studies()[name].read_text(encoding="utf-8").split("\n[")[0]
     assert f"sparsearch run {name}" in header
 
 
-@pytest.mark.parametrize("name", ["quickstart", "flights", "clicklog_large"])
+@pytest.mark.parametrize("name", ["quickstart", "flights", "clicklog_large", "table"])
 def test_bundled_tabular_studies_search_the_new_model_space(name: str) -> None:
-    space = load_study(name).space
+    space = load_study(name, **({"data": "table.parquet", "target": "y"} if name == "table" else {})).space
     assert set(space.numeric_encoding) == {"standard", "quantile", "ple", "plr"}
     assert space.ensemble_size[0] == 1 and space.ensemble_size[1] > 1  # a single network stays a choice
     assert space.cross_layers[0] == 0 and space.cross_layers[1] > 0
@@ -93,3 +94,8 @@ def test_flights_default_path_is_the_shared_copy_from_the_repository_root() -> N
         pytest.skip("the shared NYC flights copy is not present on this machine")
     names = pl.read_parquet_schema(shared)
     assert {"arr_delay", "tailnum", "dest"} <= set(names)
+
+
+def test_the_own_table_study_needs_a_data_source() -> None:
+    with pytest.raises(SpecError, match="exactly one of 'generator' and 'path'"):
+        load_study("table")
