@@ -193,21 +193,10 @@ def inference(args) -> list[dict]:
 
 
 def _compact_sequential(seq: nn.Sequential) -> nn.Sequential:
-    """Compaction of a plain Sequential MLP via SparseMLP's machinery (no embeddings, no numeric scaling).
+    """The plain Sequential MLP without its dead hidden units (``spaces.compact_linear_chain``)."""
+    from sparsearch.spaces import compact_linear_chain
 
-    ``spaces.compact`` takes only SparseMLP / SparseCNN; its two helpers below are private (issue 32: the lead
-    exposes a compaction of a plain chain of linear layers, then this goes).
-    """
-    from sparsearch.spaces.export import _plain_linear, _shrink_linear_chain
-
-    lins = [m for m in seq if isinstance(m, nn.Linear)]
-    ws, bs = _shrink_linear_chain([m.weight.detach() for m in lins], [m.bias.detach() for m in lins])
-    out: list[nn.Module] = []
-    for i, (w, b) in enumerate(zip(ws, bs)):
-        out.append(_plain_linear(w, b))
-        if i < len(ws) - 1:
-            out.append(nn.ReLU())
-    return nn.Sequential(*out).eval()
+    return compact_linear_chain(seq)
 
 
 # ------------------------------------------------------------------------------------------------- accuracy

@@ -14,7 +14,7 @@ from .criteria import CRITERIA, Criterion
 from .data import ImageData, TabularData, split_indices
 from .distributions import DISTRIBUTIONS, Distribution, LayerInfo, solve_densities
 from .encoder import TabularEncoder, encode_tabular
-from .export import CSRLinear, compact, to_csr
+from .export import CSRLinear, compact, compact_linear_chain, to_csr
 from .images import IMAGE_DATASETS, load_digits_data, load_fashion_mnist
 from .masked import (
     MaskedConv2d,
@@ -75,6 +75,7 @@ __all__ = [
     "build_model",
     "classification_metrics",
     "compact",
+    "compact_linear_chain",
     "config_from_params",
     "encode_tabular",
     "encoder_document",

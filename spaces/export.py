@@ -99,6 +99,31 @@ def _linears(seq: nn.Sequential) -> list[int]:
 
 
 @torch.no_grad()
+def compact_linear_chain(chain: nn.Sequential) -> nn.Sequential:
+    """A plain ``Linear -> ReLU -> ... -> Linear`` chain without its dead hidden units (the same outputs).
+
+    :func:`compact` for networks that are not a :class:`SparseMLP`: a hidden unit whose incoming weights are all
+    zero outputs a constant, folded into the next layer's bias, and a unit no later weight reads is dropped.
+
+    Example:
+        >>> chain = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+        >>> with torch.no_grad():
+        ...     _ = chain[0].weight[:5].zero_()
+        >>> x = torch.randn(3, 4)
+        >>> small = compact_linear_chain(chain)
+        >>> small[0].out_features, bool(torch.allclose(small(x), chain(x), atol=1e-6))
+        (3, True)
+    """
+    lins = [m for m in chain if isinstance(m, nn.Linear)]
+    ws, bs, _ = _shrink_linear_chain([m.weight.detach() for m in lins], [m.bias.detach() for m in lins])
+    out: list[nn.Module] = []
+    for i, (w, b) in enumerate(zip(ws, bs, strict=True)):
+        out.append(_plain_linear(w, b))
+        if i < len(ws) - 1:
+            out.append(nn.ReLU())
+    return nn.Sequential(*out).eval()
+
+
 def compact(model: nn.Module) -> nn.Module:
     """Structured compaction of a :class:`SparseMLP` or :class:`SparseCNN` (see the module docstring).
 

@@ -94,10 +94,7 @@ def test_no_machine_paths(path: Path) -> None:
     assert not re.search(r"[\"'](/work|/usr|/home|/root|/opt)/", path.read_text()), path.name
 
 
-PRIVATE_ALLOWED = {("sparsearch._ray", "connect_ray"), ("sparsearch._ray", "set_ray_env"),
-                   # spaces.compact takes SparseMLP/SparseCNN only; bench_spaces compacts a plain Sequential
-                   # (issue 32: to be exposed by the package, then these go)
-                   ("sparsearch.spaces.export", "_plain_linear"), ("sparsearch.spaces.export", "_shrink_linear_chain")}
+PRIVATE_ALLOWED = {("sparsearch._ray", "connect_ray"), ("sparsearch._ray", "set_ray_env")}
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
