@@ -83,11 +83,36 @@ def _permutation_p(samples: tuple[np.ndarray, ...], *, paired: bool, alternative
         total = math.comb(samples[0].size + samples[1].size, samples[0].size)
         kind, stat = "permutation test of the difference of means", _mean_difference  # type: ignore[assignment]  # a statistic too
     exact = total <= EXACT_LIMIT
+    if any(x.size < 2 for x in samples):  # scipy needs two values a sample: enumerate the few arrangements here
+        return _tiny_exact_p(samples, paired=paired, alternative=alternative), f"exact {kind} ({total} arrangements)"
     res = permutation_test(samples, stat, permutation_type="samples" if paired else "independent",
                            alternative=alternative, vectorized=True, n_resamples=np.inf if exact else 99_999,
                            rng=np.random.default_rng(seed))
     name = f"exact {kind} ({total} arrangements)" if exact else f"{kind} (99,999 random arrangements of {total})"
     return float(res.pvalue), name
+
+
+def _tiny_exact_p(samples: tuple[np.ndarray, ...], *, paired: bool, alternative: str) -> float:
+    """The exact one-sided permutation p-value by enumeration, for samples scipy refuses (a single value)."""
+    import itertools
+
+    if paired:
+        d = samples[0]
+        stats = [float(np.mean(d * np.array(signs))) for signs in itertools.product((1.0, -1.0), repeat=d.size)]
+        observed = float(np.mean(d))
+    else:
+        a, b = samples
+        pooled, n_a = np.concatenate([a, b]), a.size
+        stats = []
+        for idx in itertools.combinations(range(pooled.size), n_a):
+            mask = np.zeros(pooled.size, bool)
+            mask[list(idx)] = True
+            stats.append(float(pooled[mask].mean() - pooled[~mask].mean()))
+        observed = float(a.mean() - b.mean())
+    tol = 1e-12 * max(1.0, abs(observed))
+    hits = sum(x >= observed - tol for x in stats) if alternative == "greater" else sum(
+        x <= observed + tol for x in stats)
+    return hits / len(stats)
 
 
 def _bootstrap_ci(samples: tuple[np.ndarray, ...], *, paired: bool, n_boot: int, seed: int) -> tuple[float, float]:

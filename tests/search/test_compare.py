@@ -160,3 +160,14 @@ def test_multi_objective_comparison_uses_hypervolume_and_draws_pareto_fronts(tmp
             assert len(curve) == 5 and curve[-1] > 0
             assert all(b >= a for a, b in zip(curve, curve[1:]))  # hypervolume never shrinks
     assert report.report_path.with_suffix(".png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_a_single_seed_gets_an_exact_p_and_no_interval(paired):
+    # `sparsearch compare --seeds 1`: one value a side, which scipy's permutation_test refuses; the exact test has
+    # two arrangements, so p is 1/2 at best and nothing is claimed
+    v = verdict([0.9], [0.8], maximize=True, names=("tpe", "random"), paired=paired)
+    assert (v["outcome"], v["p_value"]) == ("no difference shown", 0.5)
+    assert "2 arrangements" in v["test"] and all(math.isnan(x) for x in v["ci95"])
+    assert verdict([0.8], [0.9], maximize=True, names=("tpe", "random"), paired=paired)["p_value"] == 1.0
+    assert verdict([0.9, 0.91], [0.8], maximize=True, names=("tpe", "random"))["p_value"] == pytest.approx(1 / 3)
