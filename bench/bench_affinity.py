@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import itertools
 import json
 import statistics
 import sys
@@ -74,14 +73,6 @@ def _lightgbm(df, tr: np.ndarray, te: np.ndarray, seed: int) -> tuple[float, flo
     model.fit(x.iloc[tr], y[tr])
     fit_s = time.perf_counter() - t0
     return float(roc_auc_score(y[te], model.predict_proba(x.iloc[te])[:, 1])), fit_s
-
-
-def _sign_flip_p(diffs: list[float]) -> float:
-    """Exact one-sided p of mean(diffs) > 0 under sign flips (2^n equally likely signs)."""
-    obs = statistics.fmean(diffs)
-    flips = [statistics.fmean([s * d for s, d in zip(signs, diffs)])
-             for signs in itertools.product((1, -1), repeat=len(diffs))]
-    return sum(f >= obs - 1e-15 for f in flips) / len(flips)
 
 
 def run_seed(seed: int, n_rows: int, n_trials: int, epochs: int, crosses: int) -> dict:
@@ -149,14 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             ray.shutdown()
     out["runs"].sort(key=lambda r: r["seed"])
+    from sparsearch.search.compare import verdict
+
     diffs = [r["diff"] for r in out["runs"]]
     out["mean_test_auc_ours_minus_lightgbm"] = statistics.fmean(diffs)
-    out["sign_flip_p_ours_better"] = _sign_flip_p(diffs)
-    if len(diffs) > 1:
-        from scipy import stats
-
-        half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
-        out["ci95"] = [out["mean_test_auc_ours_minus_lightgbm"] - half, out["mean_test_auc_ours_minus_lightgbm"] + half]
+    # the project's one rule: paired by seed (same split), exact sign-flip test, bootstrap interval
+    out["verdict"] = verdict([r["test_auc_ours"] for r in out["runs"]], [r["test_auc_lightgbm"] for r in out["runs"]],
+                             maximize=True, names=("ours", "lightgbm"), paired=True)
     print(json.dumps(out, indent=2))
     _results.save(out, key=f"affinity-{args.rows}x{args.seeds}seeds")
     return 0
