@@ -62,6 +62,9 @@ class PairwiseInteraction(nn.Module):
         torch.Size([7, 3])
     """
 
+    pair_rows: torch.Tensor  # buffers: declared, else nn.Module.__getattr__ types them as Tensor | Module
+    pair_cols: torch.Tensor
+
     def __init__(self, widths: Sequence[int], dim: int) -> None:
         super().__init__()
         self.projections = nn.ModuleList(MaskedLinear(int(w), int(dim), bias=False) for w in widths)
@@ -116,6 +119,9 @@ class SparseMLP(nn.Module):
         torch.Size([4, 1])
     """
 
+    numeric_mean: torch.Tensor  # buffers: declared, else nn.Module.__getattr__ types them as Tensor | Module
+    numeric_std: torch.Tensor
+
     def __init__(
         self, cardinalities: Sequence[int], n_numeric: int, widths: Sequence[int], n_out: int, *,
         embedding_dim: int = 8, dropout: float = 0.0, prune_embeddings: bool = False,
@@ -129,7 +135,9 @@ class SparseMLP(nn.Module):
         if int(cross_layers) < 0:
             raise ValueError(f"cross_layers must be >= 0, got {cross_layers}")
         emb_cls = MaskedEmbedding if prune_embeddings else nn.Embedding
-        self.embeddings = nn.ModuleList(emb_cls(int(c), embedding_size(int(c), embedding_dim)) for c in cardinalities)
+        embeddings: list[nn.Embedding] = [emb_cls(int(c), embedding_size(int(c), embedding_dim))
+                                          for c in cardinalities]
+        self.embeddings = nn.ModuleList(embeddings)
         self.n_numeric = n_numeric
         self.register_buffer("numeric_mean", numeric_mean if numeric_mean is not None else torch.zeros(n_numeric))
         self.register_buffer("numeric_std", numeric_std if numeric_std is not None else torch.ones(n_numeric))
@@ -138,9 +146,9 @@ class SparseMLP(nn.Module):
         if numeric_encoder is not None:
             self.numeric_encoder = numeric_encoder
         n_num_out = int(getattr(numeric_encoder, "out_features", n_numeric)) if numeric_encoder is not None else n_numeric
-        in_dim = sum(e.embedding_dim for e in self.embeddings) + n_num_out
-        if int(fm_dim) > 0 and len(self.embeddings) >= 2:
-            self.fm = PairwiseInteraction([e.embedding_dim for e in self.embeddings], int(fm_dim))
+        in_dim = sum(e.embedding_dim for e in embeddings) + n_num_out
+        if int(fm_dim) > 0 and len(embeddings) >= 2:
+            self.fm = PairwiseInteraction([e.embedding_dim for e in embeddings], int(fm_dim))
             in_dim += self.fm.out_features
         self.in_dim = in_dim
         if cross_layers:

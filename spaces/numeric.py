@@ -68,6 +68,8 @@ class QuantileEncoding(nn.Module):
         torch.Size([500, 2])
     """
 
+    quantiles: torch.Tensor  # a buffer: declared, else nn.Module.__getattr__ types it as Tensor | Module
+
     def __init__(self, quantiles: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("quantiles", quantiles.detach().to(torch.float32).t().contiguous())  # (features, q)
