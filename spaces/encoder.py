@@ -525,12 +525,13 @@ class TabularEncoder:
             raise DataError(f"target {self.target!r} has classes {unknown[:5]!r} the encoder was not fitted on")
         y = np.array([index[v] for v in labels], dtype=np.int64)
         del labels
-        rows: list[np.ndarray | None] = [None]
+        rows: list[np.ndarray | None] = [None]  # None: all the rows, one TabularData
         if parts is not None:
-            rows = [np.asarray(p, dtype=np.int64) for p in parts]
-            for p in rows:
+            indices = [np.asarray(p, dtype=np.int64) for p in parts]
+            for p in indices:
                 if p.ndim != 1 or (p.size and (p.min() < 0 or p.max() >= df.height)):
                     raise DataError(f"encode: parts must be 1-d row indices into the {df.height} labelled rows")
+            rows = [*indices]
         encoded = self._fill(self._with_crosses(df), rows)
         n_classes = len(self.classes)
         out = [TabularData(
