@@ -25,9 +25,12 @@ import warnings
 import torch
 from torch import nn
 
-from .ensemble import EnsembleLinear
+from .ensemble import EnsembleLinear, MaskedEnsembleLinear
 from .masked import MaskedNLinear
 from .models import SparseCNN, SparseMLP
+
+#: the layers of an efficient ensemble: a shared weight and each member's adapters ``r``, ``s``, ``c``
+_ENSEMBLE_LAYERS = (EnsembleLinear, MaskedEnsembleLinear)
 
 
 def _plain_linear(w: torch.Tensor, b: torch.Tensor) -> nn.Linear:
@@ -38,17 +41,31 @@ def _plain_linear(w: torch.Tensor, b: torch.Tensor) -> nn.Linear:
     return lin
 
 
+def _pair(size: tuple[int, ...]) -> tuple[int, int]:
+    """A size of a 2-d convolution (``kernel_size``, ``stride``, ...: two entries) as the pair ``Conv2d`` takes."""
+    height, width = size
+    return height, width
+
+
+def _conv_bias(conv: nn.Conv2d) -> torch.Tensor:
+    """The bias of a convolution that has one (SparseCNN's and the plain ones built here)."""
+    assert conv.bias is not None, "compact needs convolutions with a bias (SparseCNN's have one)"
+    return conv.bias
+
+
 def _plain_conv(w: torch.Tensor, b: torch.Tensor, like: nn.Conv2d) -> nn.Conv2d:
-    conv = nn.Conv2d(w.shape[1], w.shape[0], like.kernel_size, stride=like.stride, padding=like.padding,
-                     dilation=like.dilation)
+    padding = like.padding if isinstance(like.padding, str) else _pair(like.padding)
+    conv = nn.Conv2d(w.shape[1], w.shape[0], _pair(like.kernel_size), stride=_pair(like.stride), padding=padding,
+                     dilation=_pair(like.dilation))
     with torch.no_grad():
         conv.weight.copy_(w)
-        conv.bias.copy_(b)
+        _conv_bias(conv).copy_(b)
     return conv
 
 
 def _shrink_linear_chain(ws: list[torch.Tensor], bs: list[torch.Tensor],
-                         adapters: list[list[torch.Tensor]] | None = None) -> tuple[list, list, list | None]:
+                         adapters: list[list[torch.Tensor]] | None = None,
+                         ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[list[torch.Tensor]] | None]:
     """Remove dead hidden units of a chain of linear layers with ReLU between them (in place on copies).
 
     ``adapters``: per layer ``[r, s, c]`` of an efficient ensemble (layer ``y = s * (W (r * x) + b) + c`` per
@@ -94,10 +111,6 @@ def _plain_ensemble_linear(w: torch.Tensor, b: torch.Tensor, adapters: list[torc
     return lin
 
 
-def _linears(seq: nn.Sequential) -> list[int]:
-    return [i for i, m in enumerate(seq) if isinstance(m, nn.Linear)]
-
-
 @torch.no_grad()
 def compact_linear_chain(chain: nn.Sequential) -> nn.Sequential:
     """A plain ``Linear -> ReLU -> ... -> Linear`` chain without its dead hidden units (the same outputs).
@@ -135,17 +148,16 @@ def compact(model: nn.Module) -> nn.Module:
     out = copy.deepcopy(model).eval()
     if isinstance(out, SparseCNN):
         _compact_cnn(out)
-    lin_idx = _linears(out.hidden)
-    layers = [out.hidden[i] for i in lin_idx] + [out.head]
+    layers = [m for m in out.hidden if isinstance(m, nn.Linear)] + [out.head]
     ensemble = getattr(out, "ensemble_size", 1) > 1
-    adapters = [[m.r.detach(), m.s.detach(), m.c.detach()] for m in layers] if ensemble else None
+    adapters = [_adapters(m) for m in layers] if ensemble else None
     ws, bs, ads = _shrink_linear_chain([m.weight.detach() for m in layers], [m.bias.detach() for m in layers],
                                        adapters)
 
     def plain(j: int) -> nn.Linear:
         return _plain_ensemble_linear(ws[j], bs[j], ads[j]) if ads is not None else _plain_linear(ws[j], bs[j])
 
-    new_hidden = []
+    new_hidden: list[nn.Module] = []
     k = 0
     for m in out.hidden:
         if isinstance(m, nn.Linear):
@@ -158,12 +170,18 @@ def compact(model: nn.Module) -> nn.Module:
     return out
 
 
+def _adapters(layer: nn.Linear) -> list[torch.Tensor]:
+    """``[r, s, c]`` of a layer of an efficient ensemble (every linear layer of one is)."""
+    assert isinstance(layer, _ENSEMBLE_LAYERS), f"an ensemble's layer is a {type(layer).__name__}"
+    return [layer.r.detach(), layer.s.detach(), layer.c.detach()]
+
+
 def _compact_cnn(model: SparseCNN) -> None:
     feats = list(model.features)
-    conv_idx = [i for i, m in enumerate(feats) if isinstance(m, nn.Conv2d)]
+    convs = {i: m for i, m in enumerate(feats) if isinstance(m, nn.Conv2d)}  # position in feats -> convolution
     first_lin = next(m for m in model.hidden if isinstance(m, nn.Linear))
-    ws = [feats[i].weight.detach().clone() for i in conv_idx]
-    bs = [feats[i].bias.detach().clone() for i in conv_idx]
+    ws = [m.weight.detach().clone() for m in convs.values()]
+    bs = [_conv_bias(m).detach().clone() for m in convs.values()]
     lw, lb = first_lin.weight.detach().clone(), first_lin.bias.detach().clone()
     positions = model.pool_size**2
     for j in range(len(ws)):
@@ -190,8 +208,8 @@ def _compact_cnn(model: SparseCNN) -> None:
             ws[j + 1] = ws[j + 1][:, keep]
         else:
             lw = lw.reshape(lw.shape[0], -1, positions)[:, keep].reshape(lw.shape[0], -1)
-    for k, i in enumerate(conv_idx):
-        feats[i] = _plain_conv(ws[k], bs[k], feats[i])
+    for k, (i, conv) in enumerate(convs.items()):
+        feats[i] = _plain_conv(ws[k], bs[k], conv)
     model.features = nn.Sequential(*feats)
     hidden = list(model.hidden)
     pos = hidden.index(first_lin)
@@ -201,6 +219,12 @@ def _compact_cnn(model: SparseCNN) -> None:
 
 class CSRLinear(nn.Module):
     """A linear layer whose weight is stored in CSR form (buffers ``crow``, ``col``, ``values``)."""
+
+    # buffers: declared, else nn.Module.__getattr__ types them as Tensor | Module
+    crow: torch.Tensor
+    col: torch.Tensor
+    values: torch.Tensor
+    bias: torch.Tensor | None
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
@@ -244,6 +268,10 @@ class CSREnsembleLinear(CSRLinear):
     """:class:`CSRLinear` shared by the members of an efficient ensemble, with their adapters ``r``, ``s``, ``c``
     (buffers); input and output ``(batch, k, features)`` as :class:`~sparsearch.spaces.ensemble.EnsembleLinear`."""
 
+    r: torch.Tensor  # buffers, declared as in CSRLinear
+    s: torch.Tensor
+    c: torch.Tensor
+
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, r: torch.Tensor, s: torch.Tensor,
                  c: torch.Tensor) -> None:
         super().__init__(weight, bias)
@@ -276,7 +304,7 @@ def to_csr(model: nn.Module) -> nn.Module:
 
     def swap(parent: nn.Module) -> None:
         for name, child in parent.named_children():
-            if isinstance(child, nn.Linear) and hasattr(child, "adapter_params"):
+            if isinstance(child, _ENSEMBLE_LAYERS):
                 setattr(parent, name, CSREnsembleLinear(child.weight, child.bias, child.r, child.s, child.c))
             elif isinstance(child, MaskedNLinear):
                 setattr(parent, name, CSRNLinear(child))

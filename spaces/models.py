@@ -121,6 +121,7 @@ class SparseMLP(nn.Module):
 
     numeric_mean: torch.Tensor  # buffers: declared, else nn.Module.__getattr__ types them as Tensor | Module
     numeric_std: torch.Tensor
+    head: nn.Linear  # masked; a plain nn.Linear (EnsembleLinear) once spaces.export.compact shrinks it
 
     def __init__(
         self, cardinalities: Sequence[int], n_numeric: int, widths: Sequence[int], n_out: int, *,
@@ -209,6 +210,8 @@ class SparseCNN(nn.Module):
         >>> m(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 10])
     """
+
+    head: nn.Linear  # masked; a plain nn.Linear once spaces.export.compact shrinks it
 
     def __init__(
         self, in_channels: int, image_size: int, n_classes: int, *, channels: Sequence[int] = (16, 32),
