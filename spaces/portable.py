@@ -27,7 +27,7 @@ import math
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -42,7 +42,15 @@ from .encoder import (
     STABLE_HASH,
     TabularEncoder,
 )
+from .models import PairwiseInteraction, SparseMLP
 from .numeric import PortableQuantileEncoding, QuantileEncoding
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    import polars as pl
+
+    from sparsearch._types import JSONDict, JSONValue
 
 __all__ = ["ENCODER_FORMAT", "ONNX_OPSET", "ProbabilityModel", "encoder_document", "export_onnx",
            "export_torchscript", "network_blocks", "onnx_form"]
@@ -74,13 +82,13 @@ class ProbabilityModel(nn.Module):
 
 def _example_inputs(network: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Two rows of valid inputs (two, not one: an exporter specialises a dimension of size 1)."""
-    if not hasattr(network, "embeddings"):
+    if not isinstance(network, SparseMLP):
         raise TypeError(f"only tabular networks (SparseMLP) can be exported, got {type(network).__name__}")
     n_cat, n_num = len(network.embeddings), int(network.n_numeric)
     return torch.full((2, n_cat), MISSING_CODE, dtype=torch.int32), torch.zeros((2, n_num), dtype=torch.float32)
 
 
-def export_onnx(network: nn.Module, path: str | Path, *, opset: int = ONNX_OPSET) -> dict[str, Any]:
+def export_onnx(network: nn.Module, path: str | Path, *, opset: int = ONNX_OPSET) -> JSONDict:
     """Write ``network`` (wrapped in :class:`ProbabilityModel`) to ``path`` as ONNX through ``torch.onnx.export``.
 
     Returns what a reader needs: the file, the opset, the input and output names. The opset is also written in
@@ -120,7 +128,7 @@ def export_onnx(network: nn.Module, path: str | Path, *, opset: int = ONNX_OPSET
             "outputs": list(OUTPUT_NAMES), "blocks": network_blocks(network)}
 
 
-def export_torchscript(network: nn.Module, path: str | Path) -> dict[str, Any]:
+def export_torchscript(network: nn.Module, path: str | Path) -> JSONDict:
     """Write ``network`` (wrapped in :class:`ProbabilityModel`) to ``path`` as TorchScript (``torch.jit.trace``);
     ``torch.jit.load`` in Python or ``torch::jit::load`` in C++ reads it. Returns the file and the names."""
     wrapped = ProbabilityModel(network).eval()
@@ -132,7 +140,7 @@ def export_torchscript(network: nn.Module, path: str | Path) -> dict[str, Any]:
             "outputs": list(OUTPUT_NAMES), "torch": torch.__version__, "blocks": network_blocks(network)}
 
 
-def network_blocks(network: nn.Module) -> dict[str, Any]:
+def network_blocks(network: nn.Module) -> JSONDict:
     """The optional blocks a tabular network holds, for the reader's information (the network file applies
     them; nothing of them is needed to encode rows): its numeric encoding, cross layers, pairwise-product
     width and ensemble size.
@@ -147,9 +155,10 @@ def network_blocks(network: nn.Module) -> dict[str, Any]:
     names = {QuantileEncoding: "quantile", PortableQuantileEncoding: "quantile", PiecewiseLinear: "ple",
              PeriodicEncoding: "plr"}
     encoder = getattr(network, "numeric_encoder", None)
+    cross, fm = getattr(network, "cross", None), getattr(network, "fm", None)  # both optional blocks of SparseMLP
     return {"numeric_encoding": "standard" if encoder is None else names.get(type(encoder), type(encoder).__name__),
-            "cross_layers": len(network.cross) if hasattr(network, "cross") else 0,
-            "fm_dim": int(network.fm.dim) if hasattr(network, "fm") else 0,
+            "cross_layers": len(cross) if isinstance(cross, nn.ModuleList) else 0,
+            "fm_dim": int(fm.dim) if isinstance(fm, PairwiseInteraction) else 0,
             "ensemble_size": int(getattr(network, "ensemble_size", 1))}
 
 
@@ -171,7 +180,7 @@ def onnx_form(network: nn.Module) -> nn.Module:
     return portable.eval()
 
 
-def _require(module: str) -> Any:
+def _require(module: str) -> ModuleType:
     from importlib import import_module
 
     try:
@@ -190,7 +199,7 @@ def _number(x: float) -> float | str:
     return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
 
 
-def _dtype_kind(dtype: Any) -> str:
+def _dtype_kind(dtype: pl.DataType) -> str:
     """How a reader converts a raw value before looking it up (see the README's encoder format)."""
     import polars as pl
 
@@ -205,7 +214,7 @@ def _dtype_kind(dtype: Any) -> str:
     return "string"
 
 
-def _vocabulary(values: Any, dtype: Any) -> list[Any]:
+def _vocabulary(values: pl.Series, dtype: pl.DataType) -> list[JSONValue]:
     import polars as pl
 
     out = values.to_list()
@@ -214,7 +223,7 @@ def _vocabulary(values: Any, dtype: Any) -> list[Any]:
     return out
 
 
-def _hash_entry(function: str | None) -> dict[str, Any]:
+def _hash_entry(function: str | None) -> JSONDict:
     """The ``hash`` entry of a hashed column: the function, stated precisely enough to implement it."""
     if function == STABLE_HASH:
         return {"function": STABLE_HASH, "input": "the value's text as UTF-8 bytes (as a vocabulary would hold it: "
@@ -227,6 +236,8 @@ def _hash_entry(function: str | None) -> dict[str, Any]:
                                           "n_buckets (a missing value: its hash of null, too)"}
 
 
+# dict[str, Any], not JSONDict: search/export.py adds entries to the document whose types it infers narrower
+# (dict[str, str]), which a dict[str, JSONValue] does not accept (dict is invariant)
 def encoder_document(encoder: TabularEncoder, network: nn.Module | None = None) -> dict[str, Any]:
     """The JSON-ready description of ``encoder`` (format :data:`ENCODER_FORMAT`); with ``network``, also the
     standardisation the network applies to each numeric input (for reference: the network applies it itself).
@@ -238,16 +249,18 @@ def encoder_document(encoder: TabularEncoder, network: nn.Module | None = None) 
         >>> doc["columns"][0]["vocabulary"], doc["inputs"]["numeric"]["columns"]
         (['a', 'b'], ['age', 'age_missing'])
     """
-    mean = std = None
-    if network is not None and getattr(network, "n_numeric", 0):
+    mean: list[JSONValue] | None = None
+    std: list[JSONValue] | None = None
+    if isinstance(network, SparseMLP) and network.n_numeric:  # the standardisation is a SparseMLP's buffers
         mean = [float(v) for v in network.numeric_mean.detach().cpu().tolist()]
         std = [float(v) for v in network.numeric_std.detach().cpu().tolist()]
     crosses = {c.name: c for c in encoder.crosses}
-    columns: list[dict[str, Any]] = []
+    columns: list[JSONValue] = []
+    portable: list[bool] = []  # per hashed column: can a reader outside Python compute its hash
     i_cat = i_num = 0
     for col in encoder.columns:
-        entry: dict[str, Any] = {"name": col.name, "kind": col.kind, "dtype": str(col.raw_dtype),
-                                 "dtype_kind": _dtype_kind(col.raw_dtype)}
+        entry: JSONDict = {"name": col.name, "kind": col.kind, "dtype": str(col.raw_dtype),
+                           "dtype_kind": _dtype_kind(col.raw_dtype)}
         if col.name in crosses:
             cross = crosses[col.name]
             entry["cross"] = {
@@ -257,7 +270,7 @@ def encoder_document(encoder: TabularEncoder, network: nn.Module | None = None) 
                 "bin_edges": [None if e is None else [_number(x) for x in e] for e in cross.edges],
                 "separator": CROSS_SEPARATOR,
             }
-        numeric: dict[str, Any] = {}
+        numeric: JSONDict = {}
         if col.kind == "numeric" or col.ordered:  # a number input (and its indicator), in column order
             inputs = 1 + int(col.indicator)
             numeric = {"fill": _number(col.fill), "indicator": bool(col.indicator)}
@@ -279,8 +292,11 @@ def encoder_document(encoder: TabularEncoder, network: nn.Module | None = None) 
             if col.n_buckets is not None:
                 entry["encoding"] = "hash"
                 entry["n_buckets"] = int(col.n_buckets)
-                entry["hash"] = _hash_entry(col.hash)
-                entry["portable"] = entry["hash"]["function"] == STABLE_HASH
+                hashing = _hash_entry(col.hash)
+                entry["hash"] = hashing
+                computable = hashing["function"] == STABLE_HASH
+                entry["portable"] = computable
+                portable.append(computable)
             else:
                 entry["encoding"] = "vocabulary"
                 entry["vocabulary"] = _vocabulary(col.vocabulary, col.raw_dtype)
@@ -299,7 +315,7 @@ def encoder_document(encoder: TabularEncoder, network: nn.Module | None = None) 
         },
         "outputs": {"probabilities": {"name": OUTPUT_NAMES[0], "columns": [str(c) for c in encoder.classes]},
                     "logits": {"name": OUTPUT_NAMES[1]}},
-        "portable": all(c["portable"] for c in columns if "portable" in c),
+        "portable": all(portable),
         "columns": columns,
         "polars": pl.__version__,
     }
