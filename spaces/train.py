@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from sparsearch.errors import DataError
 from . import accounting as acc
 from .config import TrialConfig
 from .data import ImageData, TabularData
-from .ensemble import member_losses
+from .ensemble import EnsembleLinear, MaskedEnsembleLinear, member_losses
 from .export import compact, to_csr
 from .methods import make_method
 from .metrics import METRICS, classification_metrics
@@ -84,7 +85,7 @@ def model_inputs(data: TabularData | ImageData) -> tuple[torch.Tensor, ...]:
 
 
 def build_model(config: TrialConfig, data: TabularData | ImageData, *, numeric_mean: np.ndarray | None = None,
-                numeric_std: np.ndarray | None = None) -> nn.Module:
+                numeric_std: np.ndarray | None = None) -> SparseMLP | SparseCNN:
     """The model a config describes, sized for ``data`` (SparseMLP for tabular data, SparseCNN for images).
 
     A tabular model's numeric statistics are fitted on ``data`` (the training rows): the standardisation
@@ -152,7 +153,9 @@ class TrainingForward(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self.members > 1:
-            return self.model.member_logits(*inputs)
+            model = self.model
+            assert isinstance(model, SparseMLP), "only a SparseMLP is an efficient ensemble"
+            return model.member_logits(*inputs)
         return self.model(*inputs)
 
 
@@ -194,7 +197,8 @@ def evaluate_model(model: nn.Module, data: TabularData | ImageData, *, prefix: s
     return {prefix + k.removeprefix("val_"): v for k, v in metrics.items()}
 
 
-def make_optimizer(name: str, params, *, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params: Iterable[torch.Tensor], *, lr: float,
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """Adam or SGD (momentum 0.9), fused when torch supports it on this device.
 
     Fused matters for sparse training on CPU: the default multi-tensor Adam takes ``sqrt`` of the zeroed second
@@ -202,11 +206,16 @@ def make_optimizer(name: str, params, *, lr: float, weight_decay: float = 0.0) -
     optimizer step twice as slow as the dense one. The fused kernel is both faster and insensitive to zeros.
     """
     params = list(params)
-    cls, kwargs = ((torch.optim.SGD, {"momentum": 0.9}) if name == "sgd" else (torch.optim.Adam, {}))
+
+    def build(fused: bool | None) -> torch.optim.Optimizer:  # fused=None: torch's default implementation
+        if name == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, fused=fused)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
+
     try:
-        return cls(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
+        return build(fused=True)
     except (RuntimeError, TypeError, ValueError):  # fused unsupported here: the default implementation
-        return cls(params, lr=lr, weight_decay=weight_decay, **kwargs)
+        return build(fused=None)
 
 
 def _optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -463,7 +472,7 @@ def _run(config, train, val, *, seed, callback, return_model, measure, device, m
                         model=model if return_model else None, best_epoch=best.epoch)
 
 
-def _step(optimizer: torch.optim.Optimizer, scaler: Any) -> None:
+def _step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
     if scaler is None:
         optimizer.step()
     else:  # float16: unscale, skip the step on inf/nan gradients, adapt the scale
@@ -485,8 +494,8 @@ def sparsifier_scales(config: TrialConfig, model: nn.Module) -> list[float] | No
     return [1.0] * max(0, n_layers - len(scales)) + scales[-n_layers:] if scales else None
 
 
-def account_model(model: nn.Module, config: TrialConfig, x_val: tuple[torch.Tensor, ...], positions: Any, *,
-                  measure: bool) -> tuple[dict[str, float], dict[str, Any]]:
+def account_model(model: nn.Module, config: TrialConfig, x_val: tuple[torch.Tensor, ...],
+                  positions: dict[str, int], *, measure: bool) -> tuple[dict[str, float], dict[str, Any]]:
     """The sparsity, size, FLOP and (with ``measure``) CPU latency figures every trained model reports.
 
     Args:
@@ -526,7 +535,8 @@ def account_model(model: nn.Module, config: TrialConfig, x_val: tuple[torch.Tens
                                     if isinstance(m, (nn.Linear, nn.Conv2d))]
     metrics["params_compact"] = float(sum(p.numel() for p in compacted.parameters()))
     # an efficient ensemble: shared weights are counted once (in n_params, nnz_*); the members' own adapters here
-    member_params = sum(m.adapter_params() for m in model.modules() if hasattr(m, "adapter_params"))
+    member_params = sum(m.adapter_params() for m in model.modules()
+                        if isinstance(m, (EnsembleLinear, MaskedEnsembleLinear)))
     metrics["params_members"] = float(member_params)
     accounting["ensemble"] = {"size": int(getattr(model, "ensemble_size", 1)), "member_params": int(member_params)}
     metrics["size_dense_bytes"] = float(sizes["dense_bytes"])
@@ -537,7 +547,7 @@ def account_model(model: nn.Module, config: TrialConfig, x_val: tuple[torch.Tens
         lat = {}
         for key, mod in (("latency_ms", model), ("latency_compact_ms", compacted), ("latency_csr_ms", csr)):
             mod.eval()
-            lat[key] = acc.measure_latency(lambda mod=mod: mod(*sample), runs=LATENCY_RUNS)
+            lat[key] = acc.measure_latency(functools.partial(mod, *sample), runs=LATENCY_RUNS)
         metrics.update(lat)
         accounting["latency"] = {**lat, "batch": rows, "runs": LATENCY_RUNS, "threads": torch.get_num_threads()}
     return metrics, accounting
