@@ -137,7 +137,7 @@ class StudyResult:
         for t in self.best_trials:
             rec = get_test_record(self.study, t.number)
             if rec is not None:
-                out[t.number] = dict(rec["metrics"])
+                out[t.number] = records.stored_test_metrics(rec)
         return out
 
     def to_json(self) -> dict[str, Any]:
