@@ -67,7 +67,7 @@ def sync_unlogged(ex: Execution, study: optuna.Study, storage: optuna.storages.B
                 existing = ex.tracker.child_runs(study.study_name)
             run_id = existing.get(t.number) or ex.tracker.start_trial(
                 t.number, t.params, {"study": study.study_name, "synced_late": "true"})
-        if ex.tracker.finish_trial(run_id, state=t.state.name,  # type: ignore[arg-type]  # finished: COMPLETE/PRUNED/FAIL
+        if ex.tracker.finish_trial(run_id, state=records.finished_state(t.state),
                                    metrics=records.trial_metrics(t),
                                    error=records.fail_reason(t)):
             records.mark_logged(study, t.number, run_id)  # type: ignore[arg-type]  # logged: it has a run id

@@ -38,12 +38,12 @@ if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
 
-    from sparsearch.search.protocol import TrialReport
+    from sparsearch.search.protocol import ReportState, TrialReport
 
 __all__ = [
     "DONE_PREFIX", "DRIVER_ATTR", "DRIVER_PROC_PREFIX", "FAIL_REASON", "HEADLINE_ATTRS", "HEARTBEAT_ATTR",
     "LOGGED_PREFIX", "RUN_PREFIX", "TEST_PREFIX", "Reason", "child_runs", "driver_records", "fail_reason",
-    "fail_stored_trial", "fail_trial", "get_test_record", "logged_numbers", "mark_driver_done", "mark_logged", "mark_runs",
+    "fail_stored_trial", "fail_trial", "finished_state", "get_test_record", "logged_numbers", "mark_driver_done", "mark_logged", "mark_runs",
     "memory_reason", "model_uri", "model_tracking_uri", "record_driver", "record_heartbeat", "record_owner",
     "requeue", "retry_of", "run_key", "logged_key", "set_model", "set_split", "set_study_identity",
     "stored_objectives", "stored_split", "stored_test_metrics", "store_and_tell", "store_test_record", "trial_metrics",
@@ -156,6 +156,22 @@ def requeued(reason: str) -> str:
 
 
 # -- trials ----------------------------------------------------------------------------------------------------------
+def finished_state(state: TrialState) -> ReportState:
+    """A finished trial's state by the name a worker's report gives it (``COMPLETE``, ``PRUNED``, ``FAIL``).
+
+    Example:
+        >>> finished_state(TrialState.PRUNED)
+        'PRUNED'
+    """
+    if state == TrialState.COMPLETE:
+        return "COMPLETE"
+    if state == TrialState.PRUNED:
+        return "PRUNED"
+    if state == TrialState.FAIL:
+        return "FAIL"
+    raise ValueError(f"trial state must be COMPLETE, PRUNED or FAIL (a finished trial), got {state.name}")
+
+
 def fail_reason(t: FrozenTrial) -> str | None:
     """Why trial ``t`` failed, when it did and the reason was stored."""
     reason = t.user_attrs.get(FAIL_REASON)
