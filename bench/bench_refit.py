@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -223,12 +224,32 @@ def main() -> int:
         if not sample.exists():
             ClickModel(args.inf, args.noise, args.seed).chunk(args.study_rows, STUDY_CHUNK).write_parquet(sample)
         study = study_file(base / "study.toml", "bench-refit", sample.resolve(), args)
-        t0 = time.perf_counter()
-        result = run_study(study, results_dir=results, progress=True)
-        best = result.best_trial
-        doc["study"] = {"seconds": time.perf_counter() - t0, "best_trial": best.number, "best_values": best.values,
-                        "test": result.test_metrics().get(best.number)}
-    doc["refits"] = [run_refit(study, log_dir.resolve(), results, w, args) for w in counts]
+        study_config = {k: getattr(args, k) for k in ("study_rows", "trials", "top_k", "epochs", "batch_size", "inf",
+                                                      "noise", "seed")}
+        record = base / "study.json"
+        done = _results.load_run(record, study_config)
+        if done is None:  # the study runs once; its record lets a rerun go straight to the refits
+            if not args.results and results.exists():  # only our own folder under bench/out
+                shutil.rmtree(results)  # a study of other settings: its trials must not be resumed
+            t0 = time.perf_counter()
+            result = run_study(study, results_dir=results, progress=True)
+            best = result.best_trial
+            done = {"config": study_config, "seconds": time.perf_counter() - t0, "best_trial": best.number,
+                    "best_values": best.values, "test": result.test_metrics().get(best.number)}
+            _results.save_run(record, done)
+        doc["study"] = {k: v for k, v in done.items() if k != "config"}
+    # each refit's record is saved as it finishes (bench/out/refit/<base>/refit-<N>-workers.json), and a rerun with
+    # the same settings skips the refits already done
+    run_config = {"study": str(study), "data": str(log_dir.resolve()), "cpus_per_worker": args.cpus_per_worker,
+                  "ray_address": args.ray_address}
+    doc["refits"] = []
+    for w in counts:
+        record = base / f"refit-{w}-workers.json"
+        done = _results.load_run(record, {**run_config, "workers": w})
+        if done is None:
+            done = {"config": {**run_config, "workers": w}, **run_refit(study, log_dir.resolve(), results, w, args)}
+            _results.save_run(record, done)
+        doc["refits"].append({k: v for k, v in done.items() if k != "config"})
     for r in doc["refits"]:
         peaks = [r["driver_peak_rss_mb"], *r["worker_peak_rss_mb"]]
         r["rss_target_met"] = max(peaks) <= args.rss_target_mb

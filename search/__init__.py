@@ -6,7 +6,13 @@ Imports :mod:`sparsearch.features` and :mod:`sparsearch.spaces`; they never impo
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers (importing them here would load everything)
+    from sparsearch.search.compare import compare_samplers
+    from sparsearch.search.controller import run_study
+    from sparsearch.search.results import StudyResult
+    from sparsearch.search.spec import StudySpec, load_study
 
 __all__ = ["StudyResult", "StudySpec", "compare_samplers", "load_study", "run_study"]
 
@@ -19,7 +25,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'sparsearch.search' has no attribute {name!r}")

@@ -9,7 +9,7 @@ one test, not a study). Nothing else in sparsearch touches a private name of Opt
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -19,6 +19,11 @@ from optuna.storages import BaseStorage
 # Why: sparsearch's journal lock queues its own processes (an flock on a side file) in front of Optuna's open-file
 # lock; it subclasses the base of Optuna's file locks, which Optuna 5 does not re-export.
 from optuna.storages.journal._file import BaseJournalFileLock
+
+from sparsearch._types import ParamValue
+
+if TYPE_CHECKING:
+    from optuna.storages.journal import BaseJournalBackend
 
 __all__ = ["BaseJournalFileLock", "get_fluent_tracking_uri", "hypervolume", "journal_parts", "pareto_mask",
            "relative_sample", "restore_fluent_tracking_uri", "set_journal_backend", "set_startup_trials",
@@ -62,7 +67,7 @@ def trial_handle(study: optuna.Study, tid: int) -> optuna.Trial:
 # is an undocumented property and the start-up count is kept only as ``_n_startup_trials``.
 
 
-def relative_sample(trial: optuna.Trial) -> tuple[dict[str, Any], dict[str, BaseDistribution]]:
+def relative_sample(trial: optuna.Trial) -> tuple[dict[str, ParamValue], dict[str, BaseDistribution]]:
     """``(values, search space)`` of the trial's relative sample (drawn on first use, as ``Trial._suggest`` does)."""
     values = trial.relative_params
     return values, trial.relative_search_space or {}
@@ -92,7 +97,7 @@ def journal_parts(storage: BaseStorage) -> tuple[threading.Lock, Any] | None:
     return lock, backend
 
 
-def set_journal_backend(storage: optuna.storages.JournalStorage, backend: Any) -> None:
+def set_journal_backend(storage: optuna.storages.JournalStorage, backend: BaseJournalBackend) -> None:
     """Replace the backend a ``JournalStorage`` appends to and reads from (call under its lock)."""
     storage._backend = backend
 

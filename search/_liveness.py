@@ -11,15 +11,16 @@ from __future__ import annotations
 import os
 import socket
 from functools import lru_cache
-from typing import Any
 
-__all__ = ["driver_identity", "process_gone", "same_host"]
+from sparsearch._types import JSONDict, JSONMapping
+
+__all__ = ["driver_identity", "process_gone", "recorded_number", "same_host"]
 
 
 @lru_cache(maxsize=1)
-def _host_key() -> dict[str, Any]:
+def _host_key() -> JSONDict:
     """What makes two processes' pids comparable: hostname, kernel boot id, pid namespace."""
-    key: dict[str, Any] = {"host": socket.gethostname()}
+    key: JSONDict = {"host": socket.gethostname()}
     try:
         with open("/proc/sys/kernel/random/boot_id") as fh:
             key["boot_id"] = fh.read().strip()
@@ -32,7 +33,7 @@ def _host_key() -> dict[str, Any]:
     return key
 
 
-def driver_identity() -> dict[str, Any]:
+def driver_identity() -> JSONDict:
     """This process as a JSON-able record: ``host``, ``pid``, ``started`` (process start time), and the host key.
 
     Example:
@@ -45,13 +46,21 @@ def driver_identity() -> dict[str, Any]:
     return {**_host_key(), "pid": os.getpid(), "started": round(psutil.Process().create_time(), 2)}
 
 
-def same_host(record: dict[str, Any]) -> bool:
+def recorded_number(value: object) -> int | float | str:
+    """A number read from a driver record, as ``int()`` and ``float()`` take it; ``TypeError`` (what they raise)
+    for anything else (a record is JSON: a hand-edited or foreign one may hold ``null`` or a list)."""
+    if isinstance(value, int | float | str):
+        return value
+    raise TypeError(f"a driver record holds {type(value).__name__} where a number belongs")
+
+
+def same_host(record: JSONMapping) -> bool:
     """Whether ``record`` (a :func:`driver_identity`) names a process this process can look up."""
     here = _host_key()
     return all(record.get(k) == v for k, v in here.items())
 
 
-def process_gone(record: dict[str, Any]) -> bool:
+def process_gone(record: JSONMapping) -> bool:
     """Whether the process ``record`` names is certainly gone; ``False`` when it lives or cannot be checked here.
 
     Example:
@@ -63,9 +72,9 @@ def process_gone(record: dict[str, Any]) -> bool:
     if not isinstance(record, dict) or not same_host(record) or "pid" not in record:
         return False
     try:
-        proc = psutil.Process(int(record["pid"]))
+        proc = psutil.Process(int(recorded_number(record["pid"])))
         started = proc.create_time()
-        if abs(round(started, 2) - float(record.get("started", started))) > 0.05:
+        if abs(round(started, 2) - float(recorded_number(record.get("started", started)))) > 0.05:
             return True  # the same pid started at another moment is another process (pids are reused)
         return proc.status() == psutil.STATUS_ZOMBIE  # killed, not yet reaped by its parent
     except psutil.NoSuchProcess:

@@ -14,10 +14,10 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from sparsearch._redact import redact
+from sparsearch._types import JSONDict
 from sparsearch.errors import SpecError, closest
 from sparsearch.search.storage import default_storage_url, env_storage_url, open_storage
 
@@ -51,7 +51,7 @@ class Dashboard:
     storage: str
     studies: list[str]
     study_url: str | None
-    server: Any = field(repr=False)
+    server: WSGIServer = field(repr=False)
     _stopped: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def serve(self) -> None:
@@ -67,8 +67,8 @@ class Dashboard:
         self.server.shutdown()
         self._stopped.wait(10)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"url": self.url, "study_url": self.study_url, "storage": self.storage, "studies": self.studies}
+    def to_json(self) -> JSONDict:
+        return {"url": self.url, "study_url": self.study_url, "storage": self.storage, "studies": list(self.studies)}
 
 
 def resolve_storage_url(storage: str | None, results_dir: str | os.PathLike[str]) -> str:

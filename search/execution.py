@@ -13,11 +13,11 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sparsearch._types import JSONDict
 from sparsearch.search import _liveness, records
 from sparsearch.search._internals import study_id, trial_id
 from sparsearch.search.protocol import TrialReport
@@ -63,7 +63,7 @@ class Execution:
         """Write this driver's host, process id and process start time (and the time) into the study."""
         records.record_driver(storage, study_id(study), self.driver_id, self.identity)
 
-    def _stale_reason(self, t: FrozenTrial, drivers: dict[str, Any], now: float) -> str | None:
+    def _stale_reason(self, t: FrozenTrial, drivers: dict[str, JSONDict], now: float) -> str | None:
         """Why RUNNING trial ``t`` (not this driver's) is stale, or ``None`` while its driver may be alive.
 
         A driver on the owner's own host sees at once whether the owner's process is gone; elsewhere, a trial is
@@ -81,7 +81,7 @@ class Execution:
             # the owner is written right after study.ask(): a driver killed in between left no name. It is one of
             # the drivers of this host that are gone if one of them was running when the trial started
             for other in drivers.values():
-                if _liveness.process_gone(other) and float(other.get("started", 0.0)) <= started + 1.0:
+                if _liveness.process_gone(other) and float(_liveness.recorded_number(other.get("started", 0.0))) <= started + 1.0:
                     return records.Reason.STALE_NAMELESS.value
         beat = records.last_heartbeat(t, started)
         if now - beat > execution.stale_after:
@@ -119,6 +119,6 @@ class Execution:
         return records.requeue(study, t, self.spec.execution.max_retries)
 
     def tell(self, study: optuna.Study, trial: optuna.Trial, report: TrialReport,
-             attrs: dict[str, Any] | None = None) -> FrozenTrial:
+             attrs: JSONDict | None = None) -> FrozenTrial:
         """Store what ``report`` brings back (plus the driver's user ``attrs``), then tell the trial's state."""
         return records.store_and_tell(study, trial, report, attrs or {}, self.driver_id)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Container
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sparsearch._redact import redact
+from sparsearch._types import JSONDict
 from sparsearch.search import records
 from sparsearch.search._internals import study_storage, trial_id
 from sparsearch.search.data import PreparedData, trial_feature_subset
@@ -32,6 +33,7 @@ from sparsearch.search.results import best_complete, best_values
 from sparsearch.search.storage import is_memory_url, open_storage
 
 if TYPE_CHECKING:
+    import plotly.graph_objects as go
     from ray import ObjectRef
     from ray.remote_function import RemoteFunction
 
@@ -65,7 +67,7 @@ def sync_unlogged(ex: Execution, study: optuna.Study, storage: optuna.storages.B
                 existing = ex.tracker.child_runs(study.study_name)
             run_id = existing.get(t.number) or ex.tracker.start_trial(
                 t.number, t.params, {"study": study.study_name, "synced_late": "true"})
-        if ex.tracker.finish_trial(run_id, state=t.state.name,  # type: ignore[arg-type]  # finished: COMPLETE/PRUNED/FAIL
+        if ex.tracker.finish_trial(run_id, state=records.finished_state(t.state),
                                    metrics=records.trial_metrics(t),
                                    error=records.fail_reason(t)):
             records.mark_logged(study, t.number, run_id)  # type: ignore[arg-type]  # logged: it has a run id
@@ -118,12 +120,12 @@ def evaluate_test(ex: Execution, study: optuna.Study, prepared: PreparedData, ta
         except Exception as exc:  # a test evaluation must never lose the study
             log.warning("could not evaluate trial %d on the test rows: %s", t.number, exc)
             continue
-        rec = {"metrics": metrics, "n_rows": int(prepared.test.n_rows), "split_digest": digest,
-               "retrained": retrained, "driver": ex.driver_id}
-        records.store_test_record(study, t.number, rec)
+        tested: JSONDict = {"metrics": dict(metrics), "n_rows": int(prepared.test.n_rows), "split_digest": digest,
+                           "retrained": retrained, "driver": ex.driver_id}
+        records.store_test_record(study, t.number, tested)
         run_id = records.logged_run(records.study_system_attrs(study), t.number)
-        ex.tracker.log_run(run_id, metrics, {"test_evaluated": "true", "test_rows": str(rec["n_rows"])})
-        say(f"trial {t.number} on {rec['n_rows']} held-out test rows: "
+        ex.tracker.log_run(run_id, metrics, {"test_evaluated": "true", "test_rows": str(tested["n_rows"])})
+        say(f"trial {t.number} on {tested['n_rows']} held-out test rows: "
                + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 
@@ -147,7 +149,7 @@ def finish_parent(ex: Execution, study: optuna.Study, prepared: PreparedData, el
         metrics[f"best_{ex.objectives[0]}"] = best[0]
     best_trials = best_complete(study, len(ex.objectives))
     if len(best_trials) == 1 and (rec := get_test_record(study, best_trials[0].number)) is not None:
-        metrics.update(rec["metrics"])  # the incumbent's test metrics (test_auc, ...) on the parent
+        metrics.update(records.stored_test_metrics(rec))  # the incumbent's test metrics (test_auc, ...) on the parent
     try:
         df = study.trials_dataframe(multi_index=False)
         tracker.log_artifact_text(parent, "trials.csv", df.to_csv(index=False))
@@ -216,7 +218,7 @@ class _SnapshotStudy(optuna.Study):
     def trials(self) -> list[FrozenTrial]:
         return list(self._snapshot)
 
-    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
+    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
         return [t for t in self._snapshot if states is None or t.state in states]
 
 
@@ -226,7 +228,7 @@ def _plots(study: optuna.Study, objectives: list[str]) -> dict[str, str]:
 
     study = _SnapshotStudy(study)
     out: dict[str, str] = {}
-    makers: dict[str, Callable[[], Any]] = {}
+    makers: dict[str, Callable[[], go.Figure]] = {}
     if len(objectives) == 1:
         makers["optimization_history.html"] = lambda: vis.plot_optimization_history(study, target_name=objectives[0])
     else:

@@ -117,7 +117,7 @@ class TrackingListener(LoopListener):
             report, state = end.report, end.trial.state
             layer_sparsity = {f"layer_sparsity.{layer['name']}": layer["sparsity"]
                               for layer in report.accounting.get("layers", []) if layer.get("prunable")}
-            log.finish(number, state=state.name, history=report.history,
+            log.finish(number, state=records.finished_state(state), history=report.history,
                        metrics={**report.metrics, **layer_sparsity}, accounting=report.accounting,
                        error=report.error if state == TrialState.FAIL else None,
                        tags={"device": report.device} if report.device else None)

@@ -25,12 +25,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.exceptions import UpdateFinishedTrialError
 
+from sparsearch._types import JSONDict, ParamValue
 from sparsearch.search import records
 from sparsearch.search._internals import relative_sample, study_storage, trial_id
 from sparsearch.search.data import PreparedData, trial_feature_subset
@@ -56,7 +57,7 @@ class InFlight:
     trial: optuna.Trial
     started: float
     """``time.monotonic()`` at dispatch (for ``trial_timeout`` and a lost task's duration)."""
-    attrs: dict[str, Any]
+    attrs: JSONDict
     """User attributes the driver stores with the result (``target_sparsity``)."""
     driver_params: frozenset[str]
     """Parameters sampled in the driver; any other parameter of the result was suggested in the worker."""
@@ -295,7 +296,7 @@ def worker_lost(exc: BaseException) -> bool:
 
 
 def propose(study: optuna.Study, trial: optuna.Trial,
-            worker_space: dict[str, BaseDistribution]) -> dict[str, tuple[Any, BaseDistribution]]:
+            worker_space: dict[str, BaseDistribution]) -> dict[str, tuple[ParamValue, BaseDistribution]]:
     """Values the study's sampler proposes for the parameters a worker is expected to suggest.
 
     Taken, as ``Trial._suggest`` would, from the trial's relative sample when the parameter is in the sampler's
@@ -306,7 +307,7 @@ def propose(study: optuna.Study, trial: optuna.Trial,
     names = [name for name in worker_space if name not in trial.params]
     if not names:
         return {}
-    out: dict[str, tuple[Any, BaseDistribution]] = {}
+    out: dict[str, tuple[ParamValue, BaseDistribution]] = {}
     try:
         relative, space = relative_sample(trial)
         frozen = None

@@ -35,6 +35,7 @@ from sparsearch.errors import DataError, first_line
 if TYPE_CHECKING:
     import polars as pl
     from mlflow.models import ModelSignature
+    from mlflow.pyfunc import PyFuncModel
     from torch import nn
 
     from sparsearch.spaces.encoder import TabularEncoder
@@ -66,13 +67,13 @@ class SparsearchModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined] 
     def __init__(self, encoder: TabularEncoder, network: nn.Module, *, default_format: str = DEFAULT_FORMAT) -> None:
         self.encoder = encoder
         self.default_format = _check("format", default_format, FORMATS)
-        self._forms: dict[str, Any] = {"dense": network.eval()}
+        self._forms: dict[str, nn.Module] = {"dense": network.eval()}
 
     @property
     def classes(self) -> tuple:
         return tuple(self.encoder.classes)
 
-    def network(self, fmt: str) -> Any:
+    def network(self, fmt: str) -> nn.Module:
         """The network in form ``fmt`` (``compact`` and ``csr`` are exported on first use)."""
         fmt = _check("format", fmt, FORMATS)
         if fmt not in self._forms:
@@ -81,13 +82,13 @@ class SparsearchModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined] 
             self._forms[fmt] = (compact if fmt == "compact" else to_csr)(self._forms["dense"]).eval()
         return self._forms[fmt]
 
-    def __getstate__(self) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, object]:
         # only the trained network is stored; exports are rebuilt (exactly) when first used
         state = dict(self.__dict__)
         state["_forms"] = {"dense": self._forms["dense"]}
         return state
 
-    def probabilities(self, rows: Any, fmt: str | None = None, batch: int = 8192) -> np.ndarray:
+    def probabilities(self, rows: pd.DataFrame | pl.DataFrame, fmt: str | None = None, batch: int = 8192) -> np.ndarray:
         """Class probabilities ``(n, n_classes)`` for raw rows (a pandas or polars frame)."""
         import torch
 
@@ -103,7 +104,8 @@ class SparsearchModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined] 
             return torch.stack([1.0 - p1, p1], dim=1).numpy()
         return torch.softmax(logits.double(), dim=1).numpy()
 
-    # MLflow reads predict's type hints: a pandas DataFrame hint infers no schema (the signature describes rows)
+    # MLflow reads predict's type hints: a pandas DataFrame hint infers no schema (the signature describes rows);
+    # the others stay Any, as MLflow's own PythonModel.predict spells them: MLflow evaluates these hints at runtime
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
         """pyfunc entry point: ``params`` may hold ``format`` (dense, compact, csr) and ``output`` (proba, class).
 
@@ -149,7 +151,7 @@ def model_signature(model: SparsearchModel, example: pl.DataFrame) -> ModelSigna
 
 
 def load_study_model(study_name: str, *, results_dir: str | os.PathLike[str] = "sparsearch-results",
-                     storage: str | None = None, tracking_uri: str | None = None) -> tuple[Any, str]:
+                     storage: str | None = None, tracking_uri: str | None = None) -> tuple[PyFuncModel, str]:
     """The pyfunc model the study's last execution logged, and its URI (what ``sparsearch predict`` uses).
 
     The URI is read from the study's storage (``model_uri`` study attribute); the MLflow store is
@@ -175,7 +177,7 @@ def load_study_model(study_name: str, *, results_dir: str | os.PathLike[str] = "
     return _load_pyfunc(uri, store), uri
 
 
-def _load_pyfunc(uri: str, store: str | None) -> Any:
+def _load_pyfunc(uri: str, store: str | None) -> PyFuncModel:
     import mlflow
 
     from sparsearch.errors import ConnectionProblem

@@ -23,12 +23,13 @@ import math
 import time
 from collections.abc import Mapping
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from sparsearch._redact import redact
+from sparsearch._types import JSONDict, JSONMapping, JSONValue, ParamValue
 from sparsearch.errors import first_line
 from sparsearch.search._internals import study_id, study_storage, trial_id
 from sparsearch.search.storage import batched_writes
@@ -37,15 +38,15 @@ if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
 
-    from sparsearch.search.protocol import TrialReport
+    from sparsearch.search.protocol import ReportState, TrialReport
 
 __all__ = [
     "DONE_PREFIX", "DRIVER_ATTR", "DRIVER_PROC_PREFIX", "FAIL_REASON", "HEADLINE_ATTRS", "HEARTBEAT_ATTR",
     "LOGGED_PREFIX", "RUN_PREFIX", "TEST_PREFIX", "Reason", "child_runs", "driver_records", "fail_reason",
-    "fail_stored_trial", "fail_trial", "get_test_record", "logged_numbers", "mark_driver_done", "mark_logged", "mark_runs",
+    "fail_stored_trial", "fail_trial", "finished_state", "get_test_record", "logged_numbers", "mark_driver_done", "mark_logged", "mark_runs",
     "memory_reason", "model_uri", "model_tracking_uri", "record_driver", "record_heartbeat", "record_owner",
     "requeue", "retry_of", "run_key", "logged_key", "set_model", "set_split", "set_study_identity",
-    "stored_objectives", "stored_split", "store_and_tell", "store_test_record", "trial_metrics",
+    "stored_objectives", "stored_split", "stored_test_metrics", "store_and_tell", "store_test_record", "trial_metrics",
     "WARM_START", "enqueue_warm", "warm_source", "warm_started",
 ]
 
@@ -114,7 +115,7 @@ class Reason(str, Enum):
         return self.value
 
 
-def stale_gone_reason(record: Mapping[str, Any]) -> str:
+def stale_gone_reason(record: JSONMapping) -> str:
     return f"stale: its driver (pid {record.get('pid')} on {record.get('host')}) is gone (the process no longer exists)"
 
 
@@ -155,6 +156,22 @@ def requeued(reason: str) -> str:
 
 
 # -- trials ----------------------------------------------------------------------------------------------------------
+def finished_state(state: TrialState) -> ReportState:
+    """A finished trial's state by the name a worker's report gives it (``COMPLETE``, ``PRUNED``, ``FAIL``).
+
+    Example:
+        >>> finished_state(TrialState.PRUNED)
+        'PRUNED'
+    """
+    if state == TrialState.COMPLETE:
+        return "COMPLETE"
+    if state == TrialState.PRUNED:
+        return "PRUNED"
+    if state == TrialState.FAIL:
+        return "FAIL"
+    raise ValueError(f"trial state must be COMPLETE, PRUNED or FAIL (a finished trial), got {state.name}")
+
+
 def fail_reason(t: FrozenTrial) -> str | None:
     """Why trial ``t`` failed, when it did and the reason was stored."""
     reason = t.user_attrs.get(FAIL_REASON)
@@ -237,12 +254,12 @@ def requeue(study: optuna.Study, t: FrozenTrial, max_retries: int) -> bool:
     return True
 
 
-def driver_attrs(target_sparsity: float | None) -> dict[str, Any]:
+def driver_attrs(target_sparsity: float | None) -> JSONDict:
     """The user attributes the driver stores with a trial's result (what it knows from the sampled config)."""
     return {TARGET_SPARSITY: float(target_sparsity)} if target_sparsity is not None else {}
 
 
-def store_and_tell(study: optuna.Study, trial: optuna.Trial, report: TrialReport, attrs: Mapping[str, Any],
+def store_and_tell(study: optuna.Study, trial: optuna.Trial, report: TrialReport, attrs: Mapping[str, JSONValue],
                    driver_id: str) -> FrozenTrial:
     """Store what ``report`` brings back (plus the driver's user ``attrs``), then tell the trial's state.
 
@@ -272,7 +289,7 @@ def store_and_tell(study: optuna.Study, trial: optuna.Trial, report: TrialReport
         return storage.get_trial(tid)
 
 
-def _store_report(storage: BaseStorage, tid: int, report: TrialReport, attrs: Mapping[str, Any],
+def _store_report(storage: BaseStorage, tid: int, report: TrialReport, attrs: Mapping[str, JSONValue],
                   driver_id: str) -> None:
     record_owner(storage, tid, driver_id)  # whose MLflow runs these are (sync)
     for key, value in attrs.items():
@@ -305,12 +322,12 @@ def _store_report(storage: BaseStorage, tid: int, report: TrialReport, attrs: Ma
 
 
 # -- drivers ---------------------------------------------------------------------------------------------------------
-def record_driver(storage: BaseStorage, sid: int, driver_id: str, identity: Mapping[str, Any]) -> None:
+def record_driver(storage: BaseStorage, sid: int, driver_id: str, identity: Mapping[str, JSONValue]) -> None:
     """Write a driver's host, process id and process start time (and the time: its heartbeat) into the study."""
     storage.set_study_system_attr(sid, f"{DRIVER_PROC_PREFIX}{driver_id}", {**identity, "beat": time.time()})
 
 
-def driver_records(attrs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def driver_records(attrs: JSONMapping) -> dict[str, JSONDict]:
     """Driver id -> its recorded identity, from a study's system attributes."""
     return {key.removeprefix(DRIVER_PROC_PREFIX): value for key, value in attrs.items()
             if key.startswith(DRIVER_PROC_PREFIX) and isinstance(value, dict)}
@@ -321,7 +338,7 @@ def mark_driver_done(study: optuna.Study, driver_id: str) -> None:
     study_storage(study).set_study_system_attr(study_id(study), f"{DONE_PREFIX}{driver_id}", time.time())
 
 
-def driver_done(attrs: Mapping[str, Any], driver_id: str) -> bool:
+def driver_done(attrs: JSONMapping, driver_id: str) -> bool:
     return f"{DONE_PREFIX}{driver_id}" in attrs
 
 
@@ -348,23 +365,23 @@ def mark_logged(study: optuna.Study, number: int, run_id: str) -> None:
     study_storage(study).set_study_system_attr(study_id(study), logged_key(number), run_id)
 
 
-def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
+def study_system_attrs(study: optuna.Study) -> JSONDict:
     return study_storage(study).get_study_system_attrs(study_id(study))
 
 
-def created_run(attrs: Mapping[str, Any], number: int) -> str | None:
+def created_run(attrs: JSONMapping, number: int) -> str | None:
     """Trial ``number``'s child run id, if one was created (complete or not)."""
     value = attrs.get(run_key(number))
     return None if value is None else str(value)
 
 
-def logged_run(attrs: Mapping[str, Any], number: int) -> str | None:
+def logged_run(attrs: JSONMapping, number: int) -> str | None:
     """Trial ``number``'s child run id, if the run is complete."""
     value = attrs.get(logged_key(number))
     return None if value is None else str(value)
 
 
-def child_runs(attrs: Mapping[str, Any]) -> dict[int, str]:
+def child_runs(attrs: JSONMapping) -> dict[int, str]:
     """Trial number -> MLflow child run id, as recorded in the study's system attributes."""
     out: dict[int, str] = {}
     for key, value in attrs.items():
@@ -374,7 +391,7 @@ def child_runs(attrs: Mapping[str, Any]) -> dict[int, str]:
     return out
 
 
-def logged_numbers(attrs: Mapping[str, Any]) -> list[str]:
+def logged_numbers(attrs: JSONMapping) -> list[str]:
     """The keys of the trials whose child runs are complete."""
     return [k for k in attrs if k.startswith(LOGGED_PREFIX)]
 
@@ -391,23 +408,36 @@ def stored_objectives(study: optuna.Study) -> list[str] | None:
     return None if stored is None else list(stored)
 
 
-def stored_split(study: optuna.Study) -> dict[str, Any] | None:
+def stored_split(study: optuna.Study) -> JSONDict | None:
     return study.user_attrs.get(SPLIT)
 
 
-def set_split(study: optuna.Study, split: dict[str, Any]) -> None:
+def set_split(study: optuna.Study, split: JSONDict) -> None:
     """Record how the rows were split (read back by ``show``), unless the study has it already."""
     if split and stored_split(study) != split:
         study.set_user_attr(SPLIT, split)
 
 
-def get_test_record(study: optuna.Study, number: int) -> dict[str, Any] | None:
+def get_test_record(study: optuna.Study, number: int) -> JSONDict | None:
     """The stored test evaluation of trial ``number`` (``{"metrics": ..., "n_rows": ..., ...}``) or ``None``."""
     rec = study.user_attrs.get(f"{TEST_PREFIX}{number}")
     return rec if isinstance(rec, dict) else None
 
 
-def store_test_record(study: optuna.Study, number: int, record: dict[str, Any]) -> None:
+def stored_test_metrics(record: JSONMapping) -> dict[str, float]:
+    """The metrics of a stored test record (:func:`get_test_record`) by name: ``{"test_auc": ..., ...}``."""
+    metrics = record["metrics"]
+    if not isinstance(metrics, dict):
+        raise TypeError(f"a test record's metrics must be a JSON object, got {type(metrics).__name__}")
+    out: dict[str, float] = {}
+    for name, value in metrics.items():
+        if not isinstance(value, int | float):
+            raise TypeError(f"test metric {name!r} must be a number, got {type(value).__name__}")
+        out[name] = value
+    return out
+
+
+def store_test_record(study: optuna.Study, number: int, record: JSONDict) -> None:
     study.set_user_attr(f"{TEST_PREFIX}{number}", record)
 
 
@@ -427,7 +457,7 @@ def model_tracking_uri(study: optuna.Study) -> str | None:
     return study.user_attrs.get(MODEL_TRACKING_URI)
 
 
-def enqueue_warm(study: optuna.Study, params: Mapping[str, Any], source: str) -> None:
+def enqueue_warm(study: optuna.Study, params: Mapping[str, ParamValue], source: str) -> None:
     """Enqueue a warm-start trial with ``params``, marked with :data:`WARM_START` = ``source``."""
     study.enqueue_trial(dict(params), user_attrs={WARM_START: source}, skip_if_exists=False)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable
-from typing import Any
+from types import ModuleType
 
 import optuna
 
@@ -46,7 +46,7 @@ _MULTI_OBJECTIVE_SAMPLERS = {"nsga2", "nsga3", "random", "qmc", "tpe", "gp", "NS
                              "RandomSampler", "QMCSampler", "TPESampler", "GPSampler", "BruteForceSampler"}
 
 
-def _optuna_classes(module: Any, base: type) -> dict[str, type]:
+def _optuna_classes(module: ModuleType, base: type) -> dict[str, type]:
     return {
         name: cls
         for name, cls in vars(module).items()
@@ -86,7 +86,7 @@ def supports_multi_objective(name: str) -> bool:
     return name in _MULTI_OBJECTIVE_SAMPLERS
 
 
-def make_sampler(name: str, seed: int | None, **kwargs: Any) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int | None, **kwargs: object) -> optuna.samplers.BaseSampler:
     """Build a sampler by name, seeded with ``seed`` (when the sampler takes a seed)."""
     check_sampler(name)
     if name in SAMPLERS:
@@ -99,7 +99,7 @@ def make_sampler(name: str, seed: int | None, **kwargs: Any) -> optuna.samplers.
     return cls(**kwargs)
 
 
-def make_pruner(name: str, **kwargs: Any) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, **kwargs: object) -> optuna.pruners.BasePruner:
     """Build a trial pruner by name."""
     check_pruner(name)
     if name in PRUNERS:

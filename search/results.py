@@ -11,12 +11,13 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sparsearch._redact import redact
+from sparsearch._types import JSONDict, JSONValue
 from sparsearch.errors import SpecError
 from sparsearch.search import records
 from sparsearch.search._internals import study_id
@@ -34,15 +35,15 @@ class _Info:
     """The ``info`` of a run JSON: a typed record whose :meth:`to_json` is the documented object (its fields, in
     order). ``info["key"]`` and ``info.get("key")`` still read it as the former dict did."""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONDict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]  # subclasses are dataclasses
 
-    def __getitem__(self, key: str) -> Any:
+    def __getitem__(self, key: str) -> JSONValue:
         if key not in {f.name for f in dataclasses.fields(self)}:  # type: ignore[arg-type]  # as above
             raise KeyError(key)
         return getattr(self, key)
 
-    def get(self, key: str, default: Any = None) -> Any:
+    def get(self, key: str, default: JSONValue = None) -> JSONValue:
         try:
             return self[key]
         except KeyError:
@@ -57,9 +58,9 @@ class RunInfo(_Info):
     cpus_per_trial: float
     data_fingerprint: str
     n_rows: int
-    split: dict[str, Any]
+    split: JSONDict
     """How the rows were split (see README, "The run JSON")."""
-    ranking_rows: dict[str, Any]
+    ranking_rows: JSONDict
     """The rows the prefilter ranked."""
     features: list[str]
     """The candidate features after the prefilter, best first."""
@@ -76,10 +77,10 @@ class RunInfo(_Info):
     prepare_s: float = 0.0
     """Seconds of data preparation (load or generate, rank, crosses, encode), apart from the search's time; the
     parts are in ``timings``."""
-    warm_start: dict[str, Any] = dataclasses.field(default_factory=lambda: {"mode": "none", "enqueued": 0,
+    warm_start: JSONDict = dataclasses.field(default_factory=lambda: {"mode": "none", "enqueued": 0,
                                                                             "notes": []})
     """``[study] warm_start``: ``mode``, trials ``enqueued`` by this execution and ``notes`` (clipped, skipped)."""
-    startup: dict[str, Any] | None = None
+    startup: JSONDict | None = None
     """The sampler's start-up trials (``n_startup_trials``, ``source``: user / n_trials / timeout / provisional,
     ``estimated_trials``); ``None`` for a sampler without start-up trials (search/startup.py)."""
 
@@ -89,7 +90,7 @@ class StoredInfo(_Info):
     """The ``info`` of a study read back from storage (``sparsearch show``)."""
 
     n_mlflow_child_runs: int
-    split: dict[str, Any] | None
+    split: JSONDict | None
 
 
 @dataclass
@@ -137,10 +138,10 @@ class StudyResult:
         for t in self.best_trials:
             rec = get_test_record(self.study, t.number)
             if rec is not None:
-                out[t.number] = dict(rec["metrics"])
+                out[t.number] = records.stored_test_metrics(rec)
         return out
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONDict:
         """The public JSON document of ``sparsearch run --json`` (field names are a stable interface).
 
         Documented in README.md ("The run JSON"). ``best_values`` are validation metrics (what the search
@@ -154,8 +155,8 @@ class StudyResult:
             "tracking_uri": self.tracking_uri,
             "mlflow_parent_run_id": self.mlflow_parent_run_id,
             "model_uri": self.model_uri,
-            "objectives": self.objectives,
-            "directions": self.directions,
+            "objectives": list(self.objectives),
+            "directions": list(self.directions),
             "n_trials": len(self.trials),
             "n_trials_run": self.n_trials_run,
             "n_complete": self.count(TrialState.COMPLETE),
@@ -174,7 +175,7 @@ class StudyResult:
         }
 
 
-def _jsonable(v: object) -> Any:
+def _jsonable(v: object) -> JSONValue:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, dict):
@@ -186,7 +187,7 @@ def _jsonable(v: object) -> Any:
     return str(v)
 
 
-def trial_json(t: FrozenTrial) -> dict[str, Any]:
+def trial_json(t: FrozenTrial) -> JSONDict:
     duration = t.duration.total_seconds() if t.duration is not None else None
     return {
         "number": t.number,

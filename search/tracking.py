@@ -21,16 +21,21 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sparsearch._redact import redact
+from sparsearch._types import JSONMapping
 from sparsearch.errors import ConnectionProblem, first_line
 
 if TYPE_CHECKING:
     import datetime
+    from typing import TypeGuard
 
     import pandas as pd
     import polars as pl
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+    from mlflow.models.model import ModelInfo
     from optuna.trial import FrozenTrial
     from torch import nn
 
@@ -106,7 +111,8 @@ def best_so_far_points(trials: Sequence[FrozenTrial], directions: Sequence[str])
             continue
         if t.state == TrialState.COMPLETE and t.values is not None:
             for i, (v, d) in enumerate(zip(t.values, directions)):
-                if _finite(v) and (best[i] is None or (v > best[i] if d == "maximize" else v < best[i])):
+                b = best[i]
+                if _finite(v) and (b is None or (v > b if d == "maximize" else v < b)):
                     best[i] = float(v)
         # the time a trial finished, kept non-decreasing in trial-number order (trials finish out of order; MLflow
         # lists a metric's history by time, and a chart over time should not run backwards)
@@ -162,7 +168,7 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _flat(prefix: str, value: Any, out: dict[str, Any]) -> None:
+def _flat(prefix: str, value: object, out: dict[str, object]) -> None:
     if isinstance(value, Mapping):
         for k, v in value.items():
             _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
@@ -170,14 +176,14 @@ def _flat(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
-def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(mapping: JSONMapping, prefix: str = "") -> dict[str, object]:
     """Flatten nested mappings into dotted keys.
 
     Example:
         >>> flatten({"a": {"b": 1}, "c": 2})
         {'a.b': 1, 'c': 2}
     """
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     _flat(prefix, mapping, out)
     return out
 
@@ -215,7 +221,7 @@ def fluent_tracking_uri(uri: str | None) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
-def _finite(x: object) -> bool:
+def _finite(x: object) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
 
 
@@ -232,7 +238,7 @@ class Tracker:
         self.parent_run_id: str | None = None
         self.experiment_id: str | None = None
         self._artifact_root = artifact_root
-        self._client: Any = None
+        self._client: MlflowClient | None = None
         self._warned = False
         self._paused_until = 0.0
         self._pool: ThreadPoolExecutor | None = None
@@ -242,11 +248,26 @@ class Tracker:
     def artifact_root(self) -> Path:
         return self._artifact_root
 
+    @property
+    def _open_client(self) -> MlflowClient:
+        """The client :meth:`connect` opened (logging calls run only then: :meth:`_guard` and :meth:`submit` skip
+        them while it is ``None``)."""
+        if self._client is None:
+            raise RuntimeError("the MLflow client is not open (Tracker.connect was not called, or tracking is off)")
+        return self._client
+
+    @property
+    def _open_experiment_id(self) -> str:
+        """The experiment :meth:`connect` opened or created (set whenever the client is open)."""
+        if self.experiment_id is None:
+            raise RuntimeError("no MLflow experiment is open (Tracker.connect was not called, or tracking is off)")
+        return self.experiment_id
+
     # -- background logging -------------------------------------------------------------------------------------
-    def submit(self, fn: Callable[[], Any]) -> Future:
+    def submit(self, fn: Callable[[], object]) -> Future[object]:
         """Run ``fn`` on the tracker's single logging thread, in submission order, off the search loop."""
         if not self.enabled or self._client is None:
-            done: Future = Future()
+            done: Future[object] = Future()
             done.set_result(None)
             return done
         if self._pool is None:
@@ -320,17 +341,17 @@ class Tracker:
         self._paused_until = 0.0
 
     # -- runs ---------------------------------------------------------------------------------------------------
-    def start_parent(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str | None:
+    def start_parent(self, run_name: str, params: JSONMapping, tags: Mapping[str, str]) -> str | None:
         def go() -> str:
             study_tag = {"optuna.study_name": self.study_name} if self.study_name else {}
-            run = self._client.create_run(self.experiment_id, run_name=run_name, tags={**study_tag, **tags})
+            run = self._open_client.create_run(self._open_experiment_id, run_name=run_name, tags={**study_tag, **tags})
             self._log(run.info.run_id, params=params)
             return run.info.run_id
 
         self.parent_run_id = self._guard("start parent run", go)
         return self.parent_run_id
 
-    def start_trial(self, number: int, params: Mapping[str, Any], tags: Mapping[str, str]) -> str | None:
+    def start_trial(self, number: int, params: JSONMapping, tags: Mapping[str, str]) -> str | None:
         """Create the trial's child run (status RUNNING) and log its parameters."""
         if self.parent_run_id is None:
             return None
@@ -341,7 +362,7 @@ class Tracker:
             all_tags = {"mlflow.parentRunId": self.parent_run_id, "trial_number": str(number),
                         "optuna.trial.number": str(number), "optuna.trial.state": "RUNNING",
                         **({"optuna.study_name": self.study_name} if self.study_name else {}), **tags}
-            return self._client.create_run(self.experiment_id, run_name=f"trial-{number}", tags=all_tags).info.run_id
+            return self._open_client.create_run(self._open_experiment_id, run_name=f"trial-{number}", tags=all_tags).info.run_id
 
         run_id = self._guard(f"start trial {number}", create)
         if run_id is not None:  # a run that exists is returned even if its parameters could not be written
@@ -354,7 +375,8 @@ class Tracker:
         A driver killed between creating a trial's run and recording it in the study leaves a run that no study
         attribute names; the next execution finishes that run instead of creating a second one.
         """
-        if self.experiment_id is None:
+        experiment_id = self.experiment_id
+        if experiment_id is None:
             return {}
 
         def go() -> dict[int, str]:
@@ -362,7 +384,7 @@ class Tracker:
             query = f"tags.study = '{study}'" if "'" not in study else ""
             token = None
             while True:
-                page = self._client.search_runs([self.experiment_id], filter_string=query, max_results=1000,
+                page = self._open_client.search_runs([experiment_id], filter_string=query, max_results=1000,
                                                 page_token=token)
                 for run in page:
                     tags = run.data.tags
@@ -380,8 +402,8 @@ class Tracker:
         *,
         state: ReportState,
         history: Sequence[Mapping[str, float]] = (),
-        metrics: Mapping[str, Any] | None = None,
-        accounting: Mapping[str, Any] | None = None,
+        metrics: JSONMapping | None = None,
+        accounting: JSONMapping | None = None,
         error: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> bool:
@@ -406,23 +428,26 @@ class Tracker:
                 all_tags["error"] = redact(error)[-4000:]
             self._log(run_id, metrics=batch, tags=all_tags)
             if accounting:
-                self._client.log_dict(run_id, json.loads(json.dumps(accounting, default=str)), "accounting.json")
-            self._client.set_terminated(run_id, status=status)
+                self._open_client.log_dict(run_id, json.loads(json.dumps(accounting, default=str)), "accounting.json")
+            self._open_client.set_terminated(run_id, status=status)
             return True
 
         return bool(self._guard(f"finish trial run {run_id}", go))
 
     def finish_parent(self, status: str, metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
+        run_id = self.parent_run_id
+        if run_id is None:
+            return
+
         def go() -> None:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            self._log(self.parent_run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()  # type: ignore[arg-type]  # started
-                                                   if _finite(v)], tags=tags)
-            self._client.set_terminated(self.parent_run_id, status=status)
+            self._log(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)],
+                      tags=tags)
+            self._open_client.set_terminated(run_id, status=status)
 
-        if self.parent_run_id is not None:
-            self._guard("finish parent run", go)
+        self._guard("finish parent run", go)
 
     def log_run(self, run_id: str | None, metrics: Mapping[str, float], tags: Mapping[str, str] | None = None) -> None:
         """Add metrics (step 0) and tags to an existing run, finished or not (e.g. a trial's test metrics)."""
@@ -469,7 +494,7 @@ class Tracker:
             tags["best_trial_runs"] = ", ".join(f"{n}: {r}" for n, r in runs.items())
         self._guard("log the search's progress", self._log, run_id, metrics=metrics, tags=tags if listed else {})
         for number, child in runs.items():
-            self._guard(f"tag best trial {number}", lambda c=child: self._client.set_tag(c, "best_trial", "true"))
+            self._guard(f"tag best trial {number}", lambda c=child: self._open_client.set_tag(c, "best_trial", "true"))
 
     def log_table(self, run_id: str | None, df: pd.DataFrame, name: str = "trials_table.json") -> None:
         """Log a pandas DataFrame as an MLflow table (``MlflowClient.log_table``) on ``run_id``."""
@@ -494,7 +519,7 @@ class Tracker:
 
             with warnings.catch_warnings():  # pandas 3 deprecation notices from inside MLflow's log_table
                 warnings.simplefilter("ignore", DeprecationWarning)
-                self._client.log_table(run_id, data=table, artifact_file=name)
+                self._open_client.log_table(run_id, data=table, artifact_file=name)
 
         self._guard(f"log table {name}", go)
 
@@ -506,13 +531,13 @@ class Tracker:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / name
                 path.write_text(text, encoding="utf-8")
-                self._client.log_artifact(run_id, str(path))
+                self._open_client.log_artifact(run_id, str(path))
 
         self._guard(f"log artifact {name}", go)
 
     def log_artifact_file(self, run_id: str | None, path: Path, artifact_path: str | None = None) -> None:
         if run_id is not None:
-            self._guard(f"log artifact {path.name}", self._client.log_artifact, run_id, str(path), artifact_path)
+            self._guard(f"log artifact {path.name}", self._open_client.log_artifact, run_id, str(path), artifact_path)
 
     def log_torch_model(self, run_id: str | None, model: nn.Module, name: str = "best_model") -> str | None:
         """Log a torch model with ``mlflow.pytorch`` on ``run_id``; returns its model URI."""
@@ -520,15 +545,22 @@ class Tracker:
 
         # we choose pickle deliberately (pt2 needs an input example per model kind); the model is our own
         logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-        return self._log_model(run_id, model, "log best model", lambda mlflow: mlflow.pytorch.log_model(
-            model, name=name, pip_requirements=[f"torch=={torch.__version__}"], serialization_format="pickle"))
+        def log() -> ModelInfo:
+            import mlflow.pytorch
+
+            return mlflow.pytorch.log_model(model, name=name, pip_requirements=[f"torch=={torch.__version__}"],
+                                            serialization_format="pickle")
+
+        return self._log_model(run_id, model, "log best model", log)
 
     def log_pyfunc_model(self, run_id: str | None, model: SparsearchModel, example: pl.DataFrame | pd.DataFrame, *, name: str = "best_model",
                          registered_name: str | None = None) -> str | None:
         """Log a :class:`~sparsearch.search.model.SparsearchModel` (pyfunc) on ``run_id`` with its signature and
         input example (raw rows); optionally register it as ``registered_name``. Returns its model URI."""
 
-        def log(mlflow: Any) -> Any:
+        def log() -> ModelInfo:
+            import mlflow.pyfunc
+
             from sparsearch.search.model import model_signature
             from sparsearch.search.requirements import model_requirements
 
@@ -549,7 +581,7 @@ class Tracker:
 
         return self._log_model(run_id, model, "log best model", log)
 
-    def _log_model(self, run_id: str | None, model: Any, what: str, log_fn: Callable[[Any], Any]) -> str | None:
+    def _log_model(self, run_id: str | None, model: object, what: str, log_fn: Callable[[], ModelInfo]) -> str | None:
         if run_id is None or model is None:
             return None
 
@@ -560,13 +592,13 @@ class Tracker:
 
             # MLflow logs models through the global "fluent" API: point it at our store for this call only
             with fluent_tracking_uri(self.uri), mlflow.start_run(run_id=run_id):
-                info = log_fn(mlflow)
+                info = log_fn()
             return info.model_uri
 
         return self._guard(what, go)
 
-    def _log(self, run_id: str, *, params: Mapping[str, Any] | None = None, metrics: Sequence[Any] = (),
-             tags: Mapping[str, Any] | None = None) -> None:
+    def _log(self, run_id: str, *, params: JSONMapping | None = None, metrics: Sequence[Metric] = (),
+             tags: Mapping[str, object] | None = None) -> None:
         from mlflow.entities import Param, RunTag
 
         plist = [Param(str(k)[:250], redact(str(v))[:6000]) for k, v in flatten(params or {}).items()]
@@ -578,4 +610,4 @@ class Tracker:
         for i in range(chunks):
             m, p, t = metrics[i * 1000:(i + 1) * 1000], plist[i * 100:(i + 1) * 100], tlist[i * 100:(i + 1) * 100]
             if m or p or t:
-                self._client.log_batch(run_id, metrics=m, params=p, tags=t)
+                self._open_client.log_batch(run_id, metrics=m, params=p, tags=t)

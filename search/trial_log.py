@@ -28,19 +28,49 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, BinaryIO, TypedDict
 
+from sparsearch._types import JSONMapping
 from sparsearch.search import records
 from sparsearch.search.tracking import Tracker
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
+    from typing_extensions import Unpack
 
     from sparsearch.search.protocol import ReportState
 
-__all__ = ["TrialLog", "TrialRunLogger"]
+__all__ = ["ChildRunEnd", "TrialLog", "TrialRunLogger"]
 
 log = logging.getLogger("sparsearch")
+
+
+class _ChildRunState(TypedDict):
+    state: ReportState
+
+
+class ChildRunEnd(_ChildRunState, total=False):
+    """How a trial's child run ends: the keywords of :meth:`TrialRunLogger.finish` after the trial number (``state``
+    is required), as :meth:`TrialLog.finish` takes them and the writer process receives them as JSON."""
+
+    history: Sequence[Mapping[str, float]]
+    metrics: JSONMapping | None
+    accounting: JSONMapping | None
+    error: str | None
+    run_id: str | None
+    tags: Mapping[str, str] | None
+
+
+class _WriterReply(TypedDict, total=False):
+    """One JSON line from the writer process (``python -m sparsearch.search._mlflow_writer``)."""
+
+    op: str
+    number: int
+    run_id: str | None
+    ok: bool
+    failure: str | None
+    failures: list[str]
+    error: str
 
 
 class TrialRunLogger:
@@ -50,14 +80,14 @@ class TrialRunLogger:
         self.tracker = tracker
         self.runs: dict[int, str] = {}
 
-    def start(self, number: int, params: Mapping[str, Any], tags: Mapping[str, str]) -> str | None:
+    def start(self, number: int, params: JSONMapping, tags: Mapping[str, str]) -> str | None:
         run_id = self.tracker.start_trial(number, params, tags)
         if run_id is not None:
             self.runs[number] = run_id
         return run_id
 
     def finish(self, number: int, *, state: ReportState, history: Sequence[Mapping[str, float]] = (),
-               metrics: Mapping[str, Any] | None = None, accounting: Mapping[str, Any] | None = None,
+               metrics: JSONMapping | None = None, accounting: JSONMapping | None = None,
                error: str | None = None, run_id: str | None = None,
                tags: Mapping[str, str] | None = None) -> tuple[str | None, bool, str | None]:
         """End trial ``number``'s run (``run_id`` when another execution created it): ``(run_id, logged, failure)``."""
@@ -79,10 +109,10 @@ class ChildRunWriter:
     def attach(self, parent_run_id: str) -> None:
         """Child runs go under ``parent_run_id`` from now on."""
 
-    def start(self, number: int, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+    def start(self, number: int, params: JSONMapping, tags: Mapping[str, str]) -> None:
         raise NotImplementedError
 
-    def finish(self, number: int, **kwargs: Any) -> None:
+    def finish(self, number: int, **kwargs: Unpack[ChildRunEnd]) -> None:
         raise NotImplementedError
 
     def drain(self, deadline: float | None = None) -> bool:
@@ -101,7 +131,7 @@ class ThreadWriter(ChildRunWriter):
     def __init__(self, tracker: Tracker, local: TrialRunLogger, mark: Callable[[dict[str, str]], None]) -> None:
         self._tracker, self._local, self._mark = tracker, local, mark
 
-    def start(self, number: int, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+    def start(self, number: int, params: JSONMapping, tags: Mapping[str, str]) -> None:
         def go() -> None:
             run_id = self._local.start(number, params, tags)
             if run_id is not None:
@@ -109,7 +139,7 @@ class ThreadWriter(ChildRunWriter):
 
         self._tracker.submit(go)
 
-    def finish(self, number: int, **kwargs: Any) -> None:
+    def finish(self, number: int, **kwargs: Unpack[ChildRunEnd]) -> None:
         def go() -> None:
             run_id, ok, failure = self._local.finish(number, **kwargs)
             if ok and run_id is not None:
@@ -129,11 +159,11 @@ class ProcessWriter(ChildRunWriter):
         self._mark, self._warn = mark, warn
         self.failures: list[str] = []
         """What the writer process reported as failed (its own failures, and that it could not start)."""
-        self._outbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._results: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._outbox: queue.Queue[Mapping[str, object] | None] = queue.Queue()
+        self._results: queue.Queue[_WriterReply | None] = queue.Queue()
         config = {"uri": tracker.uri, "experiment": tracker.experiment,
                   "artifact_root": str(tracker.artifact_root), "study_name": tracker.study_name}
-        err: Any = subprocess.DEVNULL
+        err: BinaryIO | int = subprocess.DEVNULL
         if log_file is not None:
             log_file.parent.mkdir(parents=True, exist_ok=True)
             err = open(log_file, "ab")  # noqa: SIM115 - the child holds it
@@ -141,7 +171,7 @@ class ProcessWriter(ChildRunWriter):
             [sys.executable, "-m", "sparsearch.search._mlflow_writer"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             start_new_session=False)
-        if log_file is not None:
+        if not isinstance(err, int):
             err.close()
         self._stopping = False
         self._outbox.put(config)
@@ -181,10 +211,10 @@ class ProcessWriter(ChildRunWriter):
     def attach(self, parent_run_id: str) -> None:
         self._outbox.put({"op": "parent", "number": -1, "parent_run_id": parent_run_id})
 
-    def start(self, number: int, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+    def start(self, number: int, params: JSONMapping, tags: Mapping[str, str]) -> None:
         self._outbox.put({"op": "start", "number": number, "params": dict(params), "tags": dict(tags)})
 
-    def finish(self, number: int, **kwargs: Any) -> None:
+    def finish(self, number: int, **kwargs: Unpack[ChildRunEnd]) -> None:
         self._outbox.put({"op": "finish", "number": number, **kwargs})
 
     def drain(self, deadline: float | None = None) -> bool:
@@ -213,15 +243,15 @@ class ProcessWriter(ChildRunWriter):
             self._mark(marks)
         return ended
 
-    def _take(self, msg: dict[str, Any], marks: dict[str, str]) -> None:
-        op = msg.get("op")
-        if op == "start" and msg.get("run_id"):
-            marks[records.run_key(msg["number"])] = msg["run_id"]
+    def _take(self, msg: _WriterReply, marks: dict[str, str]) -> None:
+        op, run_id, failure = msg.get("op"), msg.get("run_id"), msg.get("failure")
+        if op == "start" and run_id:
+            marks[records.run_key(msg["number"])] = run_id
         elif op == "finish":
-            if msg.get("ok") and msg.get("run_id"):
-                marks[records.logged_key(msg["number"])] = msg["run_id"]
-            elif msg.get("failure"):
-                self._warn(msg["failure"])
+            if msg.get("ok") and run_id:
+                marks[records.logged_key(msg["number"])] = run_id
+            elif failure:
+                self._warn(failure)
         elif op == "failures":
             self.failures = list(msg.get("failures", []))
         elif op == "error":  # the writer process could not start (e.g. the store went away)
@@ -283,14 +313,14 @@ class TrialLog:
         self.mode = self._writer.mode
 
     # -- what the controller calls ---------------------------------------------------------------------------------
-    def start(self, number: int, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+    def start(self, number: int, params: JSONMapping, tags: Mapping[str, str]) -> None:
         """Create trial ``number``'s child run (status RUNNING) with its parameters; never blocks."""
         if not self.enabled:
             return
         self.poll()
         self._writer.start(number, params, tags)
 
-    def finish(self, number: int, **kwargs: Any) -> None:
+    def finish(self, number: int, **kwargs: Unpack[ChildRunEnd]) -> None:
         """End trial ``number``'s child run; keywords as :meth:`TrialRunLogger.finish`; never blocks."""
         if not self.enabled:
             return

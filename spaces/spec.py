@@ -8,6 +8,8 @@ magnitude criterion, unstructured pattern, ERK distribution).
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from pydantic import Field, field_validator, model_validator
 
 from sparsearch._spec import FloatRange, IntRange, StrictModel
@@ -25,7 +27,7 @@ OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
 
 
-def _check_choices(kind: str, values: list[str], registry) -> list[str]:
+def _check_choices(kind: str, values: list[str], registry: Collection[str]) -> list[str]:
     if not values:
         raise ValueError(f"need at least one {kind}, got an empty list")
     for v in values:
@@ -36,7 +38,8 @@ def _check_choices(kind: str, values: list[str], registry) -> list[str]:
     return values
 
 
-def _in(name: str, pair: tuple, lo: float, hi: float, *, lo_open: bool = False) -> tuple:
+def _in(name: str, pair: tuple[float, float], lo: float, hi: float, *,
+        lo_open: bool = False) -> tuple[float, float]:
     a, b = pair
     if (a <= lo if lo_open else a < lo) or b > hi:
         left = "(" if lo_open else "["
@@ -47,84 +50,128 @@ def _in(name: str, pair: tuple, lo: float, hi: float, *, lo_open: bool = False) 
 class SpaceSpec(StrictModel):
     """``[space]``: the sparse architectures a study searches."""
 
-    model: str = Field("mlp", description="Model family: `mlp` (tabular data) or `cnn` (image data sets).")
+    # Defaults are given by the ``default=`` keyword, and a fixed range as the pair it validates to: a type
+    # checker reads a field's default only from that keyword (pydantic's dataclass_transform) and checks it
+    # against the field's type (a bare ``1.0`` is not a ``tuple[float, float]``).
+
+    model: str = Field(
+        default="mlp", description="Model family: `mlp` (tabular data) or `cnn` (image data sets)."
+    )
     depth: IntRange = Field(
-        (1, 3), description="Hidden layers of the MLP (conv layers of the CNN); a number or a `[low, high]` range."
+        default=(1, 3),
+        description="Hidden layers of the MLP (conv layers of the CNN); a number or a `[low, high]` range."
     )
     width: IntRange = Field(
-        (32, 256), description="Width of each hidden layer (CNN: channels), searched per layer on a log scale."
+        default=(32, 256),
+        description="Width of each hidden layer (CNN: channels), searched per layer on a log scale."
     )
     embedding_dim: IntRange = Field(
-        (4, 16), description="Cap of each categorical embedding width (a feature gets min(cap, 1.6*cardinality^0.56))."
+        default=(4, 16),
+        description="Cap of each categorical embedding width (a feature gets min(cap, 1.6*cardinality^0.56))."
     )
-    dropout: FloatRange = Field((0.0, 0.2), description="Dropout after each hidden layer, in [0, 0.9].")
+    dropout: FloatRange = Field(
+        default=(0.0, 0.2), description="Dropout after each hidden layer, in [0, 0.9]."
+    )
     target_sparsity: FloatRange = Field(
-        (0.5, 0.95), description="Fraction of prunable weights set to zero at the end of sparse training, in [0, 0.99]."
+        default=(0.5, 0.95),
+        description="Fraction of prunable weights set to zero at the end of sparse training, in [0, 0.99]."
     )
     distributions: list[str] = Field(
-        ["erk"], description="Layer-wise sparsity distributions to search: uniform, uniform_plus, er, erk, "
+        default=["erk"],
+        description="Layer-wise sparsity distributions to search: uniform, uniform_plus, er, erk, "
         "global_magnitude, searched (per-layer scale factors renormalised to the budget).",
     )
-    erk_power: FloatRange = Field(1.0, description="Exponent of the ERK layer scores (0 = uniform), in [0, 3].")
+    erk_power: FloatRange = Field(
+        default=(1.0, 1.0), description="Exponent of the ERK layer scores (0 = uniform), in [0, 3]."
+    )
     layer_scale: FloatRange = Field(
-        (0.25, 4.0), description="Range of the per-layer density scale factors of the `searched` distribution (log)."
+        default=(0.25, 4.0),
+        description="Range of the per-layer density scale factors of the `searched` distribution (log)."
     )
     methods: list[str] = Field(
-        ["gmp"], description="Sparse training methods to search: dense (baseline), static (random at init), gmp "
+        default=["gmp"],
+        description="Sparse training methods to search: dense (baseline), static (random at init), gmp "
         "(gradual magnitude pruning), set, rigl.",
     )
     schedules: list[str] = Field(
-        ["cubic"], description="Pruning schedules for gmp: one_shot, linear, cubic (Zhu & Gupta), exponential."
+        default=["cubic"],
+        description="Pruning schedules for gmp: one_shot, linear, cubic (Zhu & Gupta), exponential."
     )
     criteria: list[str] = Field(
-        ["magnitude"], description="Pruning criteria for gmp: magnitude |w|, random, saliency |w * grad|."
+        default=["magnitude"],
+        description="Pruning criteria for gmp: magnitude |w|, random, saliency |w * grad|."
     )
     patterns: list[str] = Field(
-        ["unstructured"], description="Sparsity patterns: unstructured, block_1x4, block_4x1, nm (keep `nm_keep` of "
+        default=["unstructured"],
+        description="Sparsity patterns: unstructured, block_1x4, block_4x1, nm (keep `nm_keep` of "
         "every `nm_group` inputs; sparsity is then fixed at 1 - nm_keep/nm_group), neuron (whole units/channels).",
     )
-    nm_keep: int = Field(2, ge=1, le=64, description="N:M pattern: weights kept in each group (2 in 2:4).")
-    nm_group: int = Field(4, ge=2, le=64, description="N:M pattern: consecutive inputs per group (4 in 2:4).")
+    nm_keep: int = Field(
+        default=2, ge=1, le=64, description="N:M pattern: weights kept in each group (2 in 2:4)."
+    )
+    nm_group: int = Field(
+        default=4, ge=2, le=64, description="N:M pattern: consecutive inputs per group (4 in 2:4)."
+    )
     prune_start_frac: FloatRange = Field(
-        0.25, description="Start of the pruning window as a fraction of the sparse training steps, in [0, 1]."
+        default=(0.25, 0.25),
+        description="Start of the pruning window as a fraction of the sparse training steps, in [0, 1]."
     )
     prune_end_frac: FloatRange = Field(
-        0.75, description="End of the pruning window (gmp) or of mask updates (set/rigl), fraction of steps."
+        default=(0.75, 0.75),
+        description="End of the pruning window (gmp) or of mask updates (set/rigl), fraction of steps."
     )
-    mask_updates: IntRange = Field(10, description="Number of mask updates of a gradual schedule (>= 1).")
-    dst_interval: IntRange = Field(50, description="set/rigl: optimizer steps between drop-and-grow updates (>= 1).")
+    mask_updates: IntRange = Field(
+        default=(10, 10), description="Number of mask updates of a gradual schedule (>= 1)."
+    )
+    dst_interval: IntRange = Field(
+        default=(50, 50), description="set/rigl: optimizer steps between drop-and-grow updates (>= 1)."
+    )
     dst_alpha: FloatRange = Field(
-        0.3, description="set/rigl: fraction of active weights dropped and regrown (rigl: initial, cosine-decayed)."
+        default=(0.3, 0.3),
+        description="set/rigl: fraction of active weights dropped and regrown (rigl: initial, cosine-decayed)."
     )
     iso_flop: bool = Field(
-        False, description="Widen hidden layers by sqrt(1/(1-s)) so a sparse model costs the FLOPs of the dense one."
+        default=False,
+        description="Widen hidden layers by sqrt(1/(1-s)) so a sparse model costs the FLOPs of the dense one."
     )
-    prune_embeddings: bool = Field(False, description="Also prune the categorical embedding tables (MLP).")
+    prune_embeddings: bool = Field(
+        default=False, description="Also prune the categorical embedding tables (MLP)."
+    )
     dense_finetune_epochs: int = Field(
-        0, ge=0, le=1000, description="Epochs of dense fine-tuning after sparse training (masks removed)."
+        default=0,
+        ge=0, le=1000, description="Epochs of dense fine-tuning after sparse training (masks removed)."
     )
     numeric_encoding: list[str] = Field(
-        ["standard"], description="Numeric encodings to search (MLP), fitted on the training rows: standard "
+        default=["standard"],
+        description="Numeric encodings to search (MLP), fitted on the training rows: standard "
         "(standardised scalar), quantile (scikit-learn QuantileTransformer, normal output), ple (piecewise-linear "
         "encoding, bins from training quantiles), plr (periodic embeddings with a masked per-feature layer).",
     )
-    numeric_bins: IntRange = Field(16, description="ple: bins per numeric feature (log scale), in [2, 1024].")
+    numeric_bins: IntRange = Field(
+        default=(16, 16), description="ple: bins per numeric feature (log scale), in [2, 1024]."
+    )
     numeric_embedding_dim: IntRange = Field(
-        8, description="plr: embedding width per numeric feature (log scale), in [1, 256]."
+        default=(8, 8), description="plr: embedding width per numeric feature (log scale), in [1, 256]."
     )
     plr_sigma: FloatRange = Field(
-        0.1, description="plr: standard deviation of the initial frequencies (log scale), in (0, 100]."
+        default=(0.1, 0.1),
+        description="plr: standard deviation of the initial frequencies (log scale), in (0, 100]."
     )
     cross_layers: IntRange = Field(
-        0, description="Low-rank DCN-v2 cross layers before the hidden layers (MLP); 0 = none, in [0, 8]."
+        default=(0, 0),
+        description="Low-rank DCN-v2 cross layers before the hidden layers (MLP); 0 = none, in [0, 8]."
     )
-    cross_rank: IntRange = Field(16, description="Rank of each cross layer (log scale), in [1, 1024].")
+    cross_rank: IntRange = Field(
+        default=(16, 16), description="Rank of each cross layer (log scale), in [1, 1024]."
+    )
     fm_dim: IntRange = Field(
-        0, description="Factorization-machine pairwise products of the categorical embeddings (MLP): width of "
+        default=(0, 0),
+        description="Factorization-machine pairwise products of the categorical embeddings (MLP): width of "
         "their masked projections, each pair's dot product an input of the MLP; 0 = none, in [0, 256]."
     )
     ensemble_size: IntRange = Field(
-        1, description="Members of the efficient (BatchEnsemble/TabM) ensemble sharing the sparse weights (MLP); "
+        default=(1, 1),
+        description="Members of the efficient (BatchEnsemble/TabM) ensemble sharing the sparse weights (MLP); "
         "1 = a single network, in [1, 64].",
     )
 
@@ -137,32 +184,32 @@ class SpaceSpec(StrictModel):
 
     @field_validator("distributions")
     @classmethod
-    def _dist_ok(cls, v):
+    def _dist_ok(cls, v: list[str]) -> list[str]:
         return _check_choices("distribution", v, DISTRIBUTIONS)
 
     @field_validator("numeric_encoding")
     @classmethod
-    def _numeric_ok(cls, v):
+    def _numeric_ok(cls, v: list[str]) -> list[str]:
         return _check_choices("numeric_encoding", v, NUMERIC_ENCODINGS)
 
     @field_validator("methods")
     @classmethod
-    def _methods_ok(cls, v):
+    def _methods_ok(cls, v: list[str]) -> list[str]:
         return _check_choices("method", v, METHODS)
 
     @field_validator("schedules")
     @classmethod
-    def _schedules_ok(cls, v):
+    def _schedules_ok(cls, v: list[str]) -> list[str]:
         return _check_choices("schedule", v, SCHEDULES)
 
     @field_validator("criteria")
     @classmethod
-    def _criteria_ok(cls, v):
+    def _criteria_ok(cls, v: list[str]) -> list[str]:
         return _check_choices("criterion", v, CRITERIA)
 
     @field_validator("patterns")
     @classmethod
-    def _patterns_ok(cls, v):
+    def _patterns_ok(cls, v: list[str]) -> list[str]:
         return _check_choices("pattern", v, PATTERNS)
 
     @model_validator(mode="after")
@@ -207,44 +254,54 @@ class SpaceSpec(StrictModel):
 class TrainSpec(StrictModel):
     """``[train]``: how each trial trains."""
 
-    epochs: int = Field(3, ge=1, le=10_000, description="Epochs of (sparse) training per trial.")
-    batch_size: int = Field(512, ge=1, le=1_000_000, description="Mini-batch size.")
-    lr: FloatRange = Field((1e-3, 1e-2), description="Learning rate, searched on a log scale, in (0, 10].")
-    optimizer: list[str] = Field(["adam"], description="Optimizers to search: adam, sgd (momentum 0.9).")
+    epochs: int = Field(default=3, ge=1, le=10_000, description="Epochs of (sparse) training per trial.")
+    batch_size: int = Field(default=512, ge=1, le=1_000_000, description="Mini-batch size.")
+    lr: FloatRange = Field(
+        default=(1e-3, 1e-2), description="Learning rate, searched on a log scale, in (0, 10]."
+    )
+    optimizer: list[str] = Field(
+        default=["adam"], description="Optimizers to search: adam, sgd (momentum 0.9)."
+    )
     lr_schedule: list[str] = Field(
-        ["constant"], description="Learning-rate schedules to search: constant, or cosine (decays the rate to 0 over "
+        default=["constant"],
+        description="Learning-rate schedules to search: constant, or cosine (decays the rate to 0 over "
         "every optimizer step of the trial, as sparse-training papers train; a pruner still compares trials at the "
         "same step). One choice is fixed, not a searched parameter."
     )
     weight_decay: FloatRange = Field(
-        0.0, description="L2 weight decay (log scale when low > 0); masked weights stay zero regardless."
+        default=(0.0, 0.0),
+        description="L2 weight decay (log scale when low > 0); masked weights stay zero regardless."
     )
     val_fraction: float = Field(
-        0.2, gt=0.0, lt=1.0, description="Fraction of rows held out (stratified) for validation metrics."
+        default=0.2,
+        gt=0.0, lt=1.0, description="Fraction of rows held out (stratified) for validation metrics."
     )
     reports_per_epoch: int = Field(
-        1, ge=1, le=10_000, description="Validation reports per epoch, evenly spaced in batches (the last at the "
+        default=1,
+        ge=1, le=10_000, description="Validation reports per epoch, evenly spaced in batches (the last at the "
         "epoch's end). Each is a step for the trial pruner, so more than 1 lets successive halving or Hyperband "
         "stop a bad trial inside its first epoch of a large data set."
     )
     report_rows: int | None = Field(
-        None, ge=100, description="Validation rows used for the reports inside an epoch (a fixed random subset, the "
+        default=None,
+        ge=100, description="Validation rows used for the reports inside an epoch (a fixed random subset, the "
         "same for every trial); end-of-epoch metrics always use every validation row. Default: all rows."
     )
     test_fraction: float = Field(
-        0.2, ge=0.0, lt=1.0, description="Fraction of rows held out (stratified) as the test set: never seen by "
+        default=0.2,
+        ge=0.0, lt=1.0, description="Fraction of rows held out (stratified) as the test set: never seen by "
         "training, the prefilter or the search; the best trial(s) are evaluated on it once, when the execution "
         "ends. Ignored for data with its own test set (Fashion-MNIST's t10k). 0 turns test metrics off."
     )
 
     @field_validator("optimizer")
     @classmethod
-    def _opt_ok(cls, v):
+    def _opt_ok(cls, v: list[str]) -> list[str]:
         return _check_choices("optimizer", v, OPTIMIZERS)
 
     @field_validator("lr_schedule")
     @classmethod
-    def _lr_schedule_ok(cls, v):
+    def _lr_schedule_ok(cls, v: list[str]) -> list[str]:
         return _check_choices("lr_schedule", v, LR_SCHEDULES)
 
     @model_validator(mode="after")

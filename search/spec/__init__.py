@@ -11,7 +11,7 @@ load_study``; they load on first use, so the CLI reads the override table withou
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sparsearch.search.spec.load import apply_overrides, bundled_studies, load_study
@@ -60,7 +60,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'sparsearch.search.spec' has no attribute {name!r}")

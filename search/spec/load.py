@@ -9,9 +9,9 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import tomllib
 
@@ -29,7 +29,7 @@ def bundled_studies() -> dict[str, Path]:
     return {Path(p.name).stem: Path(str(p)) for p in root.iterdir() if p.name.endswith(".toml")}
 
 
-def _resolve_source(source: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
+def _resolve_source(source: str | os.PathLike[str]) -> tuple[Path, dict[str, object]]:
     path = Path(source)
     if not path.suffix and not path.exists():
         studies = bundled_studies()
@@ -49,57 +49,58 @@ def _resolve_source(source: str | os.PathLike[str]) -> tuple[Path, dict[str, Any
     return path, raw
 
 
-def _set(raw: dict[str, Any], section: str, key: str, value: object) -> None:
+def _set(raw: dict[str, object], section: str, key: str, value: object) -> None:
     """Set ``raw[section][key] = value``; a dotted key (``params.n_rows``) walks into nested tables."""
     target = raw.setdefault(section, {})
+    if not isinstance(target, dict):
+        raise SpecError(f"[{section}] must be a table, got {type(target).__name__}")
     path = key.split(".")
-    for i, part in enumerate([section, *path[:-1]]):
-        if not isinstance(target, dict):
-            raise SpecError(f"[{'.'.join([section, *path[:i]])}] must be a table, got {type(target).__name__}")
-        if i > 0:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise SpecError(f"{'.'.join([section, *path[:i]])} must be a table to set {key!r}")
+    for i, part in enumerate(path[:-1]):
+        inner = target.setdefault(part, {})
+        if not isinstance(inner, dict):
+            raise SpecError(f"{'.'.join([section, *path[:i + 1]])} must be a table to set {key!r}")
+        target = inner
     target[path[-1]] = value
 
 
-def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def apply_overrides(raw: Mapping[str, object], overrides: Mapping[str, object]) -> dict[str, object]:
     """Apply keyword overrides (``n_trials=5``) and dotted ones (``{"train.epochs": 1}``) to a raw study dict."""
     import copy
 
     # an in-memory frame or a function objective is shared, never copied (a pandas frame would be)
     memo = {id(v): v for section in raw.values() if isinstance(section, dict) for v in section.values()
             if is_frame(v) or callable(v)}
-    raw = copy.deepcopy(raw, memo)
-    _drop_options_of_a_replaced_choice(raw, overrides)
+    out = dict(copy.deepcopy(raw, memo))
+    _drop_options_of_a_replaced_choice(out, overrides)
     for name, value in overrides.items():
         if value is None:
             continue
         if name == "objective":  # run_study(objective=fn or "module:function")
-            _set(raw, "study", "objective", value)
+            _set(out, "study", "objective", value)
             continue
         if "." in name:
             section, _, key = name.partition(".")
             if section not in SECTIONS:
                 raise unknown_choice("section", section, SECTIONS)
-            _set(raw, section, key, value)
+            _set(out, section, key, value)
         elif name in OVERRIDES:
             section, key = OVERRIDES[name].section, OVERRIDES[name].key
             if name == "data":
-                raw.setdefault("data", {}).pop("generator", None)
-                for other in ("params", "path", "frame"):
-                    raw["data"].pop(other, None)
+                data = out.setdefault("data", {})
+                if isinstance(data, dict):  # not a table: _set names the error
+                    for other in ("generator", "params", "path", "frame"):
+                        data.pop(other, None)
                 if is_frame(value):
                     key = "frame"
                 elif isinstance(value, os.PathLike):
                     value = os.fspath(value)
-            _set(raw, section, key, value)
+            _set(out, section, key, value)
         else:
             raise unknown_choice("override", name, list(OVERRIDES) + ["objective", "<section>.<key>"])
-    return raw
+    return out
 
 
-def _drop_options_of_a_replaced_choice(raw: dict[str, Any], overrides: dict[str, Any]) -> None:
+def _drop_options_of_a_replaced_choice(raw: dict[str, object], overrides: Mapping[str, object]) -> None:
     """``sampler_params`` / ``pruner_params`` belong to the sampler / pruner the file names: an override that
     names another one (``--sampler random`` on a study that tunes TPE) runs it with its defaults, unless the
     overrides give its options too."""
@@ -113,7 +114,7 @@ def _drop_options_of_a_replaced_choice(raw: dict[str, Any], overrides: dict[str,
             study.pop(f"{choice}_params", None)
 
 
-def load_study(source: str | os.PathLike[str] | dict[str, Any], **overrides: object) -> StudySpec:
+def load_study(source: str | os.PathLike[str] | dict[str, object], **overrides: object) -> StudySpec:
     """Load and validate a study from a TOML path, a bundled study name, or a raw dict.
 
     Args:

@@ -55,6 +55,19 @@ def test_data_override_switches_from_generator_to_path():
     assert spec.data.path == "flights.parquet" and spec.data.generator is None and spec.data.target == "late"
 
 
+def test_overrides_walk_nested_tables_and_name_a_value_that_is_not_one():
+    from sparsearch.search.spec import apply_overrides
+
+    raw = apply_overrides(BASE, {"data.params.extra.depth": 2})
+    assert raw["data"]["params"] == {"n_rows": 2000, "extra": {"depth": 2}}
+    assert BASE["data"]["params"] == {"n_rows": 2000}  # the input is copied, never changed
+    with pytest.raises(SpecError, match=r"^data\.params\.n_rows must be a table to set 'params\.n_rows\.x'$"):
+        apply_overrides(BASE, {"data.params.n_rows.x": 1})
+    # --data on a study whose [data] is not a table: the one-line error, not an AttributeError
+    with pytest.raises(SpecError, match=r"^\[data\] must be a table, got str$"):
+        load_study({"data": "click_log"}, data="flights.parquet")
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
