@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 _N = TypeVar("_N", int, float)
 
-__all__ = ["PORTFOLIO", "TOP_K", "PortfolioEntry", "WarmStart", "check_warm_start", "fit_params", "source_study", "warm_start"]
+__all__ = ["PORTFOLIO", "TOP_K", "PortfolioEntry", "WarmStart", "check_warm_start", "fit_params", "source_study",
+           "warm_start"]
 
 TOP_K = 5
 """``study:NAME`` enqueues at most this many of the earlier study's completed trials."""
