@@ -441,8 +441,9 @@ def compare_samplers(
                 res = existing
             values = _run_values(res)[: spec.study.n_trials]
             split = res.info.split if res.info is not None else None
+            digest = (split or {}).get("digest")  # a string (results.py writes it), or absent
             runs[s][seed] = {"study_name": spec.study.name, "values": values,
-                             "split_digest": (split or {}).get("digest"),
+                             "split_digest": digest if isinstance(digest, str) else None,
                              "test_vectors": incumbent_test_vectors(res, list(base.study.objectives)),
                              "elapsed_s": time.perf_counter() - t0, "n_complete": sum(v is not None for v in values),
                              "mlflow_parent_run_id": res.mlflow_parent_run_id}

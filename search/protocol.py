@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from sparsearch._types import ParamValue
+from sparsearch._types import JSONDict, ParamValue
 
 if TYPE_CHECKING:
     import datetime
@@ -33,7 +33,9 @@ ReportState = Literal["COMPLETE", "PRUNED", "FAIL"]
 
 class Objective(Protocol):
     """A custom objective, ``f(trial, config, train, val, report)`` (``[study] objective``): it trains and
-    evaluates one trial and returns its metrics by name, or the value of the study's only objective.
+    evaluates one trial and returns its metrics by name (a dict), or the value of the study's only objective
+    (anything ``float()`` takes; the worker fails the trial otherwise). The return type is ``object`` as in
+    ``[study] objective`` (``StudySection.objective``), which accepts any such function.
 
     ``trial`` is the worker's :class:`~sparsearch.search.worker.WorkerTrial`; ``report(step, metrics)`` records
     one validation report (the trial pruner reads it).
@@ -41,7 +43,7 @@ class Objective(Protocol):
 
     def __call__(self, trial: BaseTrial, config: TrialConfig, train: TabularData | ImageData,
                  val: TabularData | ImageData, report: Callable[[int, dict[str, float]], None], /,
-                 ) -> dict[str, float] | float: ...
+                 ) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,8 @@ class TrialPayload:
     proposals: dict[str, tuple[ParamValue, BaseDistribution]] = field(default_factory=dict)
     """Values the driver's sampler proposes for parameters the objective suggests itself: name -> (value,
     distribution). Used (and then stored) only when the objective suggests that name with that distribution."""
-    user_attrs: dict[str, object] = field(default_factory=dict)
-    """The trial's user attributes so far (JSON values: ``set_user_attr`` checks each)."""
+    user_attrs: JSONDict = field(default_factory=dict)
+    """The trial's user attributes so far."""
     datetime_start: datetime.datetime | None = None
     local_storage: str | None = None
     """A journal-file storage URL that workers on ``driver_node`` open themselves instead of using the actor."""
@@ -100,8 +102,8 @@ class TrialReport:
     """Parameters suggested in the worker and not yet in storage: name -> (internal value, distribution)."""
     intermediate: dict[int, float] = field(default_factory=dict)
     """Values reported with ``trial.report`` and not yet in storage (no trial pruner): step -> value."""
-    user_attrs: dict[str, object] = field(default_factory=dict)
-    """``trial.set_user_attr`` calls not yet in storage (JSON values: ``set_user_attr`` checks each)."""
+    user_attrs: JSONDict = field(default_factory=dict)
+    """``trial.set_user_attr`` calls not yet in storage (``set_user_attr`` checks each value)."""
     retryable: bool = False
     """A FAIL that is not the trial's own (the study's storage was unreachable from the worker): re-queued."""
     device: str | None = None
@@ -115,7 +117,7 @@ class Dispatch:
     params: dict[str, tuple[ParamValue, BaseDistribution]]
     """Parameters the driver set on the trial: name -> (value, distribution)."""
     proposals: dict[str, tuple[ParamValue, BaseDistribution]]
-    user_attrs: dict[str, object]
+    user_attrs: JSONDict
     datetime_start: datetime.datetime | None
     storage_url: str
     """The study's storage URL (a journal file is opened directly by workers on ``driver_node``)."""

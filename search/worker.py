@@ -17,14 +17,14 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar, cast, overload
+from typing import TYPE_CHECKING, SupportsFloat, TypeGuard, TypeVar, cast, overload
 
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage
 from optuna.trial import BaseTrial
 
-from sparsearch._types import JSONDict, Params, ParamValue
+from sparsearch._types import JSONDict, JSONValue, Params, ParamValue
 from sparsearch.search import records
 from sparsearch.search._internals import trial_handle
 from sparsearch.search.protocol import Objective, TrialPayload, TrialReport
@@ -143,6 +143,18 @@ def _single_value(distribution: BaseDistribution) -> ParamValue:
     return distribution.low
 
 
+def _json_serialisable(value: object, key: str) -> TypeGuard[JSONValue]:
+    """True when ``json.dumps`` writes ``value`` (a JSON value, a tuple written as an array); else a
+    ``TypeError`` naming the user attribute ``key``."""
+    import json
+
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"user attribute {key!r} must be JSON-serialisable: {exc}") from None
+    return True
+
+
 class WorkerTrial(BaseTrial):
     """The ``trial`` a custom objective gets inside a Ray worker: an ``optuna.trial.BaseTrial``.
 
@@ -166,12 +178,12 @@ class WorkerTrial(BaseTrial):
         self._sampler_seed = sampler_seed
         self._params: Params = {name: value for name, (value, _) in payload.params.items()}
         self._distributions: dict[str, BaseDistribution] = {name: dist for name, (_, dist) in payload.params.items()}
-        self._user_attrs: dict[str, object] = dict(payload.user_attrs)
+        self._user_attrs: JSONDict = dict(payload.user_attrs)
         self._study: optuna.Study | None = None
         self._remote: optuna.Trial | None = None
         self.new_params: dict[str, tuple[float, BaseDistribution]] = {}
         self.new_intermediate: dict[int, float] = {}
-        self.new_user_attrs: dict[str, object] = {}
+        self.new_user_attrs: JSONDict = {}
         self.remote_calls = 0
         """How many times this trial had to go to the study (diagnostics and tests)."""
 
@@ -189,7 +201,7 @@ class WorkerTrial(BaseTrial):
         return dict(self._distributions)
 
     @property
-    def user_attrs(self) -> dict[str, object]:
+    def user_attrs(self) -> JSONDict:
         return dict(self._user_attrs)
 
     @property
@@ -330,14 +342,9 @@ class WorkerTrial(BaseTrial):
         return self._trial().should_prune() if self._pruning else False
 
     def set_user_attr(self, key: str, value: object) -> None:
-        import json
-
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"user attribute {key!r} must be JSON-serialisable: {exc}") from None
-        self._user_attrs[key] = value
-        self.new_user_attrs[key] = value
+        if _json_serialisable(value, key):  # narrows value (a TypeGuard of its first argument)
+            self._user_attrs[key] = value
+            self.new_user_attrs[key] = value
 
     def set_constraint(self, key: str, value: float) -> None:
         self._trial().set_constraint(key, value)
@@ -481,7 +488,9 @@ def _run_trial(payload: TrialPayload, run: _TrialRun, data_refs: list[ObjectRef]
         fn = payload.objective if callable(payload.objective) else _resolve_objective(payload.objective)
         assert run.trial is not None  # _TrialRun makes one for a custom objective
         result = fn(run.trial, payload.config, train_k, val_k, run.on_epoch)
-        metrics = dict(result) if isinstance(result, dict) else {payload.objectives[0]: float(result)}
+        # one value: float() takes it or raises (the trial fails), as Objective says
+        metrics = dict(result) if isinstance(result, dict) else {
+            payload.objectives[0]: float(cast(SupportsFloat, result))}
     else:
         from sparsearch.spaces import selection_metric, train_and_evaluate
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.storages.journal import JournalFileOpenLock
+from optuna.storages.journal import BaseJournalBackend, JournalFileOpenLock
 
 try:
     import fcntl
@@ -25,9 +25,6 @@ from sparsearch._types import JSONDict
 from sparsearch.errors import SpecError
 from sparsearch.search._internals import BaseJournalFileLock, journal_parts, set_journal_backend, sync_journal
 from sparsearch.search.storage.urls import journal_path
-
-if TYPE_CHECKING:
-    from optuna.storages.journal import BaseJournalBackend
 
 __all__ = ["batched_writes", "open_journal"]
 
@@ -102,11 +99,14 @@ _BATCHES = threading.local()
 """Per thread: the journal backends (by id) whose writes are being held, and the logs held for each."""
 
 
-class _BatchingBackend:
+class _BatchingBackend(BaseJournalBackend):
     """A journal backend that holds the appends a thread makes inside :func:`batched_writes` and writes the rest."""
 
     def __init__(self, inner: BaseJournalBackend) -> None:
         self._inner = inner
+
+    def read_logs(self, log_number_from: int) -> Iterable[JSONDict]:
+        return self._inner.read_logs(log_number_from)
 
     def append_logs(self, logs: list[JSONDict]) -> None:
         held = getattr(_BATCHES, "held", {}).get(id(self))
@@ -115,7 +115,7 @@ class _BatchingBackend:
         else:
             self._inner.append_logs(logs)
 
-    def __getattr__(self, name: str) -> object:  # read_logs and anything else: the real backend
+    def __getattr__(self, name: str) -> object:  # anything else: the real backend's
         if name == "_inner":  # unpickling: not set yet
             raise AttributeError(name)
         return getattr(self._inner, name)
