@@ -20,23 +20,25 @@ import math
 import os
 import platform
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Literal, NotRequired, TypeAlias, TypedDict
 
 import numpy as np
 from optuna.trial import TrialState
 
 from sparsearch._ray import connect_ray
 from sparsearch._table import table
+from sparsearch._types import JSONDict
 from sparsearch.errors import DataError, SpecError
 from sparsearch.search.controller import run_study
 from sparsearch.search.results import RunInfo, StudyResult, load_result
 from sparsearch.search.spec import StudySpec, apply_overrides, load_study, parse_study
 
-__all__ = ["CompareReport", "best_so_far", "compare_samplers", "comparison_run", "decide", "incumbent_test_vectors",
-           "to_test_metric", "verdict"]
+__all__ = ["CompareReport", "ComparisonRun", "Decision", "ReportedVerdict", "Verdict", "best_so_far",
+           "compare_samplers", "comparison_run", "decide", "incumbent_test_vectors", "to_test_metric", "verdict"]
 
 
 def best_so_far(values: list[float | None], maximize: bool) -> list[float]:
@@ -63,6 +65,65 @@ RULE = ("wins/loses: the bootstrap 95% interval of the difference excludes 0 on 
         "differences; otherwise unpaired: test of the difference of means); otherwise 'no difference shown' "
         "(not proof of the same)")
 
+Outcome: TypeAlias = Literal["wins", "loses", "no difference shown"]
+"""What a verdict says about arm ``a`` against arm ``b`` (see :data:`RULE`)."""
+
+
+class Verdict(TypedDict):
+    """What :func:`verdict` returns (also written into the comparison JSON)."""
+
+    a: str
+    b: str
+    improvement: float
+    """Mean difference ``a - b`` in the direction of improvement (paired: mean of the per-seed differences)."""
+    ci95: list[float]
+    p_value: float
+    n_a: int
+    n_b: int
+    paired: bool
+    test: str
+    """The permutation test as run, e.g. ``exact sign-flip permutation test ... (32 arrangements)``."""
+    ci_method: str
+    outcome: Outcome
+    text: str
+
+
+class Decision(Verdict):
+    """What :func:`decide` returns: the verdict, its design (paired or not, and why) and the seeds compared."""
+
+    design: str
+    seeds: list[int]
+
+
+class ReportedVerdict(Decision):
+    """A verdict of :func:`compare_samplers`: a decision with the metric it was decided on."""
+
+    metric: str
+
+
+class ComparisonRun(TypedDict):
+    """One (sampler, seed) run of :func:`compare_samplers`; ``curve``, ``test`` and ``best`` are added once every
+    run has finished (a multi-objective comparison needs every run's values for its reference point)."""
+
+    study_name: str
+    values: list[list[float] | None]
+    """The objective values of every trial in order; ``None`` for a trial that did not complete."""
+    split_digest: str | None
+    test_vectors: list[list[float]]
+    elapsed_s: float
+    n_complete: int
+    mlflow_parent_run_id: str | None
+    curve: NotRequired[list[float]]
+    """Best so far (one objective) or hypervolume so far (several) after each trial."""
+    test: NotRequired[float | None]
+    """The incumbent's test value (test hypervolume with several objectives), ``None`` without one."""
+    best: NotRequired[float | None]
+    """The last value of ``curve`` (``None`` when NaN)."""
+
+
+SummaryRow: TypeAlias = list[str | int | float | None]
+"""One sampler's row of the summary table (:meth:`CompareReport.summary_head` names the columns)."""
+
 
 def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.mean(x, axis=axis)
@@ -77,11 +138,12 @@ def _permutation_p(samples: tuple[np.ndarray, ...], *, paired: bool, alternative
     pooled values into groups of the same sizes), with the name of the test as run."""
     from scipy.stats import permutation_test
 
+    stat: Callable[..., np.ndarray]
     if paired:
         total, kind, stat = 2 ** samples[0].size, "sign-flip permutation test on the per-seed differences", _mean
     else:
         total = math.comb(samples[0].size + samples[1].size, samples[0].size)
-        kind, stat = "permutation test of the difference of means", _mean_difference  # type: ignore[assignment]  # a statistic too
+        kind, stat = "permutation test of the difference of means", _mean_difference
     exact = total <= EXACT_LIMIT
     if any(x.size < 2 for x in samples):  # scipy needs two values a sample: enumerate the few arrangements here
         return _tiny_exact_p(samples, paired=paired, alternative=alternative), f"exact {kind} ({total} arrangements)"
@@ -128,7 +190,7 @@ def _bootstrap_ci(samples: tuple[np.ndarray, ...], *, paired: bool, n_boot: int,
 
 
 def verdict(a: list[float], b: list[float], *, maximize: bool, names: tuple[str, str], seed: int = 0,
-            n_boot: int = 5000, paired: bool = False) -> dict[str, Any]:
+            n_boot: int = 5000, paired: bool = False) -> Verdict:
     """Does ``a`` beat ``b``? Mean difference, a bootstrap 95% interval and a one-sided permutation test.
 
     ``paired=True`` when ``a[i]`` and ``b[i]`` share a split and a seed (the same study run by two samplers, or two
@@ -175,6 +237,7 @@ def verdict(a: list[float], b: list[float], *, maximize: bool, names: tuple[str,
     p_worse, _ = _permutation_p(samples, paired=paired, alternative="less", seed=seed)
     design = f"paired by seed, {xa.size} pairs" if paired else f"unpaired, {xa.size} vs {xb.size} seeds"
     how = f"{design}; 95% bootstrap CI {lo:.4g} to {hi:.4g}"
+    outcome: Outcome
     if lo > 0 and p < ALPHA:
         outcome = "wins"
         text = f"{names[0]} beats {names[1]} by {diff:.4g} ({how}; one-sided p = {p:.3g}, {test})"
@@ -201,13 +264,14 @@ class CompareReport:
     direction: str
     samplers: list[str]
     seeds: list[int]
-    runs: dict[str, dict[int, dict[str, Any]]]
-    verdicts: list[dict[str, Any]]
+    runs: dict[str, dict[int, ComparisonRun]]
+    verdicts: list[ReportedVerdict]
     report_path: Path | None
-    environment: dict[str, Any]
+    environment: JSONDict
     elapsed_s: float
     mlflow_run_id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, list[str]] = field(default_factory=dict)
+    """``objectives`` and ``directions`` of the study (the plot of a multi-objective comparison reads them)."""
 
     def final_bests(self, sampler: str) -> list[float]:
         """The incumbents' validation values (what each run selected on), one per seed."""
@@ -215,14 +279,14 @@ class CompareReport:
 
     def final_tests(self, sampler: str) -> list[float]:
         """The incumbents' held-out test values, one per seed: what the verdict is decided on."""
-        return [r["test"] for r in self.runs[sampler].values() if r.get("test") is not None]
+        return [test for r in self.runs[sampler].values() if (test := r.get("test")) is not None]
 
     @property
     def test_objective(self) -> str:
         return "test_hypervolume" if self.objective == "hypervolume" else to_test_metric(self.objective)
 
-    def summary_rows(self) -> list[list[Any]]:
-        rows = []
+    def summary_rows(self) -> list[SummaryRow]:
+        rows: list[SummaryRow] = []
         for s in self.samplers:
             vals, tests = self.final_bests(s), self.final_tests(s)
             secs = [r["elapsed_s"] for r in self.runs[s].values()]
@@ -245,7 +309,8 @@ class CompareReport:
             lines.append(f"\nreport: {self.report_path}")
         return "\n".join(lines)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
+        """The comparison JSON (``sparsearch compare --json``, ``compare-<study>.json``)."""
         return {
             "study_name": self.study_name, "objective": self.objective, "direction": self.direction,
             "samplers": self.samplers, "seeds": self.seeds,
@@ -259,9 +324,9 @@ class CompareReport:
         }
 
 
-def environment_info(fingerprint: str | None = None) -> dict[str, Any]:
+def environment_info(fingerprint: str | None = None) -> JSONDict:
     """Package versions, machine and data fingerprint: what a reader needs to reproduce a figure."""
-    versions: dict[str, str | None] = {}
+    versions: JSONDict = {}
     for pkg in ("sparsearch", "optuna", "ray", "torch", "mlflow", "polars", "numpy", "scikit-learn"):
         try:
             versions[pkg] = metadata.version(pkg)
@@ -285,8 +350,9 @@ def incumbent_test_vectors(result: StudyResult, objectives: list[str]) -> list[l
         if t.number not in tests:
             continue
         vec = [tests[t.number].get(to_test_metric(o)) if o.startswith("val_") else v for o, v in zip(objectives, t.values)]
-        if all(x is not None and math.isfinite(x) for x in vec):
-            out.append([float(x) for x in vec])  # type: ignore[arg-type]  # not None: checked above
+        finite = [float(x) for x in vec if x is not None and math.isfinite(x)]
+        if len(finite) == len(vec):
+            out.append(finite)
     return out
 
 
@@ -295,7 +361,8 @@ def _run_values(result: StudyResult) -> list[list[float] | None]:
             for t in sorted(result.trials, key=lambda t: t.number)]
 
 
-def hypervolume_so_far(values: list[list[float] | None], directions: list[str], reference: np.ndarray) -> list[float]:
+def hypervolume_so_far(values: Sequence[list[float] | None], directions: list[str],
+                       reference: np.ndarray) -> list[float]:
     """Hypervolume of the trials so far, after each trial (multi-objective analogue of best-so-far).
 
     Objectives to maximise are negated so that everything is minimised; ``reference`` is in that space.
@@ -338,7 +405,7 @@ def compare_samplers(
     results_dir: str | os.PathLike[str] = "sparsearch-results",
     report_path: str | os.PathLike[str] | None = None,
     progress: bool = True,
-    **overrides: Any,
+    **overrides: object,
 ) -> CompareReport:
     """Run ``study`` once per sampler and seed at the same budget and compare them.
 
@@ -356,7 +423,7 @@ def compare_samplers(
     results = Path(results_dir)
     started = time.perf_counter()
     started_ray = connect_ray(base.execution.ray_address)
-    runs: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in samplers}
+    runs: dict[str, dict[int, ComparisonRun]] = {s: {} for s in samplers}
     fingerprint = None
     try:
         for (s, seed), spec in specs.items():
@@ -373,8 +440,10 @@ def compare_samplers(
             else:
                 res = existing
             values = _run_values(res)[: spec.study.n_trials]
+            split = res.info.split if res.info is not None else None
+            digest = (split or {}).get("digest")  # a string (results.py writes it), or absent
             runs[s][seed] = {"study_name": spec.study.name, "values": values,
-                             "split_digest": (res.info.get("split") or {}).get("digest"),  # type: ignore[union-attr]  # a run's info
+                             "split_digest": digest if isinstance(digest, str) else None,
                              "test_vectors": incumbent_test_vectors(res, list(base.study.objectives)),
                              "elapsed_s": time.perf_counter() - t0, "n_complete": sum(v is not None for v in values),
                              "mlflow_parent_run_id": res.mlflow_parent_run_id}
@@ -402,10 +471,10 @@ def compare_samplers(
     for run in (r for per in runs.values() for r in per.values()):
         curve = run["curve"]
         run["best"] = curve[-1] if curve and not math.isnan(curve[-1]) else None
-    verdicts = []
+    verdicts: list[ReportedVerdict] = []
     baseline = "random" if "random" in samplers else samplers[-1]
     metric = "test_hypervolume" if objective == "hypervolume" else to_test_metric(objective)
-    key = "test"
+    key: Literal["test", "best"] = "test"
     if not any(r.get("test") is not None for per in runs.values() for r in per.values()):
         # no test rows (test_fraction = 0) or a custom objective that returns no model: no run has a test value
         key, metric = "best", f"{objective} (no test metrics: decided on the validation metric the runs selected on)"
@@ -429,8 +498,8 @@ def compare_samplers(
     return report
 
 
-def decide(runs_a: dict[int, dict[str, Any]], runs_b: dict[int, dict[str, Any]], *, names: tuple[str, str],
-           maximize: bool, key: str = "test", metric: str = "test metric") -> dict[str, Any]:
+def decide(runs_a: dict[int, ComparisonRun], runs_b: dict[int, ComparisonRun], *, names: tuple[str, str],
+           maximize: bool, key: Literal["test", "best"] = "test", metric: str = "test metric") -> Decision:
     """:func:`verdict` on two arms of :func:`compare_samplers` (``{seed: run}``), paired when the design allows.
 
     The arms are paired when they ran the same seeds and every seed's two runs have the same split digest (the
@@ -440,12 +509,17 @@ def decide(runs_a: dict[int, dict[str, Any]], runs_b: dict[int, dict[str, Any]],
     Raises:
         DataError: a run has no ``key`` value (e.g. no completed trial, so no incumbent to evaluate on test rows).
     """
+    arm_values: list[dict[int, float]] = []
     for name, arm in zip(names, (runs_a, runs_b)):
+        found: dict[int, float] = {}
         for seed, run in sorted(arm.items()):
-            if run.get(key) is None:
+            value = run.get(key)
+            if value is None:
                 raise DataError(f"compare: run {run.get('study_name', f'{name} seed {seed}')!r} ({name}, seed "
                                 f"{seed}) has no {metric}: its study has no completed trial to evaluate; every "
                                 f"run of a comparison needs one (re-run it or leave the seed out)")
+            found[seed] = value
+        arm_values.append(found)
     seeds = sorted(runs_a)
     if seeds != sorted(runs_b):
         paired, design = False, f"unpaired: the arms ran different seeds ({seeds} and {sorted(runs_b)})"
@@ -454,8 +528,8 @@ def decide(runs_a: dict[int, dict[str, Any]], runs_b: dict[int, dict[str, Any]],
         paired, design = False, f"unpaired: seed {odd[0]}'s runs do not share a known split digest"
     else:
         paired, design = True, "paired: both arms ran every seed on the same split"
-    a = [float(runs_a[s][key]) for s in seeds]
-    b = [float(runs_b[s][key]) for s in sorted(runs_b)]
+    a = [float(arm_values[0][s]) for s in seeds]
+    b = [float(arm_values[1][s]) for s in sorted(runs_b)]
     v = verdict(a, b, maximize=maximize, names=names, paired=paired)
     return {**v, "design": design, "seeds": seeds, "text": v["text"] if paired else f"{v['text']} [{design}]"}
 
@@ -548,9 +622,12 @@ def _log_report(base: StudySpec, results: Path, report: CompareReport) -> str | 
     run = tracker.start_parent(f"compare-{'-'.join(report.samplers)}", {"samplers": report.samplers,
                                                                        "seeds": report.seeds},
                                {"sparsearch.kind": "compare"})
+    path = report.report_path
+    assert path is not None  # compare_samplers wrote the report before logging it
     for suffix in (".html", ".png", ".json"):
-        tracker.log_artifact_file(run, report.report_path.with_suffix(suffix))  # type: ignore[union-attr]  # written above
-    metrics = {f"mean_{report.test_objective}_{r[0]}": r[2] for r in report.summary_rows() if r[2] is not None}
-    metrics.update({f"mean_best_{r[0]}": r[6] for r in report.summary_rows() if r[6] is not None})
+        tracker.log_artifact_file(run, path.with_suffix(suffix))
+    # the mean columns are floats, or None without values
+    metrics = {f"mean_{report.test_objective}_{r[0]}": r[2] for r in report.summary_rows() if isinstance(r[2], float)}
+    metrics.update({f"mean_best_{r[0]}": r[6] for r in report.summary_rows() if isinstance(r[6], float)})
     tracker.finish_parent("FINISHED", metrics, {})
     return run

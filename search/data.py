@@ -18,13 +18,15 @@ import dataclasses
 import hashlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sparsearch._frames import to_polars
+from sparsearch._types import JSONDict, ParamValue
 from sparsearch.errors import DataError, first_line
 from sparsearch.search.encoding_cache import encoded_key, load_encoded, store_encoded
 from sparsearch.search.spec import StudySpec
@@ -53,7 +55,7 @@ class PreparedData:
     n_rows: int
     test: TabularData | ImageData | None = None
     """The held-out test rows (``None`` with ``test_fraction = 0``): evaluated once, for the best trial(s)."""
-    split: dict[str, Any] = field(default_factory=dict)
+    split: JSONDict = field(default_factory=dict)
     """How the rows were split: sizes, fractions, seed and a digest of the row indices."""
     indices: dict[str, np.ndarray] = field(default_factory=dict)
     """Row indices of ``train``, ``val`` and ``test`` in the loaded data (driver only; never shipped to workers)."""
@@ -68,7 +70,7 @@ class PreparedData:
     ranking_cached: bool = False
     encoding_cached: bool = False
     """Whether the encoded parts came from the encoding cache (search/encoding_cache.py)."""
-    ranking_rows: dict[str, Any] = field(default_factory=dict)
+    ranking_rows: JSONDict = field(default_factory=dict)
     """The rows the ranking was computed on (``{"rows": "train", "n_rows": ..., "split_digest": ...}``)."""
     timings: dict[str, float] = field(default_factory=dict)
     encoder: TabularEncoder | None = None
@@ -107,7 +109,7 @@ def _load_frame(spec: StudySpec) -> pl.DataFrame:
     return df
 
 
-def _split_info(idx: tuple[np.ndarray, ...], spec: StudySpec, seed: int, test_source: str) -> dict[str, Any]:
+def _split_info(idx: tuple[np.ndarray, ...], spec: StudySpec, seed: int, test_source: str) -> JSONDict:
     h = hashlib.sha256()
     for part in idx:
         h.update(np.ascontiguousarray(part, dtype=np.int64).tobytes())
@@ -163,6 +165,7 @@ def _prepare_images(spec: StudySpec) -> PreparedData:
     loader = IMAGE_DATASETS[spec.data.generator]  # type: ignore[index]  # image data: always a generator
     images = loader(**spec.data.params)
     own_test = spec.data.generator == "fashion_mnist"
+    test: ImageData | None
     if own_test:  # the data set's own test images (all of them: a `limit` shrinks the training part only)
         test = loader(**{k: v for k, v in spec.data.params.items() if k != "limit"}, part="test")
         tr, va, _ = split_indices(images.y, val_f, 0.0, seed)
@@ -170,7 +173,7 @@ def _prepare_images(spec: StudySpec) -> PreparedData:
         train, val = images.subset(tr), images.subset(va)
     else:
         tr, va, te = split_indices(images.y, val_f, test_f, seed)
-        train, val, test = images.subset(tr), images.subset(va), images.subset(te) if te.size else None  # type: ignore[assignment]  # None: no test rows
+        train, val, test = images.subset(tr), images.subset(va), images.subset(te) if te.size else None
     digest = hashlib.sha256(np.ascontiguousarray(images.x).tobytes()[:50_000_000]).hexdigest()[:16]
     timings["load_s"] = time.perf_counter() - t0
     split = _split_info((tr, va, te), spec, seed, "t10k" if own_test else "split")
@@ -216,7 +219,7 @@ def fit_encoder(spec: StudySpec, results_dir: Path) -> tuple[PreparedData, pl.Da
 
     ranking = None
     cached = False
-    ranking_rows: dict[str, Any] = {}
+    ranking_rows: JSONDict = {}
     candidates = columns
     if spec.data.prefilter != "none":
         # the same cache as `sparsearch rank --cache`; the data's identity includes the rows ranked (the split)
@@ -334,13 +337,22 @@ def trial_features(prepared: PreparedData, k: int | None, c: int | None) -> tupl
 
 
 def trial_feature_subset(spec: StudySpec, prepared: PreparedData,
-                         params: dict[str, Any]) -> tuple[str, ...] | None:
+                         params: Mapping[str, ParamValue]) -> tuple[str, ...] | None:
     """The features of the trial with ``params``: its searched ``data.top_k`` (when ``[data] top_k`` is a range)
     and ``data.crosses`` (see :func:`trial_features`); ``None`` for all candidates."""
     top_k = spec.data.top_k
-    k = int(params["data.top_k"]) if top_k is not None and top_k[0] < top_k[1] and "data.top_k" in params else None
-    c = int(params["data.crosses"]) if "data.crosses" in params else None
+    searched_k = top_k is not None and top_k[0] < top_k[1] and "data.top_k" in params
+    k = _int_param(params, "data.top_k") if searched_k else None
+    c = _int_param(params, "data.crosses") if "data.crosses" in params else None
     return trial_features(prepared, k, c)
+
+
+def _int_param(params: Mapping[str, ParamValue], name: str) -> int:
+    """The integer parameter ``name`` (``suggest_int`` gave it)."""
+    value = params[name]
+    if value is None:
+        raise TypeError(f"trial parameter {name!r} is None; it must be an integer (suggest_int gives it)")
+    return int(value)
 
 
 def select_features(data: TabularData | ImageData,

@@ -20,9 +20,13 @@ import pickle
 import uuid
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sparsearch.spaces.data import TabularData
+    from sparsearch.spaces.encoder import TabularEncoder
 
 __all__ = ["encoded_key", "load_encoded", "store_encoded"]
 
@@ -30,7 +34,7 @@ _ARRAYS = ("categorical", "numeric", "y")
 _PARTS = ("train", "val", "test")
 
 
-def encoded_key(fingerprint: str, split_digest: str, encoder: Any) -> str:
+def encoded_key(fingerprint: str, split_digest: str, encoder: TabularEncoder) -> str:
     """The cache key of the encoded parts of ``fingerprint``'s rows split as ``split_digest`` by ``encoder``."""
     h = hashlib.sha256()
     for part in (fingerprint.encode(), split_digest.encode(), pickle.dumps(encoder, protocol=4)):
@@ -43,14 +47,14 @@ def _path(cache_dir: Path, key: str) -> Path:
     return Path(cache_dir) / f"encoded-{key}.npz"
 
 
-def _plain(v: Any) -> Any:
+def _plain(v: object) -> object:
     """JSON form of a field: tuples as lists, numpy scalars as Python ones."""
     if isinstance(v, tuple | list):
         return [_plain(x) for x in v]
     return v.item() if isinstance(v, np.generic) else v
 
 
-def load_encoded(cache_dir: Path, key: str) -> tuple[Any, Any, Any] | None:
+def load_encoded(cache_dir: Path, key: str) -> tuple[TabularData, TabularData, TabularData] | None:
     """The cached ``(train, val, test)`` parts for ``key``, or ``None`` (absent or unreadable: encode again)."""
     from sparsearch.spaces.data import TabularData
 
@@ -60,21 +64,26 @@ def load_encoded(cache_dir: Path, key: str) -> tuple[Any, Any, Any] | None:
             meta = json.loads(bytes(z["meta"]).decode())
             out = []
             for name in _PARTS:
+                # the other fields are whatever the JSON says (json.loads is untyped): TabularData checks each
+                # value when constructed (TypeError, ValueError: the file is not used)
                 fields = meta[name]
-                kwargs: dict[str, Any] = {a: z[f"{name}.{a}"] for a in _ARRAYS}
-                kwargs.update({k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-                out.append(TabularData(**kwargs))
+                for k, v in fields.items():
+                    if isinstance(v, list):
+                        fields[k] = tuple(v)
+                arrays = {a: z[f"{name}.{a}"] for a in _ARRAYS}
+                out.append(TabularData(categorical=arrays["categorical"], numeric=arrays["numeric"], y=arrays["y"],
+                                       **fields))
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
         return None
     return out[0], out[1], out[2]
 
 
-def store_encoded(cache_dir: Path, key: str, parts: tuple[Any, Any, Any]) -> None:
+def store_encoded(cache_dir: Path, key: str, parts: tuple[TabularData, TabularData, TabularData]) -> None:
     """Write the parts for ``key`` atomically (a reader never sees half a file); a full disk only skips caching."""
     path = _path(cache_dir, key)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.npz")
-    arrays: dict[str, Any] = {}
-    meta: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict[str, dict[str, object]] = {}
     for name, part in zip(_PARTS, parts, strict=True):
         fields = {f.name: getattr(part, f.name) for f in dataclasses.fields(part)}
         for a in _ARRAYS:
@@ -83,7 +92,7 @@ def store_encoded(cache_dir: Path, key: str, parts: tuple[Any, Any, Any]) -> Non
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub: a **dict could hold its allow_pickle
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)

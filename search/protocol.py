@@ -7,23 +7,43 @@ what the worker returns (it never raises for a trial's own failure). Both are pi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from sparsearch._types import JSONDict, ParamValue
 
 if TYPE_CHECKING:
     import datetime
 
     from optuna.distributions import BaseDistribution
+    from optuna.trial import BaseTrial
     from torch import nn
 
     from sparsearch.search.spec import StudySpec
     from sparsearch.spaces.config import TrialConfig
+    from sparsearch.spaces.data import ImageData, TabularData
 
-__all__ = ["Dispatch", "ReportState", "TrialPayload", "TrialReport", "build_payload"]
+__all__ = ["Dispatch", "Objective", "ReportState", "TrialPayload", "TrialReport", "build_payload"]
 
 ReportState = Literal["COMPLETE", "PRUNED", "FAIL"]
 """How a trial ended, as the worker reports it (the names of the matching ``optuna.trial.TrialState``)."""
+
+
+class Objective(Protocol):
+    """A custom objective, ``f(trial, config, train, val, report)`` (``[study] objective``): it trains and
+    evaluates one trial and returns its metrics by name (a dict), or the value of the study's only objective
+    (anything ``float()`` takes; the worker fails the trial otherwise). The return type is ``object`` as in
+    ``[study] objective`` (``StudySection.objective``), which accepts any such function.
+
+    ``trial`` is the worker's :class:`~sparsearch.search.worker.WorkerTrial`; ``report(step, metrics)`` records
+    one validation report (the trial pruner reads it).
+    """
+
+    def __call__(self, trial: BaseTrial, config: TrialConfig, train: TabularData | ImageData,
+                 val: TabularData | ImageData, report: Callable[[int, dict[str, float]], None], /,
+                 ) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -37,20 +57,22 @@ class TrialPayload:
     objectives: tuple[str, ...]
     sampler: str
     pruner: str
-    pruner_params: dict[str, Any]
+    pruner_params: dict[str, object]
+    """Keyword arguments of the trial pruner (``[study] pruner_params`` with the study's budget filled in)."""
     seed: int | None
     cpus: float
     features: tuple[str, ...] | None = None
     memory_mb: int | None = None
-    objective: str | Callable[..., Any] | None = None
+    objective: str | Objective | None = None
     """A ``"module:function"`` imported in the worker, or the function itself (serialised by Ray)."""
     return_model: bool = True
-    params: dict[str, tuple[Any, BaseDistribution]] = field(default_factory=dict)
+    params: dict[str, tuple[ParamValue, BaseDistribution]] = field(default_factory=dict)
     """Parameters the driver already set on the trial: name -> (value, distribution)."""
-    proposals: dict[str, tuple[Any, BaseDistribution]] = field(default_factory=dict)
+    proposals: dict[str, tuple[ParamValue, BaseDistribution]] = field(default_factory=dict)
     """Values the driver's sampler proposes for parameters the objective suggests itself: name -> (value,
     distribution). Used (and then stored) only when the objective suggests that name with that distribution."""
-    user_attrs: dict[str, Any] = field(default_factory=dict)
+    user_attrs: JSONDict = field(default_factory=dict)
+    """The trial's user attributes so far."""
     datetime_start: datetime.datetime | None = None
     local_storage: str | None = None
     """A journal-file storage URL that workers on ``driver_node`` open themselves instead of using the actor."""
@@ -80,8 +102,8 @@ class TrialReport:
     """Parameters suggested in the worker and not yet in storage: name -> (internal value, distribution)."""
     intermediate: dict[int, float] = field(default_factory=dict)
     """Values reported with ``trial.report`` and not yet in storage (no trial pruner): step -> value."""
-    user_attrs: dict[str, Any] = field(default_factory=dict)
-    """``trial.set_user_attr`` calls not yet in storage."""
+    user_attrs: JSONDict = field(default_factory=dict)
+    """``trial.set_user_attr`` calls not yet in storage (``set_user_attr`` checks each value)."""
     retryable: bool = False
     """A FAIL that is not the trial's own (the study's storage was unreachable from the worker): re-queued."""
     device: str | None = None
@@ -92,10 +114,10 @@ class TrialReport:
 class Dispatch:
     """What a trial the search loop dispatches carries besides its configuration (a re-training has none)."""
 
-    params: dict[str, tuple[Any, BaseDistribution]]
+    params: dict[str, tuple[ParamValue, BaseDistribution]]
     """Parameters the driver set on the trial: name -> (value, distribution)."""
-    proposals: dict[str, tuple[Any, BaseDistribution]]
-    user_attrs: dict[str, Any]
+    proposals: dict[str, tuple[ParamValue, BaseDistribution]]
+    user_attrs: JSONDict
     datetime_start: datetime.datetime | None
     storage_url: str
     """The study's storage URL (a journal file is opened directly by workers on ``driver_node``)."""
@@ -108,18 +130,18 @@ def build_payload(spec: StudySpec, *, trial_id: int, number: int, config: TrialC
     """The payload of trial ``number``: dispatched by the search loop (``dispatch``), or, with ``dispatch``
     ``None``, re-trained from its parameters for the test rows (no pruner, no study access, its model returned)."""
     study = spec.study
-    common: dict[str, Any] = {
-        "study_name": study.name, "trial_id": trial_id, "number": number, "config": config,
-        "objectives": tuple(study.objectives), "sampler": study.sampler, "seed": study.seed,
-        "cpus": spec.execution.cpus_per_trial, "features": features,
-    }
+    retraining = TrialPayload(
+        study_name=study.name, trial_id=trial_id, number=number, config=config,
+        objectives=tuple(study.objectives), sampler=study.sampler, seed=study.seed,
+        cpus=spec.execution.cpus_per_trial, features=features, pruner="none", pruner_params={}, return_model=True,
+    )
     if dispatch is None:
-        return TrialPayload(**common, pruner="none", pruner_params={}, return_model=True)
+        return retraining
     from sparsearch.search.storage import is_journal, is_memory_url
 
     execution, url = spec.execution, dispatch.storage_url
-    return TrialPayload(
-        **common, pruner=study.pruner, pruner_params=spec.pruner_params(), memory_mb=execution.trial_memory_mb,
+    return dataclasses.replace(
+        retraining, pruner=study.pruner, pruner_params=spec.pruner_params(), memory_mb=execution.trial_memory_mb,
         objective=study.objective, return_model=dispatch.return_model, params=dispatch.params,
         proposals=dispatch.proposals, user_attrs=dispatch.user_attrs, datetime_start=dispatch.datetime_start,
         local_storage=url if is_journal(url) else None, driver_node=dispatch.driver_node,

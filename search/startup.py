@@ -19,9 +19,11 @@ start-up (:func:`sparsearch.search.spec.startup_note`) stays.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from sparsearch._types import JSONDict
 from sparsearch.search._internals import set_startup_trials, startup_trials
 from sparsearch.search.listeners import LoopListener, TrialEnd
 
@@ -59,7 +61,7 @@ class StartupPlan:
     trials, once estimated) or ``provisional`` (with a timeout, before the first trials ended)."""
     estimated_trials: float | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONDict:
         return {"n_startup_trials": self.n_startup_trials, "source": self.source, "fraction": FRACTION,
                 "estimated_trials": self.estimated_trials, "warm_start_trials_count": True}
 
@@ -82,7 +84,7 @@ def plan_startup(spec: StudySpec) -> StartupPlan | None:
     return StartupPlan(budget_startup(study.n_trials), "provisional" if study.timeout else "n_trials")
 
 
-def sampler_params(spec: StudySpec, plan: StartupPlan | None) -> dict[str, Any]:
+def sampler_params(spec: StudySpec, plan: StartupPlan | None) -> dict[str, object]:
     """``[study] sampler_params`` with the planned ``n_startup_trials`` added when the user set none."""
     params = dict(spec.study.sampler_params)
     if plan is not None and plan.source != "user":
@@ -94,7 +96,7 @@ class StartupListener(LoopListener):
     """With a timeout: once the first trials ran, set the start-up count from the expected number of trials."""
 
     def __init__(self, sampler: optuna.samplers.BaseSampler, plan: StartupPlan, *, timeout: float,
-                 n_trials: int, workers: int, say: Any = None) -> None:
+                 n_trials: int, workers: int, say: Callable[[str], None] | None = None) -> None:
         self.sampler, self.plan, self.timeout, self.n_trials, self.workers = sampler, plan, timeout, n_trials, workers
         self.say = say
         self.durations: list[float] = []

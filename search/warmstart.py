@@ -21,26 +21,36 @@ every finished trial; see :mod:`~sparsearch.search.startup`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
+from sparsearch._types import JSONDict, Params, ParamValue
 from sparsearch.errors import SpecError
 from sparsearch.search import records
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.storages import BaseStorage
 
     from sparsearch.search.spec import StudySpec
 
-__all__ = ["PORTFOLIO", "TOP_K", "WarmStart", "check_warm_start", "fit_params", "source_study", "warm_start"]
+_N = TypeVar("_N", int, float)
+
+__all__ = ["PORTFOLIO", "TOP_K", "PortfolioEntry", "WarmStart", "check_warm_start", "fit_params", "source_study",
+           "warm_start"]
 
 TOP_K = 5
 """``study:NAME`` enqueues at most this many of the earlier study's completed trials."""
 
-_TODAY = {"arch.numeric_encoding": "standard", "arch.ensemble_size": 1, "arch.cross_layers": 0, "arch.fm_dim": 0}
+_TODAY: Params = {"arch.numeric_encoding": "standard", "arch.ensemble_size": 1, "arch.cross_layers": 0, "arch.fm_dim": 0}
 """Issue 29's model family at today's-model values: no validation result measured them yet in these studies."""
 
-PORTFOLIO: list[dict[str, Any]] = [
+PortfolioEntry = TypedDict("PortfolioEntry", {"model": str, "from": str, "params": Params})
+"""One portfolio entry: its model family, where it was measured (``from``, a keyword, hence this syntax) and its
+parameters."""
+
+PORTFOLIO: list[PortfolioEntry] = [
     # flights (real data, 327k rows): bench/results/fullsize-flights-pruner=none.json, trial 27, val_auc 0.7573
     # (the best of 30 completed trials by validation AUC); data.top_k left to the search (it depends on the data)
     {"model": "mlp", "from": "flights trial 27", "params": {
@@ -79,7 +89,7 @@ class WarmStart:
     enqueued: int = 0
     notes: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONDict:
         return {"mode": self.mode, "enqueued": self.enqueued, "notes": list(self.notes)}
 
 
@@ -95,13 +105,13 @@ class _Fitter:
     refused. Parameters the entry lacks are left to the sampler (the walk goes on with the range's low end).
     """
 
-    def __init__(self, wanted: dict[str, Any], *, clip: bool) -> None:
+    def __init__(self, wanted: Params, *, clip: bool) -> None:
         self.wanted, self.clip = wanted, clip
-        self.params: dict[str, Any] = {}
+        self.params: Params = {}
         self.visited: set[str] = set()
         self.clipped: list[str] = []
 
-    def _number(self, name: str, low: float, high: float, cast: type) -> Any:
+    def _number(self, name: str, low: float, high: float, cast: type[_N]) -> _N:
         self.visited.add(name)
         if name not in self.wanted:
             return cast(low)
@@ -125,7 +135,7 @@ class _Fitter:
                       log: bool = False) -> float:
         return self._number(name, low, high, float)
 
-    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+    def suggest_categorical(self, name: str, choices: Sequence[ParamValue]) -> ParamValue:
         self.visited.add(name)
         if name not in self.wanted:
             return choices[0]
@@ -136,15 +146,15 @@ class _Fitter:
         return value
 
 
-def fit_params(wanted: dict[str, Any], spec: StudySpec, *, clip: bool,
-               strict_names: bool) -> tuple[dict[str, Any], list[str]]:
+def fit_params(wanted: Params, spec: StudySpec, *, clip: bool,
+               strict_names: bool) -> tuple[Params, list[str]]:
     """Fit ``wanted`` parameters to ``spec``'s space: ``(params, clipped)``; raises ``_Skip`` with the reason.
 
     ``strict_names``: a wanted parameter this space never asks for (given the other values) is refused.
     """
     from sparsearch.spaces.config import suggest_config
 
-    params: dict[str, Any] = {}
+    params: Params = {}
     data_ranges = {"data.top_k": spec.data.top_k, "data.crosses": spec.data.crosses}
     fitter = _Fitter(wanted, clip=clip)
     for name, rng in data_ranges.items():  # the loop suggests these before the space (search/loop.py)
@@ -170,7 +180,7 @@ def check_warm_start(value: str) -> str:
     raise ValueError(f"warm_start must be \"portfolio\", \"none\" or \"study:NAME\", got {value!r}")
 
 
-def warm_start(study: optuna.Study, spec: StudySpec, storage: Any) -> WarmStart:
+def warm_start(study: optuna.Study, spec: StudySpec, storage: str | BaseStorage) -> WarmStart:
     """Enqueue the warm-start trials ``spec`` asks for into ``study`` (nothing on a resumed, warm-started study)."""
     mode = spec.study.warm_start
     result = WarmStart(mode)
@@ -203,7 +213,7 @@ def warm_start(study: optuna.Study, spec: StudySpec, storage: Any) -> WarmStart:
     return result
 
 
-def _portfolio(spec: StudySpec, notes: list[str]) -> list[tuple[str, dict[str, Any]]]:
+def _portfolio(spec: StudySpec, notes: list[str]) -> list[tuple[str, Params]]:
     out = []
     for entry in PORTFOLIO:
         if entry["model"] != spec.space.model:
@@ -214,7 +224,7 @@ def _portfolio(spec: StudySpec, notes: list[str]) -> list[tuple[str, dict[str, A
     return out
 
 
-def source_study(spec: StudySpec, storage: Any) -> optuna.Study | None:
+def source_study(spec: StudySpec, storage: str | BaseStorage) -> optuna.Study | None:
     """The earlier study ``[study] warm_start = "study:NAME"`` names (``None`` for another warm start).
 
     Raises a one-line :class:`SpecError` naming the studies in the storage when it does not exist (or is this
@@ -239,7 +249,7 @@ def source_study(spec: StudySpec, storage: Any) -> optuna.Study | None:
     return earlier
 
 
-def _from_study(spec: StudySpec, storage: Any) -> list[tuple[str, dict[str, Any]]]:
+def _from_study(spec: StudySpec, storage: str | BaseStorage) -> list[tuple[str, Params]]:
     import optuna
     from optuna.trial import TrialState
 

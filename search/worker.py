@@ -16,17 +16,18 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, SupportsFloat, TypeGuard, TypeVar, cast, overload
 
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage
 from optuna.trial import BaseTrial
 
+from sparsearch._types import JSONDict, JSONValue, Params, ParamValue
 from sparsearch.search import records
 from sparsearch.search._internals import trial_handle
-from sparsearch.search.protocol import TrialPayload, TrialReport
+from sparsearch.search.protocol import Objective, TrialPayload, TrialReport
 
 if TYPE_CHECKING:
     import datetime
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
     from ray.actor import ActorHandle
 
     from sparsearch.spaces.data import ImageData, TabularData
+
+_V = TypeVar("_V", bound=ParamValue)
+"""A parameter's value, as one ``suggest_*`` call returns it."""
 
 __all__ = ["WorkerTrial", "execute_trial"]
 
@@ -57,11 +61,12 @@ def _memory_watchdog(limit_mb: int, on_exceed: Callable[[float], None]) -> threa
     return stop
 
 
-def _resolve_objective(spec: str) -> Callable[..., Any]:
+def _resolve_objective(spec: str) -> Objective:
     import importlib
 
     module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
+    objective: Objective = getattr(importlib.import_module(module), name)
+    return objective
 
 
 _LOCAL_STORAGES: dict[str, tuple[BaseStorage, tuple[object, ...]]] = {}
@@ -129,10 +134,25 @@ def _journal_visible(url: str) -> bool:
     return journal_path(url).is_file()
 
 
-def _single_value(distribution: BaseDistribution) -> Any:
-    from optuna.distributions import CategoricalDistribution
+def _single_value(distribution: BaseDistribution) -> ParamValue:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    return distribution.choices[0] if isinstance(distribution, CategoricalDistribution) else distribution.low  # type: ignore[attr-defined]  # Float- or IntDistribution
+    if isinstance(distribution, CategoricalDistribution):
+        return distribution.choices[0]
+    assert isinstance(distribution, FloatDistribution | IntDistribution)  # Optuna's only other distributions
+    return distribution.low
+
+
+def _json_serialisable(value: object, key: str) -> TypeGuard[JSONValue]:
+    """True when ``json.dumps`` writes ``value`` (a JSON value, a tuple written as an array); else a
+    ``TypeError`` naming the user attribute ``key``."""
+    import json
+
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"user attribute {key!r} must be JSON-serialisable: {exc}") from None
+    return True
 
 
 class WorkerTrial(BaseTrial):
@@ -156,14 +176,14 @@ class WorkerTrial(BaseTrial):
         self._storage = storage
         self._pruning = pruning
         self._sampler_seed = sampler_seed
-        self._params: dict[str, Any] = {name: value for name, (value, _) in payload.params.items()}
+        self._params: Params = {name: value for name, (value, _) in payload.params.items()}
         self._distributions: dict[str, BaseDistribution] = {name: dist for name, (_, dist) in payload.params.items()}
-        self._user_attrs: dict[str, Any] = dict(payload.user_attrs)
+        self._user_attrs: JSONDict = dict(payload.user_attrs)
         self._study: optuna.Study | None = None
         self._remote: optuna.Trial | None = None
         self.new_params: dict[str, tuple[float, BaseDistribution]] = {}
         self.new_intermediate: dict[int, float] = {}
-        self.new_user_attrs: dict[str, Any] = {}
+        self.new_user_attrs: JSONDict = {}
         self.remote_calls = 0
         """How many times this trial had to go to the study (diagnostics and tests)."""
 
@@ -173,7 +193,7 @@ class WorkerTrial(BaseTrial):
         return self._payload.number
 
     @property
-    def params(self) -> dict[str, Any]:
+    def params(self) -> Params:
         return dict(self._params)
 
     @property
@@ -181,7 +201,7 @@ class WorkerTrial(BaseTrial):
         return dict(self._distributions)
 
     @property
-    def user_attrs(self) -> dict[str, Any]:
+    def user_attrs(self) -> JSONDict:
         return dict(self._user_attrs)
 
     @property
@@ -216,7 +236,7 @@ class WorkerTrial(BaseTrial):
         self.new_params.clear()
 
     # -- suggestions -----------------------------------------------------------------------------------------------
-    def _local(self, name: str, distribution: BaseDistribution) -> tuple[bool, Any]:
+    def _local(self, name: str, distribution: BaseDistribution) -> tuple[bool, ParamValue]:
         if name in self._distributions:
             old = self._distributions[name]
             optuna.distributions.check_distribution_compatibility(old, distribution)
@@ -241,7 +261,7 @@ class WorkerTrial(BaseTrial):
         self._params[name], self._distributions[name] = value, distribution
         return True, value
 
-    def _remember(self, name: str, value: Any, distribution: BaseDistribution) -> Any:
+    def _remember(self, name: str, value: _V, distribution: BaseDistribution) -> _V:
         self._params.setdefault(name, value)
         self._distributions.setdefault(name, distribution)
         return value
@@ -250,18 +270,36 @@ class WorkerTrial(BaseTrial):
                       log: bool = False) -> float:
         dist = optuna.distributions.FloatDistribution(low, high, log=log, step=step)
         found, value = self._local(name, dist)
-        if found:
-            return float(value)
+        if found:  # a FloatDistribution's value (an earlier one of the name has the same class: checked)
+            return float(cast(float, value))
         return self._remember(name, self._trial().suggest_float(name, low, high, step=step, log=log), dist)
 
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
         dist = optuna.distributions.IntDistribution(low, high, log=log, step=step)
         found, value = self._local(name, dist)
-        if found:
-            return int(value)
+        if found:  # an IntDistribution's value, as above
+            return int(cast(int, value))
         return self._remember(name, self._trial().suggest_int(name, low, high, step=step, log=log), dist)
 
-    def suggest_categorical(self, name: str, choices: Any) -> Any:
+    @overload
+    def suggest_categorical(self, name: str, choices: Sequence[None]) -> None: ...
+
+    @overload
+    def suggest_categorical(self, name: str, choices: Sequence[bool]) -> bool: ...
+
+    @overload
+    def suggest_categorical(self, name: str, choices: Sequence[int]) -> int: ...
+
+    @overload
+    def suggest_categorical(self, name: str, choices: Sequence[float]) -> float: ...
+
+    @overload
+    def suggest_categorical(self, name: str, choices: Sequence[str]) -> str: ...
+
+    @overload
+    def suggest_categorical(self, name: str, choices: Sequence[ParamValue]) -> ParamValue: ...
+
+    def suggest_categorical(self, name: str, choices: Sequence[ParamValue]) -> ParamValue:
         dist = optuna.distributions.CategoricalDistribution(choices)
         found, value = self._local(name, dist)
         if found:
@@ -303,15 +341,10 @@ class WorkerTrial(BaseTrial):
         self._single_objective("should_prune")
         return self._trial().should_prune() if self._pruning else False
 
-    def set_user_attr(self, key: str, value: Any) -> None:
-        import json
-
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"user attribute {key!r} must be JSON-serialisable: {exc}") from None
-        self._user_attrs[key] = value
-        self.new_user_attrs[key] = value
+    def set_user_attr(self, key: str, value: object) -> None:
+        if _json_serialisable(value, key):  # narrows value (a TypeGuard of its first argument)
+            self._user_attrs[key] = value
+            self.new_user_attrs[key] = value
 
     def set_constraint(self, key: str, value: float) -> None:
         self._trial().set_constraint(key, value)
@@ -449,12 +482,15 @@ def _run_trial(payload: TrialPayload, run: _TrialRun, data_refs: list[ObjectRef]
     train, val = _study_data(data_refs)
     train_k = select_features(train, payload.features)
     val_k = select_features(val, payload.features)
-    accounting: dict[str, Any] = {}
+    accounting: JSONDict = {}
     model = None
     if payload.objective is not None:
         fn = payload.objective if callable(payload.objective) else _resolve_objective(payload.objective)
+        assert run.trial is not None  # _TrialRun makes one for a custom objective
         result = fn(run.trial, payload.config, train_k, val_k, run.on_epoch)
-        metrics = dict(result) if isinstance(result, dict) else {payload.objectives[0]: float(result)}
+        # one value: float() takes it or raises (the trial fails), as Objective says
+        metrics = dict(result) if isinstance(result, dict) else {
+            payload.objectives[0]: float(cast(SupportsFloat, result))}
     else:
         from sparsearch.spaces import selection_metric, train_and_evaluate
 

@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from optuna.storages import BaseStorage
 
@@ -18,6 +19,7 @@ from sparsearch.search.storage.rdb import is_backend_failure
 from sparsearch.search.storage.urls import is_memory_url
 
 if TYPE_CHECKING:
+    from ray import ObjectRef
     from ray.actor import ActorHandle
 
 __all__ = ["IDEMPOTENT", "RayStorageProxy", "StorageActorLost", "StorageServer", "is_storage_outage",
@@ -30,7 +32,8 @@ class StorageServer:
     def __init__(self, url: str) -> None:
         self._storage = open_storage(url)
 
-    def call(self, method: str, args: tuple, kwargs: dict) -> tuple[bool, Any]:
+    def call(self, method: str, args: tuple[object, ...], kwargs: dict[str, object]) -> tuple[bool, object]:
+        """``(True, what the storage's ``method`` returned)``, or ``(False, the exception it raised)``."""
         try:
             return True, getattr(self._storage, method)(*args, **kwargs)
         except Exception as exc:  # returned, re-raised by the proxy with its own type
@@ -107,11 +110,11 @@ class RayStorageProxy(BaseStorage):
     the storage itself raises (a finished trial, a database outage) come back with their own type, never retried.
     """
 
-    def __init__(self, actor: Any, *, retries: int = 3) -> None:
+    def __init__(self, actor: ActorHandle, *, retries: int = 3) -> None:
         self._actor = actor
         self._retries = retries
 
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, method: str, *args: object, **kwargs: object) -> object:
         import time
 
         import ray
@@ -119,7 +122,8 @@ class RayStorageProxy(BaseStorage):
         attempt = 0
         while True:
             try:
-                ok, value = ray.get(self._actor.call.remote(method, args, kwargs))
+                ref: ObjectRef[tuple[bool, object]] = self._actor.call.remote(method, args, kwargs)  # StorageServer.call
+                reply = ray.get(ref)
                 break
             except ray.exceptions.RayActorError as exc:  # ActorDiedError, ActorUnavailableError (restarting)
                 if method not in IDEMPOTENT or attempt >= self._retries:
@@ -134,11 +138,13 @@ class RayStorageProxy(BaseStorage):
                                            f"({type(exc).__name__}: {first})") from None
                 attempt += 1
                 time.sleep(min(2.0, 0.2 * 2 ** attempt))  # Ray restarts the actor's process meanwhile
+        ok, value = reply
         if not ok:
+            assert isinstance(value, BaseException)  # StorageServer.call returns the exception it caught
             raise value
         return value
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Callable[[ActorHandle, int], RayStorageProxy], tuple[ActorHandle, int]]:
         return (_proxy, (self._actor, self._retries))
 
 
@@ -146,8 +152,8 @@ def _proxy(actor: ActorHandle, retries: int) -> RayStorageProxy:
     return RayStorageProxy(actor, retries=retries)  # type: ignore[abstract]  # forwarded: _FORWARDED below
 
 
-def _forwarder(name: str) -> Any:
-    def method(self: RayStorageProxy, *args: Any, **kwargs: Any) -> Any:
+def _forwarder(name: str) -> Callable[..., object]:
+    def method(self: RayStorageProxy, *args: object, **kwargs: object) -> object:
         return self._call(name, *args, **kwargs)
 
     method.__name__ = name

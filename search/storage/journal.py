@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TextIO
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.storages.journal import JournalFileOpenLock
+from optuna.storages.journal import BaseJournalBackend, JournalFileOpenLock
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]  # a module or None: Windows has no fcntl
 
+from sparsearch._types import JSONDict
 from sparsearch.errors import SpecError
 from sparsearch.search._internals import BaseJournalFileLock, journal_parts, set_journal_backend, sync_journal
 from sparsearch.search.storage.urls import journal_path
@@ -49,7 +50,7 @@ def open_journal(url: str) -> BaseStorage:
     return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=_journal_lock(str(path))))
 
 
-def _journal_lock(path: str) -> Any:
+def _journal_lock(path: str) -> BaseJournalFileLock:
     """The journal file's write lock: Optuna's open-file lock, with sparsearch's processes queued in front of it.
 
     ``JournalFileOpenLock`` retries a taken lock with an exponential back-off of up to 1 s. With many writers on one
@@ -69,7 +70,7 @@ class _QueuedOpenLock(BaseJournalFileLock):
     def __init__(self, path: str) -> None:
         self._path = path
         self._inner = JournalFileOpenLock(path)
-        self._queue: Any = None
+        self._queue: TextIO | None = None
 
     def acquire(self) -> bool:
         queue = open(self._path + ".queue", "a")  # noqa: SIM115 - held until release
@@ -90,7 +91,7 @@ class _QueuedOpenLock(BaseJournalFileLock):
             if queue is not None:
                 queue.close()  # closing drops the flock
 
-    def __getstate__(self) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, object]:
         return {"_path": self._path, "_inner": self._inner, "_queue": None}
 
 
@@ -98,20 +99,23 @@ _BATCHES = threading.local()
 """Per thread: the journal backends (by id) whose writes are being held, and the logs held for each."""
 
 
-class _BatchingBackend:
+class _BatchingBackend(BaseJournalBackend):
     """A journal backend that holds the appends a thread makes inside :func:`batched_writes` and writes the rest."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: BaseJournalBackend) -> None:
         self._inner = inner
 
-    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+    def read_logs(self, log_number_from: int) -> Iterable[JSONDict]:
+        return self._inner.read_logs(log_number_from)
+
+    def append_logs(self, logs: list[JSONDict]) -> None:
         held = getattr(_BATCHES, "held", {}).get(id(self))
         if held is not None:
             held.extend(logs)
         else:
             self._inner.append_logs(logs)
 
-    def __getattr__(self, name: str) -> Any:  # read_logs and anything else: the real backend
+    def __getattr__(self, name: str) -> object:  # anything else: the real backend's
         if name == "_inner":  # unpickling: not set yet
             raise AttributeError(name)
         return getattr(self._inner, name)
@@ -129,20 +133,22 @@ def batched_writes(storage: BaseStorage) -> Iterator[None]:
     changes, writes simply go one by one (``tests/search/test_storage.py`` notices).
     """
     parts = journal_parts(storage)
-    if parts is None:
+    # journal_parts gives parts of a JournalStorage only; the isinstance check says so to the type checker
+    if parts is None or not isinstance(storage, optuna.storages.JournalStorage):
         yield
         return
     lock, backend = parts
     with lock:
-        backend = journal_parts(storage)[1]  # type: ignore[index]  # not None: checked above, same storage
+        parts = journal_parts(storage)  # the same storage: not None; read again under its lock
+        backend = parts[1] if parts is not None else backend
         if not isinstance(backend, _BatchingBackend):
             backend = _BatchingBackend(backend)
-            set_journal_backend(storage, backend)  # type: ignore[arg-type]  # a JournalStorage: journal_parts said so
+            set_journal_backend(storage, backend)
     batches = _BATCHES.__dict__.setdefault("held", {})
     if id(backend) in batches:  # nested: the outer block appends
         yield
         return
-    held: list[dict[str, Any]] = []
+    held: list[JSONDict] = []
     batches[id(backend)] = held
     try:
         yield
@@ -151,4 +157,4 @@ def batched_writes(storage: BaseStorage) -> Iterator[None]:
         if held:
             with lock:  # as JournalStorage's own writes: append, then read back
                 backend.append_logs(held)
-                sync_journal(storage)  # type: ignore[arg-type]  # a JournalStorage, as above
+                sync_journal(storage)

@@ -4,7 +4,6 @@ PostgreSQL driver picked and the schema race of several new clients retried, and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
@@ -37,7 +36,7 @@ def open_rdb(url: str) -> BaseStorage:
         if path and not Path(path).parent.exists():
             raise SpecError(f"storage {url!r}: folder {str(Path(path).parent)!r} does not exist")
     try:
-        engine_kwargs = {"pool_pre_ping": True} if not scheme.startswith("sqlite") else {
+        engine_kwargs: dict[str, object] = {"pool_pre_ping": True} if not scheme.startswith("sqlite") else {
             "connect_args": {"timeout": 60}}
         # not wrapped in Optuna's _CachedStorage: its cache raises KeyError for a trial another process created
         # (several drivers on one study: every trial failed), and here the driver and the storage actor are two
@@ -50,7 +49,7 @@ def open_rdb(url: str) -> BaseStorage:
         raise ConnectionProblem(f"cannot open storage {redact(url)!r}: {reason}") from None
 
 
-def _rdb_with_schema_retry(url: str, engine_kwargs: dict[str, Any], attempts: int = 4) -> BaseStorage:
+def _rdb_with_schema_retry(url: str, engine_kwargs: dict[str, object], attempts: int = 4) -> BaseStorage:
     """Open an RDB storage; retry when another client is creating the schema at the same moment.
 
     Several drivers starting together on a new PostgreSQL database race on ``CREATE TABLE`` (a unique violation

@@ -152,3 +152,16 @@ def test_bad_fit_rows_are_one_line_errors(rows):
     with pytest.raises(DataError, match="rows must be a non-empty 1-d array of row indices into the 400") as err:
         TabularEncoder.fit(df, "y", rows=rows)
     assert "\n" not in str(err.value)
+
+
+def test_a_trial_keeps_its_searched_top_k_and_crosses_and_a_missing_value_is_a_one_line_error():
+    from sparsearch.search.data import PreparedData, trial_feature_subset
+
+    spec = load_study("quickstart", **{"data.top_k": [1, 3]})
+    prepared = PreparedData(train=None, val=None, fingerprint="f", n_rows=0, candidates=("a", "b", "c"),
+                            crosses=("a*b", "a*c"))
+    assert trial_feature_subset(spec, prepared, {"data.top_k": 2, "data.crosses": 1}) == ("a", "b", "a*b")
+    assert trial_feature_subset(spec, prepared, {"data.top_k": 3}) == ("a", "b", "c", "a*b", "a*c")
+    assert trial_feature_subset(spec, prepared, {}) is None
+    with pytest.raises(TypeError, match=r"^trial parameter 'data.top_k' is None; it must be an integer"):
+        trial_feature_subset(spec, prepared, {"data.top_k": None})
