@@ -9,21 +9,18 @@ one test, not a study). Nothing else in sparsearch touches a private name of Opt
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage
+from optuna.storages.journal import BaseJournalBackend
 
 # Why: sparsearch's journal lock queues its own processes (an flock on a side file) in front of Optuna's open-file
 # lock; it subclasses the base of Optuna's file locks, which Optuna 5 does not re-export.
 from optuna.storages.journal._file import BaseJournalFileLock
 
 from sparsearch._types import ParamValue
-
-if TYPE_CHECKING:
-    from optuna.storages.journal import BaseJournalBackend
 
 __all__ = ["BaseJournalFileLock", "get_fluent_tracking_uri", "hypervolume", "journal_parts", "pareto_mask",
            "relative_sample", "restore_fluent_tracking_uri", "set_journal_backend", "set_startup_trials",
@@ -87,12 +84,14 @@ def startup_trials(sampler: optuna.samplers.BaseSampler) -> int | None:
 # drops them, ``journal_parts`` returns None and writes go one by one (slower, still correct).
 
 
-def journal_parts(storage: BaseStorage) -> tuple[threading.Lock, Any] | None:
+def journal_parts(storage: BaseStorage) -> tuple[threading.Lock, BaseJournalBackend] | None:
     """``(lock, backend)`` of a ``JournalStorage``, or ``None`` for any other storage (or an unknown layout)."""
     if not isinstance(storage, optuna.storages.JournalStorage):
         return None
     lock, backend = getattr(storage, "_thread_lock", None), getattr(storage, "_backend", None)
-    if lock is None or backend is None or not callable(getattr(storage, "_sync_with_backend", None)):
+    if lock is None or not isinstance(backend, BaseJournalBackend):
+        return None
+    if not callable(getattr(storage, "_sync_with_backend", None)):
         return None
     return lock, backend
 

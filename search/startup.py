@@ -80,6 +80,8 @@ def plan_startup(spec: StudySpec) -> StartupPlan | None:
         return None
     given = study.sampler_params.get("n_startup_trials")
     if given is not None:
+        if not isinstance(given, int | float | str):  # the sampler accepted it when the spec was loaded
+            raise TypeError(f"sampler_params.n_startup_trials must be an integer, got {given!r}")
         return StartupPlan(int(given), "user")
     return StartupPlan(budget_startup(study.n_trials), "provisional" if study.timeout else "n_trials")
 

@@ -10,7 +10,7 @@ the closest valid one, a wrong type or an out-of-range value is an error naming 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
@@ -76,8 +76,8 @@ class StudySection(_Section):
     sampler: str = Field(
         default="tpe", description="tpe, random, nsga2, nsga3, qmc, cmaes, gp, or an Optuna sampler class."
     )
-    # keyword arguments passed on to the sampler; Any, not object: search/startup.py reads int(n_startup_trials)
-    sampler_params: dict[str, Any] = Field(default={}, description="Keyword arguments of the sampler (e.g. "
+    # keyword arguments passed on to the sampler, which checks them when the spec is loaded (_sampler_params_ok)
+    sampler_params: dict[str, object] = Field(default={}, description="Keyword arguments of the sampler (e.g. "
                                            "{ population_size = 20 } for nsga2, { n_startup_trials = 5 } for tpe).")
     seed: int | None = Field(default=0, description="Seed of the sampler and of every trial's training.")
     warm_start: str = Field(
