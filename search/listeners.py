@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import optuna
     from torch import nn
 
+    from sparsearch._types import JSONDict
     from sparsearch.search.execution import Execution
     from sparsearch.search.protocol import TrialPayload, TrialReport
 
@@ -115,8 +116,7 @@ class TrackingListener(LoopListener):
             log.finish(number, state="FAIL", error=records.Reason.INTERRUPTED_RUN.value)
         elif end.kind == "ran" and end.report is not None:
             report, state = end.report, end.trial.state
-            layer_sparsity = {f"layer_sparsity.{layer['name']}": layer["sparsity"]
-                              for layer in report.accounting.get("layers", []) if layer.get("prunable")}
+            layer_sparsity = _layer_sparsity(report.accounting)
             log.finish(number, state=records.finished_state(state), history=report.history,
                        metrics={**report.metrics, **layer_sparsity}, accounting=report.accounting,
                        error=report.error if state == TrialState.FAIL else None,
@@ -206,3 +206,15 @@ class ProgressListener(LoopListener):
         note = str(records.fail_reason(frozen) or "")[:120] if frozen.state == TrialState.FAIL else ""
         self.printer.trial_done(frozen.number, frozen.state, list(frozen.values) if frozen.values else None,
                                 best, duration, note)
+
+
+def _layer_sparsity(accounting: JSONDict) -> dict[str, float]:
+    """``layer_sparsity.<name>`` of each prunable layer in a trial's accounting (``spaces.train.account_model``)."""
+    layers = accounting.get("layers")
+    out: dict[str, float] = {}
+    for layer in layers if isinstance(layers, list) else []:
+        if isinstance(layer, dict) and layer.get("prunable"):
+            sparsity = layer["sparsity"]
+            assert isinstance(sparsity, int | float), f"layer sparsity must be a number, got {sparsity!r}"
+            out[f"layer_sparsity.{layer['name']}"] = float(sparsity)
+    return out

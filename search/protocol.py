@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from sparsearch._types import JSONDict, ParamValue
 
@@ -92,7 +92,7 @@ class TrialReport:
     values: list[float] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
-    accounting: dict[str, Any] = field(default_factory=dict)
+    accounting: JSONDict = field(default_factory=dict)
     model: nn.Module | None = None
     error: str | None = None
     duration_s: float = 0.0
