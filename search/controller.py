@@ -29,9 +29,11 @@ import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.storages import BaseStorage
+from optuna.study import StudyDirection
 
 from sparsearch._ray import check_ray_reachable, connect_ray, set_ray_env
 from sparsearch._redact import redact
@@ -57,6 +59,9 @@ from sparsearch.search.storage import (
 from sparsearch.search.tracking import warm_up_plots
 from sparsearch.search.warmstart import source_study, warm_start
 from sparsearch.search.worker import execute_trial
+
+if TYPE_CHECKING:
+    from ray import ObjectRef
 
 __all__ = ["StudyResult", "load_result", "run_study"]
 
@@ -101,7 +106,7 @@ def run_study(
     *,
     results_dir: str | os.PathLike[str] = "sparsearch-results",
     progress: bool | Callable[[str], None] = True,
-    **overrides: Any,
+    **overrides: object,
 ) -> StudyResult:
     """Run (or resume) a study and return its result.
 
@@ -213,7 +218,7 @@ def _single_node(address: str | None) -> bool:
     return not joined and len([n for n in ray.nodes() if n.get("Alive")]) == 1
 
 
-def _open_study(ex: Execution, storage: RayStorageProxy, plan: StartupPlan | None = None) -> optuna.Study:
+def _open_study(ex: Execution, storage: BaseStorage, plan: StartupPlan | None = None) -> optuna.Study:
     spec = ex.spec
     sampler = make_sampler(spec.study.sampler, spec.study.seed, **sampler_params(spec, plan))
     pruner = make_pruner(spec.study.pruner, **spec.pruner_params())
@@ -235,8 +240,9 @@ def _open_study(ex: Execution, storage: RayStorageProxy, plan: StartupPlan | Non
         if existing.metric_names is None:  # a study made before sparsearch named its metrics
             _set_metric_names(existing, ex.objectives)
         return existing
+    directions = [StudyDirection[d.upper()] for d in ex.directions]  # the spec checked each name
     study = optuna.create_study(study_name=spec.study.name, storage=storage, sampler=sampler, pruner=pruner,
-                                directions=ex.directions, load_if_exists=True)
+                                directions=directions, load_if_exists=True)
     records.set_study_identity(study, ex.objectives)
     _set_metric_names(study, ex.objectives)
     return study
@@ -252,19 +258,24 @@ def _set_metric_names(study: optuna.Study, objectives: list[str]) -> None:
         study.set_metric_names(list(objectives))
 
 
-def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: Any,
+def _drive(ex: Execution, prepared: PreparedData, data_refs: list[ObjectRef], actor: Any,
            start: float, *, show_progress: bool) -> StudyResult:
     """One execution once Ray, the data and (maybe) the storage actor are up: open the study, start the parent
     run, run the search loop with its listeners (MLflow child runs, kept models, progress lines), then the
     end-of-study work."""
     import ray
+    from ray.remote_function import RemoteFunction
 
     spec = ex.spec
     gpus = spec.execution.gpus_per_trial
     gpu_slots = _check_gpus(gpus)  # before the study is touched: nothing runs if no trial can be scheduled
     # The driver opens the storage itself (journal files and databases take several clients; in-process calls
     # are ~100x cheaper than actor round trips); only an in-memory storage lives in the actor alone.
-    storage = RayStorageProxy(actor, retries=0) if is_memory_url(ex.storage_url) else open_storage(ex.storage_url)
+    storage: BaseStorage
+    if is_memory_url(ex.storage_url):
+        storage = RayStorageProxy(actor, retries=0)  # type: ignore[abstract]  # set at import: _FORWARDED
+    else:
+        storage = open_storage(ex.storage_url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = plan_startup(spec)  # budget-aware start-up trials (search/startup.py)
     study = _open_study(ex, storage, plan)
@@ -297,6 +308,8 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[Any], actor: A
     # a trial that reserves GPUs gets a fresh worker process (Ray's max_calls=1 for GPU tasks): CUDA is set up
     # once per process, for the CUDA_VISIBLE_DEVICES Ray gave that process's first task
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(execute_trial)
+    # what ray.remote returns; its stubs type it as a RemoteFunction2 Protocol-like class instead
+    assert isinstance(task, RemoteFunction)
     loop = SearchLoop(ex, study, storage, prepared, task, actor, data_refs,
                       driver_node=ray.get_runtime_context().get_node_id(), workers=workers, listeners=listeners)
     # stale trials left by a stopped driver: re-queued ones run on top of this execution's budget

@@ -19,9 +19,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sparsearch.errors import SpecError, unknown_choice
+
+if TYPE_CHECKING:
+    from sparsearch._types import JSONDict, JSONValue
+    from sparsearch.search.model import SparsearchModel
 
 __all__ = ["EXPORT_FORMATS", "ExportResult", "export_study"]
 
@@ -44,11 +48,13 @@ class ExportResult:
     out: Path
     network: Path
     encoder: Path
-    document: dict[str, Any]
+    document: JSONDict
 
-    def as_dict(self) -> dict[str, Any]:
-        net = self.document["network"]
-        return {"study_name": self.document["source"]["study_name"], "model_uri": self.document["source"]["model_uri"],
+    def as_dict(self) -> JSONDict:
+        """What ``sparsearch export --json`` prints: study, model URI, format, opset, the files written."""
+        net, source = self.document["network"], self.document["source"]
+        assert isinstance(net, dict) and isinstance(source, dict)  # the sections _write adds
+        return {"study_name": source["study_name"], "model_uri": source["model_uri"],
                 "format": net["format"], "opset": net.get("opset"), "out": str(self.out),
                 "network": str(self.network), "encoder": str(self.encoder), "portable": self.document["portable"]}
 
@@ -99,7 +105,7 @@ def _check_folder(out: Path) -> None:
         raise SpecError(f"--out {str(out)!r}: folder {str(parent)!r} is not writable")
 
 
-def _write(package: Any, fmt: str, out: Path, source: dict[str, Any]) -> ExportResult:
+def _write(package: SparsearchModel, fmt: str, out: Path, source: JSONDict) -> ExportResult:
     from importlib.metadata import version
 
     import torch
@@ -115,9 +121,10 @@ def _write(package: Any, fmt: str, out: Path, source: dict[str, Any]) -> ExportR
     try:
         info = export_onnx(network, tmp_net) if fmt == "onnx" else export_torchscript(network, tmp_net)
         info["file"] = target.name
-        document = encoder_document(package.encoder, network)
+        document: JSONDict = encoder_document(package.encoder, network)
         document["network"] = info
-        versions = {"sparsearch": __version__, "torch": torch.__version__, "polars": version("polars")}
+        versions: JSONDict = {"sparsearch": __version__, "torch": torch.__version__,
+                              "polars": version("polars")}
         if fmt == "onnx":
             versions["onnx"] = version("onnx")
         document["source"] = {**source, "versions": versions}
@@ -130,7 +137,7 @@ def _write(package: Any, fmt: str, out: Path, source: dict[str, Any]) -> ExportR
     return ExportResult(out, target, out / ENCODER_FILE, document)
 
 
-def _json_value(value: Any) -> Any:
+def _json_value(value: object) -> JSONValue:
     """Vocabulary values JSON has no type for: dates and times (a temporal column's vocabulary is text already),
     numpy scalars."""
     if hasattr(value, "isoformat"):

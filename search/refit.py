@@ -48,18 +48,26 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal, TypedDict, overload
 
 import numpy as np
 
 from sparsearch.errors import DataError, SpecError, first_line
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy.typing as npt
     import optuna
+    import polars as pl
+    import pyarrow as pa
+    from optuna.trial import FrozenTrial
+    from ray.data import Dataset
+    from torch import nn
 
+    from sparsearch._types import JSONValue
     from sparsearch.search.data import PreparedData
     from sparsearch.search.spec import StudySpec
-    from sparsearch.spaces import TrialConfig
+    from sparsearch.spaces import TabularData, TabularEncoder, TrialConfig
+    from sparsearch.spaces.models import SparseMLP
 
 __all__ = ["RefitFailed", "RefitResult", "RefitRun", "refit"]
 
@@ -80,6 +88,42 @@ bins need far fewer). The model is built from it once, on the driver, and shippe
 
 class RefitFailed(RuntimeError):
     """Training stopped (a worker died, a rank failed): no model was logged; ``resume=True`` continues."""
+
+
+class RefitRunJSON(TypedDict):
+    """:meth:`RefitRun.to_json`: every field of :class:`RefitRun` but ``model``, as JSON has it."""
+
+    trial: int
+    trial_values: list[float]
+    model_uri: str | None
+    mlflow_run_id: str | None
+    rows_seen: int
+    rows_per_epoch: int
+    rows_per_s: float
+    train_seconds: float
+    epochs: int
+    workers: int
+    test_metrics: dict[str, float] | None
+    trial_test_metrics: dict[str, float] | None
+    dropped_test_rows: int
+    masks_identical: bool
+    mask_digests: list[str]
+    worker_peak_rss_mb: list[float]
+    history: list[dict[str, float]]
+    checkpoint_path: str
+    resumed_from_epoch: int
+    kept_epoch: int
+    metrics: dict[str, float]
+    model_encoder_columns: list[str]
+
+
+class RefitResultJSON(TypedDict):
+    """:meth:`RefitResult.to_json`: the document of ``sparsearch refit --json``."""
+
+    study_name: str
+    data: str
+    elapsed_s: float
+    runs: list[RefitRunJSON]
 
 
 @dataclass
@@ -111,15 +155,15 @@ class RefitRun:
     metrics: dict[str, float] = field(default_factory=dict)
     model_encoder_columns: list[str] = field(default_factory=list)
     """The raw columns the refitted model reads (those of the study's encoder the trial kept)."""
-    model: Any = None
+    model: nn.Module | None = None
     """The refitted network (CPU, eval mode); not part of the JSON."""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> RefitRunJSON:
         doc = {k: v for k, v in dataclasses.asdict(self).items() if k != "model"}
         return json.loads(json.dumps(doc, default=_json_default))
 
 
-def _json_default(v: Any) -> Any:
+def _json_default(v: object) -> JSONValue:
     if isinstance(v, (np.floating, np.integer)):
         return v.item()
     return str(v)
@@ -134,7 +178,7 @@ class RefitResult:
     runs: list[RefitRun]
     elapsed_s: float = 0.0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> RefitResultJSON:
         """The document of ``sparsearch refit --json`` (README, "Refit, export and serve")."""
         return {"study_name": self.study_name, "data": self.data, "elapsed_s": round(self.elapsed_s, 3),
                 "runs": [r.to_json() for r in self.runs]}
@@ -155,7 +199,7 @@ def refit(
     register_model: bool = False,
     progress: bool | Callable[[str], None] = True,
     _fail_after_epoch: int | None = None,
-    **overrides: Any,
+    **overrides: object,
 ) -> RefitResult:
     """Retrain a study's trial on all its training rows with Ray Train and Ray Data (see the module docstring).
 
@@ -187,7 +231,7 @@ def refit(
         >>> result.runs[0].model_uri, result.runs[0].test_metrics  # doctest: +SKIP
     """
     from sparsearch._ray import connect_ray, set_ray_env
-    from sparsearch.search.data import fit_encoder
+    from sparsearch.search.data import fit_encoder, trial_feature_subset
     from sparsearch.search.results import load_result
     from sparsearch.search.spec import StudySpec, apply_overrides, load_study, parse_study
 
@@ -218,31 +262,34 @@ def refit(
     say(f"refit of study {spec.study.name!r}, trial(s) {', '.join(str(t.number) for t in chosen)}: "
         "rebuilding the study's split and encoder")
     prepared, frame = fit_encoder(spec, results)
+    study_encoder = prepared.encoder
+    assert study_encoder is not None  # fit_encoder fits one (tabular data: images were refused above)
     want = (stored.study.user_attrs.get("split") or {}).get("digest")
     if want is not None and want != prepared.split.get("digest"):
         raise DataError(f"study {spec.study.name!r} was split differently (digest {want}, now "
                         f"{prepared.split.get('digest')}): its data, seed or fractions changed since it ran")
-    features_of = {t.number: _trial_features(spec, prepared, t.params) for t in chosen}
+    features_of = {t.number: trial_feature_subset(spec, prepared, t.params) for t in chosen}
     if paths is not None:
         for t in chosen:  # columns before any worker starts
-            _check_columns(paths, prepared.encoder.select(features_of[t.number]), data)
+            _check_columns(paths, study_encoder.select(features_of[t.number]), data)
 
     set_ray_env()
     started_ray = connect_ray(ray_address or spec.execution.ray_address)
     tmp_dir: Path | None = None
     try:
         _check_cluster(workers, cpus_per_worker, gpus_per_worker)
-        runs = []
+        runs: list[RefitRun] = []
         for t in chosen:
             features = features_of[t.number]
-            encoder = prepared.encoder.select(features)
+            encoder = study_encoder.select(features)
             ckpt_dir = ckpt_dirs[t.number]
+            test_hashes: np.ndarray | None
             if not resume and ckpt_dir.exists():
                 shutil.rmtree(ckpt_dir)  # a fresh refit: an earlier run's checkpoints must not be resumed
             if paths is None:
                 if tmp_dir is None:
                     tmp_dir = refit_root / f"tmp-rows-{uuid.uuid4().hex[:8]}"
-                    cols = sorted({*prepared.encoder.raw_features, spec.data.target})
+                    cols = sorted({*study_encoder.raw_features, spec.data.target})
                     _write_rows(frame, cols, _train_val_rows(prepared), tmp_dir)
                     say(f"wrote the {_n_train_val(prepared):,} training and validation rows to {tmp_dir}")
                 source, test_hashes = sorted(glob.glob(str(tmp_dir / "*.parquet"))), None
@@ -275,7 +322,7 @@ def _sayer(progress: bool | Callable[[str], None]) -> Callable[[str], None]:
     return lambda text: None
 
 
-def _check_resources(workers: Any, cpus: Any, gpus: Any) -> None:
+def _check_resources(workers: object, cpus: object, gpus: object) -> None:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SpecError(f"workers must be an integer >= 1 (Ray Train ranks), got {workers!r}")
     if not isinstance(cpus, (int, float)) or isinstance(cpus, bool) or not cpus > 0:
@@ -306,7 +353,7 @@ def _urls(spec: StudySpec, results: Path) -> tuple[str, str]:
     return storage, spec.tracking.uri or default_tracking_uri(results)
 
 
-def _pick_trials(study: optuna.Study, number: int | None, n_objectives: int) -> list[Any]:
+def _pick_trials(study: optuna.Study, number: int | None, n_objectives: int) -> list[FrozenTrial]:
     from optuna.trial import TrialState
 
     from sparsearch.search.results import best_complete
@@ -326,16 +373,6 @@ def _pick_trials(study: optuna.Study, number: int | None, n_objectives: int) -> 
     return [t]
 
 
-def _trial_features(spec: StudySpec, prepared: PreparedData, params: dict[str, Any]) -> tuple[str, ...] | None:
-    """The features the trial kept (its searched ``data.top_k`` and ``data.crosses``), as the study chose them."""
-    from sparsearch.search.data import trial_features
-
-    top_k = spec.data.top_k
-    k = int(params["data.top_k"]) if top_k is not None and top_k[0] < top_k[1] and "data.top_k" in params else None
-    c = int(params["data.crosses"]) if "data.crosses" in params else None
-    return trial_features(prepared, k, c)
-
-
 def _source_files(data: str | os.PathLike[str]) -> list[str]:
     """The parquet files of a file, folder or glob (sorted); SpecError when there are none."""
     text = str(data)
@@ -351,7 +388,7 @@ def _source_files(data: str | os.PathLike[str]) -> list[str]:
     return [str(Path(f).resolve()) for f in files]
 
 
-def _check_columns(paths: list[str], encoder: Any, data: Any) -> None:
+def _check_columns(paths: list[str], encoder: TabularEncoder, data: object) -> None:
     import pyarrow.parquet as pq
 
     names = set(pq.read_schema(paths[0]).names)
@@ -375,7 +412,7 @@ def _n_train_val(prepared: PreparedData) -> int:
     return int(prepared.indices["train"].size + prepared.indices["val"].size)
 
 
-def _write_rows(frame: Any, columns: list[str], rows: np.ndarray, out: Path) -> None:
+def _write_rows(frame: pl.DataFrame, columns: list[str], rows: np.ndarray, out: Path) -> None:
     """Write ``rows`` of ``frame`` (raw columns) as a parquet folder, ``PART_ROWS`` rows per file."""
     out.mkdir(parents=True, exist_ok=True)
     sub = frame.select(columns)
@@ -383,7 +420,8 @@ def _write_rows(frame: Any, columns: list[str], rows: np.ndarray, out: Path) -> 
         sub[rows[i:i + PART_ROWS]].write_parquet(out / f"part-{i // PART_ROWS:05d}.parquet")
 
 
-def _row_hashes(frame: Any, encoder: Any, target: str, prepared: PreparedData) -> np.ndarray:
+def _row_hashes(frame: pl.DataFrame, encoder: TabularEncoder, target: str,
+                prepared: PreparedData) -> np.ndarray:
     """Sorted hashes of the study's test rows (the columns the model reads and the target), to drop them from a
     ``data=`` source: a test row is never trained on, even when the source holds the study's own rows."""
     te = prepared.indices["test"]
@@ -393,8 +431,17 @@ def _row_hashes(frame: Any, encoder: Any, target: str, prepared: PreparedData) -
     return np.unique(frame.select(cols)[te].hash_rows(seed=0).to_numpy())
 
 
-def _encode(table: Any, encoder: Any, dtypes: dict[str, Any], test_hashes: np.ndarray | None, *,
-            with_hashes: bool = False) -> tuple[Any, int] | tuple[Any, int, np.ndarray]:
+@overload
+def _encode(table: pa.Table, encoder: TabularEncoder, dtypes: dict[str, pl.DataType],
+            test_hashes: np.ndarray | None, *,
+            with_hashes: Literal[False] = False) -> tuple[TabularData | None, int]: ...
+@overload
+def _encode(table: pa.Table, encoder: TabularEncoder, dtypes: dict[str, pl.DataType],
+            test_hashes: np.ndarray | None, *,
+            with_hashes: Literal[True]) -> tuple[TabularData | None, int, np.ndarray]: ...
+def _encode(table: pa.Table, encoder: TabularEncoder, dtypes: dict[str, pl.DataType],
+            test_hashes: np.ndarray | None, *, with_hashes: bool = False
+            ) -> tuple[TabularData | None, int] | tuple[TabularData | None, int, np.ndarray]:
     """Encode one Arrow batch of raw rows; drop rows equal to a test row. Returns (TabularData or None, dropped),
     and with ``with_hashes`` each encoded row's hash (of the columns the model reads and the target) as well."""
     import polars as pl
@@ -417,12 +464,12 @@ def _encode(table: Any, encoder: Any, dtypes: dict[str, Any], test_hashes: np.nd
     return data, dropped, keyed.hash_rows(seed=1).to_numpy().astype(np.uint64)
 
 
-def _padded(a: np.ndarray, dtype: Any) -> np.ndarray:
+def _padded(a: np.ndarray, dtype: npt.DTypeLike) -> np.ndarray:
     """A 2-d block of one column at least (Ray Data's tensor columns need a non-empty row shape)."""
     return a if a.shape[1] else np.zeros((a.shape[0], 1), dtype=dtype)
 
 
-def encode_batch(table: Any, *, encoder: Any, dtypes: dict[str, Any],
+def encode_batch(table: pa.Table, *, encoder: TabularEncoder, dtypes: dict[str, pl.DataType],
                  test_hashes: np.ndarray | None) -> dict[str, np.ndarray]:
     """Ray Data ``map_batches`` function: raw Arrow rows -> ``cat`` (int32), ``num`` (float32), ``y`` (int64)."""
     data, _ = _encode(table, encoder, dtypes, test_hashes)
@@ -434,8 +481,8 @@ def encode_batch(table: Any, *, encoder: Any, dtypes: dict[str, Any],
             "num": _padded(data.numeric.astype(np.float32, copy=False), np.float32), "y": data.y}
 
 
-def _batch_stats(table: Any, *, encoder: Any, dtypes: dict[str, Any], test_hashes: np.ndarray | None,
-                 sample_below: int = 0) -> dict[str, np.ndarray]:
+def _batch_stats(table: pa.Table, *, encoder: TabularEncoder, dtypes: dict[str, pl.DataType],
+                 test_hashes: np.ndarray | None, sample_below: int = 0) -> dict[str, np.ndarray]:
     """One statistics row per batch (``kind`` 0): rows, dropped test rows, class counts, the numeric inputs'
     mean and M2; then one row (``kind`` 1) per row of the numeric sample: the batch's labelled rows whose hash is
     below ``sample_below`` (out of 2**64), and its row of smallest hash (so a sample is never empty)."""
@@ -445,7 +492,7 @@ def _batch_stats(table: Any, *, encoder: Any, dtypes: dict[str, Any], test_hashe
     mean, m2 = np.zeros(k), np.zeros(k)
     counts = np.zeros(len(encoder.classes), dtype=np.int64)
     pick = np.zeros(0, dtype=np.int64)
-    if n:
+    if data is not None and n:
         num = _padded(data.numeric, np.float32).astype(np.float64)
         mean = num.mean(axis=0)
         m2 = ((num - mean) ** 2).sum(axis=0)
@@ -504,10 +551,11 @@ class _Sample:
         return self.rows[0][:, :width]
 
 
-def _scan(ds: Any, width: int, sample_rows: int = NUMERIC_FIT_ROWS) -> _Scan:
+def _scan(ds: Dataset, width: int, sample_rows: int = NUMERIC_FIT_ROWS) -> _Scan:
     """Merge the per-batch statistics (Chan et al.'s parallel variance) and the numeric sample: one streaming
     pass, no table. ``width``: the numeric columns."""
-    n, dropped, mean, m2, counts = 0, 0, None, None, None
+    n, dropped = 0, 0
+    merged: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # mean, M2, class counts of the n rows
     sample = _Sample(sample_rows)
     for batch in ds.iter_batches(batch_size=256, batch_format="numpy"):
         rows = batch["kind"] == 1
@@ -519,17 +567,17 @@ def _scan(ds: Any, width: int, sample_rows: int = NUMERIC_FIT_ROWS) -> _Scan:
             if nb == 0:
                 continue
             mb, qb, cb = batch["mean"][i], batch["m2"][i], batch["counts"][i]
-            if mean is None:
-                n, mean, m2, counts = nb, mb.copy(), qb.copy(), cb.copy()
+            if merged is None:
+                n, merged = nb, (mb.copy(), qb.copy(), cb.copy())
                 continue
+            mean, m2, counts = merged
             delta = mb - mean
             total = n + nb
-            mean = mean + delta * nb / total
-            m2 = m2 + qb + delta ** 2 * n * nb / total
-            counts = counts + cb
+            merged = (mean + delta * nb / total, m2 + qb + delta ** 2 * n * nb / total, counts + cb)
             n = total
-    if mean is None:
+    if merged is None:
         return _Scan(0, dropped, [], np.zeros(0), np.zeros(0), np.zeros((0, width)))
+    mean, m2, counts = merged
     std = np.sqrt(m2 / n)
     return _Scan(n, dropped, [int(c) for c in counts], mean, np.where(std > 1e-12, std, 1.0),
                  sample.result(width))
@@ -544,8 +592,9 @@ def _sample_below(source: list[str], sample_rows: int = NUMERIC_FIT_ROWS) -> int
     return 2**64 if total <= 2 * sample_rows else int(2**64 * (2 * sample_rows / total))
 
 
-def _dataset(source: list[str], encoder: Any, dtypes: dict[str, Any], test_hashes: np.ndarray | None,
-             fn: Callable[..., Any], **kwargs: Any) -> Any:
+def _dataset(source: list[str], encoder: TabularEncoder, dtypes: dict[str, pl.DataType],
+             test_hashes: np.ndarray | None, fn: Callable[..., dict[str, np.ndarray]],
+             **kwargs: object) -> Dataset:
     import functools
 
     import ray.data
@@ -585,15 +634,16 @@ def _trial_seed(seed: int | None, number: int) -> int | None:
     return None if seed is None else seed * 100_003 + number
 
 
-def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, encoder: Any, prepared: PreparedData,
-               frame: Any, source: list[str], test_hashes: np.ndarray | None, *, workers: int, cpus: float,
-               gpus: float, ckpt_dir: Path, tracking_uri: str, results: Path, register: bool,
+def _refit_one(spec: StudySpec, study: optuna.Study, t: FrozenTrial, features: tuple[str, ...] | None,
+               encoder: TabularEncoder, prepared: PreparedData, frame: pl.DataFrame, source: list[str],
+               test_hashes: np.ndarray | None, *, workers: int, cpus: float, gpus: float, ckpt_dir: Path,
+               tracking_uri: str, results: Path, register: bool,
                say: Callable[[str], None], fail_after_epoch: int | None = None) -> RefitRun:
     import ray.train
     import torch
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from sparsearch.search.records import trial_metrics
+    from sparsearch.search.records import stored_test_metrics, trial_metrics
     from sparsearch.search.results import get_test_record
     from sparsearch.spaces import config_from_params
 
@@ -621,8 +671,8 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, enco
     per_rank = scan.n_rows // world
     batch = max(1, math.ceil(config.batch_size / world))
     steps_per_epoch = max(1, math.ceil(per_rank / batch))
-    shape = {"cardinalities": list(encoder.cardinalities), "n_cat": len(encoder.categorical_names),
-             "n_num": len(encoder.numeric_names), "n_classes": len(encoder.classes)}
+    shape: _Shape = {"cardinalities": list(encoder.cardinalities), "n_cat": len(encoder.categorical_names),
+                     "n_num": len(encoder.numeric_names), "n_classes": len(encoder.classes)}
     seed = _trial_seed(spec.study.seed, t.number)
     total_epochs = config.epochs + (config.dense_finetune_epochs if config.is_sparse else 0)
     best_epoch = int(trial_metrics(t).get("best_epoch", 0))
@@ -632,18 +682,18 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, enco
     initial = _build_model(config, shape, scan, seed)
     if fitted:
         say(f"trial {t.number}: {config.numeric_encoding} encoding fitted on {scan.sample.shape[0]:,} sampled rows")
-    loop_config = {"config": config, "seed": seed, "shape": shape, "model": initial, "keep_epoch": keep_epoch,
-                   "batch": batch, "steps_per_epoch": steps_per_epoch, "threads": max(1, int(cpus)),
-                   "shuffle_rows": min(max(4 * batch, 1024), 200_000), "fail_after_epoch": fail_after_epoch}
-    train_ds = _dataset(source, encoder, dtypes, test_hashes, encode_batch).randomize_block_order(
-        seed=loop_config["seed"])
+    train_ds = _dataset(source, encoder, dtypes, test_hashes, encode_batch).randomize_block_order(seed=seed)
     ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
     resume_from = _latest_state(ckpt_dir)
-    loop_config["resume_from"] = str(resume_from) if resume_from is not None else None
+    loop_config = _LoopConfig(config=config, seed=seed, shape=shape, model=initial, keep_epoch=keep_epoch,
+                              batch=batch, steps_per_epoch=steps_per_epoch, threads=max(1, int(cpus)),
+                              shuffle_rows=min(max(4 * batch, 1024), 200_000),
+                              resume_from=str(resume_from) if resume_from is not None else None,
+                              fail_after_epoch=fail_after_epoch)
     if resume_from is not None:
         say(f"trial {t.number}: resuming from {resume_from.parent.name}")
     trainer = TorchTrainer(
-        _train_loop, train_loop_config=loop_config,
+        _train_loop, train_loop_config={"loop": loop_config},
         torch_config=TorchConfig(backend="nccl" if gpus > 0 else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
                                                resources_per_worker={"CPU": cpus, **({"GPU": gpus} if gpus else {})}),
@@ -674,6 +724,7 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, enco
 
     test_metrics, metrics, accounting = _evaluate(model, config, encoder, frame, prepared)
     rec = get_test_record(study, t.number)
+    trial_test = stored_test_metrics(rec) if rec else None
     history = list(state["history"])
     rows_seen = int(sum(h["rows"] for h in history))
     seconds = float(sum(h["seconds"] for h in history))
@@ -681,7 +732,7 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, enco
         trial=t.number, trial_values=list(t.values), model_uri=None, mlflow_run_id=None, rows_seen=rows_seen,
         rows_per_epoch=int(history[-1]["rows"]) if history else 0,
         rows_per_s=rows_seen / seconds if seconds > 0 else 0.0, train_seconds=seconds, epochs=len(history),
-        workers=workers, test_metrics=test_metrics, trial_test_metrics=dict(rec["metrics"]) if rec else None,
+        workers=workers, test_metrics=test_metrics, trial_test_metrics=trial_test,
         dropped_test_rows=scan.dropped, masks_identical=len(set(final.get("mask_digests", []))) == 1,
         mask_digests=list(final.get("mask_digests", [])),
         worker_peak_rss_mb=[float(x) for x in final.get("peak_rss_mb", [])], history=history,
@@ -695,7 +746,7 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: Any, features: Any, enco
         _log_mlflow(spec, run, model, encoder, prepared, config, accounting, tracking_uri, results, register)
     say(f"trial {t.number}: {rows_seen:,} rows in {seconds:.1f}s ({run.rows_per_s:,.0f} rows/s); test "
         + ", ".join(f"{k} {v:.4f}" for k, v in (test_metrics or {}).items())
-        + (f" (trial: {', '.join(f'{k} {v:.4f}' for k, v in rec['metrics'].items())})" if rec else ""))
+        + (f" (trial: {', '.join(f'{k} {v:.4f}' for k, v in trial_test.items())})" if trial_test else ""))
     return run
 
 
@@ -719,8 +770,8 @@ def _latest_state(ckpt_dir: Path) -> Path | None:
     return best[1] if best is not None else None
 
 
-def _evaluate(model: Any, config: TrialConfig, encoder: Any, frame: Any, prepared: PreparedData
-              ) -> tuple[dict[str, float] | None, dict[str, float], dict[str, Any]]:
+def _evaluate(model: nn.Module, config: TrialConfig, encoder: TabularEncoder, frame: pl.DataFrame,
+              prepared: PreparedData) -> tuple[dict[str, float] | None, dict[str, float], dict[str, object]]:
     """Test metrics on the study's test rows, and the model's sparsity, size, FLOP and latency accounting."""
     import dataclasses as dc
 
@@ -740,9 +791,9 @@ def _evaluate(model: Any, config: TrialConfig, encoder: Any, frame: Any, prepare
     return (evaluate_model(model, test) if te.size else None), metrics, accounting
 
 
-def _log_mlflow(spec: StudySpec, run: RefitRun, model: Any, encoder: Any, prepared: PreparedData,
-                config: TrialConfig, accounting: dict[str, Any], tracking_uri: str, results: Path,
-                register: bool) -> None:
+def _log_mlflow(spec: StudySpec, run: RefitRun, model: nn.Module, encoder: TabularEncoder,
+                prepared: PreparedData, config: TrialConfig, accounting: dict[str, object], tracking_uri: str,
+                results: Path, register: bool) -> None:
     """The ``refit-trial-<N>`` run: curves, accounting, the packaged pyfunc model; written after training only."""
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
@@ -772,6 +823,7 @@ def _log_mlflow(spec: StudySpec, run: RefitRun, model: Any, encoder: Any, prepar
         tracker.log_run(run_id, summary)
         tracker.log_artifact_text(run_id, "accounting.json", json.dumps(accounting, indent=2, default=str))
         package = SparsearchModel(encoder, model)
+        assert prepared.example is not None  # fit_encoder keeps a few raw rows as the example
         example = prepared.example.select(list(encoder.raw_features))
         registered = spec.study.name if register else None
         run.model_uri = tracker.log_pyfunc_model(run_id, package, example, registered_name=registered)
@@ -786,13 +838,46 @@ def _log_mlflow(spec: StudySpec, run: RefitRun, model: Any, encoder: Any, prepar
 
 
 # -- the training loop of each Ray Train worker ---------------------------------------------------------------------
-def _build_model(config: TrialConfig, shape: dict[str, Any], scan: _Scan, seed: int | None) -> Any:
+class _Shape(TypedDict):
+    """The refit rows' encoded shape (the encoder's, restricted to the trial's features)."""
+
+    cardinalities: list[int]
+    n_cat: int
+    n_num: int
+    n_classes: int
+
+
+@dataclass(frozen=True)
+class _LoopConfig:
+    """What every Ray Train rank's :func:`_train_loop` gets from the driver, as ``train_loop_config={"loop":
+    ...}``: one typed object, not a dict of loose keys."""
+
+    config: TrialConfig
+    seed: int | None
+    shape: _Shape
+    model: SparseMLP
+    """The driver's initial model: every rank starts from a copy (the same weights, bins and quantiles)."""
+    keep_epoch: int | None
+    """The epoch whose model is kept (the trial's best epoch); ``None``: the last one."""
+    batch: int
+    """Rows per batch on each rank (the trial's global batch size split over the ranks)."""
+    steps_per_epoch: int
+    threads: int
+    shuffle_rows: int
+    resume_from: str | None
+    """The state file of the checkpoint to continue from (:func:`_latest_state`), or ``None``."""
+    fail_after_epoch: int | None
+    """Fault injection (tests): the last rank dies once this epoch's checkpoint is written."""
+
+
+def _build_model(config: TrialConfig, shape: _Shape, scan: _Scan, seed: int | None) -> SparseMLP:
     """The trial's network as ``spaces.train.build_model`` builds it (numeric encoding, ensemble, cross and FM
     blocks), for the refit rows' shapes: its numeric encoding fitted on the scan's bounded sample of the refit
     rows, its standardisation measured on all of them, its initial weights from the trial's seed."""
     import torch
 
     from sparsearch.spaces import TabularData
+    from sparsearch.spaces.models import SparseMLP
     from sparsearch.spaces.train import build_model
 
     n_num = shape["n_num"]
@@ -805,10 +890,12 @@ def _build_model(config: TrialConfig, shape: dict[str, Any], scan: _Scan, seed: 
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)  # the trial's initial weights
-        return build_model(config, rows, numeric_mean=scan.mean[:n_num], numeric_std=scan.std[:n_num])
+        model = build_model(config, rows, numeric_mean=scan.mean[:n_num], numeric_std=scan.std[:n_num])
+    assert isinstance(model, SparseMLP)  # tabular rows and an mlp config (_refit_one checks config.model)
+    return model
 
 
-def _mask_digest(model: Any) -> str:
+def _mask_digest(model: nn.Module) -> str:
     from sparsearch.spaces.masked import masked_modules
 
     h = hashlib.sha256()
@@ -818,7 +905,7 @@ def _mask_digest(model: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def _train_loop(cfg: dict[str, Any]) -> None:
+def _train_loop(train_loop_config: dict[str, _LoopConfig]) -> None:
     """One Ray Train rank: the trial's training loop (``spaces.train``) over this rank's shard of the stream."""
     import ray.train
     import ray.train.torch
@@ -837,13 +924,14 @@ def _train_loop(cfg: dict[str, Any]) -> None:
         training_loss,
     )
 
+    cfg = train_loop_config["loop"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     distributed = world > 1 and dist.is_available() and dist.is_initialized()
-    torch.set_num_threads(cfg["threads"])
-    config, seed, shape = cfg["config"], cfg["seed"], cfg["shape"]
+    torch.set_num_threads(cfg.threads)
+    config, seed, shape = cfg.config, cfg.seed, cfg.shape
     device = ray.train.torch.get_device()
-    model = copy.deepcopy(cfg["model"])  # the driver's model: the same weights, bins and quantiles on every rank
+    model = copy.deepcopy(cfg.model)  # the driver's model: the same weights, bins and quantiles on every rank
     loss_fn = loss_function(model.head.out_features)
     # masks change only through the sparsifier (then broadcast below): DDP need not re-send buffers every step;
     # DDP wraps the training forward pass (an ensemble's member logits) so that every gradient is averaged
@@ -857,7 +945,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
                          schedule=config.schedule, start_frac=config.start_frac, end_frac=config.end_frac,
                          mask_updates=config.mask_updates, dst_interval=config.dst_interval,
                          dst_alpha=config.dst_alpha)
-    steps_per_epoch = cfg["steps_per_epoch"]
+    steps_per_epoch = cfg.steps_per_epoch
     total_epochs = config.epochs + (config.dense_finetune_epochs if sparse else 0)
     all_steps = steps_per_epoch * total_epochs
     method.setup(sparsifier, steps_per_epoch * config.epochs)
@@ -870,10 +958,10 @@ def _train_loop(cfg: dict[str, Any]) -> None:
 
     sync_masks()
     step, start_epoch, history = 0, 1, []
-    keep_epoch, kept = cfg.get("keep_epoch"), None
+    keep_epoch, kept = cfg.keep_epoch, None
     resumed_from = 0
-    if cfg["resume_from"] is not None:  # the driver picked the latest complete checkpoint (_latest_state)
-        state = torch.load(cfg["resume_from"], weights_only=True, map_location=device)
+    if cfg.resume_from is not None:  # the driver picked the latest complete checkpoint (_latest_state)
+        state = torch.load(cfg.resume_from, weights_only=True, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         sparsifier.generator.set_state(state["generator"])
@@ -890,7 +978,8 @@ def _train_loop(cfg: dict[str, Any]) -> None:
             sparsifier.remove_masks()
         t0 = time.perf_counter()
         rows, loss_sum, done = 0, 0.0, 0
-        batches = iter(shard.iter_torch_batches(batch_size=cfg["batch"], local_shuffle_buffer_size=cfg["shuffle_rows"],
+        batches = iter(shard.iter_torch_batches(batch_size=cfg.batch,
+                                                local_shuffle_buffer_size=cfg.shuffle_rows,
                                                 local_shuffle_seed=None if seed is None else seed + epoch,
                                                 device=device))
         while done < steps_per_epoch:
@@ -900,7 +989,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
                 dist.all_reduce(flag, op=dist.ReduceOp.MIN)
                 if int(flag.item()) == 0:
                     break
-            elif b is None:
+            if b is None:  # (never after the distributed check above: this rank's flag was 1)
                 break
             cat, num, y = b["cat"][:, :n_cat], b["num"][:, :n_num], b["y"]
             loss = training_loss(loss_fn, net(cat, num), y)  # an ensemble: the mean of its members' losses
@@ -951,7 +1040,7 @@ def _train_loop(cfg: dict[str, Any]) -> None:
         digests = [_mask_digest(model)]
         rss = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0]  # KiB on Linux
         if distributed:
-            gathered: list[Any] = [None] * world
+            gathered: list[tuple[str, float]] = [("", 0.0)] * world  # each rank's (digest, rss), filled in
             dist.all_gather_object(gathered, (digests[0], rss[0]))
             digests, rss = [g[0] for g in gathered], [g[1] for g in gathered]
         metrics = {"epoch": epoch, "rows": n_rows, "train_loss": history[-1]["train_loss"],
@@ -968,5 +1057,5 @@ def _train_loop(cfg: dict[str, Any]) -> None:
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)
-        if cfg.get("fail_after_epoch") == epoch and rank == world - 1:
+        if cfg.fail_after_epoch == epoch and rank == world - 1:
             os._exit(1)  # fault injection (tests): this rank dies as a killed worker would

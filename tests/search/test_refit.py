@@ -304,3 +304,57 @@ def test_numeric_fit_sample_is_bounded_and_independent_of_batch_order():
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, rows[smallest, :2])
     assert _Sample(10).result(2).shape == (0, 2)
+
+
+def test_scan_merges_batch_statistics_into_the_whole_tables():
+    """The streaming pass's merge (Chan et al.): the mean, spread and class counts of all rows, whatever the
+    batches; a batch without labelled rows adds only its dropped test rows."""
+    from sparsearch.search.refit import _scan
+
+    rng = np.random.default_rng(1)
+    parts = [rng.normal(loc=i, size=(n, 2)) for i, n in enumerate((7, 1, 30))]
+    labels = [rng.integers(0, 3, len(p)) for p in parts]
+
+    def stats(num: np.ndarray, y: np.ndarray, dropped: int) -> dict[str, np.ndarray]:
+        mean = num.mean(axis=0) if len(num) else np.zeros(2)
+        return {"kind": np.array([0], np.int8), "n": np.array([len(num)]), "dropped": np.array([dropped]),
+                "mean": mean[None, :], "m2": ((num - mean) ** 2).sum(axis=0)[None, :],
+                "counts": np.bincount(y, minlength=3)[None, :], "sample": np.zeros((1, 2)),
+                "hash": np.zeros(1, np.uint64)}
+
+    batches = [stats(p, y, d) for p, y, d in zip(parts, labels, (1, 0, 2))]
+    batches.insert(1, stats(np.zeros((0, 2)), np.zeros(0, np.int64), 4))
+
+    class Stream:  # what _scan reads of a Ray Dataset
+        def __init__(self, items: list[dict[str, np.ndarray]]) -> None:
+            self.items = items
+
+        def iter_batches(self, **kwargs):
+            return iter(self.items)
+
+    scan = _scan(Stream(batches), 2)
+    everything = np.vstack(parts)
+    assert scan.n_rows == 38 and scan.dropped == 7
+    assert scan.class_counts == np.bincount(np.concatenate(labels), minlength=3).tolist()
+    np.testing.assert_allclose(scan.mean, everything.mean(axis=0))
+    np.testing.assert_allclose(scan.std, everything.std(axis=0))
+    empty = _scan(Stream([]), 2)
+    assert empty.n_rows == 0 and empty.sample.shape == (0, 2)
+
+
+def test_refit_run_json_has_every_field_but_the_model():
+    """``RefitRunJSON`` (the typed run document) names exactly the fields ``RefitRun.to_json`` writes."""
+    import dataclasses
+
+    from sparsearch.search.refit import RefitResult, RefitRun, RefitRunJSON
+
+    fields = [f.name for f in dataclasses.fields(RefitRun) if f.name != "model"]
+    assert sorted(RefitRunJSON.__annotations__) == sorted(fields)
+    run = RefitRun(trial=3, trial_values=[0.9], model_uri=None, mlflow_run_id=None, rows_seen=10,
+                   rows_per_epoch=5, rows_per_s=np.float64(2.5), train_seconds=4.0, epochs=2, workers=1,
+                   test_metrics=None, trial_test_metrics={"test_auc": 0.8}, dropped_test_rows=0,
+                   masks_identical=True, mask_digests=["ab"], worker_peak_rss_mb=[1.0], history=[],
+                   checkpoint_path="c", model=object())
+    doc = run.to_json()
+    assert sorted(doc) == sorted(fields) and doc["rows_per_s"] == 2.5 and type(doc["rows_per_s"]) is float
+    assert RefitResult("s", "study", [run]).to_json()["runs"] == [doc]
