@@ -29,7 +29,7 @@ import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.storages import BaseStorage
@@ -62,6 +62,7 @@ from sparsearch.search.worker import execute_trial
 
 if TYPE_CHECKING:
     from ray import ObjectRef
+    from ray.actor import ActorHandle
 
 __all__ = ["StudyResult", "load_result", "run_study"]
 
@@ -258,7 +259,7 @@ def _set_metric_names(study: optuna.Study, objectives: list[str]) -> None:
         study.set_metric_names(list(objectives))
 
 
-def _drive(ex: Execution, prepared: PreparedData, data_refs: list[ObjectRef], actor: Any,
+def _drive(ex: Execution, prepared: PreparedData, data_refs: list[ObjectRef], actor: ActorHandle | None,
            start: float, *, show_progress: bool) -> StudyResult:
     """One execution once Ray, the data and (maybe) the storage actor are up: open the study, start the parent
     run, run the search loop with its listeners (MLflow child runs, kept models, progress lines), then the
@@ -273,6 +274,7 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[ObjectRef], ac
     # are ~100x cheaper than actor round trips); only an in-memory storage lives in the actor alone.
     storage: BaseStorage
     if is_memory_url(ex.storage_url):
+        assert actor is not None, "an in-memory storage lives in the storage actor, which the caller starts"
         storage = RayStorageProxy(actor, retries=0)  # type: ignore[abstract]  # set at import: _FORWARDED
     else:
         storage = open_storage(ex.storage_url)

@@ -90,7 +90,7 @@ class SearchLoop:
     storage: optuna.storages.BaseStorage
     prepared: PreparedData
     task: RemoteFunction
-    actor: ActorHandle
+    actor: ActorHandle | None
     data_refs: list[ObjectRef]
     driver_node: str
     workers: int

@@ -99,10 +99,11 @@ def _any_in_annotations(path: Path) -> int:
 
 
 # Issue #32 item 5: at most 40 `Any` annotations in search/ (255 when filed by its own count; 348 counted this way
-# when the check was added, 242 on the typing branch). The warm-start and refit follow-ups were written beside the
-# typing branch, before this check existed, and landed with it: 277 in the merged tree, the target still missed.
-# From here the ceiling only goes down: lower it when a change removes some, never raise it.
-SEARCH_ANY_CEILING = 277
+# when the check was added, 277 once the first typing pass and the refit and warm-start features had landed). The
+# three left are MLflow's own `PythonModel.predict` signature in search/model.py (context, params, return), which
+# MLflow reads at runtime to infer the model's signature. The ceiling only goes down: lower it when a change
+# removes some, never raise it.
+SEARCH_ANY_CEILING = 3
 
 
 def test_any_annotations_in_search_stay_under_the_ceiling():
