@@ -522,6 +522,23 @@ def _internal(argv: list[str]) -> int:
     return 0
 
 
+def prepare(spec: Any, work: Path) -> Path:
+    """The prepared data of ``spec`` (split, training-rows ranking, encoded parts), pickled once under ``work`` as
+    ``prepared-<fingerprint>.pkl``: keyed by the spec, so it is never reused across spec changes."""
+    spec_fp = fingerprint(spec)
+    work.mkdir(parents=True, exist_ok=True)
+    data_path = work / f"prepared-{spec_fp}.pkl"
+    if not data_path.exists():
+        from sparsearch.search.data import prepare_data
+
+        prepared = prepare_data(spec, work / f"prep-{spec_fp}")
+        tmp = data_path.with_name(data_path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump(prepared, fh, protocol=5)
+        os.replace(tmp, data_path)  # an interrupted dump must not look prepared
+    return data_path
+
+
 def run_config(contender: str, seed: int, budget: float, overrides: dict[str, Any], spec_fingerprint: str) -> dict:
     """What a run's record must match to count as done (:func:`_results.load_run`)."""
     return {"contender": contender, "seed": seed, "budget_s": budget, "overrides": overrides,
@@ -565,16 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--budget-s: a positive number of seconds is required to run (only --summary goes without)")
     overrides = {**data_overrides(args.study, all_rows=args.all_rows, data_root=args.data_root), **user}
     spec_fp = fingerprint(_spec(args.study, overrides))
-    work.mkdir(parents=True, exist_ok=True)
-    data_path = work / f"prepared-{spec_fp}.pkl"  # keyed by the spec: never reused across spec changes
-    if not data_path.exists():  # one split and one training-rows ranking for every contender
-        from sparsearch.search.data import prepare_data
-
-        prepared = prepare_data(_spec(args.study, overrides), work / f"prep-{spec_fp}")
-        tmp = data_path.with_name(data_path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            pickle.dump(prepared, fh, protocol=5)
-        os.replace(tmp, data_path)  # an interrupted dump must not look prepared
+    data_path = prepare(_spec(args.study, overrides), work)  # one split and ranking for every contender
     env = _env(SPARSEARCH_PEERS_DATA=str(data_path),
                PYTHONPATH=os.pathsep.join(p for p in (str(BENCH), os.environ.get("PYTHONPATH")) if p))
     contenders = args.contenders.split(",")
