@@ -67,6 +67,9 @@ ALL_ROWS = 100_000_000
 """``[data] max_rows`` above the table's size: every row (``--all-rows``; bench_boosting.py's figure)."""
 SHARED_DATA = "shared/data/"
 """A bundled study whose ``[data] path`` runs through this folder reads its file from ``--data-root`` instead."""
+LEGACY_ROUND = "issue11"
+"""Issue 11's records sit in ``bench/results/peers/<study>/`` itself (cited by BENCHMARKS.md): ``--round issue11``
+summarises them as they are (into ``peers-<study>.json``) and never runs into that folder."""
 TARGET_RATIO = 0.5
 """Issue 30's target: ours reaches each peer's median final test metric within 0.5x the peer's wall time."""
 # Every contender trains on the one prepared split (``prepared.pkl``). These also seed their sampler with the run's
@@ -575,9 +578,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--seeds: at least 1, got {args.seeds}")
     user = _parse_set(args.set)
     records, results, work = _places(args.study, args.round, shrunk=bool(user))
+    named = None if args.round == LEGACY_ROUND and not user else args.round
     if args.summary:
-        summary(args.study, records, results=results, plot_to=work / "anytime.png", round_name=args.round)
+        summary(args.study, records, results=results, plot_to=work / "anytime.png", round_name=named)
         return 0
+    if named is None:
+        ap.error(f"--round {LEGACY_ROUND}: issue 11's records are kept as they are (only --summary); run a new round")
     if args.budget_s is None or args.budget_s <= 0:
         ap.error("--budget-s: a positive number of seconds is required to run (only --summary goes without)")
     overrides = {**data_overrides(args.study, all_rows=args.all_rows, data_root=args.data_root), **user}
@@ -609,6 +615,8 @@ def _places(study: str, round_name: str, *, shrunk: bool) -> tuple[Path, Path, P
     if shrunk:
         root = OUT / "shrunk"
         return root / "peers" / study / round_name, root, root / study / round_name
+    if round_name == LEGACY_ROUND:
+        return _results.RESULTS / "peers" / study, _results.RESULTS, OUT / study
     return _results.RESULTS / "peers" / study / round_name, _results.RESULTS, OUT / study / round_name
 
 

@@ -104,6 +104,11 @@ def test_a_round_and_a_spec_change_are_never_reused(tmp_path: Path) -> None:
     records, results, work = bp._places("flights", "issue30", shrunk=False)
     assert records.parts[-4:] == ("results", "peers", "flights", "issue30") and work.parts[-3:] == (
         "peers", "flights", "issue30")
+    legacy = bp._places("flights", "issue11", shrunk=False)[0]
+    assert legacy.parts[-3:] == ("results", "peers", "flights")  # issue 11's records, where BENCHMARKS.md cites them
+    with pytest.raises(SystemExit) as exc:  # never run into them
+        bp.main(["quickstart", "--round", "issue11", "--budget-s", "5"])
+    assert exc.value.code == 2
     shrunk = bp._places("quickstart", "r", shrunk=True)
     assert all("shrunk" in p.parts for p in shrunk)
     base = bp._spec("quickstart", {})
