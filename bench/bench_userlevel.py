@@ -22,7 +22,7 @@ Same split, same cores (2 trials in flight x 1 CPU), same wall-clock budget, see
   ``num_samples=-1`` and ``time_budget_s`` = the budget, 1 CPU per trial.
 
 The user's inputs are built from the raw table as a user would with scikit-learn, fitted on the training rows
-only: ``OrdinalEncoder`` (unknown and rare categories to one code) into an ``nn.Embedding`` per categorical
+only: pandas codes of the training rows' categories (unknown and rare ones to one code) into an ``nn.Embedding`` per categorical
 column, ``SimpleImputer`` + ``StandardScaler`` for numeric ones. The best trial by validation is refitted (its
 configuration, the epochs it ran, seed ``s``) on the training rows and scored once on the test rows, after the
 budget (the refit time is recorded, not counted).
@@ -56,6 +56,8 @@ CONTENDERS = ("sparsearch", "optuna", "tune")
 SMOKE = {"study": "quickstart", "budget_s": 20.0, "seeds": 1, "set": ["train.epochs=1"]}
 OUT = _results.OUT / "userlevel"
 METRICS = ("auc", "accuracy", "logloss")
+MIN_FREQUENCY = 5
+"""A category seen fewer times on the training rows shares the unknown code (scikit-learn's ``min_frequency``)."""
 
 
 # -- the user's data: raw table rows of the split ------------------------------------------------------------------
@@ -98,35 +100,44 @@ def split_rows(spec: Any, work: Path) -> dict[str, np.ndarray]:
 
 
 class UserData:
-    """What a user builds from the table with scikit-learn, fitted on the training rows: integer codes per
-    categorical column (0 = unknown or rare), scaled numeric columns, 0/1 (or class) labels."""
+    """What a user builds from the table with pandas and scikit-learn, fitted on the training rows: integer codes
+    per categorical column (``pd.Index.get_indexer`` over the training rows' categories seen at least
+    :data:`MIN_FREQUENCY` times; 0 = unknown, rare or missing), ``SimpleImputer`` + ``StandardScaler`` numeric
+    columns, class labels. Column by column: one object array of all columns would not fit memory on
+    clicklog_large (2M x 316)."""
 
     def __init__(self, df: Any, target: str, features: list[str], rows: dict[str, np.ndarray]) -> None:
+        import pandas as pd
         import polars as pl
         from sklearn.impute import SimpleImputer
-        from sklearn.preprocessing import OrdinalEncoder, StandardScaler
+        from sklearn.preprocessing import StandardScaler
 
         numeric = [c for c in features if df.schema[c].is_numeric() and df.schema[c] != pl.Boolean]
         categorical = [c for c in features if c not in numeric]
-        self.classes = np.unique(df[target].to_numpy()[rows["train"]])
-        parts: dict[str, dict[str, np.ndarray]] = {}
-        enc = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1,
-                             min_frequency=5, dtype=np.int64) if categorical else None
-        imp, scale = (SimpleImputer(), StandardScaler()) if numeric else (None, None)
-        cat_all = df.select(categorical).cast(pl.String).to_numpy() if categorical else None
-        num_all = df.select(numeric).cast(pl.Float64).to_numpy() if numeric else None
-        y_all = np.searchsorted(self.classes, df[target].to_numpy())
-        if enc is not None:
-            enc.fit(cat_all[rows["train"]])
-        if imp is not None:
-            scale.fit(imp.fit_transform(num_all[rows["train"]]))
-        for part, ix in rows.items():
-            cat = (enc.transform(cat_all[ix]) + 1) if enc is not None else np.zeros((len(ix), 0), np.int64)
-            num = scale.transform(imp.transform(num_all[ix])) if imp is not None else np.zeros((len(ix), 0))
-            parts[part] = {"cat": cat.astype(np.int64), "num": num.astype(np.float32), "y": y_all[ix]}
-        self.parts = parts
-        self.cardinalities = [len(c) + 2 for c in enc.categories_] if enc is not None else []
+        labels = df[target].to_numpy()
+        self.classes = np.unique(labels[rows["train"]])
+        y_all = np.searchsorted(self.classes, labels)
+        codes = np.zeros((df.height, len(categorical)), np.int32)
+        self.cardinalities = []
+        for k, c in enumerate(categorical):
+            values = df[c].cast(pl.String).to_pandas()
+            counts = values.iloc[rows["train"]].value_counts()
+            categories = counts.index[counts >= MIN_FREQUENCY]
+            codes[:, k] = pd.Index(categories).get_indexer(values).astype(np.int32) + 1  # unknown: -1 + 1
+            self.cardinalities.append(len(categories) + 1)
+        if numeric:
+            num_all = df.select(numeric).cast(pl.Float64).to_numpy()
+            imp = SimpleImputer().fit(num_all[rows["train"]])
+            scale = StandardScaler().fit(imp.transform(num_all[rows["train"]]))
+            num_all = scale.transform(imp.transform(num_all)).astype(np.float32)
+        else:
+            num_all = np.zeros((df.height, 0), np.float32)
+        self.parts = {part: {"cat": codes[ix], "num": num_all[ix], "y": y_all[ix]}
+                      for part, ix in rows.items()}
         self.n_numeric = len(numeric)
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for p in self.parts.values() for a in p.values())
 
 
 def _metric(name: str, y: np.ndarray, proba: np.ndarray) -> float:
@@ -263,7 +274,8 @@ def run_tune(data: UserData, seed: int, budget: float, epochs: int, metric: str,
     space = {"l1": tune.choice([2 ** i for i in range(2, 9)]), "l2": tune.choice([2 ** i for i in range(2, 9)]),
              "lr": tune.loguniform(1e-4, 1e-1), "batch_size": tune.choice([256, 512, 1024, 2048])}
     mode = "max" if maximize else "min"
-    connect_ray("local", num_cpus=2, object_store_memory=300_000_000)
+    # tune.with_parameters puts the data in Ray's object store once: room for it
+    connect_ray("local", num_cpus=2, object_store_memory=300_000_000 + int(1.5 * data.nbytes()))
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, data=data), {"cpu": 1}),
         param_space=space,
