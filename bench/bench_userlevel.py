@@ -21,9 +21,9 @@ Same split, same cores (2 trials in flight x 1 CPU), same wall-clock budget, see
   size), the default random search, ``ASHAScheduler(grace_period=1, reduction_factor=2)``, ``Tuner`` with
   ``num_samples=-1`` and ``time_budget_s`` = the budget, 1 CPU per trial.
 
-The user's inputs are built from the raw table as a user would with scikit-learn, fitted on the training rows
-only: pandas codes of the training rows' categories (unknown and rare ones to one code) into an ``nn.Embedding`` per categorical
-column, ``SimpleImputer`` + ``StandardScaler`` for numeric ones. The best trial by validation is refitted (its
+The user's inputs are built from the raw table as a user would with pandas and scikit-learn, fitted on the
+training rows only: codes of the training rows' categories (unknown and rare ones share one code) into an
+``nn.Embedding`` per categorical column, ``SimpleImputer`` + ``StandardScaler`` for numeric ones. The best trial by validation is refitted (its
 configuration, the epochs it ran, seed ``s``) on the training rows and scored once on the test rows, after the
 budget (the refit time is recorded, not counted).
 
