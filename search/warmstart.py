@@ -9,8 +9,10 @@
   which and why. A study that does not exist, or has none completed, is a one-line error naming the studies there.
 - ``"none"``: no warm start.
 
-A study with a custom ``[study] objective`` gets no portfolio (a note says so): its parameters need not be the
-bundled models'.
+A study with a custom ``[study] objective`` gets the portfolio too: the controller samples the study's space for
+every trial and hands the objective that configuration (``config``), so a portfolio entry is a point of the space
+whatever trains it. A parameter the objective suggests itself is not in the entries and is sampled as usual; a
+note says the entries were measured with sparsearch's own training.
 
 Every enqueued trial carries the trial user attribute ``warm_start`` (:func:`records.enqueue_warm`), which the run
 JSON shows and the MLflow child run gets as a tag. A resumed study that holds a warm-start trial already (of any
@@ -190,10 +192,10 @@ def warm_start(study: optuna.Study, spec: StudySpec, storage: str | BaseStorage)
         result.notes.append(f"warm start {mode}: this study was warm-started before; nothing enqueued again")
         return result
     if mode == "portfolio" and spec.study.objective is not None:
-        # the portfolio holds parameters of sparsearch's own models: a custom objective may search anything
-        result.notes.append("warm start portfolio: not used with a custom [study] objective (the portfolio holds "
-                            "parameters of sparsearch's own models); use \"study:NAME\" or \"none\"")
-        return result
+        # the objective receives the space's sampled configuration: an entry is a point of that space
+        result.notes.append("warm start portfolio: the entries set the study space's parameters that the custom "
+                            "[study] objective receives as `config` (they were measured with sparsearch's own "
+                            "training); warm_start = \"none\" leaves them out")
     if mode == "portfolio":
         candidates = _portfolio(spec, result.notes)
         clip = True

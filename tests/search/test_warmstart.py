@@ -213,12 +213,18 @@ def test_encoding_cache_key_follows_data_split_and_encoder_and_round_trips(tmp_p
     assert load_encoded(tmp_path, key) is None
 
 
-def test_portfolio_is_not_used_with_a_custom_objective():
+def test_portfolio_sets_the_space_params_a_custom_objective_receives():
+    # the controller samples the study's space for a custom objective too (its `config`): the entries apply, and a
+    # note says they were measured with sparsearch's own training
     spec = spec_of(warm_start="portfolio", objective="sparsearch_test_objectives:quadratic")
+    other = new_study()
+    plain = warm_start(other, spec_of(warm_start="portfolio"), other._storage)
     study = new_study()
     done = warm_start(study, spec, study._storage)
-    assert done.enqueued == 0 and study.get_trials() == []
-    assert "not used with a custom [study] objective" in done.notes[0]
+    assert done.enqueued == plain.enqueued > 0
+    assert len(study.get_trials()) == done.enqueued
+    assert all(t.user_attrs.get("warm_start") == "portfolio" for t in study.get_trials())
+    assert "custom [study] objective receives as `config`" in done.notes[0]
 
 
 # flights searches only targets of 80% sparsity or more (issue 29 compares it with boosting at >= 80%), so the
