@@ -591,22 +591,29 @@ def main(argv: list[str] | None = None) -> int:
     data_path = prepare(_spec(args.study, overrides), work)  # one split and ranking for every contender
     env = _env(SPARSEARCH_PEERS_DATA=str(data_path),
                PYTHONPATH=os.pathsep.join(p for p in (str(BENCH), os.environ.get("PYTHONPATH")) if p))
-    contenders = args.contenders.split(",")
+    run_seeds("peers", __file__, args, args.contenders.split(","), work, records, overrides, lambda seed: spec_fp, env)
+    summary(args.study, records, results=results, plot_to=work / "anytime.png", round_name=args.round)
+    return 0
+
+
+def run_seeds(tag: str, script: str, args: argparse.Namespace, contenders: list[str], work: Path, records: Path,
+              overrides: dict[str, Any], spec_fp_of: Any, env: dict[str, str]) -> None:
+    """Run every contender on every seed, interleaved (the order rotated by seed), each in a subprocess of
+    ``script`` (``_run``); a run whose record holds the same config is skipped (bench_peers and bench_userlevel)."""
     for seed in range(args.seeds):
+        spec_fp = spec_fp_of(seed)
         order = contenders[seed % len(contenders):] + contenders[: seed % len(contenders)]  # interleaved, rotated
         for c in order:
             record = records / f"{c}-s{seed}.json"
             config = run_config(c, seed, args.budget_s, overrides, spec_fp)
             if _results.load_run(record, config) is not None:
-                print(f"[peers] {args.study} {c} seed {seed}: done already ({record.name}), skipped", flush=True)
+                print(f"[{tag}] {args.study} {c} seed {seed}: done already ({record.name}), skipped", flush=True)
                 continue
-            print(f"[peers] {args.study} {c} seed {seed} ({args.budget_s:.0f} s)", flush=True)
-            subprocess.run([sys.executable, __file__, "_run", "--contender", c, "--seed", str(seed),
+            print(f"[{tag}] {args.study} {c} seed {seed} ({args.budget_s:.0f} s)", flush=True)
+            subprocess.run([sys.executable, script, "_run", "--contender", c, "--seed", str(seed),
                             "--study", args.study, "--budget-s", str(args.budget_s), "--work", str(work),
                             "--record", str(record), "--overrides", json.dumps(overrides),
                             "--config", json.dumps(config)], env=env, check=True)
-    summary(args.study, records, results=results, plot_to=work / "anytime.png", round_name=args.round)
-    return 0
 
 
 def _places(study: str, round_name: str, *, shrunk: bool) -> tuple[Path, Path, Path]:

@@ -40,7 +40,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -457,20 +456,9 @@ def main(argv: list[str] | None = None) -> int:
                  **user}
     env = bench_peers._env(PYTHONPATH=os.pathsep.join(p for p in (str(_results.BENCH),
                                                                    os.environ.get("PYTHONPATH")) if p))
-    for seed in range(args.seeds):
-        spec_fp = bench_peers.fingerprint(load_study(args.study, **{**overrides, "seed": seed}))
-        order = contenders[seed % len(contenders):] + contenders[: seed % len(contenders)]  # interleaved, rotated
-        for c in order:
-            record = records / f"{c}-s{seed}.json"
-            config = bench_peers.run_config(c, seed, args.budget_s, overrides, spec_fp)
-            if _results.load_run(record, config) is not None:
-                print(f"[userlevel] {args.study} {c} seed {seed}: done already ({record.name}), skipped", flush=True)
-                continue
-            print(f"[userlevel] {args.study} {c} seed {seed} ({args.budget_s:.0f} s)", flush=True)
-            subprocess.run([sys.executable, __file__, "_run", "--contender", c, "--seed", str(seed),
-                            "--study", args.study, "--budget-s", str(args.budget_s), "--work", str(work),
-                            "--record", str(record), "--overrides", json.dumps(overrides),
-                            "--config", json.dumps(config)], env=env, check=True)
+    bench_peers.run_seeds("userlevel", __file__, args, contenders, work, records, overrides,
+                          lambda seed: bench_peers.fingerprint(load_study(args.study, **{**overrides, "seed": seed})),
+                          env)
     summary(args.study, records, results, args.round)
     return 0
 
