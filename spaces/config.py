@@ -64,6 +64,7 @@ class TrialConfig:
     n_features: int | None = None
     reports_per_epoch: int = 1
     report_rows: int | None = None
+    keep_epoch: str = "best"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (tuples become lists)."""
@@ -204,6 +205,7 @@ def suggest_config(trial, space: SpaceSpec, train: TrainSpec, *, n_features: int
     p["val_fraction"] = train.val_fraction
     p["reports_per_epoch"] = train.reports_per_epoch
     p["report_rows"] = train.report_rows
+    p["keep_epoch"] = train.keep_epoch
     p["lr"] = _float(trial, "train.lr", train.lr, log=True)
     p["optimizer"] = _cat(trial, "train.optimizer", train.optimizer)
     # a single schedule is fixed, not a parameter (trials stored before the option existed replay unchanged)

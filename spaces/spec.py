@@ -25,6 +25,7 @@ from .schedules import SCHEDULES
 MODELS = ("mlp", "cnn")
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
+KEEP_EPOCHS = ("best", "last")
 
 
 def _check_choices(kind: str, values: list[str], registry: Collection[str]) -> list[str]:
@@ -272,6 +273,11 @@ class TrainSpec(StrictModel):
         default=(0.0, 0.0),
         description="L2 weight decay (log scale when low > 0); masked weights stay zero regardless."
     )
+    keep_epoch: str = Field(
+        default="best",
+        description="The epoch whose model a trial keeps, reports, tests and packages: best (its best validation "
+        "epoch at the final sparsity, by the first validation objective) or last (its last epoch).",
+    )
     val_fraction: float = Field(
         default=0.2,
         gt=0.0, lt=1.0, description="Fraction of rows held out (stratified) for validation metrics."
@@ -303,6 +309,13 @@ class TrainSpec(StrictModel):
     @classmethod
     def _lr_schedule_ok(cls, v: list[str]) -> list[str]:
         return _check_choices("lr_schedule", v, LR_SCHEDULES)
+
+    @field_validator("keep_epoch")
+    @classmethod
+    def _keep_epoch_ok(cls, v: str) -> str:
+        if v not in KEEP_EPOCHS:
+            raise unknown_choice("keep_epoch", v, KEEP_EPOCHS)
+        return v
 
     @model_validator(mode="after")
     def _ranges_ok(self) -> TrainSpec:

@@ -283,7 +283,8 @@ def train_and_evaluate(
         mixed_precision: on CUDA, run forward passes under ``torch.autocast`` (bfloat16, or float16 with a gradient
             scaler where bfloat16 is missing); ignored on the CPU. Recorded in ``accounting["device"]``.
         select: the validation metric that picks the kept epoch (one of :data:`EPOCH_METRICS`; a study uses
-            :func:`selection_metric` of its objectives), or ``None`` to keep the last epoch.
+            :func:`selection_metric` of its objectives), or ``None`` to keep the last epoch. A config with
+            ``keep_epoch = "last"`` (``[train] keep_epoch``) keeps the last epoch whatever ``select`` says.
 
     Raises:
         DataError: train and val of different kinds, or without rows.
@@ -291,6 +292,8 @@ def train_and_evaluate(
     """
     if select is not None and select not in EPOCH_METRICS:
         raise ValueError(f"select must be one of {', '.join(EPOCH_METRICS)} or None, got {select!r}")
+    if getattr(config, "keep_epoch", "best") == "last":
+        select = None
     if type(train) is not type(val):
         raise DataError(f"train and val must be the same kind, got {type(train).__name__} and {type(val).__name__}")
     if train.n_rows == 0 or val.n_rows == 0:

@@ -114,3 +114,30 @@ def test_a_nan_epoch_is_never_kept_over_a_finite_one():
     best.offer(3, {"val_logloss": math.nan}, model, last=True)
     best.offer(4, {"val_logloss": 0.7}, model, last=True)  # a tie keeps the earlier epoch
     assert best.epoch == 2
+
+
+def test_keep_epoch_last_keeps_the_last_epoch_whatever_select_says(tab_split):
+    import dataclasses
+
+    train, val = tab_split
+    best = train_and_evaluate(OVERFIT, train, val, seed=0, measure_latency=False, select="val_logloss")
+    assert best.best_epoch < OVERFIT.epochs  # this config's best epoch is an early one: the check below can fail
+    cfg = dataclasses.replace(OVERFIT, keep_epoch="last")
+    last = train_and_evaluate(cfg, train, val, seed=0, measure_latency=False, select="val_logloss")
+    assert last.best_epoch == OVERFIT.epochs
+    assert last.metrics["val_logloss"] == last.history[-1]["val_logloss"] > best.metrics["val_logloss"]
+
+
+def test_keep_epoch_comes_from_the_train_section_and_is_checked():
+    import optuna
+
+    from sparsearch.search.spec import load_study
+    from sparsearch.spaces import suggest_config
+    from sparsearch.errors import SpecError
+
+    spec = load_study("quickstart", **{"train.keep_epoch": "last"})
+    assert spec.train.keep_epoch == "last"
+    trial = optuna.create_study().ask()
+    assert suggest_config(trial, spec.space, spec.train).keep_epoch == "last"
+    with pytest.raises(SpecError, match=r"keep_epoch.*'worst'.*best, last"):
+        load_study("quickstart", **{"train.keep_epoch": "worst"})
