@@ -131,9 +131,9 @@ def test_keep_epoch_last_keeps_the_last_epoch_whatever_select_says(tab_split):
 def test_keep_epoch_comes_from_the_train_section_and_is_checked():
     import optuna
 
+    from sparsearch.errors import SpecError
     from sparsearch.search.spec import load_study
     from sparsearch.spaces import suggest_config
-    from sparsearch.errors import SpecError
 
     spec = load_study("quickstart", **{"train.keep_epoch": "last"})
     assert spec.train.keep_epoch == "last"
