@@ -32,6 +32,7 @@ from sparsearch.spaces.encoder import (
     _categorical_view,
     _hashed,
     _small_pandas_to_polars,
+    fnv1a64,
 )
 
 # -- the reference: the encoder's transform before the small-batch path ---------------------------------------------
@@ -249,3 +250,14 @@ def test_column_labels_to_polars_refuses_are_still_refused(encoder):
         encoder.transform(rows)
     with pytest.raises(Exception, match="lack feature column"):
         encoder.transform(new_rows(2).to_pandas().drop(columns=["dist"]))
+
+
+def test_fnv1a64_in_python_equals_the_vectorised_hash(monkeypatch):
+    values = pl.Series(["", "a", "foobar", None, "é日本", "x" * 40, "12345"])
+    small = fnv1a64(values)
+    with monkeypatch.context() as m:
+        m.setattr(encoder_module, "_FNV_PYTHON_ROWS", -1)
+        vectorised = fnv1a64(values)
+    assert small.dtype == vectorised.dtype == np.uint64
+    assert np.array_equal(small, vectorised)
+    assert hex(int(small[2])) == "0x85944171f73967e8"  # the FNV reference value of "foobar"
