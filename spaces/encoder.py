@@ -17,14 +17,14 @@ from typing import Any, overload
 
 import numpy as np
 
-from sparsearch._frames import to_polars
+from sparsearch._frames import is_pandas_frame, to_polars
 from sparsearch.errors import DataError
 
 from ._registry import Registry
 from .data import TabularData
 
-__all__ = ["CODE_DTYPE", "CROSS_MIN_COUNT", "HASH_FUNCTIONS", "MISSING_CODE", "OOV_CODE", "STABLE_HASH",
-           "ColumnEncoding", "Cross", "TabularEncoder", "encode_tabular", "fnv1a64"]
+__all__ = ["CODE_DTYPE", "CROSS_MIN_COUNT", "HASH_FUNCTIONS", "MISSING_CODE", "OOV_CODE", "SMALL_BATCH_ROWS",
+           "STABLE_HASH", "ColumnEncoding", "Cross", "TabularEncoder", "encode_tabular", "fnv1a64"]
 
 #: Code of a missing value in every categorical column.
 MISSING_CODE = 0
@@ -34,6 +34,13 @@ _FIRST_CODE = 2
 #: dtype of the categorical codes the encoder writes: int32 halves the memory of int64 (2M rows x 300 columns:
 #: 2.4 GB, not 4.8) and every embedding table is far smaller than 2**31 rows; int64 codes are accepted as well.
 CODE_DTYPE = np.int32
+SMALL_BATCH_ROWS = 2048
+"""Rows up to which :meth:`TabularEncoder.transform` takes its small-batch path (a packaged model serving a few
+rows): vocabulary codes from a Python dict built once per column, crossed values joined in Python, a pandas
+frame's numpy columns handed to polars one by one. Each polars operation on a Series costs ~30-60 us whatever its
+length (it runs as a one-column query) and ``replace_strict`` rebuilds its table on every call (0.4 ms for 5,000
+values), so at batch 1 the vectorised path spent ~10 ms on ~100 such fixed costs; above this many rows it is the
+faster one. Both paths give identical arrays (``tests/spaces/test_encoder_fast.py``)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,11 +79,27 @@ class ColumnEncoding:
             return
         object.__setattr__(self, "hash", HASH_FUNCTIONS.check(self.hash or STABLE_HASH))
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the lookup cache is rebuilt on first use: never pickled, so packages stay as they were
+        return {k: v for k, v in self.__dict__.items() if k != "_code_lookup"}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a ColumnEncoding pickled before ``hash`` existed was hashed with polars' Series.hash: keep it
         if "hash" not in state:
             state = {**state, "hash": _LEGACY_HASH if state.get("n_buckets") is not None else None}
         self.__dict__.update(state)
+
+    def code_lookup(self) -> dict[Any, int]:
+        """Vocabulary column: ``{value: code}`` with ``None`` (missing) mapped to the missing code, built on first
+        use and cached on the column (not pickled). Its keys are the vocabulary's Python values, the ones
+        ``Series.to_list`` gives for a value of the same dtype, so a dict lookup equals polars' equality."""
+        lookup = self.__dict__.get("_code_lookup")
+        if lookup is None:
+            values = self.vocabulary.to_list() if hasattr(self.vocabulary, "to_list") else list(self.vocabulary)
+            lookup = {v: code for code, v in enumerate(values, _FIRST_CODE)}
+            lookup[None] = MISSING_CODE
+            object.__setattr__(self, "_code_lookup", lookup)
+        return lookup
 
     @property
     def cardinality(self) -> int:
@@ -129,6 +152,8 @@ class Cross:
         """The crossed column of ``df`` (a polars frame holding both parts); missing when either part is."""
         import polars as pl
 
+        if df.height <= SMALL_BATCH_ROWS:
+            return self._compute_small(df)
         texts = []
         for part, dtype, edges in zip(self.parts, self.dtypes, self.edges, strict=True):
             s = _cast(df[part], dtype)
@@ -140,6 +165,25 @@ class Cross:
             texts.append(pl.Series(part, bins, dtype=pl.Int64).set(v.is_null(), None).cast(pl.String))
         return pl.DataFrame(texts).select(pl.concat_str(pl.all(), separator=CROSS_SEPARATOR)).to_series()\
             .rename(self.name)
+
+    def _compute_small(self, df: Any) -> Any:
+        """:meth:`compute` for a few rows, joined in Python: the same texts (a bin as its decimal integer, a text
+        part as polars' ``String`` cast), missing when either part is."""
+        import polars as pl
+
+        texts = []
+        for part, dtype, edges in zip(self.parts, self.dtypes, self.edges, strict=True):
+            s = _cast(df[part], dtype)
+            if edges is None:
+                texts.append(s.cast(pl.String).to_list())
+                continue
+            v = s.cast(pl.Float64).to_numpy()  # a null reads as NaN: missing either way
+            missing = np.isnan(v)
+            bins = np.searchsorted(edges, np.where(missing, 0.0, v), side="left")
+            texts.append([None if m else str(b) for b, m in zip(bins.tolist(), missing.tolist(), strict=True)])
+        joined = [None if a is None or b is None else f"{a}{CROSS_SEPARATOR}{b}"
+                  for a, b in zip(*texts, strict=True)]
+        return pl.Series(self.name, joined, dtype=pl.String)
 
 
 def _bin_edges(s: Any) -> Any:
@@ -188,6 +232,8 @@ def fnv1a64(s: Any) -> np.ndarray:
     import polars as pl
     import pyarrow as pa
 
+    if s.len() <= _FNV_PYTHON_ROWS:  # the same arithmetic in Python: no Arrow buffers, no pass per byte position
+        return np.array([_fnv1a64_text(v) for v in s.cast(pl.String).to_list()], dtype=np.uint64)
     arr = s.cast(pl.String).to_arrow()
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -213,9 +259,22 @@ def fnv1a64(s: Any) -> np.ndarray:
     return h
 
 
+_FNV_PYTHON_ROWS = 16
+"""Values up to which :func:`fnv1a64` hashes in Python (~1 us a value of a few bytes; numpy's fixed cost: ~40 us)."""
+_U64 = (1 << 64) - 1
+
+
+def _fnv1a64_text(text: str | None) -> int:
+    h = FNV64_OFFSET_BASIS
+    for byte in (text or "").encode("utf-8"):
+        h = ((h ^ byte) * FNV64_PRIME) & _U64
+    return h
+
+
 def _fnv1a64_codes(s: Any, n_buckets: int) -> np.ndarray:
     codes = (fnv1a64(s) % np.uint64(n_buckets)).astype(CODE_DTYPE) + CODE_DTYPE(_FIRST_CODE)
-    codes[s.is_null().to_numpy()] = MISSING_CODE
+    if s.null_count():  # is_null is a one-column query (~30 us): only when there is a null
+        codes[s.is_null().to_numpy()] = MISSING_CODE
     return codes
 
 
@@ -434,7 +493,10 @@ class TabularEncoder:
         Raises:
             DataError: a feature column is absent.
         """
-        df = to_polars(df, "TabularEncoder.transform", columns=self.raw_features)
+        if is_pandas_frame(df) and len(df) <= SMALL_BATCH_ROWS:
+            df = _small_pandas_to_polars(df, "TabularEncoder.transform", self.raw_features)
+        else:
+            df = to_polars(df, "TabularEncoder.transform", columns=self.raw_features)
         return self._fill(self._with_crosses(df), [None])[0]
 
     def _with_crosses(self, df: Any) -> Any:
@@ -481,16 +543,20 @@ class TabularEncoder:
         import polars as pl
 
         typed = _cast(s, col.raw_dtype)
-        unreadable = (s.is_not_null() & typed.is_null()).to_numpy()  # e.g. "abc" in an integer column
         view = _categorical_view(typed)
         if col.n_buckets is not None:
             codes = _hashed(view, col.n_buckets, col.hash or _LEGACY_HASH)
+        elif view.len() <= SMALL_BATCH_ROWS:  # a dict lookup per value: no per-call table, no query per step
+            get = col.code_lookup().get
+            codes = np.fromiter((get(v, OOV_CODE) for v in view.to_list()), dtype=CODE_DTYPE, count=view.len())
         else:
             known = view.replace_strict(col.vocabulary, np.arange(_FIRST_CODE, _FIRST_CODE + len(col.vocabulary)),
                                         default=OOV_CODE, return_dtype=pl.Int32)
             codes = known.fill_null(MISSING_CODE).to_numpy().astype(CODE_DTYPE)  # writable (a view may not be)
             codes[view.is_null().to_numpy()] = MISSING_CODE
-        codes[unreadable] = OOV_CODE
+        # a cast keeps every null and may add some: the values it could not read (e.g. "abc" in an integer column)
+        if typed.null_count() != s.null_count():
+            codes[(s.is_not_null() & typed.is_null()).to_numpy()] = OOV_CODE
         return codes
 
     @overload
@@ -555,9 +621,11 @@ def _cast(s: Any, dtype: Any) -> Any:
 
     if s.dtype == dtype:
         return s
-    if s.dtype.is_float() and dtype.is_integer():
-        whole = s.is_finite() & (s == s.floor())
-        s = pl.select(pl.when(whole).then(s)).to_series().rename(s.name)
+    if s.dtype.is_float() and dtype.is_integer():  # NaN, inf and 3.5 are not integers: null (in numpy: no query)
+        v = s.to_numpy()  # a null reads as NaN
+        whole = np.isfinite(v) & (v == np.floor(v))
+        if not whole.all():
+            s = pl.Series(s.name, np.where(whole, v, np.nan), nan_to_null=True)
     if s.dtype == pl.Null:
         return s.cast(dtype)
     try:
@@ -596,3 +664,37 @@ def encode_tabular(
         DataError: missing column, empty table, a one-class target, a nested/unsupported column type.
     """
     return TabularEncoder.fit(df, target, features=features, max_cardinality=max_cardinality).encode(df)
+
+
+def _small_pandas_to_polars(data: Any, what: str, columns: Sequence[str]) -> Any:
+    """``to_polars(data, what, columns=columns)`` for a few rows, column by column: a numpy integer, boolean or
+    float column (NaN as missing, as ``pl.from_pandas`` reads it) or a pandas nullable one without a missing value
+    is handed over as its numpy array; any other column goes through ``pl.from_pandas`` on its own (the
+    conversion ``to_polars`` applies to it), or ``to_polars`` itself when that fails. Column labels that are not
+    unique strings are ``to_polars``' to handle (or refuse). Converting a whole pandas frame costs ~1 ms whatever
+    its length, a numpy column ~15 us."""
+    import polars as pl
+
+    labels = list(data.columns)
+    if not all(isinstance(c, str) for c in labels) or len(set(labels)) != len(labels):
+        return to_polars(data, what, columns=columns)
+    present = set(labels)
+    series = []
+    for name in columns:
+        if name not in present:
+            continue
+        col = data[name]
+        dtype = col.dtype
+        if isinstance(dtype, np.dtype):
+            if dtype.kind in "iub" or dtype in (np.float32, np.float64):
+                series.append(pl.Series(name, col.to_numpy(), nan_to_null=dtype.kind == "f"))
+                continue
+        elif getattr(dtype, "kind", None) in ("i", "u", "b") and isinstance(getattr(dtype, "numpy_dtype", None),
+                                                                          np.dtype) and not col.hasnans:
+            series.append(pl.Series(name, col.to_numpy(dtype=dtype.numpy_dtype)))
+            continue
+        try:
+            series.append(pl.from_pandas(col).rename(name))
+        except Exception:  # noqa: BLE001 - mixed Python objects: to_polars reads them as text
+            series.append(to_polars(data[[name]], what)[name])
+    return pl.DataFrame(series)
