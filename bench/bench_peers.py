@@ -104,10 +104,20 @@ def _spec(study: str, overrides: dict[str, Any], **more: Any) -> Any:
     return load_study(study, **{**overrides, **more})
 
 
+LATER_FIELDS: dict[tuple[str, str], object] = {("train", "keep_epoch"): "best"}
+"""Study fields added after a round's first runs were recorded, with the value that behaves as before they existed:
+at that value a field is left out of :func:`fingerprint`, so that adding it does not run a finished round again
+(``keep_epoch = "best"`` is what every trial did before the field was added). Any other value counts."""
+
+
 def fingerprint(spec: Any) -> str:
     """A digest of the study spec (its TOML form, keys sorted): records and prepared data of another spec are
-    never reused."""
-    raw = json.dumps(spec.to_toml_dict(), sort_keys=True, default=str)
+    never reused. Fields of :data:`LATER_FIELDS` at their earlier behaviour are left out."""
+    doc = spec.to_toml_dict()
+    for (section, key), value in LATER_FIELDS.items():
+        if doc.get(section, {}).get(key, value) == value:
+            doc.get(section, {}).pop(key, None)
+    raw = json.dumps(doc, sort_keys=True, default=str)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 

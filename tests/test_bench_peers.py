@@ -114,6 +114,15 @@ def test_a_round_and_a_spec_change_are_never_reused(tmp_path: Path) -> None:
     base = bp._spec("quickstart", {})
     assert bp.fingerprint(base) == bp.fingerprint(bp._spec("quickstart", {}))
     assert bp.fingerprint(base) != bp.fingerprint(bp._spec("quickstart", {"train.epochs": 1}))
+    # a field added after a round began counts only away from the value that behaves as before it existed
+    assert base.train.keep_epoch == "best" and "keep_epoch" in base.to_toml_dict()["train"]
+    before = base.to_toml_dict()
+    before["train"].pop("keep_epoch")
+    import hashlib
+    import json
+
+    assert bp.fingerprint(base) == hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert bp.fingerprint(base) != bp.fingerprint(bp._spec("quickstart", {"train.keep_epoch": "last"}))
     config = bp.run_config("ours", 0, 60.0, {}, bp.fingerprint(base))
     path = tmp_path / "ours-s0.json"
     _results.save_run(path, {"config": config})
