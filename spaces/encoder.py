@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any, cast, overload
 
 import numpy as np
 
@@ -694,7 +694,7 @@ def _small_pandas_to_polars(data: Any, what: str, columns: Sequence[str]) -> Any
             series.append(pl.Series(name, col.to_numpy(dtype=dtype.numpy_dtype)))
             continue
         try:
-            series.append(pl.from_pandas(col).rename(name))
+            series.append(cast("pl.Series", pl.from_pandas(col)).rename(name))  # a pandas Series in: a Series
         except Exception:  # noqa: BLE001 - mixed Python objects: to_polars reads them as text
             series.append(to_polars(data[[name]], what)[name])
     return pl.DataFrame(series)
