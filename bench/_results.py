@@ -132,6 +132,14 @@ def load_run(path: Path, config: dict[str, Any] | None = None) -> dict[str, Any]
     return doc
 
 
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer of at least 1 (counts of rows, seeds, trials, epochs)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def data_root(given: str | Path | None = None) -> Path:
     """Where the shared data sets are: ``given`` (``--data-root``), else ``$SPARSEARCH_DATA_ROOT``, else
     ``../shared/data`` beside the repository."""

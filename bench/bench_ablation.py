@@ -239,13 +239,6 @@ def _arm_list(text: str) -> list[str]:
     return arms
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_run"]:
@@ -253,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arms", type=_arm_list, default=list(ARMS),
                     help=f"comma-separated arms (default: all of them: {', '.join(ARMS)})")
-    ap.add_argument("--seeds", type=_positive, default=SEEDS, help=f"paired seeds 0..N-1 (default {SEEDS})")
+    ap.add_argument("--seeds", type=_results.positive_int, default=SEEDS, help=f"paired seeds 0..N-1 (default {SEEDS})")
     ap.add_argument("--smoke", action="store_true",
                     help=f"{SMOKE['rows']:,} rows, {SMOKE['n_trials']} trials of {SMOKE['epochs']} epoch per arm: "
                          "checks the script (results under bench/out, never bench/results)")

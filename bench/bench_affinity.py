@@ -43,13 +43,6 @@ RUNS = _results.OUT / "affinity"
 VAL, TEST = 0.2, 0.2
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _split(df, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """The study's split of these rows (search/data.py: stratified on the class codes, the study seed) and its
     digest as the study records it."""
@@ -122,11 +115,11 @@ def run_seed(seed: int, n_rows: int, n_trials: int, epochs: int, crosses: int) -
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=_positive, default=300_000, help="rows of the affinity log (default 300000)")
-    ap.add_argument("--seeds", type=_positive, default=5, help="paired seeds (default 5)")
-    ap.add_argument("--n-trials", type=_positive, default=20, help="trials per study (default 20)")
-    ap.add_argument("--epochs", type=_positive, default=4, help="epochs per trial (default 4)")
-    ap.add_argument("--crosses", type=_positive, default=2, help="searched [data] crosses = [0, K] (default 2)")
+    ap.add_argument("--rows", type=_results.positive_int, default=300_000, help="rows of the affinity log (default 300000)")
+    ap.add_argument("--seeds", type=_results.positive_int, default=5, help="paired seeds (default 5)")
+    ap.add_argument("--n-trials", type=_results.positive_int, default=20, help="trials per study (default 20)")
+    ap.add_argument("--epochs", type=_results.positive_int, default=4, help="epochs per trial (default 4)")
+    ap.add_argument("--crosses", type=_results.positive_int, default=2, help="searched [data] crosses = [0, K] (default 2)")
     args = ap.parse_args(argv)
     settings = {"study": "table", "rows": args.rows, "n_trials": args.n_trials, "epochs": args.epochs,
                 "crosses": args.crosses}

@@ -27,20 +27,13 @@ import _results  # noqa: E402  (bench/ is not a package)
 RUNS = _results.OUT / "crosses"
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=_positive, default=40_000, help="rows of the click log (default 40000)")
-    ap.add_argument("--seeds", type=_positive, default=5, help="paired seeds (default 5)")
-    ap.add_argument("--n-trials", type=_positive, default=8, help="trials per study (default 8)")
-    ap.add_argument("--epochs", type=_positive, default=2, help="epochs per trial (default 2)")
-    ap.add_argument("--crosses", type=_positive, default=2, help="[data] crosses of the second arm (default 2)")
+    ap.add_argument("--rows", type=_results.positive_int, default=40_000, help="rows of the click log (default 40000)")
+    ap.add_argument("--seeds", type=_results.positive_int, default=5, help="paired seeds (default 5)")
+    ap.add_argument("--n-trials", type=_results.positive_int, default=8, help="trials per study (default 8)")
+    ap.add_argument("--epochs", type=_results.positive_int, default=2, help="epochs per trial (default 2)")
+    ap.add_argument("--crosses", type=_results.positive_int, default=2, help="[data] crosses of the second arm (default 2)")
     args = ap.parse_args(argv)
     n_rows, seeds, n_trials, epochs, crosses = args.rows, args.seeds, args.n_trials, args.epochs, args.crosses
     out: dict = {"rows": n_rows, "seeds": seeds, "n_trials": n_trials, "epochs": epochs, "crosses": crosses, "runs": []}

@@ -78,21 +78,14 @@ def cli(*args: str) -> float:
     return time.perf_counter() - t
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=_positive, default=200_000, help="rows of the generated data (default 200000)")
-    ap.add_argument("--cols", type=_positive, default=100, help="columns of the generated data (default 100)")
+    ap.add_argument("--rows", type=_results.positive_int, default=200_000, help="rows of the generated data (default 200000)")
+    ap.add_argument("--cols", type=_results.positive_int, default=100, help="columns of the generated data (default 100)")
     ap.add_argument("--out", type=Path, default=None, metavar="DIR",
                     help="folder for the data and the peer's files, reused when the data is there (default: a "
                          "new temp folder)")
-    ap.add_argument("--rounds", type=_positive, default=3, help="interleaved rounds; medians (default 3)")
+    ap.add_argument("--rounds", type=_results.positive_int, default=3, help="interleaved rounds; medians (default 3)")
     ap.add_argument("--peer", choices=PEER_MODES, default=None, help="time OutRank too (bench/.venv-outrank)")
     ap.add_argument("--peer-limit-s", type=float, default=None, metavar="S",
                     help="stop the peer after S seconds and report it as not finished")
