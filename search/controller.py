@@ -278,7 +278,8 @@ def _drive(ex: Execution, prepared: PreparedData, data_refs: list[ObjectRef], ac
         storage = RayStorageProxy(actor, retries=0)  # type: ignore[abstract]  # set at import: _FORWARDED
     else:
         storage = open_storage(ex.storage_url)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if optuna.logging.get_verbosity() < optuna.logging.WARNING:  # quiet Optuna's per-trial INFO lines, but never
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # undo a caller's stricter level (the CLI's ERROR)
     plan = plan_startup(spec)  # budget-aware start-up trials (search/startup.py)
     study = _open_study(ex, storage, plan)
     n_before = len(study.get_trials(deepcopy=False))

@@ -100,6 +100,21 @@ def test_study_warnings_reach_the_caller_and_the_result(tmp_path):
     assert [str(w.message) for w in ours] == notes and {w.filename for w in ours} == {__file__}
 
 
+def test_a_callers_stricter_optuna_log_level_is_kept(tmp_path):
+    # the CLI sets Optuna's logger to ERROR unless --verbose; the controller quiets INFO but must not lower that
+    # back to WARNING (CI saw Optuna's multi-line storage warning beside the CLI's one-line storage error)
+    before = optuna.logging.get_verbosity()
+    try:
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        run(tiny("loglevel", n_trials=1), tmp_path)
+        assert optuna.logging.get_verbosity() == optuna.logging.ERROR
+        optuna.logging.set_verbosity(optuna.logging.INFO)
+        run(tiny("loglevel", n_trials=2), tmp_path)
+        assert optuna.logging.get_verbosity() == optuna.logging.WARNING
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
 def test_startup_note_flags_a_model_based_sampler_that_never_left_its_random_start():
     from sparsearch.search.spec import startup_note
 
