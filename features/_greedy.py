@@ -175,7 +175,7 @@ def greedy_order(
         opts = dataclasses.replace(opts, pair_levels=PAIR_LEVELS)
     plan = plan_pairs(finals, pool, tspec, counts.classes, opts, counts.n_rows)
     pair_counts = count_pairs(src, plan, batch_size=opts.batch_size, use_ray=opts.ray, ray_address=opts.ray_address)
-    stats = dict(zip(plan.pairs, score_pairs(plan, pair_counts, interaction=relational)))
+    stats = dict(zip(plan.pairs, score_pairs(plan, pair_counts, interaction=relational, lowrank=False)))
 
     def pair(a: int, b: int) -> PairScore:
         return stats[(a, b)] if a < b else stats[(b, a)]

@@ -30,6 +30,10 @@ From each table (Vinh, Epps & Bailey 2010 for the chance baseline, as in ``_chan
   for a pair of independent noise features of any cardinality, negative for redundant pairs.
 - ``redundancy`` = (I(a;b) - E[I(a;b)]) / (min(H(a), H(b)) - E[I(a;b)]) in [0, 1] (the greedy methods use it),
   and ``mi_ab`` = I(a;b) - E[I(a;b)] in nats; here E is the cheap Poisson approximation (``_chance``).
+- ``lowrank_z``, for a pair of two high-cardinality features: the low-rank interaction test of ``_lowrank`` (a
+  user x item affinity, which the cell-by-cell MI above cannot see when the table has about a row per cell).
+  Pairs whose ``z`` reaches ``RankOptions.lowrank_z`` (``low_rank``) rank first, by ``z``; the rest follow by
+  ``score``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ from sparsearch.errors import DataError, SpecError
 from ._chance import ExpectedMI, col_sums, entropy, expected_mi_poisson, row_sums, table_mi
 from ._counts import Keys, TargetSpec, float_buckets
 from ._io import Source
+from ._lowrank import Z_MIN as LOWRANK_Z
+from ._lowrank import LowRank, lowrank_interaction, tested
 from ._tables import MAX_PAIR_LEVELS, PAIR_LEVELS, Finalized, RankOptions, class_codes, order_by_score
 
 
@@ -64,6 +70,16 @@ class PairCoder:
     levels: int  # levels of the final table before capping
     lut_lo: int = 0  # integer features of a small value range: code of value v is lut[v - lut_lo]
     lut: np.ndarray | None = None
+
+    @property
+    def capped(self) -> bool:
+        """Whether levels share the last code ("other")."""
+        return self.levels > self.size
+
+    @property
+    def own_codes(self) -> int:
+        """Codes that each hold one level (all but "other")."""
+        return self.size - 1 if self.capped else self.size
 
     @classmethod
     def build(cls, fin: Finalized, pair_levels: int) -> PairCoder:
@@ -227,6 +243,7 @@ class PairScore:
     chance_ab: float
     ha: float
     hb: float
+    lowrank: LowRank | None = None  # the low-rank interaction test (``_lowrank``), for two high-cardinality features
 
     @property
     def score(self) -> float:
@@ -268,12 +285,15 @@ class _Chance:
         return self.cache[key](row_sums(table))
 
 
-def score_pairs(plan: PairPlan, counts: PairCounts, *, interaction: bool = True) -> list[PairScore]:
+def score_pairs(plan: PairPlan, counts: PairCounts, *, interaction: bool = True,
+                lowrank: bool = True) -> list[PairScore]:
     """Information quantities of every pair; ``interaction=False`` skips the joint term's chance baseline (then
-    only ``redundancy`` and ``shared`` are meaningful: what ``mrmr`` uses)."""
+    only ``redundancy`` and ``shared`` are meaningful: what ``mrmr`` uses). ``lowrank`` (with ``interaction``) also
+    runs the low-rank interaction test (:mod:`._lowrank`) on each pair of two features that both keep at least
+    ``_lowrank.MIN_LEVELS`` codes of their own, seeded by the pair's position (deterministic)."""
     chance = _Chance()
     out = []
-    for p in range(len(plan.pairs)):
+    for p, (i, j) in enumerate(plan.pairs):
         t = plan.table(counts, p)
         la, lb, k = t.shape
         joint = np.ascontiguousarray(t.reshape(la * lb, k))
@@ -285,9 +305,13 @@ def score_pairs(plan: PairPlan, counts: PairCounts, *, interaction: bool = True)
         mi_b = table_mi(tb)[0]
         mi_ab = table_mi(tab)[0]
         ra, cb = row_sums(tab), col_sums(tab)
+        test = None
+        ca, cb_ = plan.coders[i], plan.coders[j]
+        if interaction and lowrank and tested(ca.own_codes, cb_.own_codes):
+            test = lowrank_interaction(t, drop_other_a=ca.capped, drop_other_b=cb_.capped, seed=p)
         out.append(PairScore(
             joint_mi, chance(joint) if interaction else 0.0, mi_a, chance(ta), mi_b, chance(tb), mi_ab, expected_mi_poisson(ra, cb),
-            entropy(ra), entropy(cb),
+            entropy(ra), entropy(cb), test,
         ))
     return out
 
@@ -304,24 +328,38 @@ def candidate_features(finals: list[Finalized], relevance: np.ndarray, max_pair_
     return sorted(int(i) for i in order_by_score(relevance)[:max_pair_features])
 
 
+def pair_order(scores: list[PairScore], lowrank_z: float) -> np.ndarray:
+    """Best first: the pairs whose low-rank test reaches ``lowrank_z`` (by ``z``), then the others by their
+    chance-corrected interaction information (``score``); ties in pair order."""
+    if not scores:
+        return np.zeros(0, dtype=np.int64)
+    z = np.array([s.lowrank.z if s.lowrank is not None else -np.inf for s in scores], dtype=np.float64)
+    flagged = z >= lowrank_z
+    first = np.flatnonzero(flagged)[order_by_score(z[flagged])] if flagged.any() else np.zeros(0, dtype=np.int64)
+    rest_idx = np.flatnonzero(~flagged)
+    sc = np.array([scores[p].score for p in rest_idx], dtype=np.float64)
+    rest = rest_idx[order_by_score(sc)] if len(rest_idx) else np.zeros(0, dtype=np.int64)
+    return np.concatenate([first, rest]).astype(np.int64)
+
+
 def pair_table(names: Sequence[str], coders: list[PairCoder], plan: PairPlan, scores: list[PairScore],
-               top: int | None) -> pl.DataFrame:
-    """The ranked pairs: best chance-corrected interaction first (``top`` rows, or all)."""
-    sc = np.array([s.score for s in scores], dtype=np.float64)
-    order = order_by_score(sc) if len(sc) else np.zeros(0, dtype=np.int64)
+               top: int | None, lowrank_z: float = LOWRANK_Z) -> pl.DataFrame:
+    """The ranked pairs (:func:`pair_order`; ``top`` rows, or all)."""
+    order = pair_order(scores, lowrank_z)
     if top is not None:
         order = order[:top]
     rows = []
     for r, p in enumerate(order.tolist()):
         i, j = plan.pairs[p]
         s = scores[p]
+        z = s.lowrank.z if s.lowrank is not None else None
         rows.append({
             "feature_a": names[i], "feature_b": names[j], "score": s.score, "rank": r + 1,
             "joint_mi": s.joint_mi, "chance_joint_mi": s.chance_joint,
             "adjusted_joint_mi": s.joint_mi - s.chance_joint,
             "adjusted_mi_a": s.mi_a - s.chance_a, "adjusted_mi_b": s.mi_b - s.chance_b,
             "levels_a": coders[i].size, "levels_b": coders[j].size,
-            "redundancy": s.redundancy,
+            "redundancy": s.redundancy, "lowrank_z": z, "low_rank": z is not None and z >= lowrank_z,
         })
     return pl.DataFrame(rows, schema=PAIR_SCHEMA)
 
@@ -330,6 +368,7 @@ PAIR_SCHEMA = {
     "feature_a": pl.String, "feature_b": pl.String, "score": pl.Float64, "rank": pl.Int64, "joint_mi": pl.Float64,
     "chance_joint_mi": pl.Float64, "adjusted_joint_mi": pl.Float64, "adjusted_mi_a": pl.Float64,
     "adjusted_mi_b": pl.Float64, "levels_a": pl.Int64, "levels_b": pl.Int64, "redundancy": pl.Float64,
+    "lowrank_z": pl.Float64, "low_rank": pl.Boolean,
 }
 
 

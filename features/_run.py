@@ -15,7 +15,7 @@ from sparsearch.errors import SpecError, unknown_choice
 from ._pairs import PAIR_SCHEMA, candidate_features, count_pairs, pair_table, plan_pairs, score_pairs
 from ._quality import findings
 from ._rank import RankState, rank_counts
-from ._tables import MAX_PAIR_FEATURES, PAIR_MAX_CELLS, PAIR_MIN_COUNT, RankOptions, prepare
+from ._tables import LOWRANK_Z, MAX_PAIR_FEATURES, PAIR_MAX_CELLS, PAIR_MIN_COUNT, RankOptions, prepare
 
 REPORTS = ("none", "basic", "full")
 
@@ -47,8 +47,9 @@ def interaction_pairs(state: RankState) -> pl.DataFrame:
     plan = plan_pairs(state.finals, chosen, state.tspec, state.counts.classes, opts, state.counts.n_rows)
     counts = count_pairs(state.src, plan, batch_size=opts.batch_size, use_ray=opts.ray, ray_address=opts.ray_address,
                          progress=opts.progress)
-    return pair_table([state.finals[i].name for i in chosen], plan.coders, plan, score_pairs(plan, counts),
-                      opts.interactions)
+    scores = score_pairs(plan, counts, lowrank=bool(np.isfinite(opts.lowrank_z)))
+    return pair_table([state.finals[i].name for i in chosen], plan.coders, plan, scores, opts.interactions,
+                      opts.lowrank_z)
 
 
 def rank(
@@ -103,6 +104,7 @@ def rank_interactions(
     max_pair_features: int = MAX_PAIR_FEATURES,
     pair_min_count: float = PAIR_MIN_COUNT,
     pair_max_cells: int = PAIR_MAX_CELLS,
+    lowrank_z: float = LOWRANK_Z,
     n_bins: int = 16,
     missing: str = "category",
     batch_size: int = 1_000_000,
@@ -110,7 +112,8 @@ def rank_interactions(
     ray_address: str | None = None,
     feature_names: Sequence[str] | None = None,
 ) -> pl.DataFrame:
-    """The ``top`` pairs of features by chance-corrected interaction information with ``target``.
+    """The ``top`` pairs of features by chance-corrected interaction information with ``target``, after the pairs
+    of two high-cardinality features that show a low-rank interaction.
 
     A pair's score is AMI((a,b); Y) - AMI(a; Y) - AMI(b; Y), every AMI being plug-in MI minus its exact expected
     value under label permutation for that variable's margin (computed on the capped tables themselves, so the
@@ -122,10 +125,19 @@ def rank_interactions(
     ``max_pair_features`` features; above, pairs of the ``max_pair_features`` features with the highest adjusted
     MI. Counts merge exactly across batches and Ray shards.
 
+    Cell by cell, that score cannot see a user x item affinity (a logit ``u_user . v_item``) when the joint
+    table holds about one row per cell: signal and noise pairs of that size score alike. So each pair of two
+    features that both keep at least 16 codes of their own also gets a low-rank interaction test
+    (``features/_lowrank.py``): the largest singular value of the pair's residual matrix after a logistic model
+    with additive effects of the two features, against label permutations of the same counts, as a ``z``. Pairs
+    whose ``z`` reaches ``lowrank_z`` (``low_rank``) come first, by ``z``; ``lowrank_z=float("inf")`` skips the
+    test.
+
     Returns:
         polars DataFrame, best first: ``feature_a, feature_b, score, rank, joint_mi, chance_joint_mi,
-        adjusted_joint_mi, adjusted_mi_a, adjusted_mi_b, levels_a, levels_b, redundancy`` (MI in nats;
-        ``levels_*`` after capping; ``redundancy`` in [0, 1], 1 for a re-coded copy).
+        adjusted_joint_mi, adjusted_mi_a, adjusted_mi_b, levels_a, levels_b, redundancy, lowrank_z, low_rank``
+        (MI in nats; ``levels_*`` after capping; ``redundancy`` in [0, 1], 1 for a re-coded copy; ``lowrank_z``
+        null for a pair not tested).
 
     Example:
         >>> import numpy as np, polars as pl
@@ -140,6 +152,6 @@ def rank_interactions(
         raise SpecError(f"top must be a positive integer, got {top!r}")
     opts = RankOptions(n_bins=n_bins, missing=missing, batch_size=batch_size, use_ray=use_ray, ray_address=ray_address,
                        interactions=int(top), pair_levels=pair_levels, max_pair_features=max_pair_features,
-                       pair_min_count=pair_min_count, pair_max_cells=pair_max_cells)
+                       pair_min_count=pair_min_count, pair_max_cells=pair_max_cells, lowrank_z=lowrank_z)
     pairs = rank(data, target, opts, features=features, feature_names=feature_names).pairs
     return pairs if pairs is not None else pl.DataFrame(schema=PAIR_SCHEMA)

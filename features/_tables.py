@@ -21,6 +21,7 @@ from ._chance import ExpectedMI, asymptotic_mi, col_sums, preload, row_sums, tab
 from ._counts import Counts, FeatureCounts, Keys, TargetSpec, count_batch, float_buckets
 from ._estimators import FeatureStats, get_method
 from ._io import Source, check_batch_size, open_source, validate_target
+from ._lowrank import Z_MIN as LOWRANK_Z
 
 MISSING_CHOICES = ("category", "drop")
 TARGET_COL = "__sparsearch_target__"
@@ -78,6 +79,9 @@ class RankOptions:
             error; ``"auto"`` lowers its cap to fit.
         max_pair_features: all pairs of up to this many features; above, pairs of the this many features with
             the highest single-feature score.
+        lowrank_z: pairs of two high-cardinality features whose low-rank interaction test (``_lowrank``: a
+            permutation test of the pair's residual matrix, what a user x item affinity leaves) reaches this
+            ``z`` rank first, by ``z``; ``float("inf")`` ranks every pair by ``score`` and skips the test.
     """
 
     method: str = "adjusted-mi"
@@ -94,8 +98,12 @@ class RankOptions:
     max_pair_features: int = MAX_PAIR_FEATURES
     pair_min_count: float = PAIR_MIN_COUNT
     pair_max_cells: int = PAIR_MAX_CELLS
+    lowrank_z: float = LOWRANK_Z
 
     def __post_init__(self) -> None:
+        if isinstance(self.lowrank_z, bool) or not isinstance(self.lowrank_z, (int, float, np.integer, np.floating)) \
+                or np.isnan(self.lowrank_z) or self.lowrank_z <= 0:
+            raise SpecError(f"lowrank_z must be a number > 0 (inf: no low-rank test), got {self.lowrank_z!r}")
         check_pair_options(self.interactions, self.pair_levels, self.max_pair_features, self.pair_min_count,
                            self.pair_max_cells)
         check_options(self.n_bins, self.missing)

@@ -291,8 +291,9 @@ def rank_training_rows(df: pl.DataFrame, columns: list[str], target: str, train_
 
 def rank_training_pairs(df: pl.DataFrame, columns: list[str], target: str, train_rows: np.ndarray,
                         k: int) -> pl.DataFrame:
-    """The ``k`` best pairs by chance-corrected interaction information, on the training rows only, among all
-    ``columns`` (a pair whose features carry no signal alone is cut by a single-feature prefilter)."""
+    """The ``k`` best pairs on the training rows only, among all ``columns`` (a pair whose features carry no signal
+    alone is cut by a single-feature prefilter): low-rank interactions of two high-cardinality features first,
+    then by chance-corrected interaction information (``sparsearch.features.rank_interactions``)."""
     from sparsearch.features import rank_interactions
 
     return rank_interactions(df.select([*columns, target])[train_rows], target, top=k)
@@ -304,9 +305,9 @@ def cross_name(a: str, b: str) -> str:
 
 def add_crosses(df: pl.DataFrame, pairs: pl.DataFrame, *,
                 rows: np.ndarray | None = None) -> tuple[pl.DataFrame, list[str]]:
-    """Add one categorical column per ranked pair with a positive score: the two values joined (floats by their
-    equal-frequency bin among ``rows`` first, every row when ``None``; labels unused); a missing value on either
-    side is a missing cross. The same as :func:`apply_crosses` of :func:`cross_recipes`."""
+    """Add one categorical column per ranked pair with a positive score or a low-rank interaction: the two values
+    joined (floats by their equal-frequency bin among ``rows`` first, every row when ``None``; labels unused); a
+    missing value on either side is a missing cross. The same as :func:`apply_crosses` of :func:`cross_recipes`."""
     return apply_crosses(df, cross_recipes(df, pairs, rows=rows))
 
 
@@ -319,12 +320,15 @@ def apply_crosses(df: pl.DataFrame, recipes: list[Cross]) -> tuple[pl.DataFrame,
 
 
 def cross_recipes(df: pl.DataFrame, pairs: pl.DataFrame, *, rows: np.ndarray | None = None) -> list[Cross]:
-    """The crosses of the ranked pairs with a positive score (a pair that adds nothing over its two features is
-    not crossed), in rank order, their float bins fitted on ``rows`` (every row when ``None``)."""
+    """The crosses of the ranked pairs with a positive score or a low-rank interaction (a pair that adds nothing
+    over its two features is not crossed), in rank order, their float bins fitted on ``rows`` (every row when
+    ``None``)."""
     from sparsearch.spaces.encoder import Cross
 
+    flagged = pairs.get_column("low_rank").to_list() if "low_rank" in pairs.columns else [False] * pairs.height
     return [Cross.fit(df, cross_name(a, b), a, b, rows=rows)
-            for a, b, score in pairs.select("feature_a", "feature_b", "score").iter_rows() if score > 0]
+            for (a, b, score), low_rank in zip(pairs.select("feature_a", "feature_b", "score").iter_rows(), flagged)
+            if score > 0 or low_rank]
 
 
 def trial_features(prepared: PreparedData, k: int | None, c: int | None) -> tuple[str, ...] | None:

@@ -46,7 +46,8 @@ def test_json_holds_features_pairs_and_quality_and_stderr_stays_quiet(xor_file, 
 def test_text_output_lists_pairs_and_names_the_full_report(xor_file, capsys):
     assert main(["rank", str(xor_file), "--target", "y", "--interactions", "2"]) == 0
     captured = capsys.readouterr()
-    assert "best 2 pairs by chance-corrected interaction information" in captured.out
+    assert "best 2 pairs: low-rank interactions of two high-cardinality features first" in captured.out
+    assert "then by chance-corrected interaction information" in captured.out
     assert "duplicate checks: --report full" in captured.out
     assert captured.err == ""  # not a terminal: no progress lines
 
