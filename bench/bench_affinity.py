@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _results  # noqa: E402  (bench/ is not a package)
 
 RUNS = _results.OUT / "affinity"
+PAIRS = "lowrank-z6"  # the pair ranker: chance-corrected interaction after the low-rank test (features/_lowrank.py)
 VAL, TEST = 0.2, 0.2
 
 
@@ -121,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=_results.positive_int, default=4, help="epochs per trial (default 4)")
     ap.add_argument("--crosses", type=_results.positive_int, default=2, help="searched [data] crosses = [0, K] (default 2)")
     args = ap.parse_args(argv)
+    # "pairs": the pair ranker's version; rows of the ranker before its low-rank test (no such key) run again
     settings = {"study": "table", "rows": args.rows, "n_trials": args.n_trials, "epochs": args.epochs,
-                "crosses": args.crosses}
+                "crosses": args.crosses, "pairs": PAIRS}
     out: dict = {**settings, "seeds": args.seeds, "runs": []}
     todo = []
     for seed in range(args.seeds):
