@@ -193,7 +193,8 @@ def _run_ours(spec, contender, seed, budget, folder, objective, hidden) -> list[
         if t.state.name != "COMPLETE" or t.datetime_complete is None:
             continue
         metrics = t.user_attrs.get("metrics", {})
-        rows.append({"t": t.datetime_complete.timestamp() - t0, "val": t.values[0], "test": metrics.get(hidden)})
+        rows.append({"t": t.datetime_complete.timestamp() - t0, "val": t.values[0], "test": metrics.get(hidden),
+                     "params": t.params, "warm_start": t.user_attrs.get("warm_start")})
     return rows
 
 
@@ -213,8 +214,8 @@ def _run_optuna(spec, seed, budget, folder, objective, hidden) -> list[dict]:
         p.wait()
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     study = optuna.load_study(study_name="peer", storage=storage)
-    return [{"t": t.datetime_complete.timestamp() - t0, "val": t.value, "test": t.user_attrs.get(hidden)}
-            for t in study.trials if t.state.name == "COMPLETE"]
+    return [{"t": t.datetime_complete.timestamp() - t0, "val": t.value, "test": t.user_attrs.get(hidden),
+             "params": t.params} for t in study.trials if t.state.name == "COMPLETE"]
 
 
 def _optuna_worker(journal: str, seed: int, k: int, budget: float, raw: str) -> None:
@@ -301,7 +302,8 @@ def _run_tune(spec, seed, budget, folder, objective, hidden) -> list[dict]:
     for res in grid:
         m = res.metrics or {}
         if m.get("done_trial") and hidden in m:
-            rows.append({"t": float(m["timestamp"]) - t0, "val": m[objective], "test": m[hidden]})
+            rows.append({"t": float(m["timestamp"]) - t0, "val": m[objective], "test": m[hidden],
+                         "params": dict(res.config or {})})
     ray.shutdown()
     return rows
 
