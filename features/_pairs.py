@@ -306,9 +306,9 @@ def score_pairs(plan: PairPlan, counts: PairCounts, *, interaction: bool = True,
         mi_ab = table_mi(tab)[0]
         ra, cb = row_sums(tab), col_sums(tab)
         test = None
-        ca, cb_ = plan.coders[i], plan.coders[j]
-        if interaction and lowrank and tested(ca.own_codes, cb_.own_codes):
-            test = lowrank_interaction(t, drop_other_a=ca.capped, drop_other_b=cb_.capped, seed=p)
+        coder_a, coder_b = plan.coders[i], plan.coders[j]
+        if interaction and lowrank and tested(coder_a.own_codes, coder_b.own_codes):
+            test = lowrank_interaction(t, drop_other_a=coder_a.capped, drop_other_b=coder_b.capped, seed=p)
         out.append(PairScore(
             joint_mi, chance(joint) if interaction else 0.0, mi_a, chance(ta), mi_b, chance(tb), mi_ab, expected_mi_poisson(ra, cb),
             entropy(ra), entropy(cb), test,

@@ -91,9 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="skip the data-quality report (= --report none)")
     p.add_argument("--interactions", type=int, default=0, metavar="K",
                    help="also rank pairs of features by chance-corrected interaction information; print the K best")
-    p.add_argument("--lowrank-z", type=float, default=6.0, metavar="Z",
+    p.add_argument("--lowrank-z", type=float, default=None, metavar="Z",
                    help="with --interactions: pairs of two high-cardinality features whose low-rank interaction test "
-                   "(a user x item affinity) reaches this z come first; inf turns the test off (default: %(default)s)")
+                   "(a user x item affinity) reaches this z come first; inf turns the test off (default: "
+                   "RankOptions.lowrank_z, 6)")
     p.add_argument("--ray-address", metavar="ADDR", help="count row shards on this Ray cluster")
     p.add_argument("--cache", metavar="DIR", help="reuse a ranking stored in DIR for the same data, target and "
                    "options, or store this one there (the cache the search's prefilter uses)")
@@ -369,8 +370,6 @@ def _cmd_rank(args: argparse.Namespace) -> int:
         raise SpecError(f"--top must be >= 1, got {args.top}")
     if args.interactions < 0:
         raise SpecError(f"--interactions must be >= 0 (pairs to print), got {args.interactions}")
-    if not args.lowrank_z > 0:  # NaN too
-        raise SpecError(f"--lowrank-z must be a number > 0 (inf: no low-rank test), got {args.lowrank_z}")
     features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix.lower() not in (".tsv", ".csv", ".json", ".parquet"):
@@ -383,6 +382,16 @@ def _cmd_rank(args: argparse.Namespace) -> int:
             _check_writable(flag, path)  # before any work, and so that a failure leaves nothing behind
 
     report_kind = "none" if args.no_report else args.report
+    progress = RankProgress(enabled=not args.json and sys.stderr.isatty())
+    lowrank = {} if args.lowrank_z is None else {"lowrank_z": args.lowrank_z}
+    try:  # checked here, before the cache is looked up (a bad value is a one-line error, exit 2)
+        opts = RankOptions(method=args.method, n_bins=args.n_bins, ray_address=args.ray_address,
+                           use_ray=bool(args.ray_address), progress=progress, interactions=args.interactions,
+                           **lowrank)
+    except SpecError as exc:
+        if str(exc).startswith("lowrank_z "):  # name the flag the user typed
+            raise SpecError("--lowrank-z " + str(exc).removeprefix("lowrank_z ")) from None
+        raise
     cache = key = result = None
     if args.cache:
         from sparsearch.features import RankingCache, data_fingerprint
@@ -390,13 +399,9 @@ def _cmd_rank(args: argparse.Namespace) -> int:
         cache = RankingCache(args.cache)
         key = cache.key(data_fingerprint(args.data), target=args.target, method=args.method,
                         options={"n_bins": args.n_bins, "features": features, "interactions": args.interactions,
-                                 "report": report_kind, "lowrank_z": args.lowrank_z})
+                                 "report": report_kind, "lowrank_z": opts.lowrank_z})
         result = _cached_rank(cache, key)
     if result is None:
-        progress = RankProgress(enabled=not args.json and sys.stderr.isatty())
-        opts = RankOptions(method=args.method, n_bins=args.n_bins, ray_address=args.ray_address,
-                           use_ray=bool(args.ray_address), progress=progress, interactions=args.interactions,
-                           lowrank_z=args.lowrank_z)
         try:
             result = rank(args.data, args.target, opts, features=features, report=report_kind)
         finally:
