@@ -140,6 +140,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed(text: str) -> int:
+    """An ``argparse`` type: a seed, an integer of 0 or more."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed must be 0 or more, got {value}")
+    return value
+
+
 def data_root(given: str | Path | None = None) -> Path:
     """Where the shared data sets are: ``given`` (``--data-root``), else ``$SPARSEARCH_DATA_ROOT``, else
     ``../shared/data`` beside the repository."""

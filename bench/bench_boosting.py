@@ -70,13 +70,6 @@ LATENCY_RUNS = {1: 201, 256: 51}
 PEERS = ("hgb", "lightgbm", "lightgbm_tuned")
 
 
-def _seed(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a seed must be 0 or more, got {value}")
-    return value
-
-
 # ----------------------------------------------------------------------------------------------------- ours
 
 def _overrides(settings: dict[str, Any], seed: int, data_path: Path) -> dict[str, Any]:
@@ -388,7 +381,7 @@ def _study_digest() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=_seed, nargs="+", default=None, metavar="S",
+    ap.add_argument("--seeds", type=_results.seed, nargs="+", default=None, metavar="S",
                     help="study seeds, each its own split (default 0 1 2 3 4; with --smoke: 0)")
     ap.add_argument("--smoke", action="store_true",
                     help=f"{SMOKE['rows']:,} rows, {SMOKE['n_trials']} trials, {SMOKE['epochs']} epoch, tuning "
