@@ -6,6 +6,7 @@
     python bench/bench_fullsize.py clicklog --pruner none    # the same study without multi-fidelity
     python bench/bench_fullsize.py clicklog --seeds 0 1 2 3 4   # one study per seed (split and sampler), + summary
     python bench/bench_fullsize.py fashion --seeds 0 1 2 3 4 --no-dense   # the sparse study only, per seed
+    python bench/bench_fullsize.py clicklog --seeds 0 1 2 3 4 --tag portfolio2  # again, after a change: own records
 
 Each run is the bundled study through ``run_study`` (a fresh results folder under ``bench/out/fullsize/``), timed end
 to end; the figures are the incumbent's metrics on the held-out test rows (evaluated once, by the controller). Each
@@ -13,7 +14,8 @@ run's JSON goes to ``bench/results/fullsize-<name>[-<variant>].json`` as soon as
 With ``--seeds``, seed s is the study's ``seed`` (its split of the rows and its sampler; clicklog's generated rows
 stay the same), each seed is its own run (``-seed=s``), and ``fullsize-<name>-seeds.json`` summarises them against
 the issue-29 targets (clicklog: at most 0.003 below the ceiling; fashion: test accuracy at least 0.90 at 90% or more
-realised sparsity).
+realised sparsity). ``--tag NAME`` puts NAME in every label, so that a re-measurement after a change of the code
+keeps its own records and leaves the earlier ones as they were.
 """
 
 from __future__ import annotations
@@ -63,8 +65,8 @@ def _save(name: str, doc: dict[str, Any]) -> None:
     print(json.dumps({k: v for k, v in doc.items() if k != "trials"}, default=str))
 
 
-def clicklog(variant: dict[str, Any]) -> dict[str, Any]:
-    doc = _study("clicklog_large", "clicklog" + _suffix(variant), **variant)
+def clicklog(variant: dict[str, Any], label: str) -> dict[str, Any]:
+    doc = _study("clicklog_large", label, **variant)
     # the ceiling: the generator's true click probability, scored on the same test rows
     import numpy as np
 
@@ -99,20 +101,20 @@ def _digest(idx: tuple[Any, ...]) -> str:
     return h.hexdigest()[:16]
 
 
-def fashion(variant: dict[str, Any], dense_reference: bool = True) -> dict[str, Any]:
+def fashion(variant: dict[str, Any], dense_reference: bool, label: str) -> dict[str, Any]:
     # the sparse study's half is kept as soon as it ends, so a session that ends during the dense reference loses
     # only that half; a later run picks the saved half up (``--force`` discards it)
-    half = _half(f"fashion{_suffix(variant)}")
+    half = _half(label)
     doc = _results.load_run(half)
     if doc is not None:
         print(f"sparse study read from {half} (done earlier); running the dense reference")
     else:
-        doc = _study("fashion_cnn", "fashion" + _suffix(variant), **variant)
+        doc = _study("fashion_cnn", label, **variant)
         _results.save_run(half, doc)
     if not dense_reference:
         return _fashion_targets(doc, half)
     # the dense reference: the same space at sparsity 0, in the same run
-    dense = _study("fashion_cnn", "fashion-dense" + _suffix(variant), study_name="fashion_cnn-dense",
+    dense = _study("fashion_cnn", label.replace("fashion", "fashion-dense", 1), study_name="fashion_cnn-dense",
                    **{"space.methods": ["dense"], **variant})
     doc["dense_reference"] = {k: dense[k] for k in ("wall_s", "test_metrics", "best_values", "n_complete")}
     return _fashion_targets(doc, half)
@@ -126,8 +128,8 @@ def _fashion_targets(doc: dict[str, Any], half: Path) -> dict[str, Any]:
     return doc
 
 
-def flights(variant: dict[str, Any]) -> dict[str, Any]:
-    doc = _study("flights", "flights" + _suffix(variant), **{"data.max_rows": ALL_ROWS, **variant})
+def flights(variant: dict[str, Any], label: str) -> dict[str, Any]:
+    doc = _study("flights", label, **{"data.max_rows": ALL_ROWS, **variant})
     # the peer a tabular user reaches for first, on the same split (fitted on training rows, scored on test rows)
     import numpy as np
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -177,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=_results.seed, nargs="+", default=None, metavar="S",
                     help="one study per seed (its split and sampler), then a summary over them")
     ap.add_argument("--no-dense", action="store_true", help="fashion: skip the dense reference")
+    ap.add_argument("--tag", type=_tag, default="", help="a name in every label: a re-measurement's own records")
     ap.add_argument("--smoke", action="append", default=[], metavar="KEY=VALUE",
                     help="shrink the study to check the script (results go to bench/out, never bench/results)")
     args = ap.parse_args(argv)
@@ -189,28 +192,36 @@ def main(argv: list[str] | None = None) -> int:
         variant.update({k: tomllib.loads(f"v = {v}")["v"] for k, _, v in (x.partition("=") for x in args.smoke)})
     if args.no_dense and args.name != "fashion":
         ap.error("--no-dense: only the fashion study has a dense reference")
+    name = args.name + (f"-{args.tag}" if args.tag else "")
     if args.seeds is None:
-        _one(args.name, variant, args.force, not args.no_dense)
+        _one(args.name, name, variant, args.force, not args.no_dense)
         return 0
     if len(set(args.seeds)) != len(args.seeds):
         ap.error(f"--seeds: each seed once, got {args.seeds}")
-    labels = [_one(args.name, {**variant, "seed": s}, args.force, not args.no_dense) for s in args.seeds]
-    _save(f"{args.name}{_suffix(variant)}-seeds", summarise(args.name, args.seeds, labels))
+    labels = [_one(args.name, name, {**variant, "seed": s}, args.force, not args.no_dense) for s in args.seeds]
+    _save(f"{name}{_suffix(variant)}-seeds", summarise(args.name, args.seeds, labels))
     return 0
 
 
-def _one(name: str, variant: dict[str, Any], force: bool, dense_reference: bool) -> str:
-    """Run one study (skipped when its JSON exists, unless ``force``) and return its label."""
+def _tag(text: str) -> str:
+    if not text or not all(ch.isalnum() or ch in "-_." for ch in text):
+        raise argparse.ArgumentTypeError(f"a tag is letters, digits and - _ ., got {text!r}")
+    return text
+
+
+def _one(study: str, name: str, variant: dict[str, Any], force: bool, dense_reference: bool) -> str:
+    """Run one study (skipped when its JSON exists, unless ``force``) and return its label (``name`` and the
+    variant)."""
     label = name + _suffix(variant)
     if force:
         _half(label).unlink(missing_ok=True)
     elif _results.load_run(RESULTS / f"fullsize-{label}.json") is not None and not _half(label).exists():
         print(f"done already: {RESULTS / f'fullsize-{label}.json'} (--force to re-run)")
         return label
-    if name == "fashion":
-        doc = fashion(variant, dense_reference)
+    if study == "fashion":
+        doc = fashion(variant, dense_reference, label)
     else:
-        doc = {"clicklog": clicklog, "flights": flights}[name](variant)
+        doc = {"clicklog": clicklog, "flights": flights}[study](variant, label)
     _save(label, doc)
     return label
 

@@ -39,39 +39,63 @@ def fixed(t: optuna.trial.FrozenTrial) -> dict:
 # -- portfolio --------------------------------------------------------------------------------------------------------
 
 def test_portfolio_entries_are_clipped_to_the_space_with_a_note():
-    spec = spec_of(warm_start="portfolio")  # width [8, 64]: the flights entry's 113 and 185 do not fit
+    spec = spec_of(warm_start="portfolio")  # width [8, 64]: the flights entry's 147 and 112 do not fit
     study = new_study()
     done = warm_start(study, spec, study._storage)
     mlp_entries = [e for e in PORTFOLIO if e["model"] == "mlp"]
-    assert done.enqueued == len(mlp_entries) == 2
+    assert done.enqueued == len(mlp_entries) == 3
     queued = waiting(study)
-    assert [records.warm_source(t) for t in queued] == ["portfolio", "portfolio"]
+    assert [records.warm_source(t) for t in queued] == ["portfolio"] * 3
     flights = fixed(queued[0])
-    assert flights["arch.width_l1"] == 64 and flights["arch.width_l2"] == 64 and flights["arch.width_l0"] == 64
-    assert any("flights trial 27" in n and "arch.width_l1 113 -> 64" in n for n in done.notes)
-    # the new model family at today's values, and no data parameter (it depends on the data)
-    assert not any(k.startswith("data.") for k in flights)
+    assert (flights["arch.depth"], flights["arch.width_l0"], flights["arch.width_l1"]) == (2, 64, 64)
+    assert any("flights (issue 29) trial 23" in n and "arch.width_l0 147 -> 64" in n for n in done.notes)
+    # this space keeps a fixed number of features: an entry's data.top_k is not a parameter here
+    assert not any(k.startswith("data.") for t in queued for k in fixed(t))
+
+
+def test_portfolio_entries_bring_their_feature_count_clipped_to_the_searched_range():
+    # clicklog_large searches top_k in [8, 32]: each entry keeps the count it was measured with, clipped to the range
+    spec = load_study("clicklog_large")
+    study = new_study()
+    done = warm_start(study, spec, study._storage)
+    assert [records.warm_source(t) for t in waiting(study)] == ["portfolio"] * 3
+    assert [fixed(t)["data.top_k"] for t in waiting(study)] == [9, 10, 8]  # flights, clicklog_large, affinity
+    assert done.notes == ["warm start portfolio: portfolio entry 'planted affinity (issue 29) seed 0' clipped to "
+                          "this space: data.top_k 5 -> 8"]
+    # and the planted-affinity entry's cross count where a space searches crosses
+    raw = {"study": {"name": "s", "warm_start": "portfolio"},
+           "data": {"generator": "click_log", "params": {"n_rows": 2000}, "top_k": [4, 16], "crosses": [0, 2]},
+           "space": {"depth": [1, 3], "width": [8, 256], "distributions": ["uniform", "erk"]}}
+    study = new_study()
+    warm_start(study, load_study(raw), study._storage)
+    affinity = fixed(waiting(study)[2])
+    assert (affinity["data.top_k"], affinity["data.crosses"]) == (5, 1)
+    assert "data.crosses" not in fixed(waiting(study)[0])  # measured without the crosses range: left to the sampler
 
 
 def test_portfolio_entry_whose_choice_is_not_offered_is_skipped_with_a_note():
     spec = spec_of({"depth": [1, 3], "width": [8, 64], "distributions": ["uniform"]}, warm_start="portfolio")
     study = new_study()
     done = warm_start(study, spec, study._storage)
-    assert done.enqueued == 1  # flights uses erk: skipped; clicklog uses uniform: kept
+    assert done.enqueued == 1  # flights and the planted affinity use erk: skipped; clicklog uses uniform: kept
     assert fixed(waiting(study)[0])["sparsity.distribution"] == "uniform"
-    assert any("flights trial 27" in n and "skipped" in n and "'erk' is not offered" in n for n in done.notes)
+    assert any("flights (issue 29) trial 23" in n and "skipped" in n and "'erk' is not offered" in n
+               for n in done.notes)
+    assert any("planted affinity" in n and "skipped" in n for n in done.notes)
 
 
 def test_enqueued_portfolio_trial_is_what_the_driver_samples():
     from sparsearch.spaces.config import suggest_config
 
-    spec = spec_of(warm_start="portfolio")
+    spec = load_study("flights")
     study = new_study()
     warm_start(study, spec, study._storage)
     trial = study.ask()
+    assert trial.suggest_int("data.top_k", *spec.data.top_k) == 9  # as the loop asks, before the space
     config = suggest_config(trial, spec.space, spec.train)
     assert records.warm_source(trial) == "portfolio"
-    assert config.depth == 3 and config.widths == (64, 64, 64) and config.ensemble_size == 1
+    assert config.depth == 2 and config.widths == (147, 112) and config.ensemble_size == 1
+    assert (config.numeric_encoding, config.cross_layers, config.fm_dim) == ("quantile", 2, 7)
 
 
 def test_resumed_study_is_not_warm_started_twice():
@@ -79,8 +103,8 @@ def test_resumed_study_is_not_warm_started_twice():
     study = new_study()
     first = warm_start(study, spec, study._storage)
     again = warm_start(study, spec, study._storage)
-    assert first.enqueued == 2 and again.enqueued == 0
-    assert len(study.get_trials(deepcopy=False)) == 2
+    assert first.enqueued == 3 and again.enqueued == 0
+    assert len(study.get_trials(deepcopy=False)) == 3
     assert "nothing enqueued again" in again.notes[0]
 
 
@@ -228,13 +252,17 @@ def test_portfolio_sets_the_space_params_a_custom_objective_receives():
 
 
 # flights searches only targets of 80% sparsity or more (issue 29 compares it with boosting at >= 80%), so the
-# clicklog_large entry, measured at 54%, is clipped to it: the one note a bundled study prints
+# clicklog_large entry, measured at 54%, is clipped to it; clicklog_large keeps at least 8 features, so the planted
+# affinity's 5 become 8: the only notes a bundled study prints
 FLIGHTS_CLIP = ("warm start portfolio: portfolio entry 'clicklog_large trial 6' clipped to this space: "
                 "sparsity.target 0.543696 -> 0.8")
+CLICKLOG_CLIP = ("warm start portfolio: portfolio entry 'planted affinity (issue 29) seed 0' clipped to this space: "
+                 "data.top_k 5 -> 8")
 
 
-@pytest.mark.parametrize(("name", "entries", "notes"), [("quickstart", 2, []), ("flights", 2, [FLIGHTS_CLIP]),
-                                                        ("clicklog_large", 2, []), ("fashion_cnn", 1, [])])
+@pytest.mark.parametrize(("name", "entries", "notes"), [("quickstart", 3, []), ("flights", 3, [FLIGHTS_CLIP]),
+                                                        ("clicklog_large", 3, [CLICKLOG_CLIP]),
+                                                        ("fashion_cnn", 1, [])])
 def test_bundled_studies_warm_start_from_their_portfolio_entries_unchanged(name, entries, notes):
     spec = load_study(name)
     assert spec.study.warm_start == "portfolio"

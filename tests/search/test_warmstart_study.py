@@ -14,14 +14,14 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 
 
 def test_portfolio_run_marks_trials_records_choices_and_reuses_the_encoding(tmp_path):
-    raw = tiny("warm", n_trials=3, warm_start="portfolio")
+    raw = tiny("warm", n_trials=4, warm_start="portfolio")
     raw["space"]["distributions"] = ["uniform", "erk"]
     first = run(raw, tmp_path)
     doc = first.to_json()
     marks = [t["user_attrs"].get("warm_start") for t in doc["trials"]]
-    assert marks[:2] == ["portfolio", "portfolio"] and marks[2] is None  # 2 MLP entries, then the sampler
+    assert marks[:3] == ["portfolio"] * 3 and marks[3] is None  # 3 MLP entries, then the sampler
     info = doc["info"]
-    assert info["warm_start"]["mode"] == "portfolio" and info["warm_start"]["enqueued"] == 2
+    assert info["warm_start"]["mode"] == "portfolio" and info["warm_start"]["enqueued"] == 3
     assert any("clipped to this space" in n for n in info["warm_start"]["notes"])  # width [8, 32]
     assert any("clipped to this space" in n for n in info["notes"])
     assert info["startup"] == {"n_startup_trials": 2, "source": "n_trials", "fraction": 0.2,
@@ -31,13 +31,13 @@ def test_portfolio_run_marks_trials_records_choices_and_reuses_the_encoding(tmp_
     client, runs = mlflow_runs(tmp_path, "warm")
     tagged = {r.data.tags.get("trial_number"): r.data.tags.get(records.WARM_START) for r in runs
               if "trial_number" in r.data.tags}
-    assert tagged["0"] == "portfolio" and tagged["1"] == "portfolio" and tagged["2"] is None
+    assert tagged["0"] == tagged["1"] == tagged["2"] == "portfolio" and tagged["3"] is None
 
     again = run(raw, tmp_path, n_trials=1)  # resume: the portfolio is not enqueued twice
     info = again.to_json()["info"]
     assert info["warm_start"]["enqueued"] == 0
-    assert sum(records.warm_source(t) == "portfolio" for t in again.trials) == 2
-    assert len(again.trials) == 4
+    assert sum(records.warm_source(t) == "portfolio" for t in again.trials) == 3
+    assert len(again.trials) == 5
     assert info["encoding_cached"] is True  # same data, split and encoder: the encoded rows came from the cache
 
 
