@@ -17,7 +17,8 @@ note says the entries were measured with sparsearch's own training.
 
 Every enqueued trial carries the trial user attribute ``warm_start`` (:func:`records.enqueue_warm`), which the run
 JSON shows and the MLflow child run gets as a tag. A resumed study that holds a warm-start trial already (of any
-state) is not warm-started again. Enqueued trials count towards the sampler's start-up trials (Optuna's TPE counts
+state) is not warm-started again. At most ``n_trials`` are enqueued (the execution would leave the rest waiting in
+the storage); a note names the ones left out. Enqueued trials count towards the sampler's start-up trials (Optuna's TPE counts
 every finished trial; see :mod:`~sparsearch.search.startup`).
 """
 
@@ -222,7 +223,13 @@ def warm_start(study: optuna.Study, spec: StudySpec, storage: str | BaseStorage)
     else:
         candidates = _from_study(spec, storage)
         clip = False
-    for label, wanted in candidates:
+    for i, (label, wanted) in enumerate(candidates):
+        if result.enqueued == spec.study.n_trials:
+            # more entries than the execution runs trials: the rest would wait in the storage, never run
+            rest = ", ".join(lab for lab, _ in candidates[i:])
+            result.notes.append(f"warm start {mode}: not enqueued (n_trials = {spec.study.n_trials} runs only the "
+                                f"first {spec.study.n_trials}): {rest}")
+            break
         try:
             params, clipped = fit_params(wanted, spec, clip=clip, strict_names=mode != "portfolio")
         except _Skip as exc:

@@ -98,6 +98,14 @@ def test_enqueued_portfolio_trial_is_what_the_driver_samples():
     assert (config.numeric_encoding, config.cross_layers, config.fm_dim) == ("quantile", 2, 7)
 
 
+def test_no_more_entries_are_enqueued_than_the_execution_runs_trials():
+    study = new_study()
+    done = warm_start(study, spec_of(warm_start="portfolio", n_trials=2), study._storage)
+    assert done.enqueued == len(waiting(study)) == 2
+    assert done.notes[-1] == ("warm start portfolio: not enqueued (n_trials = 2 runs only the first 2): "
+                              "portfolio entry 'planted affinity (issue 29) seed 0'")
+
+
 def test_resumed_study_is_not_warm_started_twice():
     spec = spec_of(warm_start="portfolio")
     study = new_study()
