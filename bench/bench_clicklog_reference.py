@@ -55,7 +55,7 @@ def _features(df: Any, tr: Any) -> Any:
     return sp.hstack([onehot.transform(cats), sp.csr_matrix(dense)], format="csr"), len(inf), onehot
 
 
-def run_seed(seed: int, smoke: bool, ours_record: Path | None) -> dict[str, Any]:
+def run_seed(seed: int, smoke: bool) -> dict[str, Any]:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
@@ -72,9 +72,6 @@ def run_seed(seed: int, smoke: bool, ours_record: Path | None) -> dict[str, Any]
     y = df["click"].to_numpy().astype(np.int64)
     tr, va, te = split_indices(y, spec.train.val_fraction, spec.train.test_fraction, spec.study.seed or 0)
     digest = _digest((tr, va, te))
-    ours = _results.load_run(ours_record) if ours_record is not None else None
-    if ours is not None and ours["split"]["digest"] != digest:
-        raise SystemExit(f"seed {seed}: the split differs from the study's ({ours_record.name}): refusing to compare")
     t0 = time.perf_counter()
     x, n_inf, onehot = _features(df, tr)
     del df
@@ -97,10 +94,20 @@ def run_seed(seed: int, smoke: bool, ours_record: Path | None) -> dict[str, Any]
         "n_informative": n_inf, "n_levels": int(sum(len(c) for c in onehot.categories_)), "prepare_s": prepare_s,
         "fits": fits, "chosen_C": float(chosen.C), "reference_test_auc": test_auc, "ceiling_test_auc": ceiling,
         "reference_gap": ceiling - test_auc}
-    if ours is not None:
-        ours_auc = ours["test_metrics"]["test_auc"]
-        row.update(ours_test_auc=ours_auc, ours_gap=ceiling - ours_auc, ours_record=ours_record.name)
     return row
+
+
+def _with_ours(row: dict[str, Any], ours: Path) -> dict[str, Any]:
+    """The reference's row with the study's test AUC and gap on the same split (the study's record at ``ours``), or
+    the row alone when that study has not run; the split digests must match."""
+    out = {k: v for k, v in row.items() if k != "config" and not k.startswith("ours_")}
+    doc = _results.load_run(ours)
+    if doc is None:
+        return out
+    if doc["split"]["digest"] != row["split_digest"]:
+        raise SystemExit(f"seed {row['seed']}: the split differs from {ours.name}: refusing to compare")
+    auc = doc["test_metrics"]["test_auc"]
+    return {**out, "ours_test_auc": auc, "ours_gap": row["ceiling_test_auc"] - auc, "ours_record": ours.name}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,19 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         row = _results.load_run(record, config)
         if row is None:
             print(f"[reference] seed {seed} ...", file=sys.stderr, flush=True)
-            ours = _results.RESULTS / f"fullsize-{name}-seed={seed}.json"
-            row = run_seed(seed, args.smoke, None if args.smoke or not ours.exists() else ours)
+            row = run_seed(seed, args.smoke)
             _results.save_run(record, {"config": config, **row})
         else:
             print(f"[reference] seed {seed}: done already ({record})", file=sys.stderr, flush=True)
-            ours = _results.RESULTS / f"fullsize-{name}-seed={seed}.json"
-            doc = None if args.smoke else _results.load_run(ours)
-            if doc is not None:  # the study may have finished after the reference
-                if doc["split"]["digest"] != row["split_digest"]:
-                    raise SystemExit(f"seed {seed}: the split differs from {ours.name}: refusing to compare")
-                auc = doc["test_metrics"]["test_auc"]
-                row.update(ours_test_auc=auc, ours_gap=row["ceiling_test_auc"] - auc, ours_record=ours.name)
-        rows.append({k: v for k, v in row.items() if k != "config"})
+        # the study's figures are read at summary time (never stored with the reference): each tag gets its own
+        rows.append(_with_ours(row, results / f"fullsize-{name}-seed={seed}.json"))
         print(json.dumps(rows[-1]), flush=True)
     summary: dict[str, Any] = {"seeds": args.seeds, "C_grid": list(C_GRID), "runs": rows,
                                "reference_gap_mean": statistics.fmean(r["reference_gap"] for r in rows)}
