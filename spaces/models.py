@@ -206,10 +206,10 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 
     ``Tensor.contiguous(memory_format=torch.channels_last)`` is not enough for one channel: PyTorch counts an NCHW
     tensor with C = 1 as channels-last already and returns it unchanged, and the CPU convolution then takes its NCHW
-    path. For a 1-channel first layer that path is about 1.6-1.8x slower per training batch on the fashion_cnn
-    study (one thread: 23 s against 14 s per quarter epoch). The layout used to depend on how the images' array
-    was made; a pickled copy (Ray's object store, bench_peers' prepared data) came back NCHW. Values are unchanged:
-    only the layout differs.
+    path, which for this model is about 1.5x slower per training batch (fashion_cnn on one thread: 22.6 s against
+    15.5 s per quarter epoch, ``bench/results/cnn-step.json``). The layout used to depend on how the images' array
+    was made; a pickled copy (Ray's object store, bench_peers' prepared data) came back NCHW. The logits are the
+    same up to floating-point rounding (the sums run in another order).
     """
     if x.dim() != 4 or x.stride(1) == 1:
         return x

@@ -17,6 +17,7 @@ from torch import nn
 from sparsearch.errors import DataError
 
 from . import accounting as acc
+from .allocator import reuse_freed_memory
 from .config import TrialConfig
 from .data import ImageData, TabularData
 from .ensemble import EnsembleLinear, MaskedEnsembleLinear, member_losses
@@ -268,7 +269,8 @@ def train_and_evaluate(
         config: the trial config (see :func:`suggest_config`).
         train, val: :class:`TabularData` or :class:`ImageData` (same kind).
         seed: seeds model init, batch order and the sparsifier (deterministic for a given seed); ``None``: random.
-        threads: pin ``torch.set_num_threads`` for the run (restored afterwards).
+        threads: pin ``torch.set_num_threads`` for the run (restored afterwards). The run also keeps the memory it
+            frees for reuse (:func:`sparsearch.spaces.allocator.reuse_freed_memory`, glibc only).
         callback: ``callback(step, metrics)`` after each validation report: ``config.reports_per_epoch`` per
             epoch, evenly spaced in batches, the last at the epoch's end (``step`` counts reports from 1, so it is
             the epoch when there is one report per epoch; ``metrics["epoch"]`` is the fractional epoch). Reports
@@ -302,7 +304,8 @@ def train_and_evaluate(
     if threads is not None:
         torch.set_num_threads(int(threads))
     try:
-        with torch.random.fork_rng(devices=[]):
+        # freed batch memory stays for the next batch instead of being page-faulted in again (spaces.allocator)
+        with torch.random.fork_rng(devices=[]), reuse_freed_memory():
             if seed is not None:
                 torch.manual_seed(seed)
             return _run(config, train, val, seed=seed, callback=callback, return_model=return_model,
