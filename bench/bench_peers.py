@@ -23,7 +23,8 @@ on: the anytime curve is the test metric of the incumbent (best by validation) a
 
 Rounds (``--round NAME``, default ``issue30``): a round never reuses another's records or prepared data. Each run's
 JSON is saved as soon as it finishes (``bench/results/peers/<study>/<round>/<contender>-s<seed>.json``) with its
-``config`` (contender, seed, budget, overrides and a fingerprint of the study spec); a run whose record has the
+``config`` (contender, seed, budget, overrides, a fingerprint of the study spec and, in rounds after
+``issue30-r2``, the rule that seeds each trial's initial weights: ``trial_seed_rule``); a run whose record has the
 same config is skipped, one with another config runs again, so an interrupted benchmark resumes. Scratch (the
 prepared data ``prepared-<fingerprint>.pkl``, journals, Ray Tune's folders, the plot) goes to
 ``bench/out/peers/<study>/<round>/``. ``--summary`` judges a round: the table (per seed, the time ours needs to
@@ -63,6 +64,8 @@ OUT = _results.OUT / "peers"
 CONTENDERS = ("ours", "random", "optuna", "tune")
 ROUND = "issue30"
 """The default ``--round``: issue 30 item 5's measurements (issue 11's records sit one folder up, untouched)."""
+TRIAL_SEED_BY_NUMBER = ("issue11", "issue30", "issue30-r2")
+"""The rounds measured with trial ``n`` trained from torch seed ``n`` on every seed (:func:`trial_seed_rule`)."""
 ALL_ROWS = 100_000_000
 """``[data] max_rows`` above the table's size: every row (``--all-rows``; bench_boosting.py's figure)."""
 SHARED_DATA = "shared/data/"
@@ -151,6 +154,15 @@ def _hyperband(spec: Any) -> dict[str, int]:
             "reduction_factor": int(params.get("reduction_factor", 3))}
 
 
+def use_trial_seed_rule(config: dict[str, Any] | None, seed: int) -> None:
+    """Set this run's seeding rule for :func:`peers_objective.trial_seed` in the environment, which its Optuna
+    workers and Ray's workers inherit: the run's seed under rule ``"run"``, nothing under ``"number"``."""
+    if (config or {}).get("trial_seed") == "run":
+        os.environ["SPARSEARCH_PEERS_RUN_SEED"] = str(seed)
+    else:
+        os.environ.pop("SPARSEARCH_PEERS_RUN_SEED", None)
+
+
 # -- one run per subprocess -------------------------------------------------------------------------------------
 def run_one(contender: str, seed: int, study: str, overrides: dict[str, Any], budget: float, folder: Path,
             config: dict[str, Any] | None = None) -> dict:
@@ -158,6 +170,7 @@ def run_one(contender: str, seed: int, study: str, overrides: dict[str, Any], bu
     objective = _objective(spec)
     hidden = "hidden_test_" + objective.removeprefix("val_")
     direction = spec.study.resolved_directions()[0]
+    use_trial_seed_rule(config, seed)
     started = time.time()
     if contender in ("ours", "random"):
         rows = _run_ours(spec, contender, seed, budget, folder, objective, hidden)
@@ -246,7 +259,8 @@ def _optuna_worker(journal: str, seed: int, k: int, budget: float, raw: str) -> 
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        metrics = peers_objective.train_config(config, features, seed=trial.number, report=report)
+        metrics = peers_objective.train_config(config, features, seed=peers_objective.trial_seed(trial.number),
+                                               report=report)
         for key, value in metrics.items():
             if key.startswith("hidden_test_"):
                 trial.set_user_attr(key, value)
@@ -280,7 +294,7 @@ def _run_tune(spec, seed, budget, folder, objective, hidden) -> list[dict]:
         features = tuple(d.candidates[: int(params["data.top_k"])]) if "data.top_k" in params else None
         config = config_from_params(params, spec.space, spec.train, n_features=n_features)
         number = zlib.crc32(json.dumps(params, sort_keys=True, default=str).encode()) % 100_000  # per config
-        metrics = po.train_config(config, features, seed=number,
+        metrics = po.train_config(config, features, seed=po.trial_seed(number),
                                   report=lambda step, m: tune.report({objective: m[objective], "step": step}))
         tune.report({objective: metrics[objective], hidden: metrics[hidden], "done_trial": 1})
 
@@ -554,10 +568,22 @@ def prepare(spec: Any, work: Path) -> Path:
     return data_path
 
 
-def run_config(contender: str, seed: int, budget: float, overrides: dict[str, Any], spec_fingerprint: str) -> dict:
-    """What a run's record must match to count as done (:func:`_results.load_run`)."""
-    return {"contender": contender, "seed": seed, "budget_s": budget, "overrides": overrides,
-            "spec_fingerprint": spec_fingerprint}
+def run_config(contender: str, seed: int, budget: float, overrides: dict[str, Any], spec_fingerprint: str,
+               trial_seed: str = "number") -> dict:
+    """What a run's record must match to count as done (:func:`_results.load_run`). ``trial_seed`` is the round's
+    seeding rule (:func:`trial_seed_rule`); the earlier rounds' rule (``"number"``) leaves their configs as saved."""
+    config = {"contender": contender, "seed": seed, "budget_s": budget, "overrides": overrides,
+              "spec_fingerprint": spec_fingerprint}
+    if trial_seed != "number":
+        config["trial_seed"] = trial_seed
+    return config
+
+
+def trial_seed_rule(round_name: str) -> str:
+    """How the shared training function seeds trial ``n`` of seed ``s`` in ``round_name``: ``"run"``
+    (``s * 100_003 + n``, the controller's rule; :func:`peers_objective.trial_seed`) in every new round, ``"number"``
+    (``n``) in the rounds measured with it (:data:`TRIAL_SEED_BY_NUMBER`), so that they finish under one rule."""
+    return "number" if round_name in TRIAL_SEED_BY_NUMBER else "run"
 
 
 def _round_name(text: str) -> str:
@@ -603,13 +629,14 @@ def main(argv: list[str] | None = None) -> int:
     data_path = prepare(_spec(args.study, overrides), work)  # one split and ranking for every contender
     env = _env(SPARSEARCH_PEERS_DATA=str(data_path),
                PYTHONPATH=os.pathsep.join(p for p in (str(BENCH), os.environ.get("PYTHONPATH")) if p))
-    run_seeds("peers", __file__, args, args.contenders.split(","), work, records, overrides, lambda seed: spec_fp, env)
+    run_seeds("peers", __file__, args, args.contenders.split(","), work, records, overrides, lambda seed: spec_fp, env,
+              trial_seed_rule(args.round))
     summary(args.study, records, results=results, plot_to=work / "anytime.png", round_name=args.round)
     return 0
 
 
 def run_seeds(tag: str, script: str, args: argparse.Namespace, contenders: list[str], work: Path, records: Path,
-              overrides: dict[str, Any], spec_fp_of: Any, env: dict[str, str]) -> None:
+              overrides: dict[str, Any], spec_fp_of: Any, env: dict[str, str], trial_seed: str = "number") -> None:
     """Run every contender on every seed, interleaved (the order rotated by seed), each in a subprocess of
     ``script`` (``_run``); a run whose record holds the same config is skipped (bench_peers and bench_userlevel)."""
     for seed in range(args.seeds):
@@ -617,7 +644,7 @@ def run_seeds(tag: str, script: str, args: argparse.Namespace, contenders: list[
         order = contenders[seed % len(contenders):] + contenders[: seed % len(contenders)]  # interleaved, rotated
         for c in order:
             record = records / f"{c}-s{seed}.json"
-            config = run_config(c, seed, args.budget_s, overrides, spec_fp)
+            config = run_config(c, seed, args.budget_s, overrides, spec_fp, trial_seed)
             if _results.load_run(record, config) is not None:
                 print(f"[{tag}] {args.study} {c} seed {seed}: done already ({record.name}), skipped", flush=True)
                 continue

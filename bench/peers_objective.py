@@ -31,6 +31,18 @@ def prepared() -> Any:
     return _CACHE[path]
 
 
+def trial_seed(number: int) -> int:
+    """The torch seed of trial ``number`` (the same rule for every contender).
+
+    With ``SPARSEARCH_PEERS_RUN_SEED`` set (the run's seed, in every round after ``issue30-r2``), trial ``number``
+    of seed ``s`` trains with ``s * 100_003 + number``, as sparsearch's controller seeds its trials
+    (``search/worker.py``): a configuration that recurs on several seeds, such as a warm-start portfolio entry,
+    trains from other initial weights on each. Without it, ``number`` itself, as the earlier rounds were measured:
+    such a configuration then trains the same network on every seed."""
+    run_seed = os.environ.get("SPARSEARCH_PEERS_RUN_SEED")
+    return number if not run_seed else int(run_seed) * 100_003 + number
+
+
 def until_deadline(report: Any) -> Any:
     """``report``, then stop the trial as pruned if the run's deadline (``SPARSEARCH_PEERS_DEADLINE``) has passed."""
     deadline = os.environ.get("SPARSEARCH_PEERS_DEADLINE")
@@ -66,7 +78,7 @@ def ours(trial: Any, config: Any, train: Any, val: Any, report: Any) -> dict[str
     features = None
     if "data.top_k" in trial.params:
         features = tuple(prepared().candidates[: int(trial.params["data.top_k"])])
-    return train_config(config, features, seed=trial.number, report=report)
+    return train_config(config, features, seed=trial_seed(trial.number), report=report)
 
 
 class DefineByRunSpace:

@@ -4,6 +4,7 @@ the side-by-side target is judged. Fast: nothing here runs a search."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -167,3 +168,29 @@ def test_the_run_deadline_stops_a_trial_after_its_report(monkeypatch) -> None:
     with pytest.raises(optuna.TrialPruned, match="budget ended at step 2"):
         po.until_deadline(report)(2, {"val_auc": 0.7})
     assert seen == [1, 2]  # the last report still reached the contender before the trial stopped
+
+
+def test_new_rounds_seed_a_trial_from_the_run_seed_and_old_rounds_keep_their_configs(tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    import peers_objective as po
+
+    # the rounds measured with trial n seeded n keep that rule, and their saved configs still match
+    assert bp.trial_seed_rule("issue30-r2") == "number" and bp.trial_seed_rule("issue30") == "number"
+    assert bp.trial_seed_rule("issue30-p2") == "run"
+    old = bp.run_config("ours", 1, 900.0, {}, "fp")
+    assert old == {"contender": "ours", "seed": 1, "budget_s": 900.0, "overrides": {}, "spec_fingerprint": "fp"}
+    new = bp.run_config("ours", 1, 900.0, {}, "fp", "run")
+    assert new == {**old, "trial_seed": "run"}
+    path = tmp_path / "ours-s1.json"
+    _results.save_run(path, {"config": old})
+    assert _results.load_run(path, new) is None  # a record of the old rule is not reused by a new round
+
+    # the run's process sets the rule for the training function (its workers inherit the environment)
+    monkeypatch.delenv("SPARSEARCH_PEERS_RUN_SEED", raising=False)
+    bp.use_trial_seed_rule(new, 3)
+    on_seed_3 = po.trial_seed(0)
+    assert po.trial_seed(7) == 3 * 100_003 + 7
+    bp.use_trial_seed_rule(new, 4)
+    assert po.trial_seed(0) == 4 * 100_003 != on_seed_3  # trial 0 of another seed trains from other weights
+    bp.use_trial_seed_rule(old, 4)
+    assert "SPARSEARCH_PEERS_RUN_SEED" not in os.environ and po.trial_seed(7) == 7
