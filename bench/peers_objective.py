@@ -39,8 +39,10 @@ def trial_seed(number: int) -> int:
     (``search/worker.py``): a configuration that recurs on several seeds, such as a warm-start portfolio entry,
     trains from other initial weights on each. Without it, ``number`` itself, as the earlier rounds were measured:
     such a configuration then trains the same network on every seed."""
+    from sparsearch.search.refit import _trial_seed  # the controller's rule, one definition
+
     run_seed = os.environ.get("SPARSEARCH_PEERS_RUN_SEED")
-    return number if not run_seed else int(run_seed) * 100_003 + number
+    return number if not run_seed else int(_trial_seed(int(run_seed), number))
 
 
 def until_deadline(report: Any) -> Any:

@@ -186,7 +186,7 @@ def test_new_rounds_seed_a_trial_from_the_run_seed_and_old_rounds_keep_their_con
     assert _results.load_run(path, new) is None  # a record of the old rule is not reused by a new round
 
     # the run's process sets the rule for the training function (its workers inherit the environment)
-    monkeypatch.delenv("SPARSEARCH_PEERS_RUN_SEED", raising=False)
+    monkeypatch.setenv("SPARSEARCH_PEERS_RUN_SEED", "")  # restored (unset) after the test, even if it fails
     bp.use_trial_seed_rule(new, 3)
     on_seed_3 = po.trial_seed(0)
     assert po.trial_seed(7) == 3 * 100_003 + 7
