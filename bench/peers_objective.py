@@ -36,13 +36,14 @@ def trial_seed(number: int) -> int:
 
     With ``SPARSEARCH_PEERS_RUN_SEED`` set (the run's seed, in every round after ``issue30-r2``), trial ``number``
     of seed ``s`` trains with ``s * 100_003 + number``, as sparsearch's controller seeds its trials
-    (``search/worker.py``): a configuration that recurs on several seeds, such as a warm-start portfolio entry,
+    (``sparsearch.search.protocol.trial_seed``): a configuration that recurs on several seeds, such as a warm-start portfolio entry,
     trains from other initial weights on each. Without it, ``number`` itself, as the earlier rounds were measured:
     such a configuration then trains the same network on every seed."""
-    from sparsearch.search.refit import _trial_seed  # the controller's rule, one definition
+    # the controller's rule, one definition
+    from sparsearch.search.protocol import trial_seed as controller_seed
 
     run_seed = os.environ.get("SPARSEARCH_PEERS_RUN_SEED")
-    return number if not run_seed else int(_trial_seed(int(run_seed), number))
+    return number if not run_seed else int(controller_seed(int(run_seed), number))
 
 
 def until_deadline(report: Any) -> Any:

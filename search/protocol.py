@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from sparsearch.spaces.config import TrialConfig
     from sparsearch.spaces.data import ImageData, TabularData
 
-__all__ = ["Dispatch", "Objective", "ReportState", "TrialPayload", "TrialReport", "build_payload"]
+__all__ = ["Dispatch", "Objective", "ReportState", "TrialPayload", "TrialReport", "build_payload", "trial_seed"]
 
 ReportState = Literal["COMPLETE", "PRUNED", "FAIL"]
 """How a trial ended, as the worker reports it (the names of the matching ``optuna.trial.TrialState``)."""
@@ -123,6 +123,13 @@ class Dispatch:
     """The study's storage URL (a journal file is opened directly by workers on ``driver_node``)."""
     driver_node: str
     return_model: bool
+
+
+def trial_seed(seed: int | None, number: int) -> int | None:
+    """The torch (and per-trial sampler) seed of trial ``number`` in a study seeded with ``seed``:
+    ``seed * 100_003 + number``, so that a configuration that recurs across studies of other seeds (a warm-start
+    portfolio entry) trains from other initial weights on each; ``None`` for an unseeded study."""
+    return None if seed is None else seed * 100_003 + number
 
 
 def build_payload(spec: StudySpec, *, trial_id: int, number: int, config: TrialConfig,

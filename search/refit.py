@@ -636,11 +636,6 @@ def _first_error_line(exc: BaseException) -> BaseException | None:
 
 
 # -- one trial ----------------------------------------------------------------------------------------------------
-def _trial_seed(seed: int | None, number: int) -> int | None:
-    """The seed the trial trained with (``search.worker``: ``seed * 100_003 + number``)."""
-    return None if seed is None else seed * 100_003 + number
-
-
 def _refit_one(spec: StudySpec, study: optuna.Study, t: FrozenTrial, features: tuple[str, ...] | None,
                encoder: TabularEncoder, prepared: PreparedData, frame: pl.DataFrame, source: list[str],
                test_hashes: np.ndarray | None, *, workers: int, cpus: float, gpus: float, ckpt_dir: Path,
@@ -650,6 +645,7 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: FrozenTrial, features: t
     import torch
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from sparsearch.search.protocol import trial_seed
     from sparsearch.search.records import stored_test_metrics, trial_metrics
     from sparsearch.search.results import get_test_record
     from sparsearch.spaces import config_from_params
@@ -680,7 +676,7 @@ def _refit_one(spec: StudySpec, study: optuna.Study, t: FrozenTrial, features: t
     steps_per_epoch = max(1, math.ceil(per_rank / batch))
     shape: _Shape = {"cardinalities": list(encoder.cardinalities), "n_cat": len(encoder.categorical_names),
                      "n_num": len(encoder.numeric_names), "n_classes": len(encoder.classes)}
-    seed = _trial_seed(spec.study.seed, t.number)
+    seed = trial_seed(spec.study.seed, t.number)  # the seed the trial trained with
     total_epochs = config.epochs + (config.dense_finetune_epochs if config.is_sparse else 0)
     best_epoch = int(trial_metrics(t).get("best_epoch", 0))
     keep_epoch = best_epoch if 1 <= best_epoch <= total_epochs else None

@@ -27,7 +27,7 @@ from optuna.trial import BaseTrial
 from sparsearch._types import JSONDict, JSONValue, Params, ParamValue
 from sparsearch.search import records
 from sparsearch.search._internals import trial_handle
-from sparsearch.search.protocol import Objective, TrialPayload, TrialReport
+from sparsearch.search.protocol import Objective, TrialPayload, TrialReport, trial_seed
 
 if TYPE_CHECKING:
     import datetime
@@ -432,7 +432,7 @@ class _TrialRun:
         self.storage = _LazyStorage(payload, storage_actor, self.node)
         self.device, self.device_note = _trial_device(payload.gpus)
         self.history: list[dict[str, float]] = []
-        self.seed = None if payload.seed is None else payload.seed * 100_003 + payload.number
+        self.seed = trial_seed(payload.seed, payload.number)
         self.prune = payload.pruner != "none" and len(payload.objectives) == 1
         self.trial: WorkerTrial | None = None
         if self.prune or payload.objective is not None:
