@@ -108,3 +108,16 @@ def test_prefilter_and_rank_share_one_cache(tmp_path):
     key = stored[0].stem.removeprefix("ranking-")
     assert RankingCache(tmp_path / "cache").load(key).equals(first.ranking)
     assert prepare_data(spec, tmp_path).ranking_cached
+
+
+def test_lowrank_z_help_states_the_default_rank_options_use(capsys):
+    """The help names the default as a number; it must stay the number ``RankOptions`` uses."""
+    import re
+
+    from sparsearch.features import RankOptions
+
+    assert main(["rank", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    stated = re.search(r"--lowrank-z Z with .*?\(default: RankOptions\.lowrank_z, ([0-9.]+)\)", text)
+    assert stated is not None, "the --lowrank-z help no longer states its default"
+    assert float(stated.group(1)) == RankOptions().lowrank_z
