@@ -26,7 +26,6 @@ sign-flip p) goes to bench/results/affinity-<rows>x<seeds>seeds.json and stdout.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import sys
@@ -47,15 +46,12 @@ VAL, TEST = 0.2, 0.2
 def _split(df, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """The study's split of these rows (search/data.py: stratified on the class codes, the study seed) and its
     digest as the study records it."""
+    from sparsearch.search.data import split_digest
     from sparsearch.spaces import split_indices
 
     codes = df["click"].rank("dense").to_numpy().astype(np.int64) - 1
     parts = split_indices(codes, VAL, TEST, seed)
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(np.ascontiguousarray(part, dtype=np.int64).tobytes())
-        h.update(b"|")
-    return (*parts, h.hexdigest()[:16])
+    return (*parts, split_digest(parts))
 
 
 def _lightgbm(df, tr: np.ndarray, te: np.ndarray, seed: int) -> tuple[float, float]:

@@ -32,7 +32,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _results  # noqa: E402  (bench/ is not a package)
-from bench_fullsize import _digest  # noqa: E402
 
 C_GRID = (0.03, 0.3, 3.0)
 """Inverse L2 strengths tried per seed (chosen on validation AUC)."""
@@ -61,6 +60,7 @@ def run_seed(seed: int, smoke: bool) -> dict[str, Any]:
 
     from sparsearch import load_study
     from sparsearch.features import DATASETS
+    from sparsearch.search.data import split_digest
     from sparsearch.spaces import split_indices
     from sparsearch.spaces.metrics import binary_auc
 
@@ -71,7 +71,7 @@ def run_seed(seed: int, smoke: bool) -> dict[str, Any]:
     df, p = DATASETS["click_log"](**spec.data.params, return_probability=True)
     y = df["click"].to_numpy().astype(np.int64)
     tr, va, te = split_indices(y, spec.train.val_fraction, spec.train.test_fraction, spec.study.seed or 0)
-    digest = _digest((tr, va, te))
+    digest = split_digest((tr, va, te))
     t0 = time.perf_counter()
     x, n_inf, onehot = _features(df, tr)
     del df

@@ -72,6 +72,7 @@ def clicklog(variant: dict[str, Any], label: str) -> dict[str, Any]:
 
     from sparsearch import load_study
     from sparsearch.features import DATASETS
+    from sparsearch.search.data import split_digest
     from sparsearch.spaces import split_indices
     from sparsearch.spaces.metrics import binary_auc
 
@@ -80,25 +81,12 @@ def clicklog(variant: dict[str, Any], label: str) -> dict[str, Any]:
     y = df["click"].to_numpy().astype(np.int64)
     del df
     tr, va, te = split_indices(y, spec.train.val_fraction, spec.train.test_fraction, spec.study.seed or 0)
-    if _digest((tr, va, te)) != doc["split"]["digest"]:
+    if split_digest((tr, va, te)) != doc["split"]["digest"]:
         raise SystemExit("the ceiling would be scored on other test rows than the study's: refusing to compare")
     doc["ceiling_test_auc"] = float(binary_auc(y[te], p[te]))
     doc["gap_to_ceiling"] = doc["ceiling_test_auc"] - (doc["test_metrics"] or {}).get("test_auc", float("nan"))
     doc["targets"] = {"wall_s_max": 1800, "gap_max": 0.01}
     return doc
-
-
-def _digest(idx: tuple[Any, ...]) -> str:
-    """The split digest the controller records (``search/data.py``), to prove that a peer sees the same rows."""
-    import hashlib
-
-    import numpy as np
-
-    h = hashlib.sha256()
-    for part in idx:
-        h.update(np.ascontiguousarray(part, dtype=np.int64).tobytes())
-        h.update(b"|")
-    return h.hexdigest()[:16]
 
 
 def fashion(variant: dict[str, Any], dense_reference: bool, label: str) -> dict[str, Any]:

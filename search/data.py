@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from sparsearch.spaces.encoder import Cross, TabularEncoder
 
 __all__ = ["PreparedData", "add_crosses", "apply_crosses", "cross_recipes", "fit_encoder", "prepare_data",
-           "rank_training_pairs", "rank_training_rows", "select_features", "trial_feature_subset", "trial_features"]
+           "rank_training_pairs", "rank_training_rows", "select_features", "split_digest", "trial_feature_subset",
+           "trial_features"]
 
 log = logging.getLogger("sparsearch")
 
@@ -109,14 +110,20 @@ def _load_frame(spec: StudySpec) -> pl.DataFrame:
     return df
 
 
-def _split_info(idx: tuple[np.ndarray, ...], spec: StudySpec, seed: int, test_source: str) -> JSONDict:
+def split_digest(idx: tuple[np.ndarray, ...]) -> str:
+    """The digest of a split's row indices (train, validation, test), as the run JSON records it (``split.digest``):
+    two runs, or a run and a peer, with the same digest scored the same rows."""
     h = hashlib.sha256()
     for part in idx:
         h.update(np.ascontiguousarray(part, dtype=np.int64).tobytes())
         h.update(b"|")
+    return h.hexdigest()[:16]
+
+
+def _split_info(idx: tuple[np.ndarray, ...], spec: StudySpec, seed: int, test_source: str) -> JSONDict:
     return {"n_train": int(idx[0].size), "n_val": int(idx[1].size), "n_test": int(idx[2].size),
             "val_fraction": spec.train.val_fraction, "test_fraction": spec.train.test_fraction, "seed": seed,
-            "test_source": test_source, "digest": h.hexdigest()[:16]}
+            "test_source": test_source, "digest": split_digest(idx)}
 
 
 def _class_codes(df: pl.DataFrame, target: str) -> np.ndarray:
