@@ -56,6 +56,18 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     quiet.add_argument("--verbose", action="store_true", help="log details (Optuna, Ray) to stderr")
 
 
+def _add_store(p: argparse.ArgumentParser, *, storage: bool = True, tracking: bool = True,
+               study_file: bool = False) -> None:
+    """Where a command reads a stored study from: the results folder, and the Optuna storage and MLflow store that
+    override its defaults (with ``study_file``, a study file's ``[storage]`` / ``[tracking]`` come first)."""
+    first = "the study file's, else " if study_file else ""
+    p.add_argument("--results", default="sparsearch-results", metavar="DIR", help="results folder")
+    if storage:
+        p.add_argument("--storage", metavar="URL", help=f"storage URL (default: {first}the results folder's journal)")
+    if tracking:
+        p.add_argument("--tracking-uri", metavar="URI", help=f"MLflow store (default: {first}the results folder's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to keep the README's CLI reference in sync)."""
     parser = _Parser(prog=PROG, formatter_class=_formatter,
@@ -114,8 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="list a stored study's trials", formatter_class=_formatter,
                        description="Print the trials of a stored study (read from the same storage as 'run').")
     p.add_argument("study_name", metavar="STUDY_NAME", help="study name")
-    p.add_argument("--storage", metavar="URL", help="storage URL (default: the results folder's journal)")
-    p.add_argument("--results", default="sparsearch-results", metavar="DIR", help="results folder")
+    _add_store(p, tracking=False)
     p.add_argument("--top", type=int, default=0, metavar="N", help="print only the N best trials")
     _add_common(p)
 
@@ -130,9 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: %(default)s)")
     p.add_argument("--output", default="proba", choices=("proba", "class"),
                    help="class probabilities or the most probable class (default: %(default)s)")
-    p.add_argument("--results", default="sparsearch-results", metavar="DIR", help="results folder")
-    p.add_argument("--storage", metavar="URL", help="storage URL (default: the results folder's journal)")
-    p.add_argument("--tracking-uri", metavar="URI", help="MLflow store (default: the results folder's)")
+    _add_store(p)
     _add_common(p)
 
     p = sub.add_parser("export", help="export a study's model to ONNX or TorchScript with a JSON encoder",
@@ -145,9 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--format", required=True, choices=tuple(EXPORT_FORMATS), help="network format")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write (created if absent)")
-    p.add_argument("--results", default="sparsearch-results", metavar="DIR", help="results folder")
-    p.add_argument("--storage", metavar="URL", help="storage URL (default: the results folder's journal)")
-    p.add_argument("--tracking-uri", metavar="URI", help="MLflow store (default: the results folder's)")
+    _add_store(p)
     _add_common(p)
 
     p = sub.add_parser("refit", help="retrain a trial on every training row with Ray Train and Ray Data",
@@ -170,18 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted refit from its last checkpoint")
     p.add_argument("--register-model", action="store_true",
                    help="register the refitted model as a new version of the model named after the study")
-    p.add_argument("--storage", metavar="URL", help="storage URL (default: the study file's, else the results "
-                   "folder's journal)")
-    p.add_argument("--tracking-uri", metavar="URI", help="MLflow store (default: the study file's, else the "
-                   "results folder's)")
-    p.add_argument("--results", default="sparsearch-results", metavar="DIR", help="results folder")
+    _add_store(p, study_file=True)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     _add_common(p)
 
     p = sub.add_parser("ui", help="start the MLflow UI over the results", formatter_class=_formatter,
                        description="Start the MLflow UI on 127.0.0.1 over the results folder's tracking store.")
-    p.add_argument("--results", default="sparsearch-results", metavar="DIR", help="results folder")
-    p.add_argument("--tracking-uri", metavar="URI", help="tracking store (default: the results folder's)")
+    _add_store(p, storage=False)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     p.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
     p.add_argument("--workers", type=int, metavar="N", help="server processes (default: MLflow's)")
@@ -192,8 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Start optuna-dashboard on 127.0.0.1 over the storage of 'run' (journal file, "
                        "SQLite or PostgreSQL). Ctrl-C stops it.")
     p.add_argument("study_name", nargs="?", metavar="STUDY", help="study to open (default: list every study)")
-    p.add_argument("--storage", metavar="URL", help="storage URL (default: the results folder's journal)")
-    p.add_argument("--results", default="sparsearch-results", metavar="DIR", help="results folder")
+    _add_store(p, tracking=False)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     p.add_argument("--port", type=int, default=8080, help="port, 0 for any free one (default: %(default)s)")
     p.add_argument("--allow-remote", action="store_true",
