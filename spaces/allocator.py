@@ -12,12 +12,16 @@ at its top while training runs, as jemalloc or tcmalloc (which PyTorch recommend
 without asking users to preload anything. The peak memory is that of the working set, as before; it is returned to
 the kernel when the outermost block ends. It does nothing on other C libraries (macOS, musl), or with
 ``SPARSEARCH_KEEP_FREED_MEMORY=0``.
+
+After the first block the process keeps glibc's documented default thresholds, but as fixed values: setting either
+parameter through ``mallopt`` switches off glibc's dynamic raising of the mmap threshold for the rest of the
+process, and nothing can switch it back on.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 import threading
 from collections.abc import Iterator
@@ -35,21 +39,21 @@ _lock = threading.Lock()
 _depth = 0
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """The C library this process runs on, when it is glibc; looked up on first use, from the symbols already
+    loaded (no ``ctypes.util.find_library``, which starts a subprocess)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)
         libc.mallopt, libc.malloc_trim  # noqa: B018  (glibc only)
     except (OSError, AttributeError):
         return None
     return libc
 
 
-_LIBC = _libc()
-
-
 def available() -> bool:
     """Whether :func:`reuse_freed_memory` changes anything here (glibc, and not turned off by the environment)."""
-    return _LIBC is not None and os.environ.get(ENV, "1") != "0"
+    return os.environ.get(ENV, "1") != "0" and _libc() is not None
 
 
 @contextmanager
@@ -57,7 +61,7 @@ def reuse_freed_memory() -> Iterator[None]:
     """Inside the block, large blocks come from the heap and freed memory stays for reuse (nested blocks and
     threads share one setting; the outermost exit restores glibc's defaults and trims the heap)."""
     global _depth
-    libc = _LIBC if available() else None
+    libc = _libc() if available() else None
     if libc is None:
         yield
         return

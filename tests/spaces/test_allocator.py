@@ -12,6 +12,8 @@ from sparsearch.spaces import allocator
 pytestmark = pytest.mark.skipif(not allocator.available(), reason="glibc's mallopt is not available here")
 
 MIB = 1 << 20
+# The blocks are 64 MiB: above the largest mmap threshold glibc's dynamic adjustment can reach on 64-bit (32 MiB),
+# so outside a block each one is mapped afresh whatever earlier tests (or earlier blocks) did to the thresholds.
 
 
 def _faults_of_repeated_allocation(rounds: int = 6, size: int = 64 * MIB) -> int:
