@@ -28,7 +28,7 @@ import numpy as np
 from sparsearch._frames import to_polars
 from sparsearch._types import JSONDict, ParamValue
 from sparsearch.errors import DataError, first_line
-from sparsearch.search.encoding_cache import encoded_key, load_encoded, store_encoded
+from sparsearch.search.encoding_cache import encoded_key, load_encoded, max_bytes, store_encoded
 from sparsearch.search.spec import StudySpec
 
 if TYPE_CHECKING:
@@ -137,6 +137,7 @@ def prepare_data(spec: StudySpec, results_dir: Path) -> PreparedData:
     if spec.data.is_image:
         images = _prepare_images(spec)
         return dataclasses.replace(images, timings={**images.timings, "prepare_s": time.perf_counter() - start})
+    max_bytes()  # a bad SPARSEARCH_ENCODING_CACHE_GB is refused before any row is read, not after encoding them
     prepared, df = fit_encoder(spec, results_dir)
     t0 = time.perf_counter()
     # straight into the three parts: no full encoded copy besides them (the frame, the parts and one column at a

@@ -8,6 +8,12 @@ encoder is still fitted on the training rows every time (it is small, and the pa
 encoding of every row, the costly part, is skipped on a hit. A different split, data or encoder gives another
 key. The file is a numpy ``.npz`` read with ``allow_pickle=False`` (arrays) and a JSON member (the rest): loading
 it never runs code.
+
+The cache is bounded: after each store, the least recently used files (a hit counts as a use) are deleted until
+the folder's encoded files take at most ``SPARSEARCH_ENCODING_CACHE_GB`` gigabytes (default
+:data:`DEFAULT_MAX_GB`; 0 keeps nothing after the run that wrote it). The file just written is always kept, so one
+entry larger than the bound still serves the executions of its own study. A ``clicklog_large`` entry (2M rows x
+316 columns) takes about 2.5 GB.
 """
 
 from __future__ import annotations
@@ -28,7 +34,12 @@ if TYPE_CHECKING:
     from sparsearch.spaces.data import TabularData
     from sparsearch.spaces.encoder import TabularEncoder
 
-__all__ = ["encoded_key", "load_encoded", "store_encoded"]
+__all__ = ["DEFAULT_MAX_GB", "encoded_key", "load_encoded", "max_bytes", "store_encoded"]
+
+DEFAULT_MAX_GB = 20.0
+"""The default bound of the encoded files in one results folder, in gigabytes (10**9 bytes)."""
+
+ENV_MAX_GB = "SPARSEARCH_ENCODING_CACHE_GB"
 
 _ARRAYS = ("categorical", "numeric", "y")
 _PARTS = ("train", "val", "test")
@@ -45,6 +56,48 @@ def encoded_key(fingerprint: str, split_digest: str, encoder: TabularEncoder) ->
 
 def _path(cache_dir: Path, key: str) -> Path:
     return Path(cache_dir) / f"encoded-{key}.npz"
+
+
+def max_bytes() -> int:
+    """The bound of the encoded files in one cache folder (``SPARSEARCH_ENCODING_CACHE_GB``, else
+    :data:`DEFAULT_MAX_GB`)."""
+    from sparsearch.errors import SpecError
+
+    raw = os.environ.get(ENV_MAX_GB)
+    if raw is None or raw.strip() == "":
+        return int(DEFAULT_MAX_GB * 1e9)
+    try:
+        gb = float(raw)
+    except ValueError:
+        gb = float("nan")
+    if not gb >= 0 or gb == float("inf"):
+        raise SpecError(f"{ENV_MAX_GB}={raw!r}: expected a finite number of gigabytes >= 0 (0: keep nothing)")
+    return int(gb * 1e9)
+
+
+def _evict(cache_dir: Path, keep: Path, limit: int) -> None:
+    """Delete the least recently used encoded files until the rest (``keep`` included) take at most ``limit``
+    bytes; ``keep`` itself is never deleted. A file another process deletes first is skipped."""
+    entries = []
+    for f in Path(cache_dir).glob("encoded-*.npz"):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        entries.append((st.st_mtime, st.st_size, f))
+    total = sum(size for _, size, _ in entries)
+    for _, size, f in sorted(entries, key=lambda e: e[0]):  # oldest use first
+        if total <= limit:
+            break
+        if f == keep:
+            continue
+        try:
+            f.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            continue
+        total -= size
 
 
 def _plain(v: object) -> object:
@@ -75,11 +128,17 @@ def load_encoded(cache_dir: Path, key: str) -> tuple[TabularData, TabularData, T
                                        **fields))
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
         return None
+    try:
+        os.utime(path)  # a hit is a use: the least recently used files go first (_evict)
+    except OSError:
+        pass
     return out[0], out[1], out[2]
 
 
 def store_encoded(cache_dir: Path, key: str, parts: tuple[TabularData, TabularData, TabularData]) -> None:
-    """Write the parts for ``key`` atomically (a reader never sees half a file); a full disk only skips caching."""
+    """Write the parts for ``key`` atomically (a reader never sees half a file), then delete the least recently
+    used other entries beyond :func:`max_bytes`; a full disk only skips caching."""
+    limit = max_bytes()  # a bad bound is refused before anything is written
     path = _path(cache_dir, key)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.npz")
     arrays: dict[str, np.ndarray] = {}
@@ -96,3 +155,5 @@ def store_encoded(cache_dir: Path, key: str, parts: tuple[TabularData, TabularDa
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
+        return
+    _evict(path.parent, path, limit)

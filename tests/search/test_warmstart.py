@@ -281,3 +281,45 @@ def test_bundled_studies_warm_start_from_their_portfolio_entries_unchanged(name,
     first = fixed(waiting(study)[0])
     assert {k: v for k, v in source["params"].items() if k in first} == first
     assert first["arch.depth"] == source["params"]["arch.depth"]
+
+
+def test_encoding_cache_deletes_the_least_recently_used_entries_beyond_its_bound(tmp_path, monkeypatch):
+    import os
+
+    import numpy as np
+    import polars as pl
+
+    from sparsearch.errors import SpecError
+    from sparsearch.search.encoding_cache import (
+        ENV_MAX_GB,
+        encoded_key,
+        load_encoded,
+        max_bytes,
+        store_encoded,
+    )
+    from sparsearch.spaces.encoder import TabularEncoder
+
+    df = pl.DataFrame({"a": ["x", "y", "x", "z"] * 50, "b": np.arange(200.0), "click": [0, 1] * 100})
+    enc = TabularEncoder.fit(df, "click", rows=np.arange(100))
+    parts = tuple(enc.encode(df, [np.arange(100), np.arange(100, 150), np.arange(150, 200)]))
+    keys = [encoded_key("fp", f"split{i}", enc) for i in range(3)]
+    monkeypatch.setenv(ENV_MAX_GB, "100")
+    store_encoded(tmp_path, keys[0], parts)
+    size = (tmp_path / f"encoded-{keys[0]}.npz").stat().st_size
+    monkeypatch.setenv(ENV_MAX_GB, str(2.5 * size / 1e9))  # room for two entries, not three
+    store_encoded(tmp_path, keys[1], parts)
+    for i, key in enumerate(keys[:2]):  # distinct, ordered times: entry 0 used first, then entry 1
+        os.utime(tmp_path / f"encoded-{key}.npz", (1_000 + i, 1_000 + i))
+    assert load_encoded(tmp_path, keys[0]) is not None  # a hit: entry 0 is now the most recently used
+    store_encoded(tmp_path, keys[2], parts)
+    assert sorted(p.name for p in tmp_path.glob("encoded-*.npz")) == sorted(
+        f"encoded-{k}.npz" for k in (keys[0], keys[2]))  # entry 1, the least recently used, was deleted
+    monkeypatch.setenv(ENV_MAX_GB, "0")  # keep nothing but the entry just written
+    store_encoded(tmp_path, keys[1], parts)
+    assert [p.name for p in tmp_path.glob("encoded-*.npz")] == [f"encoded-{keys[1]}.npz"]
+    for bad in ("-1", "lots", "inf", "nan"):
+        monkeypatch.setenv(ENV_MAX_GB, bad)
+        with pytest.raises(SpecError, match=f"{ENV_MAX_GB}=.*finite number of gigabytes >= 0"):
+            max_bytes()
+    monkeypatch.delenv(ENV_MAX_GB)
+    assert max_bytes() == 20 * 10**9
