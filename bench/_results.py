@@ -21,6 +21,7 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,41 @@ def load_run(path: Path, config: dict[str, Any] | None = None) -> dict[str, Any]
         print(f"[bench] {path.name}: saved with other settings, running it again", file=sys.stderr, flush=True)
         return None
     return doc
+
+
+def run_seeds(tag: str, runs: list[tuple[int, dict[str, Any], Path]], run_one: Callable[[int], dict[str, Any]], *,
+              local_ray: bool = True) -> list[dict[str, Any]]:
+    """The rows of a per-seed benchmark, by seed: for each ``(seed, config, path)``, the row saved at ``path`` with
+    that ``config`` (:func:`load_run`), else ``run_one(seed)``'s, saved as ``{"config": ..., "row": ...}`` as soon
+    as it finishes. With ``local_ray``, the seeds still to run share one local Ray (Ray's own size: one trial per
+    core), started only when one is left to run and shut down after."""
+    rows: list[dict[str, Any]] = []
+    todo = []
+    for seed, config, path in runs:
+        done = load_run(path, config)
+        if done is None:
+            todo.append((seed, config, path))
+        else:
+            print(f"[{tag}] seed {seed}: done already ({path.name}), skipped", file=sys.stderr, flush=True)
+            rows.append(done["row"])
+    if todo:
+        ray = None
+        if local_ray:
+            import ray
+
+            from sparsearch._ray import connect_ray
+
+            connect_ray("local")
+        try:
+            for seed, config, path in todo:
+                row = run_one(seed)
+                save_run(path, {"config": config, "row": row})
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+        finally:
+            if ray is not None:
+                ray.shutdown()
+    return sorted(rows, key=lambda r: r["seed"])
 
 
 def positive_int(text: str) -> int:

@@ -121,32 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     # "pairs": the pair ranker's version; rows of the ranker before its low-rank test (no such key) run again
     settings = {"study": "table", "rows": args.rows, "n_trials": args.n_trials, "epochs": args.epochs,
                 "crosses": args.crosses, "pairs": PAIRS}
-    out: dict = {**settings, "seeds": args.seeds, "runs": []}
-    todo = []
-    for seed in range(args.seeds):
-        config = {**settings, "seed": seed}
-        path = RUNS / f"table-{args.rows}x{args.n_trials}x{args.epochs}-crosses{args.crosses}-s{seed}.json"
-        row = _results.load_run(path, config)
-        if row is None:
-            todo.append((seed, config, path))
-        else:
-            print(f"[affinity] seed {seed}: done already ({path.name}), skipped", file=sys.stderr, flush=True)
-            out["runs"].append(row["row"])
-    if todo:
-        import ray
-
-        from sparsearch._ray import connect_ray
-
-        connect_ray("local")  # Ray's own size: one trial per core
-        try:
-            for seed, config, path in todo:
-                row = run_seed(seed, args.rows, args.n_trials, args.epochs, args.crosses)
-                _results.save_run(path, {"config": config, "row": row})
-                out["runs"].append(row)
-                print(json.dumps(row), file=sys.stderr, flush=True)
-        finally:
-            ray.shutdown()
-    out["runs"].sort(key=lambda r: r["seed"])
+    runs = [(seed, {**settings, "seed": seed},
+             RUNS / f"table-{args.rows}x{args.n_trials}x{args.epochs}-crosses{args.crosses}-s{seed}.json")
+            for seed in range(args.seeds)]
+    out: dict = {**settings, "seeds": args.seeds,
+                 "runs": _results.run_seeds("affinity", runs, lambda seed: run_seed(seed, args.rows, args.n_trials,
+                                                                                     args.epochs, args.crosses))}
     from sparsearch.search.compare import verdict
 
     diffs = [r["diff"] for r in out["runs"]]

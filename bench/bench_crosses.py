@@ -37,45 +37,29 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     n_rows, seeds, n_trials, epochs, crosses = args.rows, args.seeds, args.n_trials, args.epochs, args.crosses
     out: dict = {"rows": n_rows, "seeds": seeds, "n_trials": n_trials, "epochs": epochs, "crosses": crosses, "runs": []}
-    todo = []
-    for seed in range(seeds):
-        config = {"rows": n_rows, "n_trials": n_trials, "epochs": epochs, "crosses": crosses, "seed": seed}
-        path = RUNS / f"{n_rows}x{n_trials}x{epochs}-crosses{crosses}-s{seed}.json"
-        row = _results.load_run(path, config)
-        if row is None:
-            todo.append((seed, config, path))
-        else:
-            print(f"[crosses] seed {seed}: done already ({path.name}), skipped", file=sys.stderr, flush=True)
-            out["runs"].append(row["row"])
-    if todo:
-        import ray
 
+    def run_one(seed: int) -> dict:
         from sparsearch import load_study, run_study
-        from sparsearch._ray import connect_ray
 
-        connect_ray("local")  # Ray's own size: one trial per core
-        try:
-            for seed, config, path in todo:
-                row = {"seed": seed}
-                for k in (0, crosses):
-                    raw = {
-                        "study": {"name": f"crosses{k}-s{seed}", "n_trials": n_trials, "seed": seed},
-                        "data": {"generator": "click_log", "target": "click", "top_k": 6, "crosses": k,
-                                 "params": {"n_rows": n_rows, "n_interactions": 2, "interaction_scale": 1.5,
-                                            "n_noise": 20, "seed": seed}},
-                        "train": {"epochs": epochs, "test_fraction": 0.2, "val_fraction": 0.2},
-                        "tracking": {"enabled": False},
-                    }
-                    with tempfile.TemporaryDirectory() as tmp:
-                        doc = run_study(load_study(raw), results_dir=Path(tmp), progress=False).to_json()
-                    row[f"test_auc_crosses_{k}"] = doc["test_metrics"]["test_auc"]
-                row["diff"] = row[f"test_auc_crosses_{crosses}"] - row["test_auc_crosses_0"]
-                _results.save_run(path, {"config": config, "row": row})
-                out["runs"].append(row)
-                print(json.dumps(row), file=sys.stderr, flush=True)
-        finally:
-            ray.shutdown()
-    out["runs"].sort(key=lambda r: r["seed"])
+        row: dict = {"seed": seed}
+        for k in (0, crosses):
+            raw = {
+                "study": {"name": f"crosses{k}-s{seed}", "n_trials": n_trials, "seed": seed},
+                "data": {"generator": "click_log", "target": "click", "top_k": 6, "crosses": k,
+                         "params": {"n_rows": n_rows, "n_interactions": 2, "interaction_scale": 1.5,
+                                    "n_noise": 20, "seed": seed}},
+                "train": {"epochs": epochs, "test_fraction": 0.2, "val_fraction": 0.2},
+                "tracking": {"enabled": False},
+            }
+            with tempfile.TemporaryDirectory() as tmp:
+                doc = run_study(load_study(raw), results_dir=Path(tmp), progress=False).to_json()
+            row[f"test_auc_crosses_{k}"] = doc["test_metrics"]["test_auc"]
+        row["diff"] = row[f"test_auc_crosses_{crosses}"] - row["test_auc_crosses_0"]
+        return row
+
+    runs = [(seed, {"rows": n_rows, "n_trials": n_trials, "epochs": epochs, "crosses": crosses, "seed": seed},
+             RUNS / f"{n_rows}x{n_trials}x{epochs}-crosses{crosses}-s{seed}.json") for seed in range(seeds)]
+    out["runs"] = _results.run_seeds("crosses", runs, run_one)
     diffs = [r["diff"] for r in out["runs"]]
     mean = statistics.fmean(diffs)
     if len(diffs) > 1:

@@ -66,3 +66,21 @@ def test_a_missing_data_file_is_one_line_and_exit_2(tmp_path: Path, capsys) -> N
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--data-root" in err and "nycflights13/flights.parquet" in err
+
+
+def test_run_seeds_skips_saved_seeds_saves_each_new_one_at_once_and_sorts_by_seed(tmp_path: Path) -> None:
+    runs = [(s, {"k": 2, "seed": s}, tmp_path / f"s{s}.json") for s in (2, 0, 1)]
+    _results.save_run(runs[1][2], {"config": {"k": 2, "seed": 0}, "row": {"seed": 0, "v": "saved"}})
+    _results.save_run(runs[2][2], {"config": {"k": 3, "seed": 1}, "row": {"seed": 1, "v": "stale"}})  # other settings
+    ran = []
+
+    def run_one(seed: int) -> dict:
+        if ran:  # the seed run before this one is on disk already
+            assert _results.load_run(tmp_path / f"s{ran[-1]}.json")["row"] == {"seed": ran[-1], "v": "new"}
+        ran.append(seed)
+        return {"seed": seed, "v": "new"}
+
+    rows = _results.run_seeds("t", runs, run_one, local_ray=False)
+    assert ran == [2, 1]  # seed 0 was done with the same settings; seed 1's record had others
+    assert rows == [{"seed": 0, "v": "saved"}, {"seed": 1, "v": "new"}, {"seed": 2, "v": "new"}]
+    assert _results.load_run(runs[2][2], {"k": 2, "seed": 1})["row"]["v"] == "new"
