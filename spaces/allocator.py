@@ -41,10 +41,10 @@ _depth = 0
 
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
-    """The C library this process runs on, when it is glibc; looked up on first use, from the symbols already
-    loaded (no ``ctypes.util.find_library``, which starts a subprocess)."""
+    """glibc's own handle (its ``mallopt``, never another library's), looked up on first use, not at import, and
+    without ``ctypes.util.find_library``, which starts a subprocess; ``None`` on other C libraries."""
     try:
-        libc = ctypes.CDLL(None)
+        libc = ctypes.CDLL("libc.so.6")  # glibc's soname on every Linux it supports
         libc.mallopt, libc.malloc_trim  # noqa: B018  (glibc only)
     except (OSError, AttributeError):
         return None
