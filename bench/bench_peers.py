@@ -636,15 +636,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_seeds(tag: str, script: str, args: argparse.Namespace, contenders: list[str], work: Path, records: Path,
-              overrides: dict[str, Any], spec_fp_of: Any, env: dict[str, str], trial_seed: str = "number") -> None:
+              overrides: dict[str, Any], spec_fp_of: Any, env: dict[str, str], trial_seed: str = "number",
+              extra_config: Any = None) -> None:
     """Run every contender on every seed, interleaved (the order rotated by seed), each in a subprocess of
-    ``script`` (``_run``); a run whose record holds the same config is skipped (bench_peers and bench_userlevel)."""
+    ``script`` (``_run``); a run whose record holds the same config is skipped (bench_peers and bench_userlevel).
+    ``extra_config(contender)``, when given, adds settings of the script's own to a contender's config."""
     for seed in range(args.seeds):
         spec_fp = spec_fp_of(seed)
         order = contenders[seed % len(contenders):] + contenders[: seed % len(contenders)]  # interleaved, rotated
         for c in order:
             record = records / f"{c}-s{seed}.json"
-            config = run_config(c, seed, args.budget_s, overrides, spec_fp, trial_seed)
+            config = {**run_config(c, seed, args.budget_s, overrides, spec_fp, trial_seed),
+                      **(extra_config(c) if extra_config is not None else {})}
             if _results.load_run(record, config) is not None:
                 print(f"[{tag}] {args.study} {c} seed {seed}: done already ({record.name}), skipped", flush=True)
                 continue

@@ -42,3 +42,17 @@ def test_the_user_mlp_trains_and_scores() -> None:
     model, val = bu.train_user_mlp(data, params, 3, seed=0, metric="auc", report=lambda e, v: seen.append(e))
     assert seen == [0, 1, 2] and val > 0.95  # the label is the category: learnable
     assert bu.score(model, data, "test", "auc") > 0.95
+
+
+def test_integer_columns_are_categories_and_float_columns_numbers() -> None:
+    # a click log's IDs are integers: scaled as numbers they would mean nothing, so the user embeds them
+    ids = [7] * 8 + [123_456] * 8 + [7, 123_456]
+    df = pl.DataFrame({"user_id": pl.Series(ids, dtype=pl.Int32), "price": [float(i) for i in range(18)],
+                       "flag": [True, False] * 9, "y": [i % 2 for i in range(18)]})
+    rows = {"train": np.arange(16), "val": np.array([16]), "test": np.array([17])}
+    data = bu.UserData(df, "y", ["user_id", "price", "flag"], rows)
+    assert bu.USER_INPUTS == "floats-numeric"
+    assert data.cardinalities == [3, 3]  # user_id and flag: two categories each plus the unknown code
+    assert data.n_numeric == 1 and data.parts["train"]["num"].shape == (16, 1)  # price only
+    codes = data.parts["train"]["cat"][:, 0]
+    assert len(set(codes[:8].tolist())) == 1 and codes[0] != codes[8]  # one code per ID, not a scaled number
