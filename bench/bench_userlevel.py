@@ -290,16 +290,17 @@ def run_tune(data: UserData, seed: int, budget: float, epochs: int, metric: str,
         run_config=tune.RunConfig(storage_path=str((work / f"tune-s{seed}").resolve()), verbose=0),
     )
     grid = tuner.fit()
-    n = len(grid)
+    n = len(grid)  # every trial Tune created, including those still pending when the budget ended
+    reported = sum(1 for r in grid if r.metrics and "val" in r.metrics)  # trained at least one epoch
     try:
         best = grid.get_best_result("val", mode, scope="last")
     except RuntimeError:
         best = None
     ray.shutdown()
     if best is None or not best.metrics or "val" not in best.metrics:
-        return {"n_trials": n, "best": None}
+        return {"n_trials": n, "n_reported": reported, "best": None}
     params = _tune_params(best.config)
-    return {"n_trials": n, "best": {"params": params, "val": best.metrics["val"],
+    return {"n_trials": n, "n_reported": reported, "best": {"params": params, "val": best.metrics["val"],
                                     "epochs": int(best.metrics["training_iteration"])}}
 
 
