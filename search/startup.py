@@ -38,12 +38,15 @@ if TYPE_CHECKING:
 
     from sparsearch.search.spec import StudySpec
 
-__all__ = ["FRACTION", "MINIMUM", "StartupListener", "StartupPlan", "budget_startup", "plan_startup"]
+__all__ = ["ESTIMATE", "FRACTION", "MINIMUM", "StartupListener", "StartupPlan", "budget_startup", "plan_startup"]
 
 FRACTION = 0.2
 """The share of the budget sampled at random before the sampler guides."""
 MINIMUM = 2
 """Never fewer start-up trials than this (TPE needs a few observations to split into good and bad)."""
+ESTIMATE = "throughput"
+"""How a timeout's expected trial count is estimated (``info.startup.timeout_estimate``): ``throughput``, trials
+ended per second so far, at every trial's end. Runs before it (no such key) used the first trials' mean duration."""
 _SAMPLERS = ("tpe", "gp", "TPESampler", "GPSampler")
 
 
@@ -69,7 +72,8 @@ class StartupPlan:
 
     def to_json(self) -> JSONDict:
         return {"n_startup_trials": self.n_startup_trials, "source": self.source, "fraction": FRACTION,
-                "estimated_trials": self.estimated_trials, "warm_start_trials_count": True}
+                "estimated_trials": self.estimated_trials, "timeout_estimate": ESTIMATE,
+                "warm_start_trials_count": True}
 
     def describe(self) -> str:
         why = {"user": "set in sampler_params", "n_trials": "about a fifth of n_trials",
