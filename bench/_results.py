@@ -134,28 +134,29 @@ def load_run(path: Path, config: dict[str, Any] | None = None) -> dict[str, Any]
 
 
 def run_seeds(tag: str, runs: list[tuple[int, dict[str, Any], Path]], run_one: Callable[[int], dict[str, Any]], *,
-              local_ray: bool = True) -> list[dict[str, Any]]:
+              local_ray: bool = True, num_cpus: int | None = None, force: bool = False) -> list[dict[str, Any]]:
     """The rows of a per-seed benchmark, by seed: for each ``(seed, config, path)``, the row saved at ``path`` with
     that ``config`` (:func:`load_run`), else ``run_one(seed)``'s, saved as ``{"config": ..., "row": ...}`` as soon
-    as it finishes. With ``local_ray``, the seeds still to run share one local Ray (Ray's own size: one trial per
-    core), started only when one is left to run and shut down after."""
+    as it finishes. ``force`` runs every seed again, saved records or not.
+
+    With ``local_ray``, the seeds still to run share one local Ray, started only when one is left to run (sized by
+    ``num_cpus``; ``None``: Ray's own size, one trial per core) and shut down after, unless this process had a Ray
+    already."""
     rows: list[dict[str, Any]] = []
     todo = []
     for seed, config, path in runs:
-        done = load_run(path, config)
+        done = None if force else load_run(path, config)
         if done is None:
             todo.append((seed, config, path))
         else:
             print(f"[{tag}] seed {seed}: done already ({path.name}), skipped", file=sys.stderr, flush=True)
             rows.append(done["row"])
     if todo:
-        ray = None
+        started = False
         if local_ray:
-            import ray
-
             from sparsearch._ray import connect_ray
 
-            connect_ray("local")
+            started = connect_ray("local", num_cpus=num_cpus)
         try:
             for seed, config, path in todo:
                 row = run_one(seed)
@@ -163,7 +164,9 @@ def run_seeds(tag: str, runs: list[tuple[int, dict[str, Any], Path]], run_one: C
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
         finally:
-            if ray is not None:
+            if started:
+                import ray
+
                 ray.shutdown()
     return sorted(rows, key=lambda r: r["seed"])
 

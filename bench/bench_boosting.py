@@ -396,7 +396,6 @@ def main(argv: list[str] | None = None) -> int:
     data_path = _results.data_file(_results.data_root(args.data_root), DATA)
 
     from sparsearch import load_study
-    from sparsearch._ray import connect_ray
 
     execution = load_study(STUDY).execution
     cores = int(execution.workers * execution.cpus_per_trial)
@@ -406,31 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         settings = {"label": "all-rows", "rows": ALL_ROWS, "n_trials": None, "epochs": None, "tune_cap_s": None}
     config_base = {**settings, "cores": cores, "study_digest": _study_digest(), "data": DATA}
-    rows, todo = [], []
-    for seed in seeds:
-        config = {**config_base, "seed": seed}
-        # each seed's record is committed beside the summary (bench/results/boosting/), so that a session that ends
-        # mid-benchmark keeps every finished seed; smoke records stay under bench/out
-        path = (RUNS if args.smoke else RECORDS) / f"{settings['label']}-s{seed}.json"
-        done = None if args.force else _results.load_run(path, config)
-        if done is None:
-            todo.append((seed, config, path))
-        else:
-            print(f"[boosting] seed {seed}: done already ({path.name}), skipped", file=sys.stderr, flush=True)
-            rows.append(done["row"])
-    if todo:
-        import ray
-
-        started = connect_ray("local", num_cpus=cores)
-        try:
-            for seed, config, path in todo:
-                row = run_seed(seed, settings, data_path, cores)
-                _results.save_run(path, {"config": config, "row": row})
-                rows.append(row)
-        finally:
-            if started:
-                ray.shutdown()
-    rows.sort(key=lambda r: r["seed"])
+    # each seed's record is committed beside the summary (bench/results/boosting/), so that a session that ends
+    # mid-benchmark keeps every finished seed; smoke records stay under bench/out
+    folder = RUNS if args.smoke else RECORDS
+    runs = [(seed, {**config_base, "seed": seed}, folder / f"{settings['label']}-s{seed}.json") for seed in seeds]
+    rows = _results.run_seeds("boosting", runs, lambda seed: run_seed(seed, settings, data_path, cores),
+                              num_cpus=cores, force=args.force)
     summary = summarise(rows)
     _print_table(summary)
     doc = {"study": STUDY, "settings": {k: v for k, v in config_base.items() if k != "label"}, "seeds": seeds,

@@ -6,8 +6,13 @@ budget instead:
 
 - ``n_trials`` only: ``max(MINIMUM, round(FRACTION * n_trials))`` (a fifth: 6 for 30 trials, 2 for 5);
 - with ``timeout``: the same from ``n_trials`` to begin with; once the first ``min(workers, 3)`` trials have run,
-  from the expected number of trials, ``min(n_trials, timeout * workers / mean duration)``, set on the sampler
-  (:func:`sparsearch.search._internals.set_startup_trials`: Optuna has no public setter). It only ever lowers.
+  a fifth of the expected number of trials, ``min(n_trials, timeout * trials ended / time elapsed)``, set on the
+  sampler (:func:`sparsearch.search._internals.set_startup_trials`: Optuna has no public setter) and estimated again
+  at every trial's end. It only ever lowers. The estimate follows the study's measured throughput, not the first
+  trials' durations: those are often the warm-start entries or trials a pruner stopped early, and later trials of a
+  space are often longer (wider, more features, more epochs). A fifth of the trials expected at the throughput so far
+  is, once a fifth of the timeout has passed, the number of trials already ended, so the sampler guides from about
+  the first fifth of the time however the trials' durations drift.
 
 Warm-start (enqueued) trials count towards the start-up trials: Optuna's TPE counts every finished trial, and
 they are start-up exploration too (from measured configurations rather than at random); so TPE guides from
@@ -19,6 +24,7 @@ start-up (:func:`sparsearch.search.spec.startup_note`) stays.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -32,12 +38,15 @@ if TYPE_CHECKING:
 
     from sparsearch.search.spec import StudySpec
 
-__all__ = ["FRACTION", "MINIMUM", "StartupListener", "StartupPlan", "budget_startup", "plan_startup"]
+__all__ = ["ESTIMATE", "FRACTION", "MINIMUM", "StartupListener", "StartupPlan", "budget_startup", "plan_startup"]
 
 FRACTION = 0.2
 """The share of the budget sampled at random before the sampler guides."""
 MINIMUM = 2
 """Never fewer start-up trials than this (TPE needs a few observations to split into good and bad)."""
+ESTIMATE = "throughput"
+"""How a timeout's expected trial count is estimated (``info.startup.timeout_estimate``): ``throughput``, trials
+ended per second so far, at every trial's end. Runs before it (no such key) used the first trials' mean duration."""
 _SAMPLERS = ("tpe", "gp", "TPESampler", "GPSampler")
 
 
@@ -63,12 +72,14 @@ class StartupPlan:
 
     def to_json(self) -> JSONDict:
         return {"n_startup_trials": self.n_startup_trials, "source": self.source, "fraction": FRACTION,
-                "estimated_trials": self.estimated_trials, "warm_start_trials_count": True}
+                "estimated_trials": self.estimated_trials, "timeout_estimate": ESTIMATE,
+                "warm_start_trials_count": True}
 
     def describe(self) -> str:
         why = {"user": "set in sampler_params", "n_trials": "about a fifth of n_trials",
                "provisional": "a fifth of n_trials until the first trials give the expected count in timeout",
-               "timeout": f"a fifth of the ~{self.estimated_trials or 0:.0f} trials expected in timeout"}
+               "timeout": f"a fifth of the ~{self.estimated_trials or 0:.0f} trials expected in timeout at the "
+                          "throughput so far; estimated again as trials end, never raised"}
         return (f"start-up: the sampler draws {self.n_startup_trials} trial(s) (warm-start ones included) "
                 f"before it guides ({why[self.source]})")
 
@@ -95,26 +106,32 @@ def sampler_params(spec: StudySpec, plan: StartupPlan | None) -> dict[str, objec
 
 
 class StartupListener(LoopListener):
-    """With a timeout: once the first trials ran, set the start-up count from the expected number of trials."""
+    """With a timeout: once the first trials ran, set the start-up count from the expected number of trials, and
+    lower it as the measured throughput falls (see the module docstring)."""
 
     def __init__(self, sampler: optuna.samplers.BaseSampler, plan: StartupPlan, *, timeout: float,
-                 n_trials: int, workers: int, say: Callable[[str], None] | None = None) -> None:
+                 n_trials: int, workers: int, say: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.sampler, self.plan, self.timeout, self.n_trials, self.workers = sampler, plan, timeout, n_trials, workers
-        self.say = say
-        self.durations: list[float] = []
+        self.say, self.clock = say, clock
+        self.started = clock()
+        self.ended = 0
         self.wanted = min(max(1, workers), 3)
 
     def on_trial_end(self, end: TrialEnd) -> None:
-        if self.plan.source != "provisional" or end.kind != "ran" or end.duration_s <= 0:
+        if self.plan.source not in ("provisional", "timeout") or end.kind != "ran":
             return
-        self.durations.append(end.duration_s)
-        if len(self.durations) < self.wanted:
+        self.ended += 1
+        elapsed = self.clock() - self.started
+        if self.ended < self.wanted or elapsed <= 0:
             return
-        mean = sum(self.durations) / len(self.durations)
-        expected = min(float(self.n_trials), self.timeout * max(1, self.workers) / mean)
+        expected = min(float(self.n_trials), self.timeout * self.ended / elapsed)
         n = min(self.plan.n_startup_trials, budget_startup(expected))
+        first = self.plan.source == "provisional"
+        if not first and n == self.plan.n_startup_trials:
+            return  # the plan keeps the estimate that set its count
         if startup_trials(self.sampler) is not None:
             set_startup_trials(self.sampler, n)
         self.plan.n_startup_trials, self.plan.source, self.plan.estimated_trials = n, "timeout", round(expected, 1)
-        if self.say is not None:
+        if first and self.say is not None:
             self.say(self.plan.describe())

@@ -84,3 +84,14 @@ def test_run_seeds_skips_saved_seeds_saves_each_new_one_at_once_and_sorts_by_see
     assert ran == [2, 1]  # seed 0 was done with the same settings; seed 1's record had others
     assert rows == [{"seed": 0, "v": "saved"}, {"seed": 1, "v": "new"}, {"seed": 2, "v": "new"}]
     assert _results.load_run(runs[2][2], {"k": 2, "seed": 1})["row"]["v"] == "new"
+
+
+def test_run_seeds_with_force_runs_saved_seeds_again(tmp_path: Path) -> None:
+    runs = [(s, {"seed": s}, tmp_path / f"s{s}.json") for s in (0, 1)]
+    for seed, config, path in runs:
+        _results.save_run(path, {"config": config, "row": {"seed": seed, "v": "saved"}})
+    assert [r["v"] for r in _results.run_seeds("t", runs, lambda s: {"seed": s, "v": "new"}, local_ray=False)] == [
+        "saved", "saved"]
+    rows = _results.run_seeds("t", runs, lambda s: {"seed": s, "v": "new"}, local_ray=False, force=True)
+    assert rows == [{"seed": 0, "v": "new"}, {"seed": 1, "v": "new"}]
+    assert _results.load_run(runs[0][2], {"seed": 0})["row"]["v"] == "new"

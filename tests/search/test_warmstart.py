@@ -199,22 +199,59 @@ class _Report:
         self.duration_s = s
 
 
-def test_startup_with_timeout_is_set_from_the_first_trials_durations():
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_startup_with_timeout_is_set_from_the_throughput_once_the_first_trials_ended():
     spec = spec_of(n_trials=100, timeout=60.0)
     plan = plan_startup(spec)
     assert (plan.n_startup_trials, plan.source) == (20, "provisional")
     sampler = make_sampler("tpe", 0, **sampler_params(spec, plan))
     said: list[str] = []
-    listener = StartupListener(sampler, plan, timeout=60.0, n_trials=100, workers=2, say=said.append)
+    clock = _Clock()
+    listener = StartupListener(sampler, plan, timeout=60.0, n_trials=100, workers=2, say=said.append, clock=clock)
     frozen = optuna.trial.create_trial(value=0.5)
+    clock.now += 4.0
     listener.on_trial_end(TrialEnd(frozen, "ran", _Report(4.0)))
-    assert startup_trials(sampler) == 20  # one of the first two trials: not yet
-    listener.on_trial_end(TrialEnd(frozen, "ran", _Report(8.0)))
-    # 60 s x 2 workers / 6 s = 20 expected trials -> a fifth: 4
+    assert startup_trials(sampler) == 20 and plan.source == "provisional"  # one of the first two trials: not yet
+    clock.now += 2.0
+    listener.on_trial_end(TrialEnd(frozen, "invalid"))  # a trial that did not run is not counted
+    listener.on_trial_end(TrialEnd(frozen, "ran", _Report(6.0)))
+    # 2 trials in 6 s -> 60 s hold 20 trials -> a fifth: 4
     assert startup_trials(sampler) == 4
     assert plan.to_json()["n_startup_trials"] == 4 and plan.source == "timeout"
     assert plan.estimated_trials == 20.0
-    assert "4 trial(s)" in said[0] and "~20 trials expected" in said[0]
+    assert len(said) == 1 and "4 trial(s)" in said[0] and "~20 trials expected" in said[0]
+
+
+def test_startup_follows_the_throughput_down_and_never_up():
+    """Fast first trials (warm-start entries, early-pruned ones) then slow ones: the sampler still guides from about
+    the first fifth of the time, where an estimate from the first trials' durations would leave it at random."""
+    plan = plan_startup(spec_of(n_trials=100_000, timeout=600.0))
+    sampler = make_sampler("tpe", 0, **sampler_params(spec_of(n_trials=100_000, timeout=600.0), plan))
+    clock = _Clock()
+    listener = StartupListener(sampler, plan, timeout=600.0, n_trials=100_000, workers=2, clock=clock)
+    frozen = optuna.trial.create_trial(value=0.5)
+    for _ in range(2):  # two trials of 4 s each on 2 workers: ~300 expected
+        clock.now += 2.0
+        listener.on_trial_end(TrialEnd(frozen, "ran", _Report(4.0)))
+    assert startup_trials(sampler) == 60
+    for _ in range(8):  # then a trial every 15 s: at 122 s, a fifth of 600, 10 trials have ended
+        clock.now += 14.75
+        listener.on_trial_end(TrialEnd(frozen, "ran", _Report(30.0)))
+    assert clock.now - 100.0 == 122.0
+    assert startup_trials(sampler) == 10 == plan.n_startup_trials  # guides from the 11th trial on
+    estimated = plan.estimated_trials
+    assert 45.0 < estimated < 55.0  # the estimate that set the count (600 s at ~10 trials per 120 s)
+    for _ in range(5):  # faster again: the count is never raised
+        clock.now += 0.5
+        listener.on_trial_end(TrialEnd(frozen, "ran", _Report(1.0)))
+    assert startup_trials(sampler) == 10 and plan.estimated_trials == estimated
 
 
 # -- encoding cache ---------------------------------------------------------------------------------------------------
