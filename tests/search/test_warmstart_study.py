@@ -25,7 +25,8 @@ def test_portfolio_run_marks_trials_records_choices_and_reuses_the_encoding(tmp_
     assert any("clipped to this space" in n for n in info["warm_start"]["notes"])  # width [8, 32]
     assert any("clipped to this space" in n for n in info["notes"])
     assert info["startup"] == {"n_startup_trials": 2, "source": "n_trials", "fraction": 0.2,
-                               "estimated_trials": None, "warm_start_trials_count": True}
+                               "estimated_trials": None, "timeout_estimate": "throughput",
+                               "warm_start_trials_count": True}
     assert info["prepare_s"] > 0 and info["prepare_s"] >= info["timings"]["encode_s"]
     assert info["encoding_cached"] is False
     client, runs = mlflow_runs(tmp_path, "warm")
