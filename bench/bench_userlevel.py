@@ -52,6 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _results  # noqa: E402  (bench/ is not a package)
 import bench_peers  # noqa: E402
 
+# in each sparsearch run's config: a record made under the earlier start-up rule (first trials' mean duration, not
+# recorded), with which every clicklog_large run of round issue30 stayed random search, runs again
 from sparsearch.search.startup import ESTIMATE  # noqa: E402
 
 CONTENDERS = ("sparsearch", "optuna", "tune")
@@ -64,10 +66,6 @@ USER_INPUTS = "floats-numeric"
 each peer run's config; a peer record made under another rule runs again. The rule before it
 (``"ints-numeric"``, not recorded) scaled integer columns as numbers, which turned clicklog_large's 312 integer ID
 columns into meaningless scalars (plain Optuna, seed 0: 0.674 test AUC)."""
-STARTUP = ESTIMATE
-"""How sparsearch estimates its start-up trials under a timeout (:data:`sparsearch.search.startup.ESTIMATE`), in
-each sparsearch run's config: a record made under the earlier rule (first trials' mean duration, not recorded), with
-which every clicklog_large run of round ``issue30`` stayed random search, runs again."""
 MIN_FREQUENCY = 5
 """A category seen fewer times on the training rows shares the unknown code (scikit-learn's ``min_frequency``)."""
 
@@ -472,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                    os.environ.get("PYTHONPATH")) if p))
     bench_peers.run_seeds("userlevel", __file__, args, contenders, work, records, overrides,
                           lambda seed: bench_peers.fingerprint(load_study(args.study, **{**overrides, "seed": seed})),
-                          env, extra_config=lambda c: {"startup": STARTUP} if c == "sparsearch" else {"user_inputs": USER_INPUTS})
+                          env, extra_config=lambda c: {"startup": ESTIMATE} if c == "sparsearch" else {"user_inputs": USER_INPUTS})
     summary(args.study, records, results, args.round)
     return 0
 

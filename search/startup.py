@@ -112,7 +112,7 @@ class StartupListener(LoopListener):
     def __init__(self, sampler: optuna.samplers.BaseSampler, plan: StartupPlan, *, timeout: float,
                  n_trials: int, workers: int, say: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.sampler, self.plan, self.timeout, self.n_trials, self.workers = sampler, plan, timeout, n_trials, workers
+        self.sampler, self.plan, self.timeout, self.n_trials = sampler, plan, timeout, n_trials
         self.say, self.clock = say, clock
         self.started = clock()
         self.ended = 0
