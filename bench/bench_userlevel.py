@@ -236,7 +236,8 @@ def run_sparsearch(study: str, seed: int, overrides: dict[str, Any], budget: flo
                        **overrides)
     doc = result.to_json()
     return {"test_metrics": doc.get("test_metrics"), "n_trials": len(result.trials),
-            "best_val": None if result.best_trial is None else result.best_trial.values[0]}
+            "best_val": None if result.best_trial is None else result.best_trial.values[0],
+            "startup": doc.get("info", {}).get("startup")}  # the start-up trials TPE drew before it guided
 
 
 def run_optuna(data: UserData, seed: int, budget: float, epochs: int, metric: str, maximize: bool) -> dict:
