@@ -456,16 +456,24 @@ def final_verdict(finals: dict[str, dict[int, float | None]], peer: str, maximiz
 
 
 def summary(study: str, folder: Path, results: Path | None = None, plot: bool = True,
-            plot_to: Path | None = None, round_name: str | None = None) -> dict[str, Any]:
+            plot_to: Path | None = None, round_name: str | None = None,
+            peers_from: tuple[str, Path] | None = None) -> dict[str, Any]:
     """Judge the run records under ``folder`` (one round's); save ``<results>/peers-<study>-<round>.json``
     (``peers-<study>.json`` without a round; default bench/results) and the anytime plot at ``plot_to`` (default
-    ``folder/anytime.png``)."""
+    ``folder/anytime.png``).
+
+    ``peers_from=(ROUND, FOLDER)`` judges this round's contenders against the contenders it lacks as recorded in
+    another round (ours run again under a new rule, against the peers already measured): the records must share
+    the study's fingerprint and budget, the summary names that round (``peers_from``) and is saved as
+    ``peers-<study>-<round>-vs-<ROUND>.json``."""
     runs: dict[str, list[dict]] = {}
     for path in sorted(folder.glob("*-s*.json")):
         doc = json.loads(path.read_text())
         runs.setdefault(doc["contender"], []).append(doc)
     if not runs:
         raise SystemExit(f"no finished runs under {folder}")
+    if peers_from is not None:
+        _add_peers(runs, *peers_from)
     maximize = next(iter(runs.values()))[0]["direction"] == "maximize"
     for docs in runs.values():
         for d in docs:
@@ -507,12 +515,13 @@ def summary(study: str, folder: Path, results: Path | None = None, plot: bool = 
             verdicts[peer] = v
             targets[peer] = judge(per_seed_ratios[peer], v, peer)
     doc = {"study": study, "round": round_name, "table": table, "final_verdicts": verdicts,
-           "targets": targets,
+           "targets": targets, **({"peers_from": peers_from[0]} if peers_from else {}),
            "runs": {c: [{"seed": d["seed"], "final": d["curve"][-1] if d["curve"] else None,
                          "n_trials": len(d["trials"]) - d["late_trials"], "late_trials": d["late_trials"],
                          "wall_s": d["wall_s"], "curve": d["curve"]} for d in docs] for c, docs in runs.items()}}
     doc["anytime"] = {c: anytime_band(docs) for c, docs in runs.items()}
-    _results.save(doc, key=f"peers-{study}" + (f"-{round_name}" if round_name else ""), results=results)
+    key = f"peers-{study}" + (f"-{round_name}" if round_name else "") + (f"-vs-{peers_from[0]}" if peers_from else "")
+    _results.save(doc, key=key, results=results)
     if plot:
         plot_to = folder / "anytime.png" if plot_to is None else plot_to
         plot_to.parent.mkdir(parents=True, exist_ok=True)
@@ -523,6 +532,27 @@ def summary(study: str, folder: Path, results: Path | None = None, plot: bool = 
         print(f"vs {peer}: {v['text']}\n    target: {targets[peer]['target']}: {targets[peer]['text']}\n"
               f"    final never loses: {targets[peer]['final_target']}")
     return doc
+
+
+def _add_peers(runs: dict[str, list[dict]], round_name: str, folder: Path) -> None:
+    """Add to ``runs`` the contenders it lacks, from ``round_name``'s records under ``folder`` (see :func:`summary`).
+    Refuses, in one line, a round with none of them or a record of another study spec or budget."""
+    mine = {(d["config"]["spec_fingerprint"], d["budget_s"]) for docs in runs.values() for d in docs}
+    lacking = set(CONTENDERS) - set(runs)
+    found: dict[str, list[dict]] = {}
+    for path in sorted(folder.glob("*-s*.json")):
+        doc = json.loads(path.read_text())
+        if doc["contender"] not in lacking:
+            continue
+        theirs = (doc["config"]["spec_fingerprint"], doc["budget_s"])
+        if theirs not in mine:
+            raise SystemExit(f"--peers-from {round_name}: {path.name} ran another study spec or budget "
+                             f"(fingerprint and budget {theirs}; this round's: {sorted(mine)})")
+        found.setdefault(doc["contender"], []).append(doc)
+    if not found:
+        raise SystemExit(f"--peers-from {round_name}: no records of {', '.join(sorted(lacking)) or 'any contender'} "
+                         f"(the contenders this round lacks) under {folder}")
+    runs.update(found)
 
 
 def _internal(argv: list[str]) -> int:
@@ -608,7 +638,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="every row of the table ([data] max_rows above its size; e.g. flights)")
     _results.add_data_root(ap)  # nycflights13/flights.parquet under it, for the flights study
     ap.add_argument("--summary", action="store_true", help="only summarise the round's finished runs")
+    ap.add_argument("--peers-from", type=_round_name, default=None, metavar="ROUND",
+                    help="with --summary: judge this round against the contenders it lacks as recorded in ROUND "
+                         "(same study spec and budget)")
     args = ap.parse_args(argv)
+    if args.peers_from is not None and not args.summary:
+        ap.error("--peers-from: only with --summary (it judges finished runs against another round's records)")
     unknown = sorted(set(args.contenders.split(",")) - set(CONTENDERS))
     if unknown:
         ap.error(f"--contenders: unknown {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
@@ -618,7 +653,11 @@ def main(argv: list[str] | None = None) -> int:
     records, results, work = _places(args.study, args.round, shrunk=bool(user))
     named = None if args.round == LEGACY_ROUND and not user else args.round
     if args.summary:
-        summary(args.study, records, results=results, plot_to=work / "anytime.png", round_name=named)
+        peers = None
+        if args.peers_from is not None:
+            peers = (args.peers_from, _places(args.study, args.peers_from, shrunk=bool(user))[0])
+        summary(args.study, records, results=results, plot_to=work / "anytime.png", round_name=named,
+                peers_from=peers)
         return 0
     if named is None:
         ap.error(f"--round {LEGACY_ROUND}: issue 11's records are kept as they are (only --summary); run a new round")

@@ -236,7 +236,8 @@ def verdict(a: list[float], b: list[float], *, maximize: bool, names: tuple[str,
     p, test = _permutation_p(samples, paired=paired, alternative="greater", seed=seed)
     p_worse, _ = _permutation_p(samples, paired=paired, alternative="less", seed=seed)
     design = f"paired by seed, {xa.size} pairs" if paired else f"unpaired, {xa.size} vs {xb.size} seeds"
-    how = f"{design}; 95% bootstrap CI {lo:.4g} to {hi:.4g}"
+    how = (f"{design}; 95% bootstrap CI {lo:.4g} to {hi:.4g}" if math.isfinite(lo)
+           else f"{design}; no bootstrap interval from one value")
     outcome: Outcome
     if lo > 0 and p < ALPHA:
         outcome = "wins"

@@ -25,8 +25,11 @@ def test_anytime_follows_the_validation_incumbent_not_the_test_metric() -> None:
     assert bp.time_to_reach(bp.anytime(rows, True), 0.73, maximize=True) is None
 
 
-def _run(folder: Path, contender: str, seed: int, trials: list[tuple[float, float, float]], budget: float = 100.0):
+def _run(folder: Path, contender: str, seed: int, trials: list[tuple[float, float, float]], budget: float = 100.0,
+         fp: str = "spec"):
+    folder.mkdir(parents=True, exist_ok=True)
     doc = {"contender": contender, "seed": seed, "budget_s": budget, "direction": "maximize", "wall_s": budget,
+           "config": {"spec_fingerprint": fp},
            "trials": [{"t": t, "val": v, "test": te} for t, v, te in trials]}
     (folder / f"{contender}-s{seed}.json").write_text(json.dumps(doc))
 
@@ -99,6 +102,26 @@ def test_summary_reports_per_seed_ratios_of_a_round(tmp_path: Path) -> None:
     assert ours["time_to_tune_final_over_its_budget"] == 0.7
     assert doc["targets"]["tune"]["target"] == "missed" and doc["round"] == "r1"
     assert (tmp_path / "results" / "peers-toy-r1.json").exists()
+
+
+def test_a_round_is_judged_against_another_rounds_peers_of_the_same_spec_and_budget(tmp_path: Path) -> None:
+    # ours run again in round r2; the peers it lacks come from round r1 (same spec, same budget); r1's own "ours"
+    # records are never mixed in
+    r1, r2 = tmp_path / "r1", tmp_path / "r2"
+    for s in range(5):
+        _run(r1, "ours", s, [(10.0, 0.99, 0.99)])
+        _run(r1, "tune", s, [(50.0, 0.85, 0.85 + s / 1000)])
+        _run(r2, "ours", s, [(20.0, 0.90, 0.90 + s / 1000)])
+    doc = bp.summary("toy", r2, results=tmp_path / "results", plot=False, round_name="r2", peers_from=("r1", r1))
+    assert doc["peers_from"] == "r1" and doc["final_verdicts"]["tune"]["outcome"] == "wins"
+    assert [r["final"][2] for r in doc["runs"]["ours"]] == [0.9 + s / 1000 for s in range(5)]
+    assert (tmp_path / "results" / "peers-toy-r2-vs-r1.json").exists()
+    _run(r1, "optuna", 0, [(50.0, 0.85, 0.85)], budget=200.0)  # another budget: refused, naming the record
+    with pytest.raises(SystemExit, match="optuna-s0.json ran another study spec or budget"):
+        bp.summary("toy", r2, results=tmp_path / "results", plot=False, round_name="r2", peers_from=("r1", r1))
+    with pytest.raises(SystemExit, match="no records of optuna, random, tune"):
+        bp.summary("toy", r2, results=tmp_path / "results", plot=False, round_name="r2",
+                   peers_from=("r3", tmp_path / "r3"))
 
 
 def test_a_round_and_a_spec_change_are_never_reused(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
@@ -56,3 +57,22 @@ def test_integer_columns_are_categories_and_float_columns_numbers() -> None:
     assert data.n_numeric == 1 and data.parts["train"]["num"].shape == (16, 1)  # price only
     codes = data.parts["train"]["cat"][:, 0]
     assert len(set(codes[:8].tolist())) == 1 and codes[0] != codes[8]  # one code per ID, not a scaled number
+
+
+def test_a_peer_run_before_any_sparsearch_run_ends_without_a_summary(monkeypatch, tmp_path, capsys) -> None:
+    """A round's first finished run may be a peer's: its record is kept and the script ends well (exit 0), saying
+    the verdicts wait for a sparsearch run. ``--summary`` alone on such a round still refuses."""
+    ran: list[list[str]] = []
+
+    def fake_run_seeds(tag, script, args, contenders, work, records, *rest, **kw):
+        ran.append(contenders)
+        records.mkdir(parents=True)
+        (records / "optuna-s0.json").write_text('{"contender": "optuna", "seed": 0, "test": 0.7, "maximize": true}')
+
+    monkeypatch.setattr(bu.bench_peers, "run_seeds", fake_run_seeds)
+    monkeypatch.setattr(bu, "OUT", tmp_path)
+    assert bu.main(["--smoke", "--contenders", "optuna"]) == 0
+    assert ran == [["optuna"]]
+    assert "summary waits for one" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no finished sparsearch runs"):
+        bu.main(["--smoke", "--summary"])

@@ -169,5 +169,6 @@ def test_a_single_seed_gets_an_exact_p_and_no_interval(paired):
     v = verdict([0.9], [0.8], maximize=True, names=("tpe", "random"), paired=paired)
     assert (v["outcome"], v["p_value"]) == ("no difference shown", 0.5)
     assert "2 arrangements" in v["test"] and all(math.isnan(x) for x in v["ci95"])
+    assert "no bootstrap interval from one value" in v["text"] and "nan" not in v["text"]
     assert verdict([0.8], [0.9], maximize=True, names=("tpe", "random"), paired=paired)["p_value"] == 1.0
     assert verdict([0.9, 0.91], [0.8], maximize=True, names=("tpe", "random"))["p_value"] == pytest.approx(1 / 3)
