@@ -46,6 +46,7 @@ def study(tmp_path_factory, ray_session):
             "tracking": f"sqlite:///{results / 'mlflow.db'}"}
 
 
+@pytest.mark.slow  # two Ray workers refit a network end to end (about 40 s each on 2 cores)
 def test_refit_on_two_workers_streams_rows_and_keeps_masks_identical(study, tmp_path):
     """Two ranks, a parquet source holding every row of the study (test rows too): the test rows are dropped,
     masks agree on both ranks and with the model, and the logged pyfunc is the refitted network."""
@@ -134,6 +135,7 @@ def family_study(study):
     return {"spec": spec, "result": run_study(spec, results_dir=study["results"], progress=False)}
 
 
+@pytest.mark.slow  # two Ray workers refit a network end to end (about 40 s each on 2 cores)
 def test_refit_reproduces_the_trials_model_family(study, family_study):
     """ple + ensemble_size 2 + cross_layers 1 on 2 workers: the refitted network has the trial's blocks, its
     PLE bins are fitted on the refit's training rows (never a test row), the masks agree across the ranks, and
