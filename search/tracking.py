@@ -307,8 +307,16 @@ class Tracker:
                     if "://" not in self.uri or self.uri.startswith(("sqlite:", "file:")):
                         path = self._artifact_root / self.experiment
                         location = path.resolve().as_uri()
-                    self.experiment_id = self._client.create_experiment(
-                        self.experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                    try:
+                        self.experiment_id = self._client.create_experiment(
+                            self.experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                    except Exception:
+                        # another process created it since the lookup (the file lock covers local stores only, not
+                        # a tracking server): use theirs; any other failure is raised as before
+                        exp = self._client.get_experiment_by_name(self.experiment)
+                        if exp is None:
+                            raise
+                        self.experiment_id = exp.experiment_id
                 else:
                     self.experiment_id = exp.experiment_id
                     if EXPERIMENT_KIND_TAG not in exp.tags:  # a kind the user chose in the UI is kept
