@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 MLFLOW_HARMLESS = ("/ajax-api/2.0/mlflow/users/current", "/ajax-api/2.0/mlflow/artifacts/presigned-download-url")
 """MLflow's UI asks who is logged in (a server without authentication answers 404) and, from mlflow 3.18, for a
-presigned artifact URL (a server that proxies its artifacts answers 501, and the UI falls back to downloading)."""
+presigned artifact URL (a server that proxies its artifacts answers 501; the trials table still renders)."""
 
 CHART_CARD_JS = """(name) => {
   for (const plot of document.querySelectorAll('.js-plotly-plot')) {
