@@ -24,9 +24,11 @@ on: the anytime curve is the test metric of the incumbent (best by validation) a
 Rounds (``--round NAME``, default ``issue30``): a round never reuses another's records or prepared data. Each run's
 JSON is saved as soon as it finishes (``bench/results/peers/<study>/<round>/<contender>-s<seed>.json``) with its
 ``config`` (contender, seed, budget, overrides, a fingerprint of the study spec and, in rounds after
-``issue30-r2``, the rule that seeds each trial's initial weights: ``trial_seed_rule``); a run whose record has the
-same config is skipped, one with another config runs again, so an interrupted benchmark resumes. Scratch (the
-prepared data ``prepared-<fingerprint>.pkl``, journals, Ray Tune's folders, the plot) goes to
+``issue30-r2``, the rule that seeds each trial's initial weights: ``trial_seed_rule``) and, from round
+``issue30-i``'s seed 3 on, ``search``: the trials it started, completed and pruned (Tune's ASHA stops are not told
+apart from budget cuts: no count) and, for the controller, its start-up plan and preparation time; a run whose
+record has the same config is skipped, one with another config runs again, so an interrupted benchmark resumes.
+Scratch (the prepared data ``prepared-<fingerprint>.pkl``, journals, Ray Tune's folders, the plot) goes to
 ``bench/out/peers/<study>/<round>/``. ``--summary`` judges a round: the table (per seed, the time ours needs to
 reach each peer's median final test metric, as a fraction of the peer's budget; the target is the worst seed's
 ratio <= 0.5) and the verdicts on the final test metrics, written to ``bench/results/peers-<study>-<round>.json``.
@@ -173,21 +175,29 @@ def run_one(contender: str, seed: int, study: str, overrides: dict[str, Any], bu
     use_trial_seed_rule(config, seed)
     started = time.time()
     if contender in ("ours", "random"):
-        rows = _run_ours(spec, contender, seed, budget, folder, objective, hidden)
+        rows, search = _run_ours(spec, contender, seed, budget, folder, objective, hidden)
     elif contender == "optuna":
-        rows = _run_optuna(spec, seed, budget, folder, objective, hidden)
+        rows, search = _run_optuna(spec, seed, budget, folder, objective, hidden)
     elif contender == "tune":
-        rows = _run_tune(spec, seed, budget, folder, objective, hidden)
+        rows, search = _run_tune(spec, seed, budget, folder, objective, hidden)
     else:
         raise SystemExit(f"unknown contender {contender!r}; choose from {', '.join(CONTENDERS)}")
     rows.sort(key=lambda r: r["t"])
     return {"config": config, "contender": contender, "seed": seed, "study": study, "overrides": overrides,
             "budget_s": budget,
             "objective": objective, "direction": direction, "wall_s": time.time() - started, "trials": rows,
-            "curve": anytime(rows, direction == "maximize")}
+            "search": search, "curve": anytime(rows, direction == "maximize")}
 
 
-def _run_ours(spec, contender, seed, budget, folder, objective, hidden) -> list[dict]:
+def _trial_counts(trials: list[Any]) -> dict[str, int]:
+    """How many Optuna trials a run started, completed and pruned (``search`` in its record): ``trials`` lists the
+    completed ones only, and a contender that prunes most of what it starts searches differently from one that
+    does not."""
+    states = [t.state.name for t in trials]
+    return {"started": len(states), "completed": states.count("COMPLETE"), "pruned": states.count("PRUNED")}
+
+
+def _run_ours(spec, contender, seed, budget, folder, objective, hidden) -> tuple[list[dict], dict]:
     from sparsearch import run_study
 
     sampler = "random" if contender == "random" else spec.study.sampler
@@ -208,10 +218,13 @@ def _run_ours(spec, contender, seed, budget, folder, objective, hidden) -> list[
         metrics = t.user_attrs.get("metrics", {})
         rows.append({"t": t.datetime_complete.timestamp() - t0, "val": t.values[0], "test": metrics.get(hidden),
                      "params": t.params, "warm_start": t.user_attrs.get("warm_start")})
-    return rows
+    # the start-up trials the controller chose (search/startup.py) and its data preparation, outside the trials
+    info = result.info
+    return rows, {**_trial_counts(result.trials), "startup": info.startup if info is not None else None,
+                  "prepare_s": info.prepare_s if info is not None else None}
 
 
-def _run_optuna(spec, seed, budget, folder, objective, hidden) -> list[dict]:
+def _run_optuna(spec, seed, budget, folder, objective, hidden) -> tuple[list[dict], dict]:
     import optuna
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -227,8 +240,9 @@ def _run_optuna(spec, seed, budget, folder, objective, hidden) -> list[dict]:
         p.wait()
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     study = optuna.load_study(study_name="peer", storage=storage)
-    return [{"t": t.datetime_complete.timestamp() - t0, "val": t.value, "test": t.user_attrs.get(hidden),
+    rows = [{"t": t.datetime_complete.timestamp() - t0, "val": t.value, "test": t.user_attrs.get(hidden),
              "params": t.params} for t in study.trials if t.state.name == "COMPLETE"]
+    return rows, _trial_counts(study.trials)
 
 
 def _optuna_worker(journal: str, seed: int, k: int, budget: float, raw: str) -> None:
@@ -270,7 +284,7 @@ def _optuna_worker(journal: str, seed: int, k: int, budget: float, raw: str) -> 
     study.optimize(fn, timeout=budget)
 
 
-def _run_tune(spec, seed, budget, folder, objective, hidden) -> list[dict]:
+def _run_tune(spec, seed, budget, folder, objective, hidden) -> tuple[list[dict], dict]:
     import peers_objective
     import ray
     from ray import tune
@@ -319,7 +333,8 @@ def _run_tune(spec, seed, budget, folder, objective, hidden) -> list[dict]:
             rows.append({"t": float(m["timestamp"]) - t0, "val": m[objective], "test": m[hidden],
                          "params": dict(res.config or {})})
     ray.shutdown()
-    return rows
+    # ASHA's early stops and the trials the budget cut short are not told apart in Tune's results: no "pruned"
+    return rows, {"started": len(grid), "completed": len(rows), "pruned": None}
 
 
 # -- figures ------------------------------------------------------------------------------------------------------
@@ -491,6 +506,8 @@ def summary(study: str, folder: Path, results: Path | None = None, plot: bool = 
                "trials_median": float(np.median([len(d["trials"]) - d["late_trials"] for d in docs])),
                "late_trials_total": int(sum(d["late_trials"] for d in docs)),
                "wall_s_median": float(np.median([d["wall_s"] for d in docs]))}
+        if all(d.get("search") for d in docs):  # records from round issue30-i's seed 3 on
+            row["trials_started_median"] = float(np.median([d["search"]["started"] for d in docs]))
         for peer, peer_docs in runs.items():
             if peer == c:
                 continue

@@ -217,3 +217,19 @@ def test_new_rounds_seed_a_trial_from_the_run_seed_and_old_rounds_keep_their_con
     assert po.trial_seed(0) == 4 * 100_003 != on_seed_3  # trial 0 of another seed trains from other weights
     bp.use_trial_seed_rule(old, 4)
     assert "SPARSEARCH_PEERS_RUN_SEED" not in os.environ and po.trial_seed(7) == 7
+
+
+def test_a_record_counts_the_trials_started_and_pruned_not_only_the_completed() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+
+    def objective(trial: optuna.Trial) -> float:
+        if trial.number % 3 == 0:
+            raise optuna.TrialPruned()
+        return float(trial.number)
+
+    study.optimize(objective, n_trials=7)
+    assert bp._trial_counts(study.trials) == {"started": 7, "completed": 4, "pruned": 3}
+    assert bp._trial_counts([]) == {"started": 0, "completed": 0, "pruned": 0}
