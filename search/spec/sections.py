@@ -9,6 +9,7 @@ the closest valid one, a wrong type or an out-of-range value is an error naming 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import ClassVar, Literal
 
@@ -228,6 +229,16 @@ class DataSpec(_Section):
         "rows, drop leaking columns (e.g. `SELECT *, CAST(arr_delay > 15 AS INT) AS late FROM data WHERE arr_delay "
         "IS NOT NULL`). SQL is data, not code: nothing is imported or executed."
     )
+
+    @field_validator("params")
+    @classmethod
+    def _params_finite(cls, v: dict[str, object]) -> dict[str, object]:
+        # TOML allows inf and nan, but the generators take counts, sizes and rates, and the spec's own TOML form
+        # (to_toml_dict: what a resumed study reads back, what MLflow records) would write them as nothing
+        for key, value in v.items():
+            if _non_finite(value):
+                raise ValueError(f"{key} = {value!r}: a finite number is required (inf and nan are not allowed)")
+        return v
 
     @field_validator("generator")
     @classmethod
@@ -519,3 +530,14 @@ def parse_study(raw: Mapping[str, object], *, origin: str = "study",
         raise format_error(exc, origin, models=section_models()) from None
     except SpecError as exc:
         raise SpecError(f"{origin}: {exc}") from None
+
+
+def _non_finite(value: object) -> bool:
+    """Whether ``value`` is or holds (in a list or table) an infinite or NaN float."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return any(_non_finite(x) for x in value)
+    if isinstance(value, Mapping):
+        return any(_non_finite(x) for x in value.values())
+    return False
