@@ -33,7 +33,8 @@ SECTIONS = ("study", "data", "space", "train", "execution", "tracking", "storage
 class _Section(StrictModel):
     # Defaults are given by the ``default=`` keyword: a type checker reads a field's default only from it
     # (pydantic's dataclass_transform); with a positional default, every field of ``DataSpec(...)`` looks required.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True,
+                              ser_json_inf_nan="constants")  # as StrictModel's: inf and nan survive the TOML form
     _section: ClassVar[str] = ""
 
     def __init__(self, **fields: object) -> None:
@@ -233,8 +234,7 @@ class DataSpec(_Section):
     @field_validator("params")
     @classmethod
     def _params_finite(cls, v: dict[str, object]) -> dict[str, object]:
-        # TOML allows inf and nan, but the generators take counts, sizes and rates, and the spec's own TOML form
-        # (to_toml_dict: what a resumed study reads back, what MLflow records) would write them as nothing
+        # TOML allows inf and nan, but the generators take counts, sizes and rates: such a value is a mistake
         for key, value in v.items():
             if _non_finite(value):
                 raise ValueError(f"{key} = {value!r}: a finite number is required (inf and nan are not allowed)")

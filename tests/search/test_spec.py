@@ -187,10 +187,23 @@ def test_pruning_window_note_flags_rungs_inside_gmps_window_when_other_trials_ha
 
 @pytest.mark.parametrize("value", [float("inf"), float("nan"), [1.0, float("-inf")]])
 def test_a_generator_parameter_that_is_not_a_finite_number_is_a_one_line_error(value):
-    # TOML allows inf and nan; the spec's own TOML form (what a resumed study reads back) would drop them
+    # TOML allows inf and nan; a generator takes counts, sizes and rates
     raw = {"data": {"generator": "click_log", "params": {"n_rows": value}}}
     with pytest.raises(SpecError, match=r"^study: \[data\] params: n_rows = .*a finite number is required") as info:
         parse_study(raw)
     assert "\n" not in str(info.value)
     spec = parse_study(BASE)  # a finite one round-trips through the TOML form
     assert parse_study(spec.to_toml_dict()) == spec
+
+
+def test_an_infinite_pruner_parameter_survives_the_toml_form_and_an_override():
+    # TOML allows inf; pydantic's JSON dump wrote it as None, so a spec re-validated with an override (the CLI's
+    # --sampler, the random baseline, a refit) held another value than its file, and MLflow recorded None
+    raw = with_("study", pruner="threshold", pruner_params={"lower": 0.5, "upper": float("inf")})
+    spec = parse_study(raw)
+    doc = spec.to_toml_dict()
+    assert doc["study"]["pruner_params"] == {"lower": 0.5, "upper": float("inf")}
+    assert parse_study(doc) == spec
+    overridden = load_study(spec.to_raw(), sampler="random")
+    assert overridden.study.pruner_params == {"lower": 0.5, "upper": float("inf")}
+    assert overridden.study.sampler == "random"
