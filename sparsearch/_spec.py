@@ -17,8 +17,8 @@ class StrictModel(BaseModel):
     """A frozen pydantic model that rejects unknown keys and keeps strict numeric types."""
 
     # ser_json_inf_nan: an infinite or NaN float (TOML allows them, e.g. a threshold pruner's ``upper = inf``) stays
-    # a float in model_dump(mode="json"), so a spec's TOML form (what a resumed study and an override re-read)
-    # holds what the file said; pydantic's default writes it as None, which changed the spec on a round trip
+    # a float in model_dump(mode="json"), so a spec's TOML form (what an override or a refit re-validates, what
+    # MLflow records) holds what the file said; pydantic's default writes None, which changed the spec on a round trip
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, ser_json_inf_nan="constants")
 
 
