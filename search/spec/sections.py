@@ -33,8 +33,8 @@ SECTIONS = ("study", "data", "space", "train", "execution", "tracking", "storage
 class _Section(StrictModel):
     # Defaults are given by the ``default=`` keyword: a type checker reads a field's default only from it
     # (pydantic's dataclass_transform); with a positional default, every field of ``DataSpec(...)`` looks required.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True,
-                              ser_json_inf_nan="constants")  # as StrictModel's: inf and nan survive the TOML form
+    # StrictModel's config (merged by pydantic), plus strict types
+    model_config = ConfigDict(strict=True)
     _section: ClassVar[str] = ""
 
     def __init__(self, **fields: object) -> None:
